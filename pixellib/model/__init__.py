@@ -1,0 +1,1 @@
+"""PointRend R-CNN inference modules (see :mod:`pixellib.model.detector`)."""

@@ -1,0 +1,131 @@
+"""The whole PointRend R-CNN forward for one image (detectron2 ``GeneralizedRCNN`` at test
+time with PixelLib's PointRend config, spec §0): normalise and pad, backbone + FPN, RPN,
+box head, PointRend mask head, then rescale to the original image and paste the masks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ARCHITECTURES, InferenceConfig, ModelConfig
+from . import ops
+from .backbone import FPN, ResNet
+from .point_rend import PointRendMaskHead
+from .roi_heads import StandardROIHeads
+from .rpn import RPN
+
+SIZE_DIVISIBILITY = 32  # stride of res5: the padded input is a multiple of it
+
+
+@dataclass
+class RawDetections:
+    """Model output before conversion to numpy: boxes in original-image pixels."""
+
+    boxes: torch.Tensor  # (N, 4) float32
+    scores: torch.Tensor  # (N,) float32
+    classes: torch.Tensor  # (N,) int64
+    masks: torch.Tensor  # (N, H0, W0) bool
+
+
+class PointRendRCNN(nn.Module):
+    def __init__(self, config: ModelConfig, inference: InferenceConfig = InferenceConfig()):
+        super().__init__()
+        self.config = config
+        self.backbone = FPN(ResNet(
+            blocks_per_stage=config.blocks_per_stage, num_groups=config.num_groups,
+            width_per_group=config.width_per_group, stride_in_1x1=config.stride_in_1x1,
+        ))
+        self.proposal_generator = RPN()
+        self.roi_heads = StandardROIHeads(mask_head=PointRendMaskHead())
+        self.register_buffer("pixel_mean", torch.empty(3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.empty(3, 1, 1), persistent=False)
+        self.reset_constants()
+        self.set_inference(inference)
+        self.eval()
+
+    def reset_constants(self) -> None:
+        """(Re)compute the non-persistent buffers, e.g. after ``to_empty``."""
+        device = self.pixel_mean.device
+        if device.type == "meta":
+            return
+        self.pixel_mean = torch.tensor(self.config.pixel_mean, device=device).view(3, 1, 1)
+        self.pixel_std = torch.tensor(self.config.pixel_std, device=device).view(3, 1, 1)
+        self.proposal_generator.anchor_generator.reset_constants()
+
+    def set_inference(self, inference: InferenceConfig) -> None:
+        """Apply test-time thresholds (they are plain attributes, not weights)."""
+        self.inference = inference
+        rpn = self.proposal_generator
+        rpn.pre_nms_topk = inference.rpn_pre_nms_topk
+        rpn.post_nms_topk = inference.rpn_post_nms_topk
+        rpn.nms_thresh = inference.rpn_nms_thresh
+        heads = self.roi_heads
+        heads.score_thresh = inference.score_thresh
+        heads.nms_thresh = inference.box_nms_thresh
+        heads.max_detections = inference.detections_per_image
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def preprocess(self, image: torch.Tensor) -> torch.Tensor:
+        """(3, h, w) BGR float 0..255 -> (1, 3, Hp, Wp): normalised, then zero-padded at the
+        bottom/right to multiples of 32 (zero = the mean colour)."""
+        x = (image.to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std
+        h, w = x.shape[-2:]
+        hp = -(-h // SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY
+        wp = -(-w // SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY
+        return F.pad(x, (0, wp - w, 0, hp - h), value=0.0)[None]
+
+    def forward(self, image: torch.Tensor, original_size: tuple[int, int]) -> RawDetections:
+        """``image``: the resized (3, h, w) BGR float image; ``original_size``: (H0, W0).
+
+        Returns detections in original-image pixels, by descending score.
+        """
+        size = tuple(image.shape[-2:])
+        features = self.backbone(self.preprocess(image))
+        proposals, _ = self.proposal_generator(features, size)
+        boxes, scores, classes = self.roi_heads.detect(features, proposals, size)
+        masks = self.roi_heads.mask_head(features["p2"], boxes, classes)
+        return postprocess(
+            boxes, scores, classes, masks, size, original_size, self.inference.mask_threshold
+        )
+
+
+def postprocess(
+    boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, masks: torch.Tensor,
+    resized_size: tuple[int, int], original_size: tuple[int, int], mask_threshold: float = 0.5,
+) -> RawDetections:
+    """Scale boxes to the original image, clip, drop empty boxes, paste masks (spec §8)."""
+    (h, w), (h0, w0) = resized_size, original_size
+    boxes = boxes.clone()
+    boxes[:, 0::2] *= w0 / w
+    boxes[:, 1::2] *= h0 / h
+    boxes = ops.clip_boxes(boxes, h0, w0)
+    keep = ops.nonempty(boxes)
+    boxes, scores, classes, masks = boxes[keep], scores[keep], classes[keep], masks[keep]
+    return RawDetections(
+        boxes, scores, classes, ops.paste_masks(masks, boxes, (h0, w0), mask_threshold)
+    )
+
+
+def build_model(
+    arch: str | ModelConfig, inference: InferenceConfig = InferenceConfig()
+) -> PointRendRCNN:
+    """An unloaded model (random-free: every weight must come from a checkpoint)."""
+    config = ARCHITECTURES[arch] if isinstance(arch, str) else arch
+    with torch.device("meta"):
+        model = PointRendRCNN(config, inference)
+    model = model.to_empty(device="cpu").eval()
+    model.reset_constants()
+    return model
+
+
+def state_dict_shapes(arch: str) -> dict[str, tuple[int, ...]]:
+    """Every checkpoint key the model needs and its shape, without allocating weights."""
+    with torch.device("meta"):
+        model = PointRendRCNN(ARCHITECTURES[arch])
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}

@@ -1,0 +1,145 @@
+"""Image in, detections out: the one entry point every API (PixelLib compat, CLI) calls.
+
+Resizing follows detectron2's ``ResizeShortestEdge`` at test time with Pillow's bilinear
+filter on the uint8 BGR image, exactly as PixelLib runs it (spec §2): Pillow antialiases on
+downscale and rounds to uint8 between passes, which neither OpenCV nor torch reproduce.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .config import ARCHITECTURES, InferenceConfig, inference_config
+from .model.detector import PointRendRCNN, build_model
+from .model.layers import fold_frozen_norms
+from .structures import Detections
+
+logger = logging.getLogger(__name__)
+
+BACKBONE_ALIASES = {
+    # PixelLib's names: any non-"resnet50" value builds ResNeXt-101-32x8d there.
+    "resnet50": "resnet50",
+    "resnet101": "resnext101_32x8d",
+    "resnext101": "resnext101_32x8d",
+    "resnext101_32x8d": "resnext101_32x8d",
+}
+
+
+def resized_shape(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
+    """(h, w) after scaling the short side to ``min_size`` and capping the long side at
+    ``max_size``, rounded half up; computed in float64 like detectron2."""
+    scale = min_size / min(height, width)
+    if height < width:
+        h, w = float(min_size), scale * width
+    else:
+        h, w = scale * height, float(min_size)
+    if max(h, w) > max_size:
+        s = max_size / max(h, w)
+        h, w = h * s, w * s
+    return int(h + 0.5), int(w + 0.5)
+
+
+def resize_image(image: np.ndarray, min_size: int, max_size: int) -> np.ndarray:
+    """Resize (H, W, 3) uint8 with Pillow bilinear; channel order is kept as is."""
+    h, w = resized_shape(image.shape[0], image.shape[1], min_size, max_size)
+    return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+
+
+def load_model(
+    source: str | os.PathLike | dict, *, backbone: str | None = None,
+    inference: InferenceConfig = InferenceConfig(), fold_norms: bool = True,
+) -> PointRendRCNN:
+    """Build the model a checkpoint file (or a loaded state dict) describes and load it.
+
+    The architecture comes from the tensors; when ``backbone`` (a PixelLib name) disagrees,
+    the file wins and a warning says so.
+    """
+    from . import weights
+
+    if isinstance(source, dict):
+        raw, path = source, None
+    else:
+        path = Path(source)
+        raw = weights.read_checkpoint(path)
+    state_dict, report = weights.convert_state_dict(raw)
+    arch = weights.detect_architecture(state_dict)
+    if backbone is not None:
+        wanted = BACKBONE_ALIASES.get(backbone)
+        if wanted is None:
+            raise ValueError(
+                f"unknown network_backbone {backbone!r}: expected 'resnet50' or 'resnet101'"
+            )
+        if wanted != arch:
+            logger.warning(
+                "network_backbone=%r but %s holds a %s model; using %s",
+                backbone, path or "the checkpoint", arch, arch,
+            )
+    model = build_model(arch, inference)
+    weights.load_into(model, state_dict, path=path)
+    model.load_report = report
+    if fold_norms:
+        fold_frozen_norms(model)
+    return model
+
+
+class Predictor:
+    """Segment BGR uint8 images with a PointRend model.
+
+    ``model`` is a checkpoint path or a built :class:`PointRendRCNN`. ``speed`` is PixelLib's
+    ``detection_speed`` (None, "fast", "rapid") and ``confidence`` overrides its threshold.
+
+    Thread safety: calls are serialised by a lock, so one instance can be shared between
+    threads (results equal sequential ones); for parallel throughput use one instance per
+    process.
+    """
+
+    def __init__(
+        self, model: str | os.PathLike | PointRendRCNN, *, speed: str | None = None,
+        confidence: float | None = None, device: str | torch.device = "cpu",
+        backbone: str | None = None,
+    ):
+        self.inference = inference_config(speed, confidence)
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available")
+        if isinstance(model, PointRendRCNN):
+            model.set_inference(self.inference)
+        else:
+            model = load_model(model, backbone=backbone, inference=self.inference)
+        self.model = model.to(self.device)
+        self._lock = threading.Lock()
+
+    @property
+    def arch(self) -> str:
+        return self.model.config.name
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        """Detections for one (H, W, 3) uint8 BGR image, in its own pixel coordinates."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(
+                f"expected an (H, W, 3) uint8 BGR image, got {image.dtype} {image.shape}"
+            )
+        h0, w0 = image.shape[:2]
+        resized = resize_image(np.ascontiguousarray(image), self.inference.min_size,
+                               self.inference.max_size)
+        tensor = torch.from_numpy(resized).permute(2, 0, 1).float()
+        with self._lock, torch.inference_mode():
+            out = self.model(tensor, (h0, w0))
+        return Detections(
+            boxes=out.boxes.cpu().numpy().astype(np.float32, copy=False),
+            scores=out.scores.cpu().numpy().astype(np.float32, copy=False),
+            class_ids=out.classes.cpu().numpy().astype(np.int64, copy=False),
+            masks=out.masks.cpu().numpy(),
+            image_size=(h0, w0),
+        )
+
+    predict = __call__
+
+
+__all__ = ["ARCHITECTURES", "Predictor", "load_model", "resize_image", "resized_shape"]

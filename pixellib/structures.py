@@ -1,0 +1,64 @@
+"""The numpy results object every core entry point returns.
+
+Coordinates: boxes are ``(x0, y0, x1, y1)`` float32 in original-image pixels (pixel ``(y, x)``
+covers ``[x, x+1) x [y, y+1)``); masks are ``(N, H, W)`` bool in the original image size.
+Order is the model's: descending score.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .classes import COCO_CLASSES
+
+
+@dataclass(frozen=True, eq=False)
+class Detections:
+    boxes: np.ndarray  # (N, 4) float32
+    scores: np.ndarray  # (N,) float32 probabilities in [0, 1]
+    class_ids: np.ndarray  # (N,) int64, index into COCO_CLASSES
+    masks: np.ndarray  # (N, H, W) bool
+    image_size: tuple[int, int]  # (H, W) of the original image
+
+    def __post_init__(self):
+        n = len(self.boxes)
+        h, w = self.image_size
+        assert self.boxes.shape == (n, 4) and self.boxes.dtype == np.float32
+        assert self.scores.shape == (n,) and self.scores.dtype == np.float32
+        assert self.class_ids.shape == (n,) and self.class_ids.dtype == np.int64
+        assert self.masks.shape == (n, h, w) and self.masks.dtype == np.bool_
+
+    @classmethod
+    def empty(cls, image_size: tuple[int, int]) -> "Detections":
+        h, w = image_size
+        return cls(
+            boxes=np.zeros((0, 4), np.float32),
+            scores=np.zeros((0,), np.float32),
+            class_ids=np.zeros((0,), np.int64),
+            masks=np.zeros((0, h, w), bool),
+            image_size=(int(h), int(w)),
+        )
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __getitem__(self, index) -> "Detections":
+        """Select detections with a bool mask, an index array, a slice or an int."""
+        if isinstance(index, (int, np.integer)):
+            index = [int(index)]
+        return Detections(
+            boxes=self.boxes[index].reshape(-1, 4),
+            scores=self.scores[index].reshape(-1),
+            class_ids=self.class_ids[index].reshape(-1),
+            masks=self.masks[index].reshape(-1, *self.image_size),
+            image_size=self.image_size,
+        )
+
+    @property
+    def class_names(self) -> list[str]:
+        return [COCO_CLASSES[i] for i in self.class_ids]
+
+    def with_classes(self, class_ids) -> "Detections":
+        """Only the detections whose class id is in ``class_ids``, order kept."""
+        return self[np.isin(self.class_ids, np.asarray(list(class_ids), dtype=np.int64))]

@@ -38,12 +38,19 @@ class PointRendRCNN(nn.Module):
             blocks_per_stage=config.blocks_per_stage, num_groups=config.num_groups,
             width_per_group=config.width_per_group, stride_in_1x1=config.stride_in_1x1,
         ))
-        self.proposal_generator = RPN()
-        self.roi_heads = StandardROIHeads(mask_head=PointRendMaskHead())
+        self.inference = inference
+        self.proposal_generator = RPN(
+            pre_nms_topk=inference.rpn_pre_nms_topk, post_nms_topk=inference.rpn_post_nms_topk,
+            nms_thresh=inference.rpn_nms_thresh,
+        )
+        self.roi_heads = StandardROIHeads(
+            mask_head=PointRendMaskHead(), num_classes=config.num_classes,
+            score_thresh=inference.score_thresh, nms_thresh=inference.box_nms_thresh,
+            max_detections=inference.detections_per_image,
+        )
         self.register_buffer("pixel_mean", torch.empty(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.empty(3, 1, 1), persistent=False)
         self.reset_constants()
-        self.set_inference(inference)
         self.eval()
 
     def reset_constants(self) -> None:
@@ -54,18 +61,6 @@ class PointRendRCNN(nn.Module):
         self.pixel_mean = torch.tensor(self.config.pixel_mean, device=device).view(3, 1, 1)
         self.pixel_std = torch.tensor(self.config.pixel_std, device=device).view(3, 1, 1)
         self.proposal_generator.anchor_generator.reset_constants()
-
-    def set_inference(self, inference: InferenceConfig) -> None:
-        """Apply test-time thresholds (they are plain attributes, not weights)."""
-        self.inference = inference
-        rpn = self.proposal_generator
-        rpn.pre_nms_topk = inference.rpn_pre_nms_topk
-        rpn.post_nms_topk = inference.rpn_post_nms_topk
-        rpn.nms_thresh = inference.rpn_nms_thresh
-        heads = self.roi_heads
-        heads.score_thresh = inference.score_thresh
-        heads.nms_thresh = inference.box_nms_thresh
-        heads.max_detections = inference.detections_per_image
 
     @property
     def device(self) -> torch.device:
@@ -80,15 +75,21 @@ class PointRendRCNN(nn.Module):
         wp = -(-w // SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY
         return F.pad(x, (0, wp - w, 0, hp - h), value=0.0)[None]
 
-    def forward(self, image: torch.Tensor, original_size: tuple[int, int]) -> RawDetections:
+    def forward(
+        self, image: torch.Tensor, original_size: tuple[int, int], *,
+        score_thresh: float | None = None,
+    ) -> RawDetections:
         """``image``: the resized (3, h, w) BGR float image; ``original_size``: (H0, W0).
+        ``score_thresh`` overrides the model's default threshold for this call.
 
         Returns detections in original-image pixels, by descending score.
         """
         size = tuple(image.shape[-2:])
         features = self.backbone(self.preprocess(image))
         proposals, _ = self.proposal_generator(features, size)
-        boxes, scores, classes = self.roi_heads.detect(features, proposals, size)
+        boxes, scores, classes = self.roi_heads.detect(
+            features, proposals, size, score_thresh=score_thresh
+        )
         masks = self.roi_heads.mask_head(features["p2"], boxes, classes)
         return postprocess(
             boxes, scores, classes, masks, size, original_size, self.inference.mask_threshold

@@ -160,6 +160,12 @@ class PointRendMaskHead(nn.Module):
         self, p2: torch.Tensor, boxes: torch.Tensor, classes: torch.Tensor
     ) -> torch.Tensor:
         """Mask probabilities (R, S, S), S = 224, for boxes (R, 4) in resized-image pixels."""
+        return self.mask_logits(p2, boxes, classes).sigmoid()
+
+    def mask_logits(
+        self, p2: torch.Tensor, boxes: torch.Tensor, classes: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits (R, S, S) of each box's predicted class after subdivision."""
         r = len(boxes)
         side = self.init_resolution * 2**self.steps
         if r == 0:
@@ -174,7 +180,7 @@ class PointRendMaskHead(nn.Module):
             idx, points = uncertain_grid_points(logits, self.num_points)
             values = self.point_logits(p2, coarse, boxes, classes, points)
             logits = logits.view(r, res * res).scatter_(1, idx, values).view(r, 1, res, res)
-        return logits[:, 0].sigmoid()
+        return logits[:, 0]
 
 
 def uncertain_grid_points(logits: torch.Tensor, num_points: int):

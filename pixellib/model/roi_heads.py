@@ -120,10 +120,13 @@ class StandardROIHeads(nn.Module):
 
     def detect(
         self, features: dict[str, torch.Tensor], proposals: torch.Tensor,
-        image_size: tuple[int, int],
+        image_size: tuple[int, int], *, score_thresh: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Final boxes, scores and classes in resized-image pixels."""
         logits, deltas = self.box_logits(features, proposals)
+        if score_thresh is None:
+            score_thresh = self.score_thresh
         return detections_from_logits(
-            logits, deltas, proposals, image_size, score_thresh=self.score_thresh,
+            logits, deltas, proposals, image_size, score_thresh=score_thresh,
             nms_thresh=self.nms_thresh, max_detections=self.max_detections,
         )

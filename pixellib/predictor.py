@@ -52,7 +52,7 @@ def resize_image(image: np.ndarray, min_size: int, max_size: int) -> np.ndarray:
 
 def load_model(
     source: str | os.PathLike | dict, *, backbone: str | None = None,
-    inference: InferenceConfig = InferenceConfig(), fold_norms: bool = True,
+    inference: InferenceConfig | None = None, fold_norms: bool = True,
 ) -> PointRendRCNN:
     """Build the model a checkpoint file (or a loaded state dict) describes and load it.
 

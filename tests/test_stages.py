@@ -64,7 +64,8 @@ def test_box_head_on_reference_proposals(traced):
     model, golden, features, _, _ = traced
     n = len(golden["trace_box_predictor_class_logits"])
     with torch.inference_mode():
-        logits, deltas = model.roi_heads.box_logits(features, _t(golden["trace_proposals_boxes"][:n]))
+        proposals = _t(golden["trace_proposals_boxes"][:n])
+        logits, deltas = model.roi_heads.box_logits(features, proposals)
     np.testing.assert_allclose(logits.numpy(), golden["trace_box_predictor_class_logits"],
                                atol=1e-3)
     np.testing.assert_allclose(deltas.numpy(), golden["trace_box_predictor_box_deltas"], atol=1e-3)

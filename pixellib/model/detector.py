@@ -31,8 +31,9 @@ class RawDetections:
 
 
 class PointRendRCNN(nn.Module):
-    def __init__(self, config: ModelConfig, inference: InferenceConfig = InferenceConfig()):
+    def __init__(self, config: ModelConfig, inference: InferenceConfig | None = None):
         super().__init__()
+        inference = inference or InferenceConfig()
         self.config = config
         self.backbone = FPN(ResNet(
             blocks_per_stage=config.blocks_per_stage, num_groups=config.num_groups,
@@ -114,7 +115,7 @@ def postprocess(
 
 
 def build_model(
-    arch: str | ModelConfig, inference: InferenceConfig = InferenceConfig()
+    arch: str | ModelConfig, inference: InferenceConfig | None = None
 ) -> PointRendRCNN:
     """An unloaded model (random-free: every weight must come from a checkpoint)."""
     config = ARCHITECTURES[arch] if isinstance(arch, str) else arch

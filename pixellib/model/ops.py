@@ -273,10 +273,8 @@ def paste_masks(
         xs = torch.arange(x0i, x1i, device=masks.device, dtype=torch.float32) + 0.5
         gy = (ys - y0) / (y1 - y0) * 2 - 1
         gx = (xs - x0) / (x1 - x0) * 2 - 1
-        grid = torch.stack(
-            [gx[:, None, :].expand(1, len(ys), len(xs)), gy[:, :, None].expand(1, len(ys), len(xs))],
-            dim=3,
-        )
+        shape = (1, len(ys), len(xs))
+        grid = torch.stack([gx[:, None, :].expand(shape), gy[:, :, None].expand(shape)], dim=3)
         pasted = F.grid_sample(masks[i][None, None].float(), grid, align_corners=False)
         out[i, y0i:y1i, x0i:x1i] = pasted[0, 0] >= threshold
     return out

@@ -4,8 +4,6 @@ R-CNN"; detectron2 ``modeling/roi_heads/{roi_heads,box_head,fast_rcnn}.py``, spe
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn

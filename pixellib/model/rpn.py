@@ -101,7 +101,9 @@ class RPN(nn.Module):
             level_logits, level_deltas = self.rpn_head(fmap)
             k = min(self.pre_nms_topk, level_logits.numel())
             top_logits, top_idx = level_logits.topk(k)
-            boxes.append(ops.decode_boxes(level_deltas[top_idx], level_anchors[top_idx], (1, 1, 1, 1)))
+            boxes.append(
+                ops.decode_boxes(level_deltas[top_idx], level_anchors[top_idx], (1, 1, 1, 1))
+            )
             logits.append(top_logits)
             levels.append(torch.full((k,), level, dtype=torch.int64, device=fmap.device))
         boxes, logits, levels = torch.cat(boxes), torch.cat(logits), torch.cat(levels)

@@ -1,0 +1,429 @@
+"""Reading PointRend checkpoints safely, converting legacy key names, sniffing the architecture.
+
+Spec §10 (checkpoint loading) and §11.11. This mirrors detectron2's
+``DetectionCheckpointer._load_file`` / ``_load_model``
+(``detectron2/checkpoint/detection_checkpoint.py``) with three deliberate differences:
+
+* nothing in a file is ever executed: ``.pkl`` goes through a restricted unpickler
+  (:mod:`pixellib._pickle`), torch files through ``torch.load(weights_only=True)``, and
+  ``.safetensors`` has no pickle at all. The format is read from the content, not the extension;
+* legacy (pre-Nov-2020) PointRend names are translated by one pure function,
+  :func:`convert_state_dict`, instead of module load hooks;
+* a missing, unexpected or misshapen key is an error that lists the keys, never a warning
+  followed by randomly initialised layers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+import secrets
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pixellib import _pickle
+from pixellib.errors import ModelFileError, ModelNotFoundError, UnsafeModelFileError
+
+logger = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike
+
+RELEASES_URL = "https://github.com/ayoolaolafenwa/PixelLib/releases/download/0.2.0"
+MODEL_URLS = {
+    "resnet50": f"{RELEASES_URL}/pointrend_resnet50.pkl",
+    "resnet101": f"{RELEASES_URL}/pointrend_resnet101.pkl",
+}
+
+_ZIP_MAGIC = b"PK\x03\x04"
+# Files a failed or mistaken download leaves behind, named in the error.
+_OTHER_MAGIC = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"\x1f\x8b": "a gzip archive",
+    b"<!DOCTYPE": "an HTML page",
+    b"<html": "an HTML page",
+}
+# torch's legacy (non-zip) format starts with its magic number pickled at protocol 2.
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+
+# Spec §10.5: pre-Nov-2020 PointRend names -> current ones. First matching prefix wins.
+LEGACY_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("roi_heads.mask_coarse_head.coarse_mask_fc", "roi_heads.mask_head.coarse_head.fc"),
+    ("roi_heads.mask_coarse_head.", "roi_heads.mask_head.coarse_head."),
+    ("roi_heads.mask_point_head.", "roi_heads.mask_head.point_head."),
+    # ConvFCHead before version 2 (spec §10.2 step 7), under the current parent name.
+    ("roi_heads.mask_head.coarse_head.coarse_mask_fc", "roi_heads.mask_head.coarse_head.fc"),
+)
+# Saved by the 2020-era training code but non-persistent (or unused) now (spec §10.4).
+_IGNORED_PREFIXES = ("proposal_generator.anchor_generator.cell_anchors.",)
+_IGNORED_KEYS = frozenset({"pixel_mean", "pixel_std"})
+_IGNORED_SUFFIXES = ("num_batches_tracked",)
+
+_PROBE_KEY = "backbone.bottom_up.res2.0.conv2.weight"
+_POINT_HEAD = "roi_heads.mask_head.point_head."
+
+
+@dataclass(frozen=True)
+class ConversionReport:
+    """What :func:`convert_state_dict` changed: legacy renames (old -> new) and dropped keys."""
+
+    renamed: dict[str, str] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A validated checkpoint: its architecture (a key of ``config.ARCHITECTURES``) and size."""
+
+    path: Path
+    arch: str
+    num_parameters: int  # elements in the converted state dict, FrozenBN statistics included
+    report: ConversionReport
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading files
+
+
+def read_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
+    """Read a ``.pkl``/``.pth``/``.safetensors`` model file into ``{name: float32 CPU tensor}``.
+
+    Accepts the detectron2 model-zoo layout ``{"model": {...}, "__author__": ...}``, trainer
+    checkpoints ``{"model": state_dict, "optimizer": ...}`` and bare state dicts. A ``module.``
+    prefix on every key is stripped. Keys are not renamed here (see :func:`convert_state_dict`).
+    Raises ModelNotFoundError, UnsafeModelFileError or ModelFileError, each naming the file.
+    """
+    file, kind = _sniff(path)
+    if kind == "safetensors":
+        obj = _load_safetensors(file)
+    elif kind in ("zip", "torch-legacy"):
+        obj = _load_torch(file)
+    else:
+        obj = _load_pickle(file, known=kind == "pickle")
+    weights = _weights_of(obj, file)
+    tensors = {key: _to_tensor(value, key, file) for key, value in weights.items()}
+    if all(key.startswith("module.") for key in tensors):
+        tensors = {key[len("module.") :]: value for key, value in tensors.items()}
+    return tensors
+
+
+def _sniff(path: PathLike) -> tuple[Path, str]:
+    """The file and its format from its first bytes: zip, torch-legacy, pickle, safetensors or
+    unknown. Raises for a missing, empty or unreadable path and for well-known non-models."""
+    file = Path(os.fspath(path))
+    if not file.exists():
+        raise ModelNotFoundError(
+            f"{file}: model file not found. Download it with `pixellib download resnet50` (or "
+            f"`pixellib download resnet101`), or from PixelLib's releases: "
+            f"{MODEL_URLS['resnet50']} and {MODEL_URLS['resnet101']}"
+        )
+    if file.is_dir():
+        raise ModelFileError(f"{file}: is a directory, not a model file")
+    try:
+        with open(file, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise ModelFileError(f"{file}: cannot be read ({exc.strerror})") from None
+    if not head:
+        raise ModelFileError(f"{file}: is empty, not a model file (an interrupted download?)")
+    if head.startswith(_ZIP_MAGIC):
+        return file, "zip"
+    if head.startswith(_TORCH_LEGACY_MAGIC):
+        return file, "torch-legacy"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return file, "pickle"
+    # safetensors: little-endian u64 header length, then a JSON object.
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1:
+        return file, "safetensors"
+    for magic, what in _OTHER_MAGIC.items():
+        if head.lower().startswith(magic.lower()):
+            raise ModelFileError(f"{file}: not a model file: it is {what}")
+    return file, "unknown"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = text if len(text) <= 160 else text[:157] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _load_pickle(file: Path, *, known: bool) -> Any:
+    try:
+        with open(file, "rb") as f:
+            return _pickle.load_restricted(f)
+    except _pickle.Refused as exc:
+        raise UnsafeModelFileError(
+            f"{file}: refused to load an unsafe pickle: it asks for {exc.args[0]}, but a model "
+            f"file only holds numeric arrays. Nothing in it was run."
+        ) from None
+    except Exception as exc:
+        if known:
+            raise ModelFileError(f"{file}: truncated or corrupt pickle ({_short(exc)})") from None
+        raise ModelFileError(
+            f"{file}: not a model file (neither a pickle, a torch zip nor safetensors; it may "
+            f"also be truncated or corrupt)"
+        ) from None
+
+
+def _torch_reason(message: str) -> tuple[bool, str]:
+    """(refused, reason) from torch's weights-only error, without its advice to turn it off."""
+    found = re.search(r"GLOBAL ([\w.]+)|(unrecognized function [^\n]*)|(Can only [^\n]*)", message)
+    if found:
+        return True, f"it asks for {found.group(1)}" if found.group(1) else found.group(0)
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", message)
+    return False, found.group(1).strip() if found else "refused by the weights-only unpickler"
+
+
+def _load_torch(file: Path) -> Any:
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused, reason = _torch_reason(str(exc))
+        if refused:
+            raise UnsafeModelFileError(
+                f"{file}: refused to load an unsafe torch file: {reason.rstrip('.')}, but a model "
+                f"file only holds tensors. Nothing in it was run."
+            ) from None
+        raise ModelFileError(f"{file}: truncated or corrupt torch file ({reason})") from None
+    except Exception as exc:
+        raise ModelFileError(f"{file}: truncated or corrupt torch file ({_short(exc)})") from None
+
+
+def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(file, device="cpu")
+    except Exception as exc:
+        raise ModelFileError(f"{file}: truncated or corrupt safetensors ({_short(exc)})") from None
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, (np.ndarray, np.generic, torch.Tensor))
+
+
+def _weights_of(obj: Any, file: Path) -> Mapping:
+    """The state dict inside a loaded object: ``obj["model"]`` if present, else ``obj``."""
+    if not isinstance(obj, dict):
+        raise ModelFileError(
+            f"{file}: not a model file: it holds a {type(obj).__name__}, not a dict of weights"
+        )
+    if "model" in obj:
+        weights = obj["model"]
+        if not isinstance(weights, dict):
+            raise ModelFileError(
+                f"{file}: no weights found: 'model' holds a {type(weights).__name__}, "
+                f"not a dict of arrays"
+            )
+    else:
+        weights = obj
+        if not any(_is_array(value) for value in obj.values()):
+            keys = ", ".join(repr(key) for key in list(obj)[:8]) or "none"
+            raise ModelFileError(f"{file}: no weights found (top-level keys: {keys})")
+    if not weights:
+        raise ModelFileError(f"{file}: no weights found ('model' is empty)")
+    return weights
+
+
+def _to_tensor(value: Any, key: Any, file: Path) -> torch.Tensor:
+    if not isinstance(key, str):
+        raise ModelFileError(f"{file}: key {key!r} is a {type(key).__name__}, not a string")
+    if isinstance(value, torch.Tensor):
+        if value.layout != torch.strided or value.is_complex() or value.is_quantized:
+            raise ModelFileError(f"{file}: '{key}' is not a dense real tensor ({value.dtype})")
+        return value.detach().to("cpu", torch.float32).contiguous()
+    if isinstance(value, (np.ndarray, np.generic)):
+        if value.dtype.kind not in "biuf":
+            raise ModelFileError(f"{file}: '{key}' is a {value.dtype} array, not numeric")
+        array = np.asarray(value, dtype=np.float32, order="C")
+        if not array.flags.writeable:
+            array = array.copy()
+        return torch.from_numpy(array)
+    raise ModelFileError(f"{file}: '{key}' holds a {type(value).__name__}, not an array of weights")
+
+
+# ---------------------------------------------------------------------------------------------
+# Key names and architecture
+
+
+def _is_ignored(key: str) -> bool:
+    return (
+        key in _IGNORED_KEYS or key.startswith(_IGNORED_PREFIXES) or key.endswith(_IGNORED_SUFFIXES)
+    )
+
+
+def _current_name(key: str) -> str:
+    for old, new in LEGACY_PREFIXES:
+        if key.startswith(old):
+            return new + key[len(old) :]
+    return key
+
+
+def convert_state_dict(raw: Mapping[str, Any]) -> tuple[dict[str, Any], ConversionReport]:
+    """Translate legacy PointRend names (spec §10.5) and drop known-unused keys.
+
+    Pure: ``raw`` is not modified and values are passed through untouched. Raises
+    ModelFileError if a legacy and a current name would give the same key.
+    """
+    converted: dict[str, Any] = {}
+    source: dict[str, str] = {}
+    renamed: dict[str, str] = {}
+    ignored: list[str] = []
+    for key, value in raw.items():
+        if _is_ignored(key):
+            ignored.append(key)
+            continue
+        name = _current_name(key)
+        if name in converted:
+            raise ModelFileError(
+                f"checkpoint has both '{source[name]}' and '{key}' for the tensor '{name}' "
+                f"(legacy and current PointRend names mixed)"
+            )
+        if name != key:
+            renamed[key] = name
+        converted[name] = value
+        source[name] = key
+    if renamed:
+        logger.info("renamed %d legacy PointRend keys", len(renamed))
+    if ignored:
+        logger.debug("ignored %d unused checkpoint keys: %s", len(ignored), ignored)
+    return converted, ConversionReport(renamed=renamed, ignored=ignored)
+
+
+def detect_architecture(state_dict: Mapping[str, Any]) -> str:
+    """The ``config.ARCHITECTURES`` key a converted state dict belongs to (spec §10.6)."""
+    probe = state_dict.get(_PROBE_KEY)
+    if probe is None:
+        raise ModelFileError(f"not a PointRend/R-CNN checkpoint: it has no '{_PROBE_KEY}'")
+    if not any(key.startswith(_POINT_HEAD) for key in state_dict):
+        plain = any(key.startswith("roi_heads.mask_head.mask_fcn") for key in state_dict)
+        kind = "a plain Mask R-CNN checkpoint" if plain else "an R-CNN checkpoint"
+        raise ModelFileError(
+            f"{kind}, not a PointRend model: it has no '{_POINT_HEAD}*' weights. PixelLib's "
+            f"instance segmentation needs pointrend_resnet50.pkl or pointrend_resnet101.pkl"
+        )
+    shape = tuple(probe.shape)
+    if shape == (64, 64, 3, 3):
+        deep = any(key.startswith("backbone.bottom_up.res4.22.") for key in state_dict)
+        return "resnet101" if deep else "resnet50"
+    if shape == (256, 8, 3, 3):
+        return "resnext101_32x8d"
+    raise ModelFileError(
+        f"unsupported backbone: '{_PROBE_KEY}' has shape {shape}; expected (64, 64, 3, 3) "
+        f"(ResNet-50/101) or (256, 8, 3, 3) (ResNeXt-101 32x8d)"
+    )
+
+
+def _mismatch(expected: Mapping[str, tuple[int, ...]], state_dict: Mapping[str, Any]) -> str:
+    """Missing, unexpected and misshapen keys of ``state_dict``, one line per kind, or ''."""
+    groups = {
+        "missing": [key for key in expected if key not in state_dict],
+        "unexpected": [key for key in state_dict if key not in expected],
+        "wrong shape": [
+            f"{key}: file {tuple(state_dict[key].shape)} vs model {tuple(shape)}"
+            for key, shape in expected.items()
+            if key in state_dict and tuple(state_dict[key].shape) != tuple(shape)
+        ],
+    }
+    text = ""
+    for title, items in groups.items():
+        if items:
+            more = f", ... and {len(items) - 10} more" if len(items) > 10 else ""
+            text += f"\n  {title} ({len(items)}): {', '.join(items[:10])}{more}"
+    return text
+
+
+def load_into(
+    model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], *, path: PathLike | None = None
+) -> None:
+    """Load a converted state dict with ``strict=True`` after checking every key and shape.
+
+    Raises ModelFileError listing the missing, unexpected and misshapen keys instead of
+    leaving any layer randomly initialised.
+    """
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    problem = _mismatch(expected, state_dict)
+    if problem:
+        where = path if path is not None else "checkpoint"
+        raise ModelFileError(f"{where}: does not match {type(model).__name__}:{problem}")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def expected_shapes(arch: str) -> dict[str, tuple[int, ...]]:
+    """State-dict shapes of the real model for ``arch`` (a hook tests may replace)."""
+    from pixellib.model.detector import state_dict_shapes
+
+    return state_dict_shapes(arch)
+
+
+@contextmanager
+def _about(path: PathLike) -> Iterator[None]:
+    """Prefix ModelFileErrors raised inside with the file they are about."""
+    try:
+        yield
+    except ModelFileError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
+
+
+def inspect_checkpoint(path: PathLike) -> CheckpointInfo:
+    """Read, convert and validate a checkpoint against the expected keys and shapes."""
+    raw = read_checkpoint(path)
+    with _about(path):
+        state_dict, report = convert_state_dict(raw)
+        arch = detect_architecture(state_dict)
+        problem = _mismatch(expected_shapes(arch), state_dict)
+        if problem:
+            raise ModelFileError(f"does not match the {arch} PointRend model:{problem}")
+    num_parameters = sum(value.numel() for value in state_dict.values())
+    return CheckpointInfo(Path(os.fspath(path)), arch, num_parameters, report)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def save_safetensors(state_dict: Mapping[str, Any], path: PathLike) -> None:
+    """Write ``state_dict`` as float32 safetensors, atomically (temp file + ``os.replace``)."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    storages: set[int] = set()
+    for key, value in state_dict.items():
+        tensor = _to_tensor(value, key, Path(os.fspath(path)))
+        pointer = tensor.untyped_storage().data_ptr()
+        if pointer in storages:  # safetensors refuses tensors that share memory
+            tensor = tensor.clone()
+        storages.add(tensor.untyped_storage().data_ptr())
+        tensors[key] = tensor
+    target = Path(os.fspath(path))
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        save_file(tensors, temp, metadata={"format": "pt"})
+        os.replace(temp, target)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            temp.unlink()
+        raise
+
+
+def convert_checkpoint(src: PathLike, dst: PathLike) -> CheckpointInfo:
+    """Convert any supported checkpoint to a current-names ``.safetensors`` file at ``dst``.
+
+    The source must be a PointRend checkpoint; nothing is written if it cannot be read.
+    """
+    raw = read_checkpoint(src)
+    with _about(src):
+        state_dict, report = convert_state_dict(raw)
+        arch = detect_architecture(state_dict)
+    save_safetensors(state_dict, dst)
+    num_parameters = sum(value.numel() for value in state_dict.values())
+    return CheckpointInfo(Path(os.fspath(dst)), arch, num_parameters, report)

@@ -1,0 +1,181 @@
+"""Drawing detections: pure functions of (image, detections) that never mutate their input.
+
+Reproduces PixelLib's ``display_box_instances`` (spec §9.2) except for the colours: PixelLib
+shuffles evenly spaced hues with Python's unseeded global RNG, so its pictures change between
+runs and video flickers. Here instance ``i`` always gets the same colour
+(:func:`instance_colors`), whatever the number of instances.
+
+Conventions: images are ``(H, W, 3)`` uint8 **BGR**; masks ``(N, H, W)`` bool; integer boxes
+``(N, 4)`` ``(x1, y1, x2, y2)`` in pixels, as PixelLib's ``r["boxes"]`` (float boxes truncated
+to int64); colours are BGR uint8 triples.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from .structures import Detections
+
+# 1/phi: stepping the hue by this fraction spreads any number of colours evenly and puts
+# consecutive instances far apart on the colour wheel.
+_GOLDEN_FRACTION = 0.6180339887498949
+_WHITE = (255, 255, 255)
+
+
+def instance_colors(n: int) -> np.ndarray:
+    """``(n, 3)`` uint8 BGR colours, fully saturated and bright; row ``i`` depends only on ``i``.
+
+    Hue of instance ``i`` is ``i / phi mod 1`` (golden-ratio steps), so neighbours differ
+    strongly and ``instance_colors(m)[:n] == instance_colors(n)`` for ``m >= n``.
+    """
+    if n < 0:
+        raise ValueError(f"number of colours must be >= 0, got {n}")
+    hue6 = (np.arange(n) * _GOLDEN_FRACTION % 1.0) * 6.0
+    sector = np.floor(hue6).astype(np.int64) % 6
+    rising = hue6 - np.floor(hue6)  # position inside the 60-degree sector, [0, 1)
+    falling = 1.0 - rising
+    one, zero = np.ones(n), np.zeros(n)
+    # HSV -> RGB with S = V = 1, one row per sector of the hue wheel.
+    table = np.stack(
+        [
+            np.stack([one, rising, zero], 1),
+            np.stack([falling, one, zero], 1),
+            np.stack([zero, one, rising], 1),
+            np.stack([zero, falling, one], 1),
+            np.stack([rising, zero, one], 1),
+            np.stack([one, zero, falling], 1),
+        ]
+    )  # (6, n, 3) RGB
+    rgb = table[sector, np.arange(n)]
+    return np.rint(rgb[:, ::-1] * 255.0).astype(np.uint8)
+
+
+def label_text(name: str, score_percent: int) -> str:
+    """PixelLib's caption: ``"person 98.00"`` from the integer percent, only the name for 0."""
+    return f"{name} {score_percent:.2f}" if score_percent else name
+
+
+def draw_detections(
+    image_bgr: np.ndarray,
+    boxes_int: np.ndarray | None,
+    masks: np.ndarray | None,
+    labels: Sequence[str] | None,
+    *,
+    show_boxes: bool = False,
+    text_size: float = 0.6,
+    text_thickness: int = 1,
+    box_thickness: int = 2,
+    colors: np.ndarray | None = None,
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """A new image with the masks blended in and, if ``show_boxes``, boxes and captions.
+
+    * ``image_bgr``: ``(H, W, 3)`` uint8 BGR; never modified.
+    * ``boxes_int``: ``(N, 4)`` integer ``(x1, y1, x2, y2)``; only needed with ``show_boxes``.
+    * ``masks``: ``(N, H, W)`` bool (or ``None`` for no overlay).
+    * ``labels``: ``N`` captions (e.g. from :func:`label_text`), ``None`` or ``""`` for none.
+    * ``colors``: ``(N, 3)`` or ``(3,)`` uint8 BGR; default :func:`instance_colors`.
+
+    For each instance in order (later ones over earlier ones), as PixelLib does: where the
+    mask is True, ``new = old * (1 - alpha) + alpha * colour`` computed in float64 and
+    truncated to uint8; then, with ``show_boxes`` and unless the box is all zeros, a
+    ``cv2.rectangle`` in the instance colour and the caption with ``cv2.putText``
+    (FONT_HERSHEY_SIMPLEX, white, bottom-left corner at ``(x1, y1)``). Only each mask's
+    bounding region is touched, so many small masks on a large image stay cheap.
+    """
+    image = np.asarray(image_bgr)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            f"expected an (H, W, 3) uint8 BGR image, got {image.dtype} of shape {image.shape}"
+        )
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if show_boxes and boxes_int is None:
+        raise ValueError("show_boxes=True needs boxes_int")
+    h, w = image.shape[:2]
+    n = _count(boxes_int if show_boxes else None, masks, labels)
+    if masks is not None:
+        masks = np.asarray(masks)
+        if masks.shape != (n, h, w):
+            raise ValueError(f"expected masks of shape {(n, h, w)}, got {masks.shape}")
+        masks = masks.astype(bool, copy=False)
+    if show_boxes:
+        boxes = np.asarray(boxes_int).astype(np.int64, copy=False).reshape(-1, 4)
+    palette = _palette(colors, n)
+
+    out = image.copy()
+    for i in range(n):
+        if masks is not None:
+            _blend_mask(out, masks[i], palette[i], alpha)
+        if not show_boxes:
+            continue
+        x1, y1, x2, y2 = (int(v) for v in boxes[i])
+        if x1 == y1 == x2 == y2 == 0:
+            continue
+        colour = tuple(int(c) for c in palette[i])
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, box_thickness)
+        if labels is not None and labels[i]:
+            cv2.putText(
+                out, labels[i], (x1, y1), cv2.FONT_HERSHEY_SIMPLEX, text_size, _WHITE,
+                text_thickness,
+            )
+    return out
+
+
+def annotate(
+    image_bgr: np.ndarray, detections: Detections, *, show_boxes: bool = False, **kwargs
+) -> np.ndarray:
+    """:func:`draw_detections` for a :class:`Detections`, with PixelLib's boxes and captions.
+
+    Boxes are truncated to int64 and scores shown as ``trunc(score * 100)`` computed in
+    float32, exactly like PixelLib's results dict (spec §9.1). ``kwargs`` go to
+    :func:`draw_detections`.
+    """
+    percent = (detections.scores * np.float32(100)).astype(np.int64)
+    labels = [label_text(name, int(p)) for name, p in zip(detections.class_names, percent)]
+    return draw_detections(
+        image_bgr, detections.boxes.astype(np.int64), detections.masks, labels,
+        show_boxes=show_boxes, **kwargs,
+    )
+
+
+def _count(boxes, masks, labels) -> int:
+    counts = {
+        name: len(value)
+        for name, value in (("boxes", boxes), ("masks", masks), ("labels", labels))
+        if value is not None
+    }
+    if len(set(counts.values())) > 1:
+        raise ValueError(f"boxes, masks and labels disagree on the number of instances: {counts}")
+    return next(iter(counts.values()), 0)
+
+
+def _palette(colors, n: int) -> np.ndarray:
+    if colors is None:
+        return instance_colors(n)
+    palette = np.asarray(colors)
+    if palette.shape == (3,):
+        palette = np.broadcast_to(palette, (n, 3))
+    if palette.shape != (n, 3):
+        raise ValueError(f"expected colors of shape ({n}, 3) or (3,), got {palette.shape}")
+    if palette.min(initial=0) < 0 or palette.max(initial=0) > 255:
+        raise ValueError("colors must be BGR values in [0, 255]")
+    return palette.astype(np.uint8)
+
+
+def _blend_mask(out: np.ndarray, mask: np.ndarray, colour: np.ndarray, alpha: float) -> None:
+    """Blend ``colour`` into ``out`` (in place; ``out`` is our copy) inside ``mask`` only."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return
+    r0, r1 = rows[0], rows[-1] + 1
+    cols = np.flatnonzero(mask[r0:r1].any(axis=0))
+    c0, c1 = cols[0], cols[-1] + 1
+    region = out[r0:r1, c0:c1]
+    if alpha == 0.5:  # floor((old + c) / 2): the float formula's exact value, in integers
+        blended = ((region.astype(np.uint16) + colour) >> 1).astype(np.uint8)
+    else:
+        blended = (region * (1.0 - alpha) + alpha * colour.astype(np.float64)).astype(np.uint8)
+    np.copyto(region, blended, where=mask[r0:r1, c0:c1, None])

@@ -1,0 +1,401 @@
+"""pixellib.io: parity with cv2.imread, bad-input tables, the array policy, fuzzing."""
+from __future__ import annotations
+
+import io as _io
+import os
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from PIL import Image
+
+from pixellib import io as pio
+from pixellib.errors import ImageReadError, InputNotFoundError, PixellibError
+from pixellib.io import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    list_images,
+    read_image,
+    resolve_max_pixels,
+    write_image,
+)
+
+RNG = np.random.default_rng(0)
+# Smooth content so JPEG/WebP artefacts are small and parity is about orientation/colour.
+BASE = cv2.GaussianBlur(RNG.integers(0, 256, (40, 60, 3), np.uint8), (7, 7), 2)
+
+
+def _exif(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[274] = orientation
+    return exif.tobytes()
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    body = kind + payload
+    return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+
+def _png_header(width: int, height: int, complete: bool = True) -> bytes:
+    """A PNG (valid CRCs) claiming the given size with a few bytes of pixel data.
+
+    ``complete=False`` stops after IHDR: Pillow cannot open that, OpenCV still reads the size.
+    """
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    head = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr)
+    if not complete:
+        return head
+    return head + _chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _chunk(b"IEND", b"")
+
+
+def _jpeg_bytes(array: np.ndarray, **kwargs) -> bytes:
+    buf = _io.BytesIO()
+    Image.fromarray(array).save(buf, "JPEG", **kwargs)
+    return buf.getvalue()
+
+
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A real small JPEG whose SOF0 segment is patched to claim another size."""
+    data = bytearray(_jpeg_bytes(BASE))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+# name -> writer(path); every one must decode exactly like cv2.imread.
+PARITY_CASES = {
+    **{
+        f"exif{o}.jpg": (lambda p, o=o: Image.fromarray(BASE).save(p, exif=_exif(o)))
+        for o in range(1, 9)
+    },
+    "exif6.png": lambda p: Image.fromarray(BASE).save(p, exif=_exif(6)),
+    "exif8.webp": lambda p: Image.fromarray(BASE).save(p, exif=_exif(8), lossless=True),
+    "rgb16.png": lambda p: cv2.imwrite(str(p), BASE.astype(np.uint16) * 257 + 3),
+    "grey16.png": lambda p: Image.fromarray(BASE[:, :, 0].astype(np.uint16) * 200).save(p),
+    "grey.png": lambda p: Image.fromarray(BASE[:, :, 0]).save(p),
+    "grey.jpg": lambda p: Image.fromarray(BASE[:, :, 0]).save(p),
+    "rgba.png": lambda p: Image.fromarray(np.dstack([BASE, BASE[:, :, :1]])).save(p),
+    "la.png": lambda p: Image.fromarray(BASE).convert("LA").save(p),
+    "palette.png": lambda p: Image.fromarray(BASE).convert("P").save(p),
+    "onebit.png": lambda p: Image.fromarray(BASE[:, :, 0] > 128).save(p),
+    "cmyk.jpg": lambda p: Image.fromarray(BASE).convert("CMYK").save(p),
+    "progressive.jpg": lambda p: Image.fromarray(BASE).save(p, progressive=True),
+    "plain.bmp": lambda p: Image.fromarray(BASE).save(p),
+    "plain.tif": lambda p: Image.fromarray(BASE).save(p),
+    "rgba.tif": lambda p: Image.fromarray(np.dstack([BASE, BASE[:, :, :1]])).save(p),
+    "plain.webp": lambda p: Image.fromarray(BASE).save(p),
+    "anim.gif": lambda p: Image.fromarray(BASE).save(p),
+    "radiance.hdr": lambda p: cv2.imwrite(str(p), BASE.astype(np.float32) / 255),
+    "portable.ppm": lambda p: cv2.imwrite(str(p), BASE),
+    "one_pixel.png": lambda p: Image.fromarray(BASE[:1, :1]).save(p),
+    "with space.jpg": lambda p: Image.fromarray(BASE).save(p),
+    "ünïcødé 图像.png": lambda p: Image.fromarray(BASE).save(p),
+}
+
+
+@pytest.mark.parametrize("name", list(PARITY_CASES))
+def test_file_decodes_like_cv2_imread(tmp_path, name):
+    path = tmp_path / name
+    PARITY_CASES[name](path)
+    got = read_image(path)
+    assert got.dtype == np.uint8 and got.ndim == 3 and got.shape[2] == 3
+    assert got.flags["C_CONTIGUOUS"]
+    expected = cv2.imread(str(path))
+    assert expected is not None
+    np.testing.assert_array_equal(got, expected)
+    assert read_image(str(path)).tobytes() == got.tobytes()  # str and Path agree
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(BASE).save(path, exif=_exif(6))  # 6: rotate 90 degrees clockwise
+    assert read_image(path).shape == (60, 40, 3)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+BAD_FILES = {
+    "empty.jpg": (lambda p: _write(p, b""), "empty"),
+    "truncated.jpg": (lambda p: _write(p, _jpeg_bytes(BASE)[:-300]), "JPEG data is truncated"),
+    "no_eoi.jpg": (lambda p: _write(p, _jpeg_bytes(BASE)[:-2]), "truncated"),
+    "truncated_progressive.jpg": (
+        lambda p: _write(p, _jpeg_bytes(BASE, progressive=True)[:600]), "truncated"),
+    "truncated.png": (lambda p: _write(p, cv2.imencode(".png", BASE)[1].tobytes()[:500]),
+                      "PNG data is truncated"),
+    "png_no_iend.png": (lambda p: _write(p, cv2.imencode(".png", BASE)[1].tobytes()[:-12]),
+                        "truncated"),
+    "random.png": (lambda p: _write(p, RNG.integers(0, 256, 5000, np.uint8).tobytes()),
+                   "cannot decode"),
+    "text.jpg": (lambda p: _write(p, b"this is not an image\n" * 20), "cannot decode"),
+    "huge.png": (lambda p: _write(p, _png_header(30000, 30000)), "over the limit"),
+    "huge_ihdr_only.png": (lambda p: _write(p, _png_header(30000, 30000, False)),
+                           "30000x30000"),
+    "huge_below_pillow_limit.png": (lambda p: _write(p, _png_header(12000, 10000)),
+                                    "12000x10000"),
+    "huge.jpg": (lambda p: _write(p, _jpeg_claiming(30000, 30000)), "over the limit"),
+    "bad_chunk_length.png": (  # a flipped bit in a length: OpenCV alone allocates 2.5 GB
+        lambda p: _write(p, (lambda d: d[:33] + b"\x98" + d[34:])(_png_header(64, 64))),
+        "truncated"),
+    "a_directory.jpg": (lambda p: p.mkdir(), "directory"),
+}
+
+
+_NO_BOMB_WARNING = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+
+
+@_NO_BOMB_WARNING
+@pytest.mark.parametrize("name", list(BAD_FILES))
+def test_bad_files_raise_image_read_error_naming_the_file(tmp_path, name):
+    make, phrase = BAD_FILES[name]
+    path = tmp_path / name
+    make(path)
+    start = time.perf_counter()
+    with pytest.raises(ImageReadError) as info:
+        read_image(path)
+    assert time.perf_counter() - start < 1.0  # refused from the header, nothing allocated
+    assert str(path) in str(info.value)
+    assert phrase in str(info.value)
+
+
+def test_missing_file_raises_input_not_found(tmp_path):
+    path = tmp_path / "nope ü.jpg"
+    with pytest.raises(InputNotFoundError, match="nope ü.jpg"):
+        read_image(path)
+    with pytest.raises(FileNotFoundError):  # the builtin a user would catch
+        read_image(str(path))
+
+
+def test_jpeg_with_data_after_eoi_is_fine(tmp_path):
+    path = _write(tmp_path / "trailer.jpg", _jpeg_bytes(BASE) + b"camera trailer \xff\xd8\x00")
+    np.testing.assert_array_equal(read_image(path), cv2.imread(str(path)))
+
+
+def test_pixel_limit_argument_and_environment(tmp_path, monkeypatch):
+    path = tmp_path / "small.png"
+    Image.fromarray(BASE).save(path)  # 60x40 = 2400 pixels
+    assert read_image(path, max_pixels=2400).shape == (40, 60, 3)
+    with pytest.raises(ImageReadError, match="60x40"):
+        read_image(path, max_pixels=2399)
+    monkeypatch.setenv("PIXELLIB_MAX_PIXELS", "1000")
+    assert resolve_max_pixels() == 1000
+    with pytest.raises(ImageReadError, match="PIXELLIB_MAX_PIXELS"):
+        read_image(path)
+    assert read_image(path, max_pixels=5000).shape == (40, 60, 3)  # argument wins
+    monkeypatch.setenv("PIXELLIB_MAX_PIXELS", "lots")
+    with pytest.raises(ValueError, match="PIXELLIB_MAX_PIXELS"):
+        read_image(path)
+    monkeypatch.delenv("PIXELLIB_MAX_PIXELS")
+    assert resolve_max_pixels() == DEFAULT_MAX_PIXELS == 100_000_000
+    for bad in (0, -5, 1.5, True):
+        with pytest.raises(ValueError):
+            resolve_max_pixels(bad)
+
+
+def test_limit_above_pillows_bomb_guard_falls_back_to_decoding(tmp_path, monkeypatch):
+    path = tmp_path / "small.png"
+    Image.fromarray(BASE).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow refuses > 200 pixels
+    assert read_image(path).shape == (40, 60, 3)  # our limit is higher: decoded, checked after
+    with pytest.raises(ImageReadError, match="more than 200"):
+        read_image(path, max_pixels=150)
+
+
+def test_non_image_source_type():
+    with pytest.raises(TypeError, match="list"):
+        read_image([[1, 2, 3]])
+
+
+# ---------------------------------------------------------------- arrays
+
+def test_uint8_bgr_array_is_returned_as_is():
+    image = np.ascontiguousarray(BASE)
+    assert read_image(image) is image
+
+
+def test_array_conversions():
+    grey = BASE[:, :, 0]
+    np.testing.assert_array_equal(read_image(grey), np.dstack([grey] * 3))
+    np.testing.assert_array_equal(read_image(grey[:, :, None]), np.dstack([grey] * 3))
+    np.testing.assert_array_equal(read_image(np.dstack([BASE, grey])), BASE)
+    flipped = read_image(BASE[:, ::-1])
+    assert flipped.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(flipped, BASE[:, ::-1])
+    np.testing.assert_array_equal(read_image(np.ones((2, 2), bool)), np.full((2, 2, 3), 255))
+    np.testing.assert_array_equal(read_image(BASE.astype(np.float32) + 0.4), BASE)
+    np.testing.assert_array_equal(read_image(BASE.astype(np.int64)), BASE)
+    np.testing.assert_array_equal(read_image(BASE.astype(">u2") * 256), BASE)
+
+
+def test_uint16_array_matches_cv2_16bit_png(tmp_path):
+    deep = RNG.integers(0, 65536, (20, 30, 3)).astype(np.uint16)
+    path = tmp_path / "deep.png"
+    cv2.imwrite(str(path), deep)
+    np.testing.assert_array_equal(read_image(deep), cv2.imread(str(path)))
+
+
+BAD_ARRAYS = {
+    "empty": (np.zeros((0, 5, 3), np.uint8), "H, W >= 1"),
+    "one_dim": (np.zeros(5, np.uint8), "shape (5,)"),
+    "four_dim": (np.zeros((1, 2, 2, 3), np.uint8), "shape (1, 2, 2, 3)"),
+    "two_channels": (np.zeros((2, 2, 2), np.uint8), "shape (2, 2, 2)"),
+    "nan": (np.full((2, 2, 3), np.nan, np.float32), "NaN"),
+    "inf": (np.full((2, 2), np.inf), "NaN or infinite"),
+    "float_over": (np.full((2, 2, 3), 300.0), "0..255"),
+    "negative_int": (np.full((2, 2, 3), -1, np.int32), "[-1, -1]"),
+    "complex": (np.zeros((2, 2, 3), complex), "complex"),
+    "object": (np.zeros((2, 2, 3), object), "object"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_ARRAYS))
+def test_bad_arrays(name):
+    array, phrase = BAD_ARRAYS[name]
+    with pytest.raises(ImageReadError) as info:
+        read_image(array)
+    assert phrase in str(info.value)
+
+
+def test_float_in_unit_range_warns(caplog):
+    read_image(np.full((2, 2, 3), 0.5, np.float32))
+    assert "0..255" in caplog.text
+
+
+# ---------------------------------------------------------------- fuzzing
+
+_SEEDS = [
+    cv2.imencode(ext, BASE[:16, :16])[1].tobytes() for ext in (".png", ".jpg", ".bmp", ".webp")
+] + [_jpeg_bytes(BASE[:16, :16], progressive=True), _png_header(64, 64)]
+
+
+@st.composite
+def _file_bytes(draw):
+    kind = draw(st.sampled_from(["random", "mutated", "cut"]))
+    if kind == "random":
+        return draw(st.binary(max_size=2048))
+    data = bytearray(draw(st.sampled_from(_SEEDS)))
+    if kind == "cut":
+        return bytes(data[: draw(st.integers(0, len(data)))])
+    for _ in range(draw(st.integers(1, 8))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("fuzz")
+
+
+@_NO_BOMB_WARNING
+@settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@given(data=_file_bytes())
+def test_fuzz_file_bytes(fuzz_dir, data):
+    path = fuzz_dir / "fuzz.img"
+    path.write_bytes(data)
+    try:
+        image = read_image(path, max_pixels=1_000_000)
+    except PixellibError as exc:
+        assert str(path) in str(exc)
+        reasons = ("data is truncated", "empty", "over the limit", "cannot decode")
+        event(f"refused: {next((r for r in reasons if r in str(exc)), 'other')}")
+        return
+    event("decoded")
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    assert image.flags["C_CONTIGUOUS"] and image.shape[0] * image.shape[1] <= 1_000_000
+
+
+_DTYPES = [np.uint8, np.uint16, np.int32, np.float32, np.float64, np.bool_]
+
+
+@st.composite
+def _arrays(draw):
+    dtype = np.dtype(draw(st.sampled_from(_DTYPES)))
+    shape = draw(hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5))
+    if np.issubdtype(dtype, np.floating):
+        elements = st.floats(-10, 300, width=dtype.itemsize * 8) | st.sampled_from(
+            [np.nan, np.inf, -np.inf, 0.0, 255.0])
+    elif dtype == np.int32:
+        elements = st.integers(-5, 300)
+    else:
+        elements = None
+    return draw(hnp.arrays(dtype, shape, elements=elements))
+
+
+@settings(max_examples=200, deadline=1000)
+@given(array=_arrays())
+def test_fuzz_arrays(array):
+    before = array.copy()
+    try:
+        image = read_image(array)
+    except PixellibError:
+        event("refused")
+        return
+    finally:
+        np.testing.assert_array_equal(array, before)  # never modified
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    assert image.shape[:2] == array.shape[:2] and image.flags["C_CONTIGUOUS"]
+    event("accepted")
+
+
+# ---------------------------------------------------------------- writing, listing
+
+@pytest.mark.parametrize("ext", IMAGE_EXTENSIONS + (".PNG",))
+def test_write_image_round_trip(tmp_path, ext):
+    path = tmp_path / "new dir" / "sub" / f"out{ext}"
+    assert write_image(path, BASE) == path
+    got = read_image(path)
+    assert got.shape == BASE.shape
+    if ext.lower() in (".png", ".bmp", ".tif", ".tiff"):
+        np.testing.assert_array_equal(got, BASE)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp left behind
+
+
+def test_write_image_replaces_and_respects_umask(tmp_path):
+    path = tmp_path / "a.png"
+    write_image(path, BASE)
+    write_image(path, BASE[:, :, 0])
+    assert read_image(path).shape == (40, 60, 3)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize(
+    "name, image",
+    [("x.gif", BASE), ("noext", BASE), ("x.png", BASE.astype(np.float32)),
+     ("x.png", np.zeros((0, 3, 3), np.uint8)), ("x.png", np.zeros((2, 2, 2), np.uint8))],
+)
+def test_write_image_errors_leave_nothing(tmp_path, name, image):
+    with pytest.raises(ValueError, match=name):
+        write_image(tmp_path / name, image)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_image_failure_during_write_cleans_up(tmp_path, monkeypatch):
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pio.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_image(tmp_path / "a.jpg", BASE)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_list_images(tmp_path):
+    for name in ["b.JPG", "a.png", "c.Tiff", "d.txt", "e.webp", "notes.jpg.bak"]:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "folder.jpg").mkdir()
+    assert [p.name for p in list_images(tmp_path)] == ["a.png", "b.JPG", "c.Tiff", "e.webp"]
+    with pytest.raises(InputNotFoundError):
+        list_images(tmp_path / "missing")
+    with pytest.raises(ImageReadError, match="not a folder"):
+        list_images(tmp_path / "a.png")

@@ -1,0 +1,151 @@
+"""pixellib.video: frame generator, header info, atomic writer with codec choice."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pixellib import video as pv
+from pixellib.errors import ImageReadError, InputNotFoundError
+from pixellib.video import VIDEO_CODECS, VideoWriter, iter_frames, video_info
+
+SIZE = (64, 48)  # (width, height)
+
+
+def _frames(n=6):
+    frames = []
+    for i in range(n):
+        frame = np.zeros((SIZE[1], SIZE[0], 3), np.uint8)
+        frame[:, : SIZE[0] * (i + 1) // n] = (40 * i, 255 - 30 * i, 128)  # a growing bar
+        frames.append(frame)
+    return frames
+
+
+@pytest.mark.parametrize("name", ["clip.mp4", "clip.avi", "sub dir/clïp.MP4", "clip.mkv"])
+def test_write_then_read_back(tmp_path, name):
+    path = tmp_path / name
+    with VideoWriter(path, 12.0, SIZE) as writer:
+        for frame in _frames():
+            writer.write(frame)
+    assert writer.fourcc in VIDEO_CODECS[path.suffix.lower()]
+    assert writer.frames_written == 6
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # temp renamed
+    fps, count, size = video_info(path)
+    assert fps == pytest.approx(12.0) and count == 6 and size == SIZE
+    frames = list(iter_frames(path))
+    assert len(frames) == 6
+    assert all(f.shape == (48, 64, 3) and f.dtype == np.uint8 for f in frames)
+    # lossy, but the growing bar survives: column 60 is lit only in the last frame
+    assert frames[-1][:, 60].mean() > 60 and frames[0][:, 60].mean() < 20
+
+
+def test_mp4_codec_choice_and_probe_cache(tmp_path):
+    with VideoWriter(tmp_path / "a.mp4", 5, SIZE) as writer:
+        writer.write(_frames(1)[0])
+    # avc1 needs an H.264 encoder; the pip OpenCV wheels have none, so mp4v is the fallback
+    assert writer.fourcc in ("avc1", "mp4v")
+    if writer.fourcc == "mp4v":
+        assert (".mp4", "avc1", SIZE) in pv._REFUSED
+
+
+def test_other_sizes_and_grey_frames_are_converted(tmp_path):
+    path = tmp_path / "resized.avi"
+    with VideoWriter(path, 10, SIZE) as writer:
+        writer.write(np.full((96, 128, 3), 200, np.uint8))
+        writer.write(np.full((10, 10), 100, np.uint8))
+    frames = list(iter_frames(path))
+    assert [f.shape for f in frames] == [(48, 64, 3)] * 2
+    assert abs(int(frames[0].mean()) - 200) < 5 and abs(int(frames[1].mean()) - 100) < 5
+
+
+def test_exception_inside_leaves_nothing(tmp_path):
+    path = tmp_path / "broken.mp4"
+    with pytest.raises(RuntimeError, match="boom"):
+        with VideoWriter(path, 10, SIZE) as writer:
+            writer.write(_frames(1)[0])
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_frames_creates_no_file(tmp_path, caplog):
+    with VideoWriter(tmp_path / "empty.mp4", 10, SIZE):
+        pass
+    assert list(tmp_path.iterdir()) == []
+    assert "no frames" in caplog.text
+
+
+def test_writer_argument_errors(tmp_path):
+    with pytest.raises(ValueError, match="clip.gif"):
+        VideoWriter(tmp_path / "clip.gif", 10, SIZE)
+    with pytest.raises(ValueError, match="fps"):
+        VideoWriter(tmp_path / "a.mp4", 0, SIZE)
+    with pytest.raises(ValueError, match="frame_size"):
+        VideoWriter(tmp_path / "a.mp4", 10, (0, 10))
+    writer = VideoWriter(tmp_path / "a.avi", 10, SIZE)
+    with pytest.raises(ValueError, match="uint8"):
+        writer.write(np.zeros((48, 64, 3), np.float32))
+    with pytest.raises(ValueError, match="uint8"):
+        writer.write(np.zeros((48, 64, 4), np.uint8))
+    writer.write(_frames(1)[0])
+    writer.close()
+    writer.close()  # idempotent
+    with pytest.raises(ValueError, match="closed"):
+        writer.write(_frames(1)[0])
+    assert [p.name for p in tmp_path.iterdir()] == ["a.avi"]
+
+
+def test_missing_and_unreadable_videos(tmp_path):
+    with pytest.raises(InputNotFoundError, match="nope.mp4"):
+        iter_frames(tmp_path / "nope.mp4")  # raised at the call, not at the first next()
+    with pytest.raises(InputNotFoundError):
+        video_info(tmp_path / "nope.mp4")
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, np.uint8).tobytes())
+    text = tmp_path / "text.avi"
+    text.write_text("not a video\n" * 50)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    for path in (garbage, text, empty, tmp_path):
+        with pytest.raises(ImageReadError, match=path.name):
+            iter_frames(path)
+    with pytest.raises(ImageReadError, match="garbage.mp4"):
+        video_info(garbage)
+    with pytest.raises(TypeError):
+        iter_frames(3.5)
+
+
+class _FakeCapture:
+    def __init__(self, frames, opened=True):
+        self.frames, self.opened, self.released = list(frames), opened, False
+
+    def isOpened(self):
+        return self.opened
+
+    def read(self):
+        return (True, self.frames.pop(0)) if self.frames else (False, None)
+
+    def release(self):
+        self.released = True
+
+
+def test_capture_objects_are_used_and_not_released():
+    capture = _FakeCapture(_frames(3))
+    assert len(list(iter_frames(capture))) == 3
+    assert not capture.released
+    with pytest.raises(ImageReadError, match="not opened"):
+        iter_frames(_FakeCapture([], opened=False))
+    assert list(iter_frames(_FakeCapture([]))) == []  # a live source may simply be empty
+
+
+def test_closing_the_generator_early_releases(tmp_path):
+    path = tmp_path / "c.avi"
+    with VideoWriter(path, 10, SIZE) as writer:
+        for frame in _frames():
+            writer.write(frame)
+    frames = iter_frames(path)
+    next(frames)
+    frames.close()  # no error, capture released in the generator's finally
+
+
+def test_unavailable_camera_index():
+    with pytest.raises(ImageReadError, match="camera 97"):
+        iter_frames(97)

@@ -58,7 +58,7 @@ class InferenceConfig:
     detections_per_image: int = 100
     mask_threshold: float = 0.5  # pasted probability >= this is foreground
 
-    def with_(self, **changes) -> "InferenceConfig":
+    def with_(self, **changes) -> InferenceConfig:
         return replace(self, **changes)
 
 

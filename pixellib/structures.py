@@ -30,7 +30,7 @@ class Detections:
         assert self.masks.shape == (n, h, w) and self.masks.dtype == np.bool_
 
     @classmethod
-    def empty(cls, image_size: tuple[int, int]) -> "Detections":
+    def empty(cls, image_size: tuple[int, int]) -> Detections:
         h, w = image_size
         return cls(
             boxes=np.zeros((0, 4), np.float32),
@@ -43,7 +43,7 @@ class Detections:
     def __len__(self) -> int:
         return len(self.boxes)
 
-    def __getitem__(self, index) -> "Detections":
+    def __getitem__(self, index) -> Detections:
         """Select detections with a bool mask, an index array, a slice or an int."""
         if isinstance(index, (int, np.integer)):
             index = [int(index)]
@@ -59,6 +59,6 @@ class Detections:
     def class_names(self) -> list[str]:
         return [COCO_CLASSES[i] for i in self.class_ids]
 
-    def with_classes(self, class_ids) -> "Detections":
+    def with_classes(self, class_ids) -> Detections:
         """Only the detections whose class id is in ``class_ids``, order kept."""
         return self[np.isin(self.class_ids, np.asarray(list(class_ids), dtype=np.int64))]

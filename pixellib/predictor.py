@@ -62,7 +62,9 @@ def load_model(
     from . import weights
 
     if isinstance(source, dict):
-        raw, path = source, None
+        path = None
+        raw = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+               for k, v in source.items()}
     else:
         path = Path(source)
         raw = weights.read_checkpoint(path)

@@ -91,15 +91,17 @@ class StandardPointHead(nn.Module):
         self.predictor = nn.Conv1d(dim, num_classes, 1)
 
     def hidden(self, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-        """Last hidden layer with coarse logits appended: (R, P, fc_dim + num_classes).
+        """Last hidden layer (R, P, fc_dim), points channels-last.
 
-        Points are kept channels-last so every layer is one (R*P, in) x (in, out) matmul.
+        ``fc(cat(x, coarse))`` is computed as ``fc_x(x) + fc_coarse(coarse)`` with the weight
+        split by input channels, which is the same map without copying the concatenation.
         """
-        x = torch.cat((fine, coarse), dim=2)
+        x = fine
         for k in range(1, self.num_fc + 1):
             fc = getattr(self, f"fc{k}")
-            x = F.relu(F.linear(x, fc.weight[:, :, 0], fc.bias))
-            x = torch.cat((x, coarse), dim=2)
+            w = fc.weight[:, :, 0]
+            split = x.shape[-1]
+            x = F.relu(F.linear(x, w[:, :split]) + F.linear(coarse, w[:, split:], fc.bias))
         return x
 
     def class_logits(
@@ -110,12 +112,15 @@ class StandardPointHead(nn.Module):
         The predictor's rows are independent, so evaluating one row per box is exact and
         saves 79/80 of the last layer."""
         x = self.hidden(fine, coarse)
-        weight = self.predictor.weight[classes, :, 0]  # (R, in)
-        return torch.einsum("rpi,ri->rp", x, weight) + self.predictor.bias[classes][:, None]
+        w = self.predictor.weight[classes, :, 0]  # (R, fc_dim + K)
+        split = x.shape[-1]
+        logits = torch.bmm(x, w[:, :split, None]) + torch.bmm(coarse, w[:, split:, None])
+        return logits[:, :, 0] + self.predictor.bias[classes][:, None]
 
     def forward(self, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         """All-class logits (R, num_classes, P) from fine (R, C, P) and coarse (R, K, P)."""
-        x = self.hidden(fine.transpose(1, 2), coarse.transpose(1, 2))
+        coarse = coarse.transpose(1, 2)
+        x = torch.cat((self.hidden(fine.transpose(1, 2), coarse), coarse), dim=2)
         fc = self.predictor
         return F.linear(x, fc.weight[:, :, 0], fc.bias).transpose(1, 2)
 

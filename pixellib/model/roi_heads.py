@@ -84,7 +84,7 @@ def detections_from_logits(
     if not bool(valid.all()):
         boxes, scores = boxes[valid], scores[valid]
     scores = scores[:, :-1]
-    boxes = ops.clip_boxes(boxes.view(len(boxes), -1, 4), *image_size)
+    boxes = ops.clip_boxes(boxes.view(len(boxes), scores.shape[1], 4), *image_size)
     candidates = scores > score_thresh
     rows_cols = torch.nonzero(candidates)  # row-major: proposal-major, class-minor
     boxes, scores = boxes[candidates], scores[candidates]

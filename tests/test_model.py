@@ -1,0 +1,133 @@
+"""Model pieces built small: shapes, exact rewrites, schedules, empty inputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pixellib.config import ARCHITECTURES
+from pixellib.model.backbone import FPN, BottleneckBlock, ResNet
+from pixellib.model.detector import build_model, postprocess, state_dict_shapes
+from pixellib.model.layers import Conv2d, FrozenBatchNorm2d, fold_frozen_norms
+from pixellib.model.point_rend import StandardPointHead, subdivision_schedule
+from pixellib.model.rpn import AnchorGenerator, cell_anchors
+
+
+def _randomise(module, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in module.state_dict().items():
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            else:
+                t.copy_(torch.randn(t.shape, generator=g) * 0.2)
+
+
+def test_frozen_bn_keeps_eps_and_folds_exactly():
+    conv = Conv2d(4, 6, 3, padding=1, bias=False, norm=FrozenBatchNorm2d(6))
+    _randomise(conv)
+    x = torch.randn(2, 4, 9, 7)
+    bn = conv.norm
+    want = (F.conv2d(x, conv.weight, padding=1) - bn.running_mean.view(-1, 1, 1)) / torch.sqrt(
+        bn.running_var.view(-1, 1, 1) + 1e-5) * bn.weight.view(-1, 1, 1) + bn.bias.view(-1, 1, 1)
+    torch.testing.assert_close(conv(x), want, rtol=1e-5, atol=1e-5)
+    fold_frozen_norms(conv)
+    assert conv.norm is None and conv.bias is not None
+    torch.testing.assert_close(conv(x), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride_in_1x1,where", [(True, "conv1"), (False, "conv2")])
+def test_bottleneck_stride_placement(stride_in_1x1, where):
+    block = BottleneckBlock(8, 16, bottleneck_channels=4, stride=2, num_groups=2,
+                            stride_in_1x1=stride_in_1x1)
+    assert getattr(block, where).stride == (2, 2)
+    assert block.shortcut.stride == (2, 2) and block.conv3.stride == (1, 1)
+    assert block(torch.randn(1, 8, 10, 10)).shape == (1, 16, 5, 5)
+
+
+def test_fpn_levels_and_sizes():
+    net = FPN(ResNet(blocks_per_stage=(1, 1, 1, 1), num_groups=1, width_per_group=8,
+                     stride_in_1x1=True))
+    _randomise(net)
+    out = net(torch.randn(1, 3, 96, 160))
+    assert list(out) == ["p2", "p3", "p4", "p5", "p6"]
+    assert [tuple(v.shape[-2:]) for v in out.values()] == [(24, 40), (12, 20), (6, 10), (3, 5),
+                                                           (2, 3)]
+    torch.testing.assert_close(out["p6"], out["p5"][:, :, ::2, ::2])
+
+
+def test_state_dict_names_match_reference_table():
+    import json
+    from pathlib import Path
+
+    table = json.loads((Path(__file__).parent / "data" / "pointrend_keys.json").read_text())
+    for arch in ("resnet50", "resnext101_32x8d"):
+        shapes = state_dict_shapes(arch)
+        assert shapes == {k: tuple(v) for k, v in table[arch].items()}
+    assert ARCHITECTURES["resnext101_32x8d"].pixel_std != (1.0, 1.0, 1.0)
+
+
+def test_cell_anchors_and_grid_order():
+    np.testing.assert_allclose(cell_anchors(32)[0].numpy(),
+                               [-22.627417, -11.313708, 22.627417, 11.313708], rtol=1e-6)
+    anchors = AnchorGenerator(sizes=(32,), strides=(4,))([(2, 3)])[0]
+    assert anchors.shape == (2 * 3 * 3, 4)
+    # flat index (y * W + x) * A + a; centre of (y=1, x=2) is (8, 4): offset 0
+    a = anchors[(1 * 3 + 2) * 3 + 1]
+    torch.testing.assert_close((a[:2] + a[2:]) / 2, torch.tensor([8.0, 4.0]))
+
+
+def test_subdivision_schedule():
+    assert subdivision_schedule(7, 5, 784) == (28, 3)
+    assert subdivision_schedule(7, 5, 28 * 28 * 4) == (56, 2)
+
+
+def test_point_head_rewrites_are_exact():
+    head = StandardPointHead(fine_channels=6, num_classes=5, fc_dim=4, num_fc=3)
+    _randomise(head, 3)
+    fine, coarse = torch.randn(3, 6, 11), torch.randn(3, 5, 11)
+    # reference: Conv1d layers over concatenated channels, coarse appended after each layer
+    x = torch.cat((fine, coarse), 1)
+    for k in range(1, 4):
+        x = torch.cat((F.relu(getattr(head, f"fc{k}")(x)), coarse), 1)
+    want = head.predictor(x)
+    torch.testing.assert_close(head(fine, coarse), want, rtol=1e-5, atol=1e-5)
+    classes = torch.tensor([4, 0, 2])
+    got = head.class_logits(fine.transpose(1, 2), coarse.transpose(1, 2), classes)
+    torch.testing.assert_close(got, want[torch.arange(3), classes], rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def random_r50():
+    model = build_model("resnet50")
+    _randomise(model, 1)
+    with torch.no_grad():  # keep activations tame: R50 sees raw pixels - mean
+        model.backbone.bottom_up.stem.conv1.weight.mul_(1 / 64)
+    return fold_frozen_norms(model)
+
+
+def test_full_model_on_tiny_and_odd_images(random_r50):
+    with torch.inference_mode():
+        for h, w in [(1, 1), (37, 5), (64, 64)]:
+            out = random_r50(torch.rand(3, h, w) * 255, (h, w), score_thresh=0.0)
+            n = len(out.boxes)
+            assert out.masks.shape == (n, h, w) and out.masks.dtype == torch.bool
+            assert out.scores.shape == (n,) and out.classes.dtype == torch.int64
+            assert n <= 100
+
+
+def test_no_detections_gives_empty_typed_output(random_r50):
+    with torch.inference_mode():
+        out = random_r50(torch.rand(3, 40, 60) * 255, (80, 120), score_thresh=1.0)
+    assert out.boxes.shape == (0, 4) and out.masks.shape == (0, 80, 120)
+    assert out.masks.dtype == torch.bool
+
+
+def test_postprocess_scales_clips_and_drops_empty():
+    boxes = torch.tensor([[10.0, 10, 20, 30], [-5.0, 0, 250, 100], [50.0, 50, 50, 60]])
+    masks = torch.ones(3, 28, 28)
+    out = postprocess(boxes, torch.tensor([0.9, 0.8, 0.7]), torch.tensor([1, 2, 3]), masks,
+                      (100, 200), (50, 100))
+    torch.testing.assert_close(out.boxes, torch.tensor([[5.0, 5, 10, 15], [0.0, 0, 100, 50]]))
+    assert out.classes.tolist() == [1, 2] and out.masks.shape == (2, 50, 100)

@@ -30,6 +30,9 @@ BACKBONE_ALIASES = {
 }
 
 
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def resized_shape(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
     """(h, w) after scaling the short side to ``min_size`` and capping the long side at
     ``max_size``, rounded half up; computed in float64 like detectron2."""
@@ -103,15 +106,24 @@ class Predictor:
     def __init__(
         self, model: str | os.PathLike | PointRendRCNN, *, speed: str | None = None,
         confidence: float | None = None, device: str | torch.device = "cpu",
-        backbone: str | None = None,
+        backbone: str | None = None, precision: str = "float32",
     ):
         self.inference = inference_config(speed, confidence)
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {device!r} requested but CUDA is not available")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
         if not isinstance(model, PointRendRCNN):
             model = load_model(model, backbone=backbone, inference=self.inference)
         self.model = model.to(self.device)
+
+    def _autocast(self):
+        """Reduced precision (opt-in, never the default): matmuls and convs in bf16/fp16
+        under ``torch.autocast``; results move slightly (see docs/benchmarks.md)."""
+        dtype = PRECISIONS[self.precision]
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     @property
     def arch(self) -> str:
@@ -127,11 +139,11 @@ class Predictor:
         resized = resize_image(np.ascontiguousarray(image), self.inference.min_size,
                                self.inference.max_size)
         tensor = torch.from_numpy(resized.transpose(2, 0, 1).astype(np.float32))
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             out = self.model(tensor, (h0, w0), score_thresh=self.inference.score_thresh)
         return Detections(
-            boxes=out.boxes.cpu().numpy().astype(np.float32, copy=False),
-            scores=out.scores.cpu().numpy().astype(np.float32, copy=False),
+            boxes=out.boxes.float().cpu().numpy(),
+            scores=out.scores.float().cpu().numpy(),
             class_ids=out.classes.cpu().numpy().astype(np.int64, copy=False),
             masks=out.masks.cpu().numpy(),
             image_size=(h0, w0),

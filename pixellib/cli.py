@@ -1,0 +1,471 @@
+"""The ``pixellib`` command: segment images, folders, globs and videos; download and inspect models.
+
+Exit codes: 0 success; 1 a user error (one line ``pixellib: error: ...`` on stderr, no
+traceback), or a batch where nothing succeeded, or any failure with ``--strict``; 2 bad
+arguments (argparse). Unexpected exceptions keep their traceback.
+
+Output naming for ``segment`` (never overwrites an input):
+
+* one image file, no ``-o``: ``<stem>_segmented<ext>`` beside it; one video:
+  ``<stem>_segmented.mp4`` beside it. With ``-o FILE`` that file (``-o`` naming an existing
+  folder, or ending in ``/``, puts the output inside it).
+* anything else (several inputs, a folder, a glob): a folder, ``-o DIR`` or ``./segmented``,
+  holding ``<stem><ext>`` per image and ``<stem>.mp4`` per video (``<stem>_2...`` when two
+  inputs share a name). An output folder that holds inputs is refused.
+* ``--extract``: cut-outs in ``<output stem>_extracts/`` beside each output image.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InputNotFoundError, PixellibError
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+DEFAULT_BATCH_FOLDER = "segmented"
+_GLOB_CHARS = frozenset("*?[")
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class _Job:
+    source: Path
+    output: Path
+    video: bool
+
+
+@dataclass
+class _Stats:
+    images: int = 0
+    videos: int = 0
+    frames: int = 0
+    objects: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+    coco: list[dict] = field(default_factory=list)  # one to_coco_json dict per image
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _class_list(text: str) -> list[int]:
+    from .classes import class_id
+
+    names = [n for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected class names such as person,car")
+    try:
+        return [class_id(n) for n in names]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pixellib", description="PointRend instance segmentation (PixelLib compatible)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    seg = sub.add_parser("segment", help="segment images, folders, globs or videos",
+                         description="Segment images, folders, globs or videos into "
+                                     "annotated copies.")
+    seg.add_argument("inputs", nargs="+", metavar="INPUT",
+                     help="image file, folder (its images), glob (quote it) or video file "
+                          f"({' '.join(VIDEO_EXTENSIONS)})")
+    seg.add_argument("-o", "--output", metavar="OUT",
+                     help="output file for one input, else output folder "
+                          f"(default: <stem>_segmented<ext> beside a single input, "
+                          f"./{DEFAULT_BATCH_FOLDER}/ otherwise)")
+    seg.add_argument("--model", default="resnet50", metavar="PATH_OR_NAME",
+                     help="checkpoint file, or resnet50 / resnet101 (downloaded and cached on "
+                          "first use; default: resnet50)")
+    seg.add_argument("--speed", choices=("fast", "rapid"),
+                     help="PixelLib detection_speed: the long side is scaled to 667 px (fast) "
+                          "or 333 px (rapid); default: short side 800 px, long side <= 1333")
+    seg.add_argument("--confidence", type=_probability, metavar="F",
+                     help="score threshold in [0, 1] (default: 0.5, fast 0.3, rapid 0.2)")
+    seg.add_argument("--classes", type=_class_list, metavar="NAMES",
+                     help="keep only these classes, comma separated (e.g. person,car)")
+    seg.add_argument("--boxes", action="store_true", help="draw boxes and labels")
+    seg.add_argument("--extract", choices=("mask", "box"),
+                     help="also save each object: mask cut-out or box crop, in "
+                          "<output stem>_extracts/")
+    seg.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    seg.add_argument("--strict", action="store_true",
+                     help="exit with 1 when any input fails (default: only when all fail)")
+    seg.add_argument("--skip-existing", action="store_true",
+                     help="skip inputs whose output file already exists")
+    seg.add_argument("--coco", metavar="FILE.json",
+                     help="also write the image detections as COCO-style JSON")
+    seg.set_defaults(func=_cmd_segment)
+
+    dl = sub.add_parser("download", help="download a released model into the cache")
+    dl.add_argument("name", choices=("resnet50", "resnet101"))
+    dl.add_argument("--url", help="download from this URL instead of the PixelLib release")
+    dl.add_argument("--force", action="store_true", help="download even if already cached")
+    dl.set_defaults(func=_cmd_download)
+
+    info = sub.add_parser("info", help="describe a checkpoint")
+    info.add_argument("model", metavar="MODEL", help="checkpoint file, or resnet50 / resnet101")
+    info.set_defaults(func=_cmd_info)
+
+    conv = sub.add_parser("convert", help="write a checkpoint as .safetensors (no pickle)")
+    conv.add_argument("src", metavar="IN", help="checkpoint file, or resnet50 / resnet101")
+    conv.add_argument("dst", metavar="OUT.safetensors")
+    conv.set_defaults(func=_cmd_convert)
+    return parser
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2)
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("pixellib: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if not _is_user_error(e):
+            raise
+        print(f"pixellib: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+
+
+def _is_user_error(e: BaseException) -> bool:
+    """Our typed errors, missing files and permissions, and ValueErrors raised by our code."""
+    if isinstance(e, (PixellibError, FileNotFoundError, PermissionError, IsADirectoryError,
+                      NotADirectoryError)):
+        return True
+    if isinstance(e, ValueError):
+        tb = e.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        return tb is not None and _PACKAGE_DIR in Path(tb.tb_frame.f_code.co_filename).parents
+    return False
+
+
+# ----------------------------------------------------------------------------- segment
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    jobs = _plan_jobs(args.inputs, args.output)
+    stats = _Stats()
+    if args.skip_existing:
+        todo = [j for j in jobs if not j.output.exists()]
+        stats.skipped = len(jobs) - len(todo)
+    else:
+        todo = jobs
+    if todo:
+        if (args.extract or args.coco) and any(j.video for j in todo):
+            print("pixellib: warning: --extract and --coco apply to images; videos are only "
+                  "annotated", file=sys.stderr)
+        predictor = _load_predictor(args)
+        images = [j for j in todo if not j.video]
+        with tqdm(images, unit="img", disable=len(images) <= 1, file=sys.stderr) as bar:
+            for job in bar:
+                _run_job(_segment_image, predictor, job, args, stats, bar)
+        for job in (j for j in todo if j.video):
+            _run_job(_segment_video, predictor, job, args, stats, None)
+    if args.coco:
+        _write_coco(Path(args.coco), stats.coco)
+    print(_summary(stats, time.perf_counter() - started))
+    if stats.failed:
+        print(f"pixellib: warning: {len(stats.failed)} failed: {', '.join(stats.failed)}",
+              file=sys.stderr)
+    succeeded = stats.images + stats.videos
+    return 1 if stats.failed and (args.strict or succeeded == 0) else 0
+
+
+def _load_predictor(args: argparse.Namespace):
+    import torch
+
+    from .hub import MODEL_URLS, cached_model_path, model_url, resolve_model
+    from .predictor import Predictor
+
+    try:
+        torch.device(args.device)
+    except RuntimeError as e:
+        raise ValueError(f"invalid --device {args.device!r}: {e}") from None
+    key = args.model.strip().lower()
+    if not Path(args.model).exists() and key in MODEL_URLS and not cached_model_path(key).is_file():
+        print(f"downloading {key} from {model_url(key)} (first use)", file=sys.stderr)
+    return Predictor(resolve_model(args.model), speed=args.speed, confidence=args.confidence,
+                     device=args.device)
+
+
+def _run_job(fn, predictor, job: _Job, args, stats: _Stats, bar) -> None:
+    """Run one job; a bad input is reported and counted, and the batch goes on."""
+    try:
+        fn(predictor, job, args, stats)
+    except (PixellibError, OSError, ValueError) as e:
+        stats.failed.append(str(job.source))
+        message = f"pixellib: warning: skipped {job.source}: {' '.join(str(e).split())}"
+        if bar is not None and not bar.disable:
+            bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr)
+
+
+def _segment_image(predictor, job: _Job, args, stats: _Stats) -> None:
+    from .io import read_image, write_image
+
+    image = read_image(job.source)
+    det, drawn = _segment(predictor, image, args)
+    if args.extract:
+        from .export import extract_objects
+
+        crops = extract_objects(image, det.masks, _int_boxes(det), from_box=args.extract == "box")
+        folder = job.output.with_name(f"{job.output.stem}_extracts")
+        prefix = "object_extract" if args.extract == "box" else "segmented_object"
+        for k, crop in enumerate(crops, start=1):
+            if crop.size:  # an empty mask or box has nothing to save; numbering is kept
+                write_image(folder / f"{prefix}_{k}.jpg", crop)
+    write_image(job.output, drawn)  # last: an existing output means the job is complete
+    stats.images += 1
+    stats.objects += len(det)
+    if args.coco:
+        from .export import to_coco_json
+
+        stats.coco.append(to_coco_json(det, len(stats.coco) + 1, str(job.source)))
+
+
+def _segment_video(predictor, job: _Job, args, stats: _Stats) -> None:
+    import contextlib
+    import math
+
+    from tqdm import tqdm
+
+    from .video import VideoWriter, iter_frames, video_info
+
+    fps, n_frames, _ = video_info(job.source)
+    fps = fps if math.isfinite(fps) and fps > 0 else 30.0  # some containers declare none
+    frames = objects = 0
+    with contextlib.ExitStack() as stack:  # an exception discards the partial video
+        bar = stack.enter_context(tqdm(iter_frames(job.source), total=n_frames or None,
+                                       unit="frame", desc=job.source.name, file=sys.stderr))
+        writer = None
+        for frame in bar:
+            if writer is None:
+                size = (frame.shape[1], frame.shape[0])
+                writer = stack.enter_context(VideoWriter(job.output, fps, size))
+            det, drawn = _segment(predictor, frame, args)
+            writer.write(drawn)
+            frames += 1
+            objects += len(det)
+    stats.videos += 1
+    stats.frames += frames
+    stats.objects += objects
+
+
+def _segment(predictor, image, args):
+    """Detections (filtered by --classes) and the annotated copy of ``image``."""
+    import numpy as np
+
+    from .visualize import draw_detections, label_text
+
+    det = predictor(image)
+    if args.classes is not None:
+        det = det.with_classes(args.classes)
+    percent = (det.scores * np.float32(100)).astype(np.int64)  # PixelLib's integer percent
+    labels = [label_text(n, int(p)) for n, p in zip(det.class_names, percent, strict=True)]
+    drawn = draw_detections(image, _int_boxes(det), det.masks, labels, show_boxes=args.boxes)
+    return det, drawn
+
+
+def _int_boxes(det):
+    import numpy as np
+
+    return det.boxes.astype(np.int64)  # PixelLib truncates float boxes (spec §9.1)
+
+
+def _write_coco(path: Path, per_image: list[dict]) -> None:
+    """Merge per-image COCO dicts (annotation ids renumbered) and write them atomically."""
+    import json
+
+    from .export import to_coco_json
+    from .structures import Detections
+
+    images, annotations = [], []
+    for record in per_image:
+        images += record["images"]
+        for ann in record["annotations"]:
+            annotations.append({**ann, "id": len(annotations) + 1})
+    categories = to_coco_json(Detections.empty((1, 1)))["categories"]
+    text = json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _summary(stats: _Stats, seconds: float) -> str:
+    parts = [f"{stats.images} images"]
+    if stats.videos:
+        parts.append(f"{stats.videos} videos ({stats.frames} frames)")
+    parts += [f"{stats.objects} objects", f"{len(stats.failed)} failed"]
+    if stats.skipped:
+        parts.append(f"{stats.skipped} skipped")
+    return ", ".join(parts) + f", {seconds:.1f} s"
+
+
+# ----------------------------------------------------------------------------- input planning
+
+
+def _expand_inputs(inputs: list[str]) -> list[Path]:
+    """Files named by the arguments: files as given, folders' images (sorted), glob matches."""
+    from .io import IMAGE_EXTENSIONS, list_images
+
+    found: list[Path] = []
+    for raw in inputs:
+        path = Path(raw).expanduser()
+        if path.exists():
+            matches, from_glob = [path], False
+        elif _GLOB_CHARS & set(raw):
+            matches = [Path(m) for m in sorted(glob.glob(os.path.expanduser(raw), recursive=True))]
+            from_glob = True
+            if not matches:
+                raise InputNotFoundError(f"no file matches {raw!r}")
+        else:
+            raise InputNotFoundError(f"input not found: {raw!r}")
+        for m in matches:
+            if m.is_dir():
+                found += list_images(m)
+            elif not from_glob or m.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
+                found.append(m)
+    unique, seen = [], set()
+    for p in found:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    if not unique:
+        raise InputNotFoundError(f"no images or videos found in: {', '.join(inputs)}")
+    return unique
+
+
+def _is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _output_ext(path: Path) -> str:
+    from .io import IMAGE_EXTENSIONS
+
+    if _is_video(path):
+        return ".mp4"
+    ext = path.suffix.lower()
+    return ext if ext in IMAGE_EXTENSIONS else ".png"
+
+
+def _plan_jobs(inputs: list[str], output: str | None) -> list[_Job]:
+    """Pair each input with its output path; refuse any plan that would overwrite an input."""
+    from .io import IMAGE_EXTENSIONS
+    from .video import VIDEO_CODECS
+
+    sources = _expand_inputs(inputs)
+    single = len(inputs) == 1 and Path(inputs[0]).expanduser().is_file()
+    inside = output is not None and (Path(output).is_dir() or output.endswith(("/", os.sep)))
+    if single and not inside:
+        src = sources[0]
+        dst = Path(output) if output else src.with_name(f"{src.stem}_segmented{_output_ext(src)}")
+        if dst.resolve() == src.resolve():
+            raise ValueError(f"output {str(dst)!r} is the input itself; choose another -o")
+        allowed = VIDEO_CODECS if _is_video(src) else IMAGE_EXTENSIONS
+        if dst.suffix.lower() not in allowed:
+            kind = "a video" if _is_video(src) else "an image"
+            raise ValueError(f"output {str(dst)!r} needs {kind} extension: {', '.join(allowed)}")
+        return [_Job(src, dst, _is_video(src))]
+
+    folder = Path(output) if output else Path(DEFAULT_BATCH_FOLDER)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"output {str(folder)!r} is a file; several inputs need a folder")
+    resolved = folder.resolve()
+    for src in sources:
+        if src.resolve().parent == resolved:
+            raise ValueError(
+                f"output folder {str(folder)!r} holds the input {str(src)!r}; choose another "
+                "-o so that inputs are never overwritten"
+            )
+    jobs, used = [], set()
+    for src in sources:
+        ext, name, k = _output_ext(src), src.stem, 1
+        while f"{name}{ext}".lower() in used:
+            k += 1
+            name = f"{src.stem}_{k}"
+        used.add(f"{name}{ext}".lower())
+        jobs.append(_Job(src, folder / f"{name}{ext}", _is_video(src)))
+    return jobs
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from .hub import cached_model_path, download_model, model_url
+
+    path = cached_model_path(args.name)
+    if path.is_file() and not args.force:
+        print(f"{args.name} is already downloaded: {path}")
+        return 0
+    print(f"downloading {args.name} from {model_url(args.name, args.url)}", file=sys.stderr)
+    print(download_model(args.name, url=args.url))
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .hub import resolve_model
+    from .weights import inspect_checkpoint
+
+    info = inspect_checkpoint(resolve_model(args.model, download=False))
+    renamed, ignored = info.report.renamed, info.report.ignored
+    print(f"file: {info.path}")
+    print(f"architecture: {info.arch}")
+    print(f"parameters: {info.num_parameters:,}")
+    print(f"renamed keys: {len(renamed)}")
+    for old, new in sorted(renamed.items()):
+        print(f"  {old} -> {new}")
+    print(f"ignored keys: {len(ignored)}")
+    for key in sorted(ignored):
+        print(f"  {key}")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .hub import resolve_model
+    from .weights import convert_checkpoint
+
+    src, dst = resolve_model(args.src, download=False), Path(args.dst)
+    if dst.suffix.lower() != ".safetensors":
+        raise ValueError(f"output {str(dst)!r} must end in .safetensors")
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise ValueError(f"output {str(dst)!r} is the input itself")
+    convert_checkpoint(src, dst)
+    print(f"wrote {dst}")
+    return 0

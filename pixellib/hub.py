@@ -1,0 +1,182 @@
+"""Released PixelLib model files: where they come from, where they are cached, how they are fetched.
+
+A download streams to a temporary name inside the cache folder, checks the byte count against
+``Content-Length``, and loads the file (right keys and shapes, via
+:func:`pixellib.weights.inspect_checkpoint`) before renaming it into place. A failed download
+leaves nothing behind and raises :class:`ModelDownloadError` naming the URL and the cause.
+"""
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .errors import ModelNotFoundError, PixellibError
+
+logger = logging.getLogger(__name__)
+
+_RELEASE = "https://github.com/ayoolaolafenwa/PixelLib/releases/download/0.2.0"
+MODEL_URLS: dict[str, str] = {
+    "resnet50": f"{_RELEASE}/pointrend_resnet50.pkl",
+    "resnet101": f"{_RELEASE}/pointrend_resnet101.pkl",
+}
+# The architecture each released file must contain: PixelLib's "resnet101" is ResNeXt-101-32x8d.
+MODEL_ARCHS: dict[str, str] = {"resnet50": "resnet50", "resnet101": "resnext101_32x8d"}
+
+_CHUNK = 1 << 20
+_TIMEOUT_S = 60
+
+
+class ModelDownloadError(PixellibError, OSError):
+    """A model could not be downloaded, or what was downloaded is not a usable checkpoint."""
+
+
+def cache_dir() -> Path:
+    """``$PIXELLIB_HOME`` if set, else ``$XDG_CACHE_HOME/pixellib``, else ``~/.cache/pixellib``."""
+    home = os.environ.get("PIXELLIB_HOME")
+    if home:
+        return Path(home).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "pixellib"
+
+
+def model_filename(name: str) -> str:
+    """The released file name, e.g. ``pointrend_resnet50.pkl``."""
+    return MODEL_URLS[_check_name(name)].rsplit("/", 1)[-1]
+
+
+def cached_model_path(name: str) -> Path:
+    """Where the model ``name`` lives once downloaded (it may not exist yet)."""
+    return cache_dir() / model_filename(name)
+
+
+def model_url(name: str, url: str | None = None) -> str:
+    """``url`` if given, else ``$PIXELLIB_MODEL_URL_<NAME>``, else the released file's URL."""
+    name = _check_name(name)
+    return url or os.environ.get(f"PIXELLIB_MODEL_URL_{name.upper()}") or MODEL_URLS[name]
+
+
+def download_model(name: str, *, url: str | None = None, progress: bool = True) -> Path:
+    """Fetch the released model ``name`` into :func:`cache_dir` and return its path.
+
+    Always downloads (use :func:`resolve_model` to reuse the cache). The file is validated
+    before it replaces any cached copy; on failure nothing is left in the cache folder.
+    """
+    name = _check_name(name)
+    url = model_url(name, url)
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ModelDownloadError(f"cannot create the model cache folder {folder}: {e}") from e
+    final = folder / model_filename(name)
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{final.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            _fetch(url, out, progress=progress, desc=final.name)
+        _validate(tmp, name, url)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    logger.info("downloaded %s to %s", url, final)
+    return final
+
+
+def resolve_model(name_or_path: str | os.PathLike, *, download: bool = True,
+                  progress: bool = True) -> Path:
+    """Path of a model given as a file path or as ``"resnet50"`` / ``"resnet101"``.
+
+    An existing path is returned as is. A known name maps to the cached file, which is
+    downloaded on first use when ``download`` is true. Anything else raises
+    :class:`~pixellib.errors.ModelNotFoundError` saying how to get a model.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return path
+    key = str(name_or_path).strip().lower()
+    if key in MODEL_URLS:
+        cached = cached_model_path(key)
+        if cached.is_file():
+            return cached
+        if download:
+            return download_model(key, progress=progress)
+        raise ModelNotFoundError(
+            f"model {key!r} is not in the cache ({cached}); run `pixellib download {key}`"
+        )
+    hint = ""
+    for known in MODEL_URLS:
+        if path.name == model_filename(known):
+            hint = f" (to use the released file, pass {known!r}: it is downloaded and cached)"
+    raise ModelNotFoundError(
+        f"model file not found: {str(name_or_path)!r}{hint}. Pass a .pkl/.pth/.safetensors "
+        f"path, or one of {', '.join(MODEL_URLS)} to download the released model into "
+        f"{cache_dir()} (set PIXELLIB_HOME to change the folder)"
+    )
+
+
+def _check_name(name: str) -> str:
+    key = str(name).strip().lower()
+    if key not in MODEL_URLS:
+        raise ModelNotFoundError(
+            f"unknown model name {name!r}: expected one of {', '.join(MODEL_URLS)}"
+        )
+    return key
+
+
+def _fetch(url: str, out, *, progress: bool, desc: str) -> None:
+    """Stream ``url`` into the open binary file ``out``; raise ModelDownloadError on any failure."""
+    from tqdm import tqdm
+
+    request = urllib.request.Request(url, headers={"User-Agent": "pixellib"})
+    try:
+        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
+            header = response.headers.get("Content-Length")
+            expected = int(header) if header and header.isdigit() else None
+            received = 0
+            with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+                      disable=not progress, file=sys.stderr) as bar:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+    except urllib.error.HTTPError as e:
+        raise ModelDownloadError(f"download of {url} failed: HTTP {e.code} {e.reason}") from e
+    except urllib.error.URLError as e:
+        raise ModelDownloadError(
+            f"download of {url} failed: {e.reason} (offline? fetch the file elsewhere and "
+            "pass its path as the model, or copy it into the cache folder, see README)"
+        ) from e
+    except (http.client.HTTPException, OSError) as e:
+        raise ModelDownloadError(
+            f"download of {url} was interrupted: {type(e).__name__}: {e}"
+        ) from e
+    if expected is not None and received != expected:
+        raise ModelDownloadError(
+            f"download of {url} was interrupted: got {received} of {expected} bytes"
+        )
+    if received == 0:
+        raise ModelDownloadError(f"download of {url} failed: the server sent an empty file")
+
+
+def _validate(path: Path, name: str, url: str) -> None:
+    """Load the downloaded file; it must be a PointRend checkpoint of the expected architecture."""
+    from . import weights
+
+    try:
+        info = weights.inspect_checkpoint(path)
+    except Exception as e:  # any failure to load means the download is not a usable model
+        raise ModelDownloadError(
+            f"the file downloaded from {url} is not a valid PointRend checkpoint: {e}"
+        ) from e
+    if info.arch != MODEL_ARCHS[name]:
+        raise ModelDownloadError(
+            f"the file downloaded from {url} holds a {info.arch} model, "
+            f"but {name!r} must be {MODEL_ARCHS[name]}"
+        )

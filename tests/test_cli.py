@@ -1,0 +1,458 @@
+"""The ``pixellib`` command line, through ``main([...])`` on temporary folders.
+
+Segment tests share one synthetic ResNet-50 checkpoint per session and run ``--speed rapid``
+on images about 200x150, so each call takes about a second.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pixellib.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTO_DIRS = [ROOT / "tests" / "data" / "images", ROOT.parent / "shared" / "golden" / "images"]
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def checkpoint(r50_checkpoint) -> Path:
+    """The session's synthetic ResNet-50 checkpoint (conftest.py writes it once)."""
+    return r50_checkpoint
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[np.ndarray]:
+    """Three small BGR photos (real ones when the repo or ../shared has them)."""
+    for folder in PHOTO_DIRS:
+        files = sorted(folder.glob("*.jpg")) if folder.is_dir() else []
+        if files:
+            images = [cv2.imread(str(f)) for f in files[:3]]
+            return [cv2.resize(im, (200, 150), interpolation=cv2.INTER_AREA) for im in images]
+    rng = np.random.default_rng(0)
+    out = []
+    for k in range(3):
+        im = np.full((150, 200, 3), 40 * k + 60, np.uint8)
+        cv2.circle(im, (100, 75), 40, (30, 160, 220), -1)
+        out.append(np.clip(im + rng.integers(0, 30, im.shape), 0, 255).astype(np.uint8))
+    return out
+
+
+@pytest.fixture
+def run(checkpoint, capsys, monkeypatch, tmp_path):
+    """``run(*args)`` -> (exit code, stdout, stderr) of ``pixellib segment ... --speed rapid``."""
+    monkeypatch.chdir(tmp_path)
+
+    def _run(*args: str, model: str | None = None) -> tuple[int, str, str]:
+        argv = ["segment", *map(str, args), "--model", model or str(checkpoint),
+                "--speed", "rapid", "--confidence", "0.5"]
+        code = main(argv)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return _run
+
+
+@pytest.fixture
+def folder(tmp_path, photos) -> Path:
+    d = tmp_path / "in"
+    d.mkdir()
+    for k, im in enumerate(photos[:2]):
+        cv2.imwrite(str(d / f"photo{k}.jpg"), im)
+    return d
+
+
+def _cli(*argv: str, capsys) -> tuple[int, str, str]:
+    code = main(list(map(str, argv)))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _assert_one_line_error(err: str, *needles: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pixellib: error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def _summary(out: str) -> dict[str, int]:
+    line = out.strip().splitlines()[-1]
+    return {k: int(v) for v, k in re.findall(r"(\d+) (images|objects|failed|skipped)", line)}
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["segment"],
+        ["segment", "a.jpg", "--speed", "slow"],
+        ["segment", "a.jpg", "--confidence", "1.5"],
+        ["segment", "a.jpg", "--confidence", "high"],
+        ["segment", "a.jpg", "--classes", "person,unicorn"],
+        ["segment", "a.jpg", "--extract", "circle"],
+        ["download", "resnet18"],
+        ["info"],
+        ["convert", "only-one-arg"],
+        ["frobnicate"],
+    ],
+)
+def test_bad_arguments_exit_2(argv, capsys):
+    assert main(argv) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys):
+    assert main(["--help"]) == 0
+    assert "segment" in capsys.readouterr().out
+
+
+def test_missing_input(tmp_path, capsys):
+    code, _, err = _cli("segment", tmp_path / "nope.jpg", capsys=capsys)
+    assert code == 1
+    _assert_one_line_error(err, "nope.jpg")
+
+
+def test_glob_matching_nothing(tmp_path, capsys):
+    code, _, err = _cli("segment", str(tmp_path / "*.jpg"), capsys=capsys)
+    assert code == 1
+    _assert_one_line_error(err, "*.jpg")
+
+
+def test_missing_model(folder, tmp_path, capsys):
+    code, _, err = _cli("segment", folder / "photo0.jpg", "--model", tmp_path / "no.pkl",
+                        capsys=capsys)
+    assert code == 1
+    _assert_one_line_error(err, "no.pkl", "resnet50")
+    assert not (folder / "photo0_segmented.jpg").exists()
+
+
+def test_resnet50_not_cached_and_unreachable(folder, tmp_path, monkeypatch, capsys):
+    home = tmp_path / "cache"
+    monkeypatch.setenv("PIXELLIB_HOME", str(home))
+    monkeypatch.setenv("PIXELLIB_MODEL_URL_RESNET50", "http://127.0.0.1:9/gone.pkl")
+    code, _, err = _cli("segment", folder / "photo0.jpg", capsys=capsys)
+    assert code == 1
+    notice, error = err.strip().splitlines()
+    assert notice.startswith("downloading resnet50 from http://127.0.0.1:9/gone.pkl")
+    _assert_one_line_error(error, "http://127.0.0.1:9/gone.pkl")
+    assert not home.exists() or list(home.iterdir()) == []
+
+
+def test_python_dash_m(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ok = subprocess.run([sys.executable, "-m", "pixellib", "--help"], capture_output=True,
+                        text=True, env=env, timeout=120)
+    assert ok.returncode == 0 and "segment" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "pixellib", "segment", str(tmp_path / "x.jpg")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 1
+    _assert_one_line_error(bad.stderr, "x.jpg")
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def test_info(checkpoint, capsys):
+    code, out, err = _cli("info", checkpoint, capsys=capsys)
+    assert code == 0, err
+    assert "architecture: resnet50" in out
+    params = int(re.search(r"parameters: ([\d,]+)", out).group(1).replace(",", ""))
+    assert 40_000_000 < params < 70_000_000
+    assert "renamed keys: 0" in out
+    assert "ignored keys: 5" in out
+    assert "proposal_generator.anchor_generator.cell_anchors.0" in out
+
+
+def test_info_missing_file(tmp_path, capsys):
+    code, _, err = _cli("info", tmp_path / "missing.pkl", capsys=capsys)
+    assert code == 1
+    _assert_one_line_error(err, "missing.pkl")
+
+
+def test_info_garbage_file(tmp_path, capsys):
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(b"this is not a pickle")
+    code, _, err = _cli("info", bad, capsys=capsys)
+    assert code == 1
+    _assert_one_line_error(err, "bad.pkl")
+
+
+def test_convert_then_info(checkpoint, tmp_path, capsys):
+    dst = tmp_path / "r50.safetensors"
+    code, out, err = _cli("convert", checkpoint, dst, capsys=capsys)
+    assert code == 0, err
+    assert dst.is_file() and str(dst) in out
+    code, out, _ = _cli("info", dst, capsys=capsys)
+    assert code == 0 and "architecture: resnet50" in out
+
+
+def test_convert_refuses_other_suffix(checkpoint, tmp_path, capsys):
+    code, _, err = _cli("convert", checkpoint, tmp_path / "out.pkl", capsys=capsys)
+    assert code == 1
+    _assert_one_line_error(err, ".safetensors")
+
+
+def test_download_from_local_server_then_cached(checkpoint, tmp_path, monkeypatch, capsys):
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(checkpoint.parent))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    home = tmp_path / "cache"
+    monkeypatch.setenv("PIXELLIB_HOME", str(home))
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/{checkpoint.name}"
+        code, out, err = _cli("download", "resnet50", "--url", url, capsys=capsys)
+        assert code == 0, err
+        assert sorted(p.name for p in home.iterdir()) == ["pointrend_resnet50.pkl"]
+        assert (home / "pointrend_resnet50.pkl").stat().st_size == checkpoint.stat().st_size
+        code, out, _ = _cli("download", "resnet50", "--url", url, capsys=capsys)
+        assert code == 0 and "already downloaded" in out
+        # The wrong architecture for the name is refused and leaves the cache as it was.
+        code, _, err = _cli("download", "resnet101", "--url", url, capsys=capsys)
+        assert code == 1
+        # stderr: the "downloading" line and the progress bar, then the error.
+        _assert_one_line_error(err.strip().splitlines()[-1], url, "resnext101_32x8d")
+        assert sorted(p.name for p in home.iterdir()) == ["pointrend_resnet50.pkl"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+# ----------------------------------------------------------------------------- segment
+# The real model (synthetic checkpoint) runs in the end-to-end tests of this first group; the
+# tests of naming, filtering and batch behaviour use FakePredictor, which answers instantly.
+
+
+def test_single_image_from_cache_without_network(run, folder, checkpoint, tmp_path,
+                                                 monkeypatch):
+    home = tmp_path / "cache"
+    home.mkdir()
+    os.symlink(checkpoint, home / "pointrend_resnet50.pkl")
+    monkeypatch.setenv("PIXELLIB_HOME", str(home))
+    monkeypatch.setenv("PIXELLIB_MODEL_URL_RESNET50", "http://127.0.0.1:9/never-used.pkl")
+    code, out, err = run(folder / "photo0.jpg", "--boxes", model="resnet50")
+    assert code == 0, err
+    result = cv2.imread(str(folder / "photo0_segmented.jpg"))  # default: beside the input
+    assert result is not None and result.shape == (150, 200, 3)
+    assert not np.array_equal(result, cv2.imread(str(folder / "photo0.jpg")))
+    summary = _summary(out)
+    assert summary["images"] == 1 and summary["failed"] == 0 and summary["objects"] > 0
+
+
+def test_folder_with_bad_file(run, folder, tmp_path):
+    (folder / "photo1.jpg").unlink()  # one good image keeps the real model's time down
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (folder / "notes.txt").write_text("not an image, not picked up")
+    out_dir = tmp_path / "out"
+    code, out, err = run(folder, "-o", out_dir)
+    assert code == 0, err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["photo0.jpg"]
+    assert "broken.jpg" in err and "warning" in err and "Traceback" not in err
+    summary = _summary(out)
+    assert summary["images"] == 1 and summary["failed"] == 1
+
+
+def test_video(run, tmp_path, photos):
+    src = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (200, 150))
+    for im in photos[:2]:
+        writer.write(im)
+    writer.release()
+    code, out, err = run(src)
+    assert code == 0, err
+    capture = cv2.VideoCapture(str(tmp_path / "clip_segmented.mp4"))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(5.0)
+    capture.release()
+    assert frames == 2
+    assert "1 videos (2 frames)" in out
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+class FakePredictor:
+    """Stands in for pixellib.predictor.Predictor: three fixed detections per image."""
+
+    created: list[dict] = []
+    CLASSES = (25, 0, 15)  # umbrella, person, cat
+
+    def __init__(self, model, **kwargs):
+        assert Path(model).is_file()
+        FakePredictor.created.append({"model": Path(model), **kwargs})
+
+    def __call__(self, image):
+        from pixellib.structures import Detections
+
+        h, w = image.shape[:2]
+        boxes = np.array([[0, 0, w / 2, h / 2], [w / 4, h / 4, w, h], [1.5, 2.5, 9.9, 8.2]],
+                         np.float32)
+        masks = np.zeros((3, h, w), bool)
+        for k, (x0, y0, x1, y1) in enumerate(boxes.astype(int)):
+            masks[k, y0:y1, x0:x1] = True
+        return Detections(boxes, np.array([0.9, 0.8, 0.7], np.float32),
+                          np.array(self.CLASSES, np.int64), masks, (h, w))
+
+
+@pytest.fixture
+def fake(run, monkeypatch):
+    """``run`` with the model replaced by FakePredictor."""
+    import pixellib.predictor
+
+    FakePredictor.created = []
+    monkeypatch.setattr(pixellib.predictor, "Predictor", FakePredictor)
+    return run
+
+
+def test_options_reach_the_predictor(fake, folder, checkpoint, capsys):
+    code = main(["segment", str(folder / "photo0.jpg"), "--model", str(checkpoint),
+                 "--speed", "fast", "--confidence", "0.25", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert FakePredictor.created == [
+        {"model": checkpoint, "speed": "fast", "confidence": 0.25, "device": "cpu"}
+    ]
+
+
+def test_bad_device_is_a_user_error(fake, folder):
+    code, _, err = fake(folder / "photo0.jpg", "--device", "gpu7")
+    assert code == 1
+    _assert_one_line_error(err, "gpu7")
+
+
+def test_strict_and_all_failed(fake, folder, tmp_path):
+    (folder / "empty.png").write_bytes(b"")
+    code, out, err = fake(folder, "-o", tmp_path / "strict", "--strict")
+    assert code == 1  # any failure with --strict; the good files are still written
+    assert len(list((tmp_path / "strict").iterdir())) == 2
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.jpg").write_bytes(b"")
+    (bad / "b.png").write_bytes(os.urandom(100))
+    code, out, err = fake(bad, "-o", tmp_path / "out")
+    assert code == 1  # nothing succeeded
+    assert "a.jpg" in err and "b.png" in err
+    assert _summary(out)["failed"] == 2 and not (tmp_path / "out").exists()
+
+
+def test_glob_classes_coco(fake, folder, tmp_path):
+    (folder / "notes.txt").write_text("matched by the glob, but not an image")
+    coco = tmp_path / "all.json"
+    code, out, err = fake(str(folder / "*"), "-o", tmp_path / "all", "--coco", coco)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["photo0.jpg", "photo1.jpg"]
+    data = json.loads(coco.read_text())
+    assert [im["file_name"] for im in data["images"]] == [
+        str(folder / "photo0.jpg"), str(folder / "photo1.jpg")]
+    assert [a["id"] for a in data["annotations"]] == list(range(1, 7))
+    assert [a["category_id"] for a in data["annotations"]] == [28, 1, 17] * 2
+    assert len(data["categories"]) == 80
+    assert _summary(out)["objects"] == 6
+
+    code, out, err = fake(str(folder / "photo?.jpg"), "-o", tmp_path / "some", "--coco", coco,
+                          "--classes", "person,cat,traffic_light")
+    assert code == 0, err
+    assert [a["category_id"] for a in json.loads(coco.read_text())["annotations"]] == [1, 17] * 2
+    assert _summary(out)["objects"] == 4
+
+
+@pytest.mark.parametrize(("mode", "prefix"), [("mask", "segmented_object"), ("box", "object_extract")])
+def test_extract(fake, folder, tmp_path, mode, prefix):
+    code, out, err = fake(folder / "photo0.jpg", "-o", tmp_path / "res.jpg", "--extract", mode)
+    assert code == 0, err
+    extracts = sorted((tmp_path / "res_extracts").iterdir())
+    assert [p.name for p in extracts] == [f"{prefix}_{k}.jpg" for k in (1, 2, 3)]
+    shapes = [cv2.imread(str(p)).shape for p in extracts]
+    assert shapes[0] == (75, 100, 3) and shapes[2][:2] == ((6, 8) if mode == "mask" else (6, 8))
+
+
+def test_skip_existing(fake, folder, tmp_path):
+    out_dir = tmp_path / "out"
+    cv2.imwrite(str(folder / "photo2.jpg"), np.zeros((20, 30, 3), np.uint8))
+    assert fake(folder, "-o", out_dir)[0] == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()}
+    (out_dir / "photo1.jpg").unlink()
+    code, out, err = fake(folder, "-o", out_dir, "--skip-existing")
+    assert code == 0, err
+    summary = _summary(out)
+    assert summary["images"] == 1 and summary["skipped"] == 2
+    after = {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()}
+    assert after["photo0.jpg"] == before["photo0.jpg"] and "photo1.jpg" in after
+    # Nothing left to do: succeeds without even loading the model.
+    code, out, _ = fake(folder, "-o", out_dir, "--skip-existing", model="no-such-model.pkl")
+    assert code == 0 and _summary(out)["skipped"] == 3
+
+
+def test_output_folder_equal_to_input_folder_is_refused(fake, folder):
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    for out in (folder, folder / "." / ""):
+        code, _, err = fake(folder, "-o", out)
+        assert code == 1
+        _assert_one_line_error(err, "holds the input")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert FakePredictor.created == []  # refused before loading the model
+
+
+def test_output_equal_to_input_is_refused(fake, folder):
+    code, _, err = fake(folder / "photo0.jpg", "-o", folder / "photo0.jpg")
+    assert code == 1
+    _assert_one_line_error(err, "is the input itself")
+
+
+def test_single_output_needs_image_extension(fake, folder, tmp_path):
+    code, _, err = fake(folder / "photo0.jpg", "-o", tmp_path / "result")
+    assert code == 1
+    _assert_one_line_error(err, "image extension")
+    code, _, err = fake(folder / "photo0.jpg", "-o", f"{tmp_path / 'dir'}{os.sep}")
+    assert code == 0, err
+    assert (tmp_path / "dir" / "photo0.jpg").is_file()
+
+
+def test_same_names_from_two_folders_do_not_collide(fake, folder, tmp_path, photos):
+    other = tmp_path / "other"
+    other.mkdir()
+    cv2.imwrite(str(other / "photo0.jpg"), photos[1])
+    (other / "photo0.gif").write_bytes(b"GIF89a")  # an explicit file is tried, then fails
+    code, out, err = fake(folder / "photo0.jpg", other / "photo0.jpg", other / "photo0.gif")
+    assert code == 0, err  # no -o: ./segmented/
+    names = sorted(p.name for p in (tmp_path / "segmented").iterdir())
+    assert names == ["photo0.jpg", "photo0_2.jpg"]
+    assert "photo0.gif" in err and _summary(out)["failed"] == 1
+
+
+def test_unreadable_video_is_reported(fake, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(os.urandom(2000))
+    code, out, err = fake(bad)
+    assert code == 1
+    assert "bad.mp4" in err and _summary(out)["failed"] == 1
+    assert not (tmp_path / "bad_segmented.mp4").exists()
+
+
+# ----------------------------------------------------------------------------- README and CI
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    command = re.search(r"<!-- test-command -->\s*```\w*\n(.+?)\n```", readme, re.S).group(1)
+    assert command.strip() in ci

@@ -1,0 +1,1 @@
+"""PixelLib-compatible torch backend: ``pixellib.torchbackend.instance.instanceSegmentation``."""

@@ -1,0 +1,150 @@
+"""PixelLib's formats: target-class dicts, the results dict, and extracted-object files.
+
+Pure functions between the core's :class:`~pixellib.structures.Detections` (boxes float32
+``(N, 4)``, masks ``(N, H, W)``) and what PixelLib 0.7.1 users index into (spec §9.1):
+
+=====================  ==========================================================================
+``boxes``              numpy int64 ``(N, 4)`` ``x1, y1, x2, y2``: the float boxes truncated
+``class_ids``          numpy int64 ``(N,)``
+``class_names``        ``list[str]``, COCO names with spaces (``"traffic light"``)
+``object_counts``      ``collections.Counter`` of ``class_names``
+``scores``             numpy float32 ``(N,)``: whole percentages, ``trunc(score * 100)`` in float32
+``masks``              numpy bool ``(H, W, N)`` (``(H, W, 0)`` when empty), or with
+                       ``mask_points_values`` a list with one entry per object, each a list of
+                       ``(K, 2)`` int64 ``x, y`` outline arrays (one per separate part or hole)
+``extracted_objects``  ``[]`` unless extracting, else one BGR crop per object
+=====================  ==========================================================================
+
+Everything is in result order: descending score. PixelLib itself returns ``scores`` as an int64
+torch tensor and, after class filtering, changes the types of several keys; here the types
+are the same in every case.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ...classes import COCO_CLASSES, class_id
+from ...export import extract_objects, mask_polygons
+from ...io import write_image
+from ...structures import Detections
+from ...visualize import draw_detections, label_text
+
+#: File name prefixes of saved extracts, by extraction mode, as the founding document names
+#: them: ``segmented_object_1.jpg`` (mask cut-out) and ``object_extract_1.jpg`` (box crop).
+MASK_EXTRACT_PREFIX = "segmented_object"
+BOX_EXTRACT_PREFIX = "object_extract"
+
+
+def target_flags(**flags) -> dict[str, str]:
+    """PixelLib's ``select_target_classes``: ``{class name: "valid" | "invalid"}`` for all 80.
+
+    ``flags`` are class names with spaces written as underscores (``traffic_light=True``);
+    a true value selects the class. An unknown name raises ``ValueError`` listing the valid
+    ones.
+    """
+    selected = {COCO_CLASSES[class_id(name)] for name, on in flags.items() if on}
+    for name in flags:  # also validate the names passed as False
+        class_id(name)
+    return {name: "valid" if name in selected else "invalid" for name in COCO_CLASSES}
+
+
+def target_class_ids(targets) -> np.ndarray | None:
+    """Class ids selected by ``segment_target_classes``; ``None`` means keep everything.
+
+    Accepts what :func:`target_flags` returns (a mapping of names to ``"valid"`` /
+    ``"invalid"`` or to booleans; names with spaces or underscores), and, as an extension,
+    an iterable of class names or ids, or one name.
+    """
+    if targets is None:
+        return None
+    ids: set[int] = set()
+    if isinstance(targets, Mapping):
+        for name, flag in targets.items():
+            cid = class_id(str(name))
+            if isinstance(flag, str) and flag in ("valid", "invalid"):
+                on = flag == "valid"
+            elif isinstance(flag, (bool, np.bool_)):
+                on = bool(flag)
+            else:
+                raise ValueError(
+                    f"segment_target_classes[{name!r}] must be 'valid', 'invalid' or a bool, "
+                    f"got {flag!r}; build it with select_target_classes(person=True, ...)"
+                )
+            if on:
+                ids.add(cid)
+    elif isinstance(targets, str):
+        ids.add(class_id(targets))
+    elif isinstance(targets, Iterable):
+        for item in targets:
+            if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+                if not 0 <= int(item) < len(COCO_CLASSES):
+                    raise ValueError(f"class id must be in [0, {len(COCO_CLASSES)}), got {item}")
+                ids.add(int(item))
+            else:
+                ids.add(class_id(str(item)))
+    else:
+        raise TypeError(
+            "segment_target_classes must be the dict from select_target_classes(), class "
+            f"names or ids, got {type(targets).__name__}"
+        )
+    return np.array(sorted(ids), dtype=np.int64)
+
+
+def score_percent(scores: np.ndarray) -> np.ndarray:
+    """PixelLib's integer percentages: ``trunc(score * 100)`` with the product in float32."""
+    return (np.asarray(scores, np.float32) * np.float32(100)).astype(np.int64)
+
+
+def draw(image: np.ndarray, det: Detections, *, show_bboxes: bool, text_size: float,
+         text_thickness: int, box_thickness: int) -> np.ndarray:
+    """The annotated copy of ``image`` (masks at 50 %, boxes and ``"name 98.00"`` captions)."""
+    labels = [label_text(n, int(p)) for n, p in zip(det.class_names, score_percent(det.scores))]
+    return draw_detections(
+        image, det.boxes.astype(np.int64), det.masks, labels, show_boxes=bool(show_bboxes),
+        text_size=text_size, text_thickness=int(text_thickness),
+        box_thickness=int(box_thickness),
+    )
+
+
+def results_dict(det: Detections, *, mask_points_values: bool = False,
+                 extracted_objects: list[np.ndarray] | None = None) -> dict:
+    """The results dict described in the module docstring, built from ``det``."""
+    names = det.class_names
+    if mask_points_values:
+        masks = [mask_polygons(m) for m in det.masks]
+    else:
+        masks = np.ascontiguousarray(np.moveaxis(det.masks, 0, -1))  # (N, H, W) -> (H, W, N)
+    return {
+        "boxes": det.boxes.astype(np.int64),  # truncation toward 0 = floor, boxes are >= 0
+        "class_ids": det.class_ids.astype(np.int64, copy=True),
+        "class_names": names,
+        "object_counts": Counter(names),
+        "scores": score_percent(det.scores).astype(np.float32),
+        "masks": masks,
+        "extracted_objects": list(extracted_objects or []),
+    }
+
+
+def extract(image: np.ndarray, det: Detections, *, from_box: bool) -> list[np.ndarray]:
+    """One BGR crop per detection: mask cut-out on black, or with ``from_box`` the box crop."""
+    return extract_objects(image, det.masks, det.boxes.astype(np.int64), from_box=from_box)
+
+
+def save_extracts(crops: list[np.ndarray], folder: str | Path, *, from_box: bool,
+                  prefix: str = "") -> list[Path]:
+    """Write ``crops`` as ``<folder>/<prefix>segmented_object_<k>.jpg`` (or
+    ``object_extract_<k>.jpg`` with ``from_box``), ``k`` from 1 in result order.
+
+    An empty crop (an empty mask or a degenerate box) has no pixels to encode and is
+    skipped; the numbering still counts it, so file ``k`` is always result ``k``.
+    """
+    stem = BOX_EXTRACT_PREFIX if from_box else MASK_EXTRACT_PREFIX
+    written = []
+    for k, crop in enumerate(crops, start=1):
+        if crop.size:
+            written.append(write_image(Path(folder) / f"{prefix}{stem}_{k}.jpg", crop))
+    return written

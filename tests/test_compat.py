@@ -1,0 +1,412 @@
+"""pixellib.torchbackend.instance: PixelLib's instanceSegmentation on the synthetic R50 model.
+
+Most tests share one instance in rapid mode with a threshold that leaves about a dozen
+umbrellas and a cat on car_rgba.png (scores 0.806 .. 0.481; the next ones are 0.47 and 0.467),
+so each forward costs a few seconds on two cores.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pixellib.classes import COCO_CLASSES
+from pixellib.errors import ImageReadError, InputNotFoundError, ModelNotFoundError
+from pixellib.io import read_image
+from pixellib.predictor import Predictor
+from pixellib.torchbackend.instance import SkippedImageWarning, instanceSegmentation
+
+IMAGES = Path(__file__).parent / "data" / "images"
+CAR = IMAGES / "car_rgba.png"
+SPEED, CONFIDENCE = "rapid", 0.475
+KEYS = ["boxes", "class_ids", "class_names", "object_counts", "scores", "masks",
+        "extracted_objects"]
+
+
+@pytest.fixture(scope="module")
+def ins(r50_model):
+    ins = instanceSegmentation()
+    ins.load_model(r50_model, detection_speed=SPEED, confidence=CONFIDENCE, device="cpu")
+    return ins
+
+
+@pytest.fixture(scope="module")
+def base(ins):
+    """(results, output) for car_rgba.png with boxes drawn: the reference for other tests."""
+    return ins.segmentImage(str(CAR), show_bboxes=True)
+
+
+def _select(results: dict, keep: np.ndarray) -> dict:
+    """The entries of a results dict where ``keep`` is True, in order."""
+    idx = np.flatnonzero(keep)
+    return {
+        "boxes": results["boxes"][idx],
+        "class_ids": results["class_ids"][idx],
+        "class_names": [results["class_names"][i] for i in idx],
+        "scores": results["scores"][idx],
+        "masks": results["masks"][:, :, idx],
+    }
+
+
+def _assert_same_results(a: dict, b: dict) -> None:
+    assert list(a) == list(b)
+    for key in a:
+        if key == "extracted_objects":
+            assert len(a[key]) == len(b[key])
+            for x, y in zip(a[key], b[key]):
+                np.testing.assert_array_equal(x, y)
+        elif isinstance(a[key], np.ndarray):
+            assert a[key].dtype == b[key].dtype
+            np.testing.assert_array_equal(a[key], b[key])
+        else:
+            assert a[key] == b[key]
+
+
+def _rasterise(polygons: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """Mask from outlines traced on boundary pixel centres: filled outer contours XOR filled
+    hole contours, plus the outline pixels themselves (they belong to the mask)."""
+    filled = np.zeros(shape, bool)
+    outline = np.zeros(shape, np.uint8)
+    for poly in polygons:
+        canvas = np.zeros(shape, np.uint8)
+        cv2.fillPoly(canvas, [poly.astype(np.int32).reshape(-1, 1, 2)], 1)
+        filled ^= canvas.astype(bool)
+        cv2.polylines(outline, [poly.astype(np.int32).reshape(-1, 1, 2)], True, 1)
+    return filled | outline.astype(bool)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return np.logical_and(a, b).sum() / max(np.logical_or(a, b).sum(), 1)
+
+
+# --------------------------------------------------------------------------- package
+
+
+def test_import_pixellib_is_light():
+    code = ("import sys, pixellib; assert 'torch' not in sys.modules; "
+            "assert pixellib.__version__ == '0.8.0'; "
+            "assert pixellib.Predictor.__name__ == 'Predictor'; "
+            "assert pixellib.instanceSegmentation.__name__ == 'instanceSegmentation'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+# --------------------------------------------------------------------------- results dict
+
+
+def test_results_dict_types_shapes_and_consistency(base):
+    results, output = base
+    h, w = 540, 960
+    assert list(results) == KEYS
+    n = len(results["class_names"])
+    assert n >= 10 and {"umbrella", "cat"} <= set(results["class_names"])
+
+    boxes = results["boxes"]
+    assert isinstance(boxes, np.ndarray) and boxes.dtype == np.int64 and boxes.shape == (n, 4)
+    assert (boxes[:, 0] <= boxes[:, 2]).all() and (boxes[:, 1] <= boxes[:, 3]).all()
+    assert boxes.min() >= 0 and (boxes[:, [0, 2]] <= w).all() and (boxes[:, [1, 3]] <= h).all()
+
+    ids = results["class_ids"]
+    assert isinstance(ids, np.ndarray) and ids.dtype == np.int64 and ids.shape == (n,)
+    assert isinstance(results["class_names"], list)
+    assert results["class_names"] == [COCO_CLASSES[i] for i in ids]
+    assert type(results["object_counts"]) is Counter
+    assert results["object_counts"] == Counter(results["class_names"])
+
+    scores = results["scores"]
+    assert isinstance(scores, np.ndarray) and scores.dtype == np.float32 and scores.shape == (n,)
+    assert (scores == np.trunc(scores)).all() and scores.min() >= 47 and scores.max() <= 100
+    assert (np.diff(scores) <= 0).all()  # descending score order
+
+    masks = results["masks"]
+    assert isinstance(masks, np.ndarray) and masks.dtype == np.bool_
+    assert masks.shape == (h, w, n)
+    for k in range(n):  # a mask lies inside its (truncated) box
+        ys, xs = np.nonzero(masks[:, :, k])
+        assert ys.size > 0
+        x1, y1, x2, y2 = boxes[k]
+        assert xs.min() >= x1 and xs.max() <= x2 and ys.min() >= y1 and ys.max() <= y2
+    assert results["extracted_objects"] == []
+    assert output.shape == (h, w, 3) and output.dtype == np.uint8
+
+
+def test_frame_matches_core_input_untouched_output_deterministic(ins, base, r50_model, tmp_path):
+    frame = cv2.imread(str(CAR), cv2.IMREAD_COLOR)
+    before = frame.copy()
+    out_path = tmp_path / "out dir" / "annotated.png"
+    results, output = ins.segmentFrame(frame, show_bboxes=True, output_image_name=out_path)
+
+    np.testing.assert_array_equal(frame, before)
+    assert output is not frame and not np.shares_memory(output, frame)
+    _assert_same_results(results, base[0])
+    np.testing.assert_array_equal(output, base[1])  # same image, same picture
+    np.testing.assert_array_equal(cv2.imread(str(out_path)), output)
+
+    det = Predictor(r50_model, speed=SPEED, confidence=CONFIDENCE)(frame)
+    np.testing.assert_array_equal(results["boxes"], det.boxes.astype(np.int64))
+    np.testing.assert_array_equal(results["boxes"], np.floor(det.boxes))
+    np.testing.assert_array_equal(results["class_ids"], det.class_ids)
+    np.testing.assert_array_equal(results["scores"],
+                                  np.trunc(det.scores * np.float32(100)).astype(np.float32))
+    np.testing.assert_array_equal(results["masks"], np.moveaxis(det.masks, 0, -1))
+
+
+def test_empty_results(r50_model, ins, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    strict = instanceSegmentation()
+    strict.load_model(r50_model, detection_speed=SPEED, confidence=0.9)
+    gray = IMAGES / "small_gray.png"
+    image = read_image(gray)
+    results, output = strict.segmentImage(gray, show_bboxes=True, extract_segmented_objects=True,
+                                          save_extracted_objects=True)
+    assert list(results) == KEYS
+    assert results["boxes"].shape == (0, 4) and results["boxes"].dtype == np.int64
+    assert results["class_ids"].shape == (0,) and results["class_ids"].dtype == np.int64
+    assert results["class_names"] == [] and results["object_counts"] == Counter()
+    assert results["scores"].shape == (0,) and results["scores"].dtype == np.float32
+    assert results["masks"].shape == (237, 321, 0) and results["masks"].dtype == np.bool_
+    assert results["extracted_objects"] == []
+    np.testing.assert_array_equal(output, image)  # nothing drawn
+    assert list(tmp_path.iterdir()) == []  # nothing to save
+
+    results, _ = strict.segmentImage(gray, mask_points_values=True)
+    assert results["masks"] == []
+
+    # filtered down to nothing: the same types and shapes
+    results, _ = ins.segmentImage(CAR, ins.select_target_classes(toothbrush=True))
+    assert results["masks"].shape == (540, 960, 0) and results["boxes"].shape == (0, 4)
+    assert results["scores"].dtype == np.float32 and results["class_names"] == []
+
+
+def test_filter_and_mask_extraction(ins, base, tmp_path):
+    targets = ins.select_target_classes(cat=True)
+    folder = tmp_path / "extracts"
+    results, _ = ins.segmentImage(str(CAR), segment_target_classes=targets,
+                                  extract_segmented_objects=True, save_extracted_objects=True,
+                                  extracted_objects_folder=folder)
+    keep = np.array([n == "cat" for n in base[0]["class_names"]])
+    expected = _select(base[0], keep)
+    n = int(keep.sum())
+    assert n >= 1
+    for key, value in expected.items():
+        np.testing.assert_array_equal(results[key], value)
+    assert results["object_counts"] == Counter({"cat": n})
+
+    image = read_image(CAR)
+    crops = results["extracted_objects"]
+    assert len(crops) == n
+    for k, crop in enumerate(crops):
+        mask = expected["masks"][:, :, k]
+        ys, xs = np.nonzero(mask)
+        window = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+        np.testing.assert_array_equal(crop, np.where(mask[window][..., None], image[window], 0))
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [f"segmented_object_{k}.jpg" for k in range(1, n + 1)]  # no empty mask
+    for k, crop in enumerate(crops, start=1):
+        assert cv2.imread(str(folder / f"segmented_object_{k}.jpg")).shape == crop.shape
+
+
+def test_box_extraction_into_cwd_with_polygons(ins, base, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    targets = ins.select_target_classes(umbrella=True)
+    results, _ = ins.segmentImage(CAR, segment_target_classes=targets,
+                                  extract_segmented_objects=True, extract_from_box=True,
+                                  save_extracted_objects=True, mask_points_values=True)
+    keep = np.array([n == "umbrella" for n in base[0]["class_names"]])
+    expected = _select(base[0], keep)
+    n = int(keep.sum())
+    assert n >= 5 and results["class_names"] == ["umbrella"] * n
+    np.testing.assert_array_equal(results["boxes"], expected["boxes"])
+
+    image = read_image(CAR)
+    crops = results["extracted_objects"]
+    assert len(crops) == n
+    for crop, (x1, y1, x2, y2) in zip(crops, expected["boxes"]):
+        np.testing.assert_array_equal(crop, image[y1:y2, x1:x2])
+    names = sorted((p.name for p in tmp_path.iterdir()), key=lambda s: int(s[15:-4]))
+    assert names == [f"object_extract_{k}.jpg" for k in range(1, n + 1) if crops[k - 1].size]
+    assert len(names) >= n - 1
+
+    polygons = results["masks"]
+    assert isinstance(polygons, list) and len(polygons) == n
+    for k, parts in enumerate(polygons):
+        assert isinstance(parts, list) and parts
+        for points in parts:
+            assert points.ndim == 2 and points.shape[1] == 2
+            assert np.issubdtype(points.dtype, np.integer)
+        mask = expected["masks"][:, :, k]
+        assert _iou(_rasterise(parts, mask.shape), mask) >= 0.9
+
+
+def test_select_target_classes(ins):
+    flags = ins.select_target_classes(person=True, traffic_light=True, car=False)
+    assert list(flags) == list(COCO_CLASSES)
+    assert {k for k, v in flags.items() if v == "valid"} == {"person", "traffic light"}
+    assert set(flags.values()) == {"valid", "invalid"}
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"detection_speed": "turbo"}, "detection_speed"),
+        ({"detection_speed": "Fast"}, "detection_speed"),
+        ({"network_backbone": "resnet152"}, "network_backbone"),
+        ({"confidence": 1.5}, "confidence"),
+        ({"confidence": -0.1}, "confidence"),
+    ],
+)
+def test_load_model_bad_settings_are_refused_before_reading(tmp_path, kwargs, match):
+    # the file does not exist: a ValueError (not ModelNotFoundError) shows the order
+    with pytest.raises(ValueError, match=match):
+        instanceSegmentation().load_model(tmp_path / "nothing.pkl", **kwargs)
+
+
+def test_load_model_missing_file_says_where_to_download(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="https://.*pointrend_resnet50.pkl"):
+        instanceSegmentation().load_model(str(tmp_path / "pointrend_resnet50.pkl"))
+
+
+def test_load_model_from_file_reuses_an_unchanged_model(r50_checkpoint, caplog):
+    ins = instanceSegmentation()
+    ins.load_model(str(r50_checkpoint), detection_speed="rapid", device="cpu")
+    model, inference = ins._predictor.model, ins._predictor.inference
+    assert (inference.score_thresh, inference.max_size) == (0.2, 333)
+    ins.load_model(Path(r50_checkpoint), confidence=0.7, device="cpu")  # new settings only
+    inference = ins._predictor.inference
+    assert ins._predictor.model is model
+    assert (inference.score_thresh, inference.max_size) == (0.7, 1333)
+    with caplog.at_level("WARNING"):  # PixelLib's name for the other model: the file wins
+        ins.load_model(r50_checkpoint, network_backbone="resnet101", device="cpu")
+    assert "'resnet101'" in caplog.text and "resnet50" in caplog.text
+    assert ins._predictor.model.config.name == "resnet50"
+
+
+def test_backbone_disagreeing_with_the_model_warns(r50_model, caplog):
+    with caplog.at_level("WARNING"):
+        instanceSegmentation().load_model(r50_model, network_backbone="resnet101")
+    assert "resnet101" in caplog.text and "resnet50" in caplog.text
+
+
+def test_segment_before_load_model():
+    with pytest.raises(RuntimeError, match="load_model"):
+        instanceSegmentation().segmentImage(str(CAR))
+    with pytest.raises(RuntimeError, match="load_model"):
+        instanceSegmentation().segmentBatch(str(IMAGES))
+
+
+def test_unknown_class_flag_lists_valid_names(ins):
+    with pytest.raises(ValueError, match="persn") as info:
+        ins.select_target_classes(persn=True)
+    assert "traffic_light" in str(info.value) and "toothbrush" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "targets, error",
+    [({"person": "yes"}, ValueError), ({"persn": "valid"}, ValueError), (3.5, TypeError),
+     (["car", 99], ValueError)],
+)
+def test_bad_segment_target_classes(ins, targets, error):
+    with pytest.raises(error):
+        ins.segmentImage(CAR, segment_target_classes=targets)
+
+
+def test_bad_image_inputs_name_the_file(ins, tmp_path):
+    missing = tmp_path / "no such image.jpg"
+    with pytest.raises(InputNotFoundError, match="no such image.jpg"):
+        ins.segmentImage(str(missing))
+    broken = tmp_path / "broken.jpg"
+    broken.write_text("not an image")
+    with pytest.raises(ImageReadError, match="broken.jpg"):
+        ins.segmentImage(broken)
+    with pytest.raises(InputNotFoundError):
+        ins.segmentBatch(tmp_path / "no folder")
+
+
+def test_batch_output_folder_equal_to_input_is_refused(ins, tmp_path):
+    image = tmp_path / "a.jpg"
+    image.write_bytes((IMAGES / "small.jpg").read_bytes())
+    before = image.read_bytes()
+    for out in (tmp_path, tmp_path / ".", str(tmp_path) + "/"):
+        with pytest.raises(ValueError, match="input folder"):
+            ins.segmentBatch(tmp_path, output_folder_name=out)
+    assert image.read_bytes() == before and sorted(tmp_path.iterdir()) == [image]
+
+
+# --------------------------------------------------------------------------- batch
+
+
+def test_segment_batch_mixed_extensions_bad_files_filter_and_extracts(ins, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    small = (IMAGES / "small.jpg").read_bytes()
+    (src / "b.JPG").write_bytes(small)
+    (src / "a.Jpeg").write_bytes(small)
+    (src / "c.PNG").write_bytes((IMAGES / "small_gray.png").read_bytes())
+    (src / "d_broken.jpg").write_text("this is not a JPEG")
+    (src / "e_truncated.png").write_bytes((IMAGES / "small_gray.png").read_bytes()[:200])
+    (src / "notes.txt").write_text("ignored")
+    (src / "sub.jpg").mkdir()  # a folder with an image-like name is not an image
+    inputs = {p.name: p.read_bytes() for p in src.iterdir() if p.is_file()}
+
+    targets = ins.select_target_classes(umbrella=True)
+    with pytest.warns(SkippedImageWarning) as caught:
+        results, outputs = ins.segmentBatch(
+            src, show_bboxes=True, segment_target_classes=targets,
+            extract_segmented_objects=True, save_extracted_objects=True,
+            output_folder_name=out)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2
+    assert "d_broken.jpg" in messages[0] and "e_truncated.png" in messages[1]
+    assert "truncated" in messages[1]
+    assert [Path(p).name for p, _ in ins.batch_failures] == ["d_broken.jpg", "e_truncated.png"]
+    assert all(reason for _, reason in ins.batch_failures)
+
+    good = ["a.Jpeg", "b.JPG", "c.PNG"]
+    assert len(results) == len(outputs) == 3
+    extract_dirs = {f"{Path(n).stem}_extracts" for n, r in zip(good, results) if r["class_names"]}
+    assert {p.name for p in out.iterdir()} == set(good) | extract_dirs
+    for name, res, output in zip(good, results, outputs):
+        assert list(res) == KEYS
+        assert set(res["class_names"]) <= {"umbrella"}  # the filter applies when extracting
+        written = cv2.imread(str(out / name))
+        assert written.shape == output.shape
+        if name.endswith(".PNG"):  # lossless: exactly the returned picture
+            np.testing.assert_array_equal(written, output)
+        n = len(res["class_names"])
+        assert len(res["extracted_objects"]) == n
+        folder = out / f"{Path(name).stem}_extracts"
+        saved = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+        # an empty crop (a mask with no pixel) has nothing to save; numbering counts it
+        numbers = [k for k, crop in enumerate(res["extracted_objects"], 1) if crop.size]
+        assert saved == sorted(f"segmented_object_{k}.jpg" for k in numbers)
+    _assert_same_results(results[0], results[1])  # a and b are the same photo
+    assert len(results[0]["class_names"]) >= 1
+    assert {p.name: p.read_bytes() for p in src.iterdir() if p.is_file()} == inputs
+
+
+# --------------------------------------------------------------------------- threads
+
+
+def test_threads_sharing_one_instance_match_sequential(ins, base):
+    paths = [CAR, IMAGES / "small.jpg", IMAGES / "wide.jpg"]
+    barrier = threading.Barrier(len(paths))
+
+    def run(path):
+        barrier.wait()
+        return ins.segmentImage(path, show_bboxes=True)
+
+    with ThreadPoolExecutor(len(paths)) as pool:
+        parallel = list(pool.map(run, paths))
+    sequential = [base] + [ins.segmentImage(p, show_bboxes=True) for p in paths[1:]]
+    for (r_par, out_par), (r_seq, out_seq) in zip(parallel, sequential):
+        _assert_same_results(r_par, r_seq)
+        np.testing.assert_array_equal(out_par, out_seq)

@@ -131,3 +131,23 @@ def test_postprocess_scales_clips_and_drops_empty():
                       (100, 200), (50, 100))
     torch.testing.assert_close(out.boxes, torch.tensor([[5.0, 5, 10, 15], [0.0, 0, 100, 50]]))
     assert out.classes.tolist() == [1, 2] and out.masks.shape == (2, 50, 100)
+
+
+def test_projected_point_head_equals_sampling_then_mlp():
+    """project_fine_map + projected_class_logits == sample the features, then the MLP."""
+    from pixellib.model import ops
+    from pixellib.model.point_rend import sample_image_features
+
+    head = StandardPointHead(fine_channels=6, num_classes=5, fc_dim=4, num_fc=3)
+    _randomise(head, 4)
+    fine_map = torch.randn(1, 6, 9, 13)
+    coarse = torch.randn(3, 5, 7, 7)
+    boxes = torch.tensor([[0.0, 0, 20, 30], [10.0, 5, 52, 36], [-3.0, 2, 8, 40]])
+    points = torch.rand(3, 17, 2) * 1.2 - 0.1  # includes points near and past the borders
+    classes = torch.tensor([1, 4, 0])
+    coarse_at = ops.point_sample(coarse, points).transpose(1, 2)
+    fine = sample_image_features(fine_map, 4, boxes, points).transpose(1, 2)
+    want = head.class_logits(fine, coarse_at, classes)
+    projected = sample_image_features(head.project_fine_map(fine_map), 4, boxes, points)
+    got = head.projected_class_logits(projected.transpose(1, 2), coarse_at, classes)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

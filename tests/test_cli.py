@@ -375,7 +375,9 @@ def test_glob_classes_coco(fake, folder, tmp_path):
     assert _summary(out)["objects"] == 4
 
 
-@pytest.mark.parametrize(("mode", "prefix"), [("mask", "segmented_object"), ("box", "object_extract")])
+@pytest.mark.parametrize(
+    ("mode", "prefix"), [("mask", "segmented_object"), ("box", "object_extract")]
+)
 def test_extract(fake, folder, tmp_path, mode, prefix):
     code, out, err = fake(folder / "photo0.jpg", "-o", tmp_path / "res.jpg", "--extract", mode)
     assert code == 0, err

@@ -146,8 +146,21 @@ def test_projected_point_head_equals_sampling_then_mlp():
     points = torch.rand(3, 17, 2) * 1.2 - 0.1  # includes points near and past the borders
     classes = torch.tensor([1, 4, 0])
     coarse_at = ops.point_sample(coarse, points).transpose(1, 2)
-    fine = sample_image_features(fine_map, 4, boxes, points).transpose(1, 2)
+    fine = sample_image_features(fine_map, 4, boxes, points)
     want = head.class_logits(fine, coarse_at, classes)
     projected = sample_image_features(head.project_fine_map(fine_map), 4, boxes, points)
-    got = head.projected_class_logits(projected.transpose(1, 2), coarse_at, classes)
+    got = head.projected_class_logits(projected, coarse_at, classes)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_sample_rows_equals_grid_sample():
+    from pixellib.model import ops
+    from pixellib.model.point_rend import sample_box_maps
+
+    maps = torch.randn(3, 5, 7, 7)
+    points = torch.rand(3, 40, 2) * 1.3 - 0.15  # past the borders too: zero padding
+    want = ops.point_sample(maps, points).transpose(1, 2)
+    torch.testing.assert_close(sample_box_maps(maps, points), want, rtol=0, atol=1e-6)
+    fmap = torch.randn(1, 4, 9, 13)
+    rows = ops.sample_rows(ops.channels_last_rows(fmap), 9, 13, points[0])
+    torch.testing.assert_close(rows, ops.point_sample(fmap, points[:1])[0].t(), rtol=0, atol=1e-6)

@@ -242,6 +242,45 @@ def point_sample(features: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(features, grid, mode="bilinear", align_corners=False).squeeze(3)
 
 
+def channels_last_rows(maps: torch.Tensor) -> torch.Tensor:
+    """(M, C, H, W) maps -> (M*H*W, C) table, one row per position, for :func:`sample_rows`."""
+    m, c, h, w = maps.shape
+    return maps.permute(0, 2, 3, 1).reshape(m * h * w, c)
+
+
+def sample_rows(
+    table: torch.Tensor, height: int, width: int, points: torch.Tensor,
+    map_offset: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`point_sample` of channels-last maps, returning (N, C) rows directly.
+
+    ``table``: (M*H*W, C) from :func:`channels_last_rows`; ``points``: (N, 2) normalised
+    (x, y); ``map_offset``: (N,) first row of each point's map (``m * H * W``), or None for
+    one map. Same coordinates, weights and zero padding as ``grid_sample`` with
+    ``align_corners=False``; the four taps are summed by ``embedding_bag`` in one pass, an
+    order of magnitude faster than ``grid_sample`` plus a transpose for 256 channels.
+    """
+    g = 2.0 * points - 1.0
+    x = ((g[:, 0] + 1) * width - 1) / 2
+    y = ((g[:, 1] + 1) * height - 1) / 2
+    x0, y0 = torch.floor(x), torch.floor(y)
+    x1, y1 = x0 + 1, y0 + 1
+    wx = (x1 - x, x - x0)
+    wy = (y1 - y, y - y0)
+    idx, weights = [], []
+    for yi, wyi in ((y0, wy[0]), (y1, wy[1])):  # nw, ne, sw, se as grid_sample sums them
+        for xi, wxi in ((x0, wx[0]), (x1, wx[1])):
+            inside = (xi >= 0) & (xi <= width - 1) & (yi >= 0) & (yi <= height - 1)
+            flat = yi.clamp(0, height - 1) * width + xi.clamp(0, width - 1)
+            idx.append(flat.long())
+            weights.append(torch.where(inside, wxi * wyi, torch.zeros_like(x)))
+    idx = torch.stack(idx, dim=1)
+    if map_offset is not None:
+        idx += map_offset.view(-1, 1)
+    return F.embedding_bag(idx, table, per_sample_weights=torch.stack(weights, dim=1),
+                           mode="sum")
+
+
 def regular_grid_points(num_boxes: int, side: int, device=None) -> torch.Tensor:
     """Cell centres of a side x side grid in [0, 1]², row-major, x fastest: (R, side², 2).
 

@@ -34,19 +34,31 @@ def boxes_points_to_image(boxes: torch.Tensor, points: torch.Tensor) -> torch.Te
 
 
 def sample_image_features(
-    fmap: torch.Tensor, stride: int, boxes: torch.Tensor, points: torch.Tensor
+    fmap: torch.Tensor, stride: int, boxes: torch.Tensor, points: torch.Tensor,
+    table: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Features (R, C, P) of one map (1, C, H, W) at box-relative points (R, P, 2).
+    """Features (R, P, C) of one map (1, C, H, W) at box-relative points (R, P, 2).
 
     Points are normalised by the padded image size (``stride`` x map size), so the sample
-    sits at ``X / stride - 0.5`` in map pixels, aligned like ROIAlignV2.
+    sits at ``X / stride - 0.5`` in map pixels, aligned like ROIAlignV2. ``table`` is the
+    map's :func:`ops.channels_last_rows`, when the caller already has it.
     """
     h, w = fmap.shape[-2:]
     scale = torch.tensor([w * stride, h * stride], dtype=points.dtype, device=points.device)
     coords = boxes_points_to_image(boxes, points) / scale
     r, p = coords.shape[:2]
-    sampled = ops.point_sample(fmap, coords.reshape(1, r * p, 2))  # (1, C, R*P)
-    return sampled.view(fmap.shape[1], r, p).transpose(0, 1)
+    if table is None:
+        table = ops.channels_last_rows(fmap)
+    return ops.sample_rows(table, h, w, coords.reshape(r * p, 2)).view(r, p, -1)
+
+
+def sample_box_maps(maps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Box ``r``'s map (R, K, S, S) at its own points (R, P, 2): (R, P, K)."""
+    r, k, s, _ = maps.shape
+    p = points.shape[1]
+    offset = (torch.arange(r, device=maps.device) * (s * s)).repeat_interleave(p)
+    rows = ops.sample_rows(ops.channels_last_rows(maps), s, s, points.reshape(r * p, 2), offset)
+    return rows.view(r, p, k)
 
 
 class ConvFCHead(nn.Module):
@@ -132,21 +144,25 @@ class StandardPointHead(nn.Module):
         self, fine_projected: torch.Tensor, coarse: torch.Tensor, classes: torch.Tensor
     ) -> torch.Tensor:
         """Class logits (R, P) from samples of :meth:`project_fine_map`'s map
-        (R, P, D) and of the coarse logits (R, P, K); equal to :meth:`class_logits`."""
+        (R, P, D) and of the coarse logits (R, P, K); equal to :meth:`class_logits`.
+
+        Hidden layers live in one (R, P, D + K) buffer whose last K channels hold the coarse
+        logits, so each layer after the first is a single matmul over [x, coarse].
+        """
         r, p, d = fine_projected.shape
         k = coarse.shape[-1]
-        # The coarse columns of fc1..fcN in one matmul: (R*P, K) x (K, N*D).
-        coarse_w = torch.cat([getattr(self, f"fc{i}").weight[:, -k:, 0]
-                              for i in range(1, self.num_fc + 1)])
-        extra = (coarse.reshape(-1, k) @ coarse_w.t()).view(r, p, -1)
-        x = torch.add(fine_projected, extra[..., :d]).add_(self.fc1.bias).relu_()
+        buf = fine_projected.new_empty((r * p, d + k))
+        buf[:, d:] = coarse.reshape(-1, k)
+        w1 = self.fc1.weight[:, -k:, 0]
+        x = torch.addmm(self.fc1.bias, buf[:, d:], w1.t())
+        x += fine_projected.reshape(-1, d)
+        buf[:, :d] = x.relu_()
         for i in range(2, self.num_fc + 1):
             fc = getattr(self, f"fc{i}")
-            bias = extra[..., (i - 1) * d:i * d].add(fc.bias).reshape(-1, d)
-            x = torch.addmm(bias, x.reshape(-1, d), fc.weight[:, :d, 0].t()).relu_().view(r, p, d)
+            buf[:, :d] = torch.addmm(fc.bias, buf, fc.weight[:, :, 0].t()).relu_()
         w = self.predictor.weight[classes, :, 0]  # (R, D + K): each box's own class row
-        logits = torch.bmm(x, w[:, :d, None]) + torch.bmm(coarse, w[:, d:, None])
-        return logits[:, :, 0] + self.predictor.bias[classes][:, None]
+        logits = torch.bmm(buf.view(r, p, d + k), w[:, :, None])[:, :, 0]
+        return logits + self.predictor.bias[classes][:, None]
 
     def forward(self, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         """All-class logits (R, num_classes, P) from fine (R, C, P) and coarse (R, K, P)."""
@@ -180,19 +196,20 @@ class PointRendMaskHead(nn.Module):
         (``grid_sample``), not with RoIAlign's border clamping."""
         r, s = len(boxes), self.coarse_side
         points = ops.regular_grid_points(r, s, p2.device)
-        feats = sample_image_features(p2, self.stride, boxes, points)
-        return self.coarse_head(feats.reshape(r, -1, s, s))
+        feats = sample_image_features(p2, self.stride, boxes, points)  # (R, s*s, C)
+        return self.coarse_head(feats.transpose(1, 2).reshape(r, -1, s, s))
 
     def point_logits(
-        self, fine_projected: torch.Tensor, coarse: torch.Tensor, boxes: torch.Tensor,
-        classes: torch.Tensor, points: torch.Tensor,
+        self, fine_projected: tuple[torch.Tensor, torch.Tensor], coarse: torch.Tensor,
+        boxes: torch.Tensor, classes: torch.Tensor, points: torch.Tensor,
     ) -> torch.Tensor:
         """Logits (R, P) of each box's class at box-relative points (R, P, 2), given p2
-        projected by ``StandardPointHead.project_fine_map`` and the coarse logits."""
-        fine = sample_image_features(fine_projected, self.stride, boxes, points)
-        coarse_at_points = ops.point_sample(coarse, points)
+        projected by ``StandardPointHead.project_fine_map`` (and its row table) and the
+        coarse logits."""
+        fine_map, table = fine_projected
+        fine = sample_image_features(fine_map, self.stride, boxes, points, table)
         return self.point_head.projected_class_logits(
-            fine.transpose(1, 2), coarse_at_points.transpose(1, 2), classes
+            fine, sample_box_maps(coarse, points), classes
         )
 
     def forward(
@@ -211,6 +228,7 @@ class PointRendMaskHead(nn.Module):
             return p2.new_zeros((0, side, side))
         coarse = self.coarse_logits(p2, boxes)
         projected = self.point_head.project_fine_map(p2)
+        projected = (projected, ops.channels_last_rows(projected))
         res = self.init_resolution
         points = ops.regular_grid_points(r, res, p2.device)
         logits = self.point_logits(projected, coarse, boxes, classes, points).view(r, 1, res, res)

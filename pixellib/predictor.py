@@ -89,7 +89,7 @@ def load_model(
     model.load_report = report
     if fold_norms:
         fold_frozen_norms(model)
-    return model
+    return model.to(memory_format=torch.channels_last)
 
 
 class Predictor:

@@ -74,7 +74,10 @@ class PointRendRCNN(nn.Module):
         h, w = x.shape[-2:]
         hp = -(-h // SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY
         wp = -(-w // SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY
-        return F.pad(x, (0, wp - w, 0, hp - h), value=0.0)[None]
+        x = F.pad(x, (0, wp - w, 0, hp - h), value=0.0)[None]
+        # NHWC throughout: oneDNN's convolutions run ~30% faster on CPU, and every later
+        # gather (RoIAlign windows, point rows) reads each position's channels contiguously.
+        return x.contiguous(memory_format=torch.channels_last)
 
     def forward(
         self, image: torch.Tensor, original_size: tuple[int, int], *,

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from .config import ARCHITECTURES, InferenceConfig, inference_config
+from .io import read_image
 from .model.detector import PointRendRCNN, build_model
 from .model.layers import fold_frozen_norms
 from .structures import Detections
@@ -129,15 +130,16 @@ class Predictor:
     def arch(self) -> str:
         return self.model.config.name
 
-    def __call__(self, image: np.ndarray) -> Detections:
-        """Detections for one (H, W, 3) uint8 BGR image, in its own pixel coordinates."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(
-                f"expected an (H, W, 3) uint8 BGR image, got {image.dtype} {image.shape}"
-            )
+    def __call__(self, image: np.ndarray | str | os.PathLike) -> Detections:
+        """Detections for one image, in its own pixel coordinates.
+
+        ``image`` is an (H, W, 3) uint8 BGR array, or anything :func:`pixellib.io.read_image`
+        accepts (a path; grey, BGRA, 16-bit or float arrays), converted by its rules; bad
+        input raises :class:`~pixellib.errors.ImageReadError` / ``InputNotFoundError``.
+        """
+        image = read_image(image)
         h0, w0 = image.shape[:2]
-        resized = resize_image(np.ascontiguousarray(image), self.inference.min_size,
-                               self.inference.max_size)
+        resized = resize_image(image, self.inference.min_size, self.inference.max_size)
         tensor = torch.from_numpy(resized.transpose(2, 0, 1).astype(np.float32))
         with torch.inference_mode(), self._autocast():
             out = self.model(tensor, (h0, w0), score_thresh=self.inference.score_thresh)

@@ -54,3 +54,20 @@ def test_legacy_names_give_identical_detections(tmp_path, r50_model):
     np.testing.assert_array_equal(a.boxes, b.boxes)
     np.testing.assert_array_equal(a.scores, b.scores)
     np.testing.assert_array_equal(a.masks, b.masks)
+
+
+@pytest.mark.parametrize("precision", ["bfloat16"])
+def test_reduced_precision_runs_and_stays_close(r50_model, precision):
+    """The opt-in autocast mode runs end to end and finds mostly the same objects."""
+    import cv2
+
+    from golden import IMAGES
+    from pixellib.predictor import Predictor
+
+    image = cv2.imread(str(IMAGES / "street.jpg"))
+    full = Predictor(r50_model, speed="rapid")(image)
+    reduced = Predictor(r50_model, speed="rapid", precision=precision)(image)
+    assert reduced.boxes.dtype == np.float32 and reduced.masks.dtype == np.bool_
+    assert abs(len(reduced) - len(full)) <= 0.2 * len(full)
+    with pytest.raises(ValueError):
+        Predictor(r50_model, precision="int8")

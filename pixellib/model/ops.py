@@ -277,8 +277,8 @@ def sample_rows(
     idx = torch.stack(idx, dim=1)
     if map_offset is not None:
         idx += map_offset.view(-1, 1)
-    return F.embedding_bag(idx, table, per_sample_weights=torch.stack(weights, dim=1),
-                           mode="sum")
+    weights = torch.stack(weights, dim=1).to(table.dtype)  # bf16/fp16 tables under autocast
+    return F.embedding_bag(idx, table, per_sample_weights=weights, mode="sum")
 
 
 def regular_grid_points(num_boxes: int, side: int, device=None) -> torch.Tensor:

@@ -207,17 +207,32 @@ class PointRendMaskHead(nn.Module):
         return self.coarse_head(feats.transpose(1, 2).reshape(r, -1, s, s))
 
     def point_logits(
-        self, fine_projected: tuple[torch.Tensor, torch.Tensor], coarse: torch.Tensor,
+        self, fine_inputs: tuple[torch.Tensor, torch.Tensor, bool], coarse: torch.Tensor,
         boxes: torch.Tensor, classes: torch.Tensor, points: torch.Tensor,
     ) -> torch.Tensor:
-        """Logits (R, P) of each box's class at box-relative points (R, P, 2), given p2
-        projected by ``StandardPointHead.project_fine_map`` (and its row table) and the
-        coarse logits."""
-        fine_map, table = fine_projected
+        """Logits (R, P) of each box's class at box-relative points (R, P, 2), given the fine
+        inputs of :meth:`_fine_inputs` and the coarse logits."""
+        fine_map, table, projected = fine_inputs
         fine = sample_image_features(fine_map, self.stride, boxes, points, table)
+        if not projected:  # raw p2 samples: apply fc1's fine columns per point
+            fc1 = self.point_head.fc1.weight[:, : fine.shape[-1], 0]
+            fine = fine @ fc1.t()
         return self.point_head.projected_class_logits(
             fine, sample_box_maps(coarse, points), classes
         )
+
+    def _fine_inputs(self, p2: torch.Tensor, num_boxes: int):
+        """``(map, rows, projected)`` the point head samples its fine features from.
+
+        fc1's fine columns are linear, so they can go before the sampling (once over the
+        whole map) or after it (once per point); both give the same numbers. Whichever
+        touches fewer positions is cheaper: the map when boxes x points outnumber its pixels.
+        """
+        points = num_boxes * self.num_points * (self.steps + 1)
+        if points >= p2.shape[-2] * p2.shape[-1]:
+            p2 = self.point_head.project_fine_map(p2)
+            return p2, ops.channels_last_rows(p2), True
+        return p2, ops.channels_last_rows(p2), False
 
     def forward(
         self, p2: torch.Tensor, boxes: torch.Tensor, classes: torch.Tensor
@@ -234,8 +249,7 @@ class PointRendMaskHead(nn.Module):
         if r == 0:
             return p2.new_zeros((0, side, side))
         coarse = self.coarse_logits(p2, boxes)
-        projected = self.point_head.project_fine_map(p2)
-        projected = (projected, ops.channels_last_rows(projected))
+        projected = self._fine_inputs(p2, r)
         res = self.init_resolution
         points = ops.regular_grid_points(r, res, p2.device)
         logits = self.point_logits(projected, coarse, boxes, classes, points).view(r, 1, res, res)

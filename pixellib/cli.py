@@ -237,14 +237,12 @@ def _segment_image(predictor, job: _Job, args, stats: _Stats) -> None:
     image = read_image(job.source)
     det, drawn = _segment(predictor, image, args)
     if args.extract:
-        from .export import extract_objects
+        from .export import extract_objects, save_extracts
 
-        crops = extract_objects(image, det.masks, _int_boxes(det), from_box=args.extract == "box")
-        folder = job.output.with_name(f"{job.output.stem}_extracts")
-        prefix = "object_extract" if args.extract == "box" else "segmented_object"
-        for k, crop in enumerate(crops, start=1):
-            if crop.size:  # an empty mask or box has nothing to save; numbering is kept
-                write_image(folder / f"{prefix}_{k}.jpg", crop)
+        from_box = args.extract == "box"
+        crops = extract_objects(image, det.masks, _int_boxes(det), from_box=from_box)
+        save_extracts(crops, job.output.with_name(f"{job.output.stem}_extracts"),
+                      from_box=from_box)
     write_image(job.output, drawn)  # last: an existing output means the job is complete
     stats.images += 1
     stats.objects += len(det)

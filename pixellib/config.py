@@ -9,6 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+# PixelLib's released checkpoints (the founding document's download links).
+RELEASE_URL = "https://github.com/ayoolaolafenwa/PixelLib/releases/download/0.2.0"
+MODEL_URLS: dict[str, str] = {
+    "resnet50": f"{RELEASE_URL}/pointrend_resnet50.pkl",
+    "resnet101": f"{RELEASE_URL}/pointrend_resnet101.pkl",
+}
+
 # ImageNet BGR statistics used by detectron2 for every backbone here.
 PIXEL_MEAN_BGR = (103.530, 116.280, 123.675)
 # MSRA (caffe) weights expect raw 0..255 minus the mean; FAIR/torchvision weights also divide.

@@ -7,11 +7,13 @@ pixel indices. PixelLib's behaviour is in spec §9.1 (polygons) and §9.3 (extra
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .classes import COCO_CLASSES
+from .io import write_image
 from .structures import Detections
 
 #: Official COCO category id of each of the 80 model classes (index = class id). COCO numbers
@@ -221,3 +223,25 @@ def to_coco_json(
             {"id": cid, "name": name} for cid, name in zip(COCO_CATEGORY_IDS, _COCO_NAMES)
         ],
     }
+
+
+#: File name prefixes of saved extracts, as the founding document names them:
+#: ``segmented_object_1.jpg`` (mask cut-out) and ``object_extract_1.jpg`` (box crop).
+MASK_EXTRACT_PREFIX = "segmented_object"
+BOX_EXTRACT_PREFIX = "object_extract"
+
+
+def save_extracts(crops: list[np.ndarray], folder: str | Path, *, from_box: bool,
+                  prefix: str = "") -> list[Path]:
+    """Write ``crops`` as ``<folder>/<prefix>segmented_object_<k>.jpg`` (or
+    ``object_extract_<k>.jpg`` with ``from_box``), ``k`` from 1 in result order.
+
+    An empty crop (an empty mask or a degenerate box) has no pixels to encode and is
+    skipped; the numbering still counts it, so file ``k`` is always result ``k``.
+    """
+    stem = BOX_EXTRACT_PREFIX if from_box else MASK_EXTRACT_PREFIX
+    written = []
+    for k, crop in enumerate(crops, start=1):
+        if crop.size:
+            written.append(write_image(Path(folder) / f"{prefix}{stem}_{k}.jpg", crop))
+    return written

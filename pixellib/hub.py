@@ -16,15 +16,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .config import MODEL_URLS
 from .errors import ModelNotFoundError, PixellibError
 
 logger = logging.getLogger(__name__)
 
-_RELEASE = "https://github.com/ayoolaolafenwa/PixelLib/releases/download/0.2.0"
-MODEL_URLS: dict[str, str] = {
-    "resnet50": f"{_RELEASE}/pointrend_resnet50.pkl",
-    "resnet101": f"{_RELEASE}/pointrend_resnet101.pkl",
-}
 # The architecture each released file must contain: PixelLib's "resnet101" is ResNeXt-101-32x8d.
 MODEL_ARCHS: dict[str, str] = {"resnet50": "resnet50", "resnet101": "resnext101_32x8d"}
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import weights
 from .model.detector import state_dict_shapes
 
 ANCHOR_SIZES = (32, 64, 128, 256, 512)
@@ -31,11 +32,11 @@ WEIGHT_FACTORS = (
     ("box_predictor.bbox_pred.weight", 0.05),
 )
 
-# Modern name prefix -> pre-Nov-2020 detectron2 name prefix (first match wins).
-LEGACY_PREFIXES = (
-    ("roi_heads.mask_head.coarse_head.fc", "roi_heads.mask_coarse_head.coarse_mask_fc"),
-    ("roi_heads.mask_head.coarse_head.", "roi_heads.mask_coarse_head."),
-    ("roi_heads.mask_head.point_head.", "roi_heads.mask_point_head."),
+# Modern name prefix -> pre-Nov-2020 detectron2 name prefix (first match wins): the inverse
+# of the loader's rename table, without its entries for intermediate (same-parent) names.
+LEGACY_PREFIXES = tuple(
+    (new, old) for old, new in weights.LEGACY_PREFIXES
+    if not old.startswith("roi_heads.mask_head.")
 )
 
 

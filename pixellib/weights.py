@@ -30,17 +30,12 @@ import numpy as np
 import torch
 
 from pixellib import _pickle
+from pixellib.config import MODEL_URLS
 from pixellib.errors import ModelFileError, ModelNotFoundError, UnsafeModelFileError
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
-
-RELEASES_URL = "https://github.com/ayoolaolafenwa/PixelLib/releases/download/0.2.0"
-MODEL_URLS = {
-    "resnet50": f"{RELEASES_URL}/pointrend_resnet50.pkl",
-    "resnet101": f"{RELEASES_URL}/pointrend_resnet101.pkl",
-}
 
 _ZIP_MAGIC = b"PK\x03\x04"
 # Files a failed or mistaken download leaves behind, named in the error.

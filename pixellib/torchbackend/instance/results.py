@@ -23,20 +23,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 import numpy as np
 
 from ...classes import COCO_CLASSES, class_id
-from ...export import extract_objects, mask_polygons
-from ...io import write_image
+from ...export import extract_objects, mask_polygons, save_extracts  # noqa: F401 - re-export
 from ...structures import Detections
 from ...visualize import draw_detections, label_text
-
-#: File name prefixes of saved extracts, by extraction mode, as the founding document names
-#: them: ``segmented_object_1.jpg`` (mask cut-out) and ``object_extract_1.jpg`` (box crop).
-MASK_EXTRACT_PREFIX = "segmented_object"
-BOX_EXTRACT_PREFIX = "object_extract"
 
 
 def target_flags(**flags) -> dict[str, str]:
@@ -134,17 +127,3 @@ def extract(image: np.ndarray, det: Detections, *, from_box: bool) -> list[np.nd
     return extract_objects(image, det.masks, det.boxes.astype(np.int64), from_box=from_box)
 
 
-def save_extracts(crops: list[np.ndarray], folder: str | Path, *, from_box: bool,
-                  prefix: str = "") -> list[Path]:
-    """Write ``crops`` as ``<folder>/<prefix>segmented_object_<k>.jpg`` (or
-    ``object_extract_<k>.jpg`` with ``from_box``), ``k`` from 1 in result order.
-
-    An empty crop (an empty mask or a degenerate box) has no pixels to encode and is
-    skipped; the numbering still counts it, so file ``k`` is always result ``k``.
-    """
-    stem = BOX_EXTRACT_PREFIX if from_box else MASK_EXTRACT_PREFIX
-    written = []
-    for k, crop in enumerate(crops, start=1):
-        if crop.size:
-            written.append(write_image(Path(folder) / f"{prefix}{stem}_{k}.jpg", crop))
-    return written

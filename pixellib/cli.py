@@ -184,13 +184,27 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         if (args.extract or args.coco) and any(j.video for j in todo):
             print("pixellib: warning: --extract and --coco apply to images; videos are only "
                   "annotated", file=sys.stderr)
+        from .parallel import ordered_map
+
         predictor = _load_predictor(args)
         images = [j for j in todo if not j.video]
-        with tqdm(images, unit="img", disable=len(images) <= 1, file=sys.stderr) as bar:
-            for job in bar:
-                _run_job(_segment_image, predictor, job, args, stats, bar)
+        done = ordered_map(lambda job: _attempt(_segment_image, predictor, job, args), images,
+                           device=predictor.device)
+        with tqdm(done, total=len(images), unit="img", disable=len(images) <= 1,
+                  file=sys.stderr) as bar:
+            for job, (det, error) in bar:
+                if error is None:
+                    _count_image(job, det, args, stats)
+                else:
+                    _report_failure(job, error, stats, bar)
         for job in (j for j in todo if j.video):
-            _run_job(_segment_video, predictor, job, args, stats, None)
+            counts, error = _attempt(_segment_video, predictor, job, args)
+            if error is None:
+                stats.videos += 1
+                stats.frames += counts[0]
+                stats.objects += counts[1]
+            else:
+                _report_failure(job, error, stats, None)
     if args.coco:
         _write_coco(Path(args.coco), stats.coco)
     print(_summary(stats, time.perf_counter() - started))
@@ -218,20 +232,25 @@ def _load_predictor(args: argparse.Namespace):
                      device=args.device)
 
 
-def _run_job(fn, predictor, job: _Job, args, stats: _Stats, bar) -> None:
-    """Run one job; a bad input is reported and counted, and the batch goes on."""
+def _attempt(fn, predictor, job: _Job, args):
+    """``(fn(...), None)``, or ``(None, error)`` for a bad input: the batch goes on."""
     try:
-        fn(predictor, job, args, stats)
+        return fn(predictor, job, args), None
     except (PixellibError, OSError, ValueError) as e:
-        stats.failed.append(str(job.source))
-        message = f"pixellib: warning: skipped {job.source}: {' '.join(str(e).split())}"
-        if bar is not None and not bar.disable:
-            bar.write(message, file=sys.stderr)
-        else:
-            print(message, file=sys.stderr)
+        return None, e
 
 
-def _segment_image(predictor, job: _Job, args, stats: _Stats) -> None:
+def _report_failure(job: _Job, error: BaseException, stats: _Stats, bar) -> None:
+    stats.failed.append(str(job.source))
+    message = f"pixellib: warning: skipped {job.source}: {' '.join(str(error).split())}"
+    if bar is not None and not bar.disable:
+        bar.write(message, file=sys.stderr)
+    else:
+        print(message, file=sys.stderr)
+
+
+def _segment_image(predictor, job: _Job, args):
+    """Read, segment, draw and write one image (runs in a batch worker); its detections."""
     from .io import read_image, write_image
 
     image = read_image(job.source)
@@ -244,6 +263,11 @@ def _segment_image(predictor, job: _Job, args, stats: _Stats) -> None:
         save_extracts(crops, job.output.with_name(f"{job.output.stem}_extracts"),
                       from_box=from_box)
     write_image(job.output, drawn)  # last: an existing output means the job is complete
+    return det
+
+
+def _count_image(job: _Job, det, args, stats: _Stats) -> None:
+    """Book-keeping for a finished image, in input order (COCO ids follow it)."""
     stats.images += 1
     stats.objects += len(det)
     if args.coco:
@@ -252,7 +276,8 @@ def _segment_image(predictor, job: _Job, args, stats: _Stats) -> None:
         stats.coco.append(to_coco_json(det, len(stats.coco) + 1, str(job.source)))
 
 
-def _segment_video(predictor, job: _Job, args, stats: _Stats) -> None:
+def _segment_video(predictor, job: _Job, args) -> tuple[int, int]:
+    """Segment every frame into the output video; ``(frames, objects)``."""
     import contextlib
     import math
 
@@ -275,9 +300,7 @@ def _segment_video(predictor, job: _Job, args, stats: _Stats) -> None:
             writer.write(drawn)
             frames += 1
             objects += len(det)
-    stats.videos += 1
-    stats.frames += frames
-    stats.objects += objects
+    return frames, objects
 
 
 def _segment(predictor, image, args):

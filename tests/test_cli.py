@@ -300,6 +300,7 @@ class FakePredictor:
     def __init__(self, model, **kwargs):
         assert Path(model).is_file()
         FakePredictor.created.append({"model": Path(model), **kwargs})
+        self.device = kwargs.get("device", "cpu")
 
     def __call__(self, image):
         from pixellib.structures import Detections

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from pixellib.classes import COCO_CLASSES
 from pixellib.errors import ImageReadError, InputNotFoundError, ModelNotFoundError
@@ -391,6 +392,58 @@ def test_segment_batch_mixed_extensions_bad_files_filter_and_extracts(ins, tmp_p
     _assert_same_results(results[0], results[1])  # a and b are the same photo
     assert len(results[0]["class_names"]) >= 1
     assert {p.name: p.read_bytes() for p in src.iterdir() if p.is_file()} == inputs
+
+
+def _assert_close_results(a: dict, b: dict) -> None:
+    """Same objects, up to float rounding (a batch runs images on fewer threads)."""
+    assert list(a) == list(b)
+    assert a["class_ids"].tolist() == b["class_ids"].tolist()
+    np.testing.assert_allclose(a["boxes"], b["boxes"], atol=1)
+    np.testing.assert_allclose(a["scores"], b["scores"], atol=1)
+    for m, n in zip(a["masks"].transpose(2, 0, 1), b["masks"].transpose(2, 0, 1)):
+        assert _iou(m, n) > 0.99 or not (m.any() or n.any())
+
+
+def test_segment_batch_two_at_a_time_matches_single_images(ins, tmp_path):
+    """Shared stems get their own extract folders; order and results as one at a time."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    photos = {"a.jpg": IMAGES / "small.jpg", "a.png": CAR, "b.jpg": IMAGES / "wide.jpg"}
+    for name, photo in photos.items():
+        (src / name).write_bytes(photo.read_bytes())
+    calls = []
+    predictor = ins._predictor
+
+    class Recording:
+        device = predictor.device
+
+        def __call__(self, image):
+            calls.append((threading.current_thread().name, torch.get_num_threads()))
+            return predictor(image)
+
+    ins._predictor = Recording()
+    try:
+        results, outputs = ins.segmentBatch(src, show_bboxes=True, output_folder_name=out,
+                                            extract_segmented_objects=True,
+                                            save_extracted_objects=True)
+    finally:
+        ins._predictor = predictor
+    from pixellib.parallel import batch_plan
+
+    workers, threads = batch_plan()
+    assert len(calls) == 3
+    assert all(n == threads for _, n in calls)
+    assert len({name for name, _ in calls}) == min(workers, 3)
+    assert {"a_jpg_extracts", "a_png_extracts"} <= {p.name for p in out.iterdir()}
+    for name, res, output in zip(sorted(photos), results, outputs):
+        single, single_out = ins.segmentImage(photos[name], show_bboxes=True)
+        _assert_close_results(res, single)
+        assert output.shape == single_out.shape
+        folder = out / f"{Path(name).stem}_{Path(name).suffix[1:]}_extracts"
+        if name.startswith("a") and any(c.size for c in res["extracted_objects"]):
+            assert folder.is_dir()
+            saved = sorted(folder.iterdir())
+            assert len(saved) == sum(1 for c in res["extracted_objects"] if c.size)
 
 
 # --------------------------------------------------------------------------- threads

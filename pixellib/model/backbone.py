@@ -114,9 +114,7 @@ class FPN(nn.Module):
         in_channels = (256, 512, 1024, 2048)
         for level, cin in zip(range(2, 6), in_channels):
             self.add_module(f"fpn_lateral{level}", nn.Conv2d(cin, out_channels, 1))
-            self.add_module(
-                f"fpn_output{level}", nn.Conv2d(out_channels, out_channels, 3, padding=1)
-            )
+            self.add_module(f"fpn_output{level}", Conv2d(out_channels, out_channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         c = self.bottom_up(x)

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import winograd
+
 
 class FrozenBatchNorm2d(nn.Module):
     """Batch norm with fixed statistics: ``(x - mean) / sqrt(var + eps) * weight + bias``."""
@@ -38,11 +40,22 @@ class Conv2d(nn.Conv2d):
 
     After the checkpoint is loaded, :meth:`fold_norm` merges a frozen norm into the conv's
     weight and bias (exact up to float rounding), so inference runs one op instead of two.
+    Large 3x3 convolutions on the CPU run by Winograd's algorithm (:mod:`.winograd`); the
+    transformed filters are cached and rebuilt when the weight changes.
     """
 
     def __init__(self, *args, norm: nn.Module | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.norm = norm
+        self._winograd: tuple[tuple, torch.Tensor] | None = None
+
+    def winograd_weight(self) -> torch.Tensor:
+        key = (self.weight.data_ptr(), self.weight._version, self.weight.shape)
+        cached = self._winograd
+        if cached is None or cached[0] != key:
+            cached = (key, winograd.transform_weight(self.weight))
+            self._winograd = cached
+        return cached[1]
 
     @torch.no_grad()
     def fold_norm(self) -> None:
@@ -55,7 +68,10 @@ class Conv2d(nn.Conv2d):
         self.norm = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = super().forward(x)
+        if winograd.applies(self, x):
+            x = winograd.conv3x3(x, self.winograd_weight(), self.bias)
+        else:
+            x = super().forward(x)
         return x if self.norm is None else self.norm(x)
 
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ops
+from .layers import Conv2d
 
 
 def cell_anchors(size: float, aspect_ratios=(0.5, 1.0, 2.0)) -> torch.Tensor:
@@ -59,7 +60,7 @@ class RPNHead(nn.Module):
 
     def __init__(self, in_channels: int = 256, num_anchors: int = 3):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
+        self.conv = Conv2d(in_channels, in_channels, 3, padding=1)
         self.objectness_logits = nn.Conv2d(in_channels, num_anchors, 1)
         self.anchor_deltas = nn.Conv2d(in_channels, num_anchors * 4, 1)
 

@@ -24,6 +24,7 @@ Deliberate differences from PixelLib (it got these wrong):
 """
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import warnings
@@ -33,6 +34,7 @@ from tqdm import tqdm
 
 from ...errors import PixellibError
 from ...io import list_images, read_image, write_image
+from ...parallel import ordered_map
 from . import results as fmt
 
 logger = logging.getLogger(__name__)
@@ -217,13 +219,18 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
           name (the folder is created when needed). It must not be ``input_folder`` itself:
           ``ValueError``, before anything runs, rather than overwrite the inputs.
         * ``save_extracted_objects``: extracts go to ``<output folder>/<image stem>_extracts/``
-          (``<input folder>/<image stem>_extracts/`` without an output folder, like PixelLib).
+          (``<input folder>/<image stem>_extracts/`` without an output folder, like PixelLib;
+          ``<image stem>_<extension>_extracts/`` for images that share a stem).
 
         A file that cannot be read (corrupt, truncated, not an image...) or whose outputs
         cannot be written is skipped with a :class:`SkippedImageWarning` naming it and the
         reason, and the batch goes on; :attr:`batch_failures` then lists ``(path, reason)``
         for every skipped file. A missing folder raises
         :class:`~pixellib.errors.InputNotFoundError`.
+
+        On the CPU two images are processed at a time, each with half of torch's threads
+        (:mod:`pixellib.parallel`; ``PIXELLIB_BATCH_WORKERS=1`` turns it off); results and
+        outputs keep the sorted order.
         """
         predictor = self._require_predictor()
         target_ids = fmt.target_class_ids(segment_target_classes)
@@ -236,28 +243,35 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
             )
         if not files:
             logger.warning("segmentBatch: no images in %s", input_folder)
-        all_results, outputs, failures = [], [], []
-        for path in tqdm(files, desc="segmentBatch", unit="image", disable=not files):
-            extracts_dir = (out_dir or path.parent) / f"{path.stem}_extracts"
+        extract_dirs = _extract_dirs(files, out_dir)
+
+        def work(path):
             try:
                 image = read_image(path)
                 results, output = self._segment(
                     predictor, image, target_ids, show_bboxes=show_bboxes,
                     extract=extract_segmented_objects, from_box=extract_from_box,
-                    save_folder=extracts_dir if save_extracted_objects else None,
+                    save_folder=extract_dirs[path] if save_extracted_objects else None,
                     mask_points=mask_points_values, output_name=None,
                     style=(text_size, text_thickness, box_thickness), verbose=verbose,
                 )
                 if out_dir is not None:
                     write_image(out_dir / path.name, output)
             except (PixellibError, OSError) as exc:
-                reason = " ".join(str(exc).split())
+                return None, " ".join(str(exc).split())
+            return (results, output), None
+
+        all_results, outputs, failures = [], [], []
+        done = ordered_map(work, files, device=predictor.device)
+        for path, (result, reason) in tqdm(done, total=len(files), desc="segmentBatch",
+                                           unit="image", disable=not files):
+            if reason is not None:
                 failures.append((str(path), reason))
                 warnings.warn(f"segmentBatch skipped {str(path)!r}: {reason}",
                               SkippedImageWarning, stacklevel=2)
                 continue
-            all_results.append(results)
-            outputs.append(output)
+            all_results.append(result[0])
+            outputs.append(result[1])
         self.batch_failures = failures
         return all_results, outputs
 
@@ -392,6 +406,18 @@ def _extract_folder(save: bool, folder) -> Path | None:
     if not save:
         return None
     return Path(folder) if folder is not None else Path(os.curdir)
+
+
+def _extract_dirs(files: list[Path], out_dir: Path | None) -> dict[Path, Path]:
+    """``<folder>/<stem>_extracts`` per image, as PixelLib names them; images that share a
+    stem (``a.jpg``, ``a.png``) get ``<stem>_<ext>_extracts`` so that neither overwrites
+    the other's extracts."""
+    stems = collections.Counter(p.stem for p in files)
+    return {
+        p: (out_dir or p.parent) / (f"{p.stem}_extracts" if stems[p.stem] == 1
+                                    else f"{p.stem}_{p.suffix.lstrip('.')}_extracts")
+        for p in files
+    }
 
 
 def _same_folder(a: Path, b: Path) -> bool:

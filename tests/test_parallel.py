@@ -1,0 +1,84 @@
+"""Two images in flight for batches (pixellib.parallel)."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from pixellib import parallel
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_plan(two_threads, monkeypatch):
+    assert parallel.batch_plan("cpu") == (2, 1)
+    assert parallel.batch_plan("cuda") == (1, 2)
+    monkeypatch.setenv("PIXELLIB_BATCH_WORKERS", "1")
+    assert parallel.batch_plan() == (1, 2)
+    monkeypatch.setenv("PIXELLIB_BATCH_WORKERS", "8")  # never more than the threads
+    assert parallel.batch_plan() == (2, 1)
+    monkeypatch.setenv("PIXELLIB_BATCH_WORKERS", "two")
+    with pytest.raises(ValueError, match="PIXELLIB_BATCH_WORKERS.*'two'"):
+        parallel.batch_plan()
+
+
+def test_order_kept_two_in_flight_threads_split_and_restored(two_threads):
+    lock = threading.Lock()
+    running, most, seen = [0], [0], []
+
+    def work(item):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            seen.append((threading.current_thread().name, torch.get_num_threads()))
+        time.sleep(0.05 if item % 3 == 0 else 0.005)  # later items often finish first
+        with lock:
+            running[0] -= 1
+        return item * item
+
+    out = list(parallel.ordered_map(work, range(10)))
+    assert out == [(i, i * i) for i in range(10)]
+    assert most[0] == 2
+    assert all(name.startswith("pixellib-batch") and n == 1 for name, n in seen)
+    assert torch.get_num_threads() == 2
+
+
+def test_sequential_when_switched_off(two_threads, monkeypatch):
+    monkeypatch.setenv("PIXELLIB_BATCH_WORKERS", "1")
+    names = []
+    out = list(parallel.ordered_map(
+        lambda i: names.append(threading.current_thread().name) or i, [3, 1, 2]))
+    assert out == [(3, 3), (1, 1), (2, 2)]
+    assert set(names) == {threading.current_thread().name}
+
+
+def test_an_error_surfaces_at_its_turn_after_earlier_results(two_threads):
+    def work(item):
+        if item == 2:
+            raise RuntimeError("boom at 2")
+        return item
+
+    got = []
+    with pytest.raises(RuntimeError, match="boom at 2"):
+        for _item, result in parallel.ordered_map(work, range(6)):
+            got.append(result)
+    assert got == [0, 1]
+    assert torch.get_num_threads() == 2
+
+
+def test_stopping_early_shuts_the_workers_down(two_threads):
+    started = []
+    gen = parallel.ordered_map(lambda i: started.append(i) or i, range(100))
+    assert next(gen) == (0, 0)
+    gen.close()
+    assert len(started) <= 4
+    assert torch.get_num_threads() == 2
+    assert not [t for t in threading.enumerate() if t.name.startswith("pixellib-batch")]

@@ -134,3 +134,15 @@ def test_the_model_runs_its_large_3x3_convolutions_this_way(r50_model, monkeypat
     Predictor(r50_model)(image)
     assert (256, 200, 272) in shapes and (256, 100, 136) in shapes
     assert shapes.count((256, 50, 68)) >= 6 and (512, 25, 34) in shapes
+
+
+def test_output_is_channels_last_for_the_next_convolution():
+    """The next conv must not copy it to NCHW: torch decides by the strides, batch included."""
+    x = torch.randn(1, 8, 12, 16).contiguous(memory_format=torch.channels_last)
+    y = winograd.conv3x3(x, winograd.transform_weight(torch.randn(4, 8, 3, 3)), None)
+    assert y.stride() == torch.empty(1, 4, 12, 16).contiguous(
+        memory_format=torch.channels_last).stride()
+    with torch.profiler.profile() as prof:
+        z = F.conv2d(y, torch.randn(5, 4, 1, 1))
+    assert not [e.name for e in prof.events() if e.name in ("aten::clone", "aten::copy_")]
+    assert z.is_contiguous(memory_format=torch.channels_last)

@@ -158,7 +158,9 @@ def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None) -> torc
         _output_transform(hb, ob.permute(1, 3, 0, 2, 4), [t[:, :nb] for t in out_tmp])
         if bias is not None:
             ob += bias
-    out = out.view(4 * th, 4 * tw, k)
+    out = out.view(1, 4 * th, 4 * tw, k)
     if not full:
-        out = out[:h, :w].contiguous()
-    return out.permute(2, 0, 1).unsqueeze(0)
+        out = out[:, :h, :w].contiguous()
+    # Permuted from (1, H, W, K) so that the batch stride is H*W*K: torch then sees a
+    # channels-last tensor (a permuted-then-unsqueezed view would make convs copy it).
+    return out.permute(0, 3, 1, 2)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from pixellib.config import ARCHITECTURES
-from pixellib.model.backbone import FPN, BottleneckBlock, ResNet
+from pixellib.model.backbone import FPN, BottleneckBlock, ResNet, add_upsampled
 from pixellib.model.detector import build_model, postprocess, state_dict_shapes
 from pixellib.model.layers import Conv2d, FrozenBatchNorm2d, fold_frozen_norms
 from pixellib.model.point_rend import StandardPointHead, subdivision_schedule
@@ -189,3 +189,12 @@ def ops_rows(fmap):
     from pixellib.model import ops
 
     return ops.channels_last_rows(fmap)
+
+
+def test_fpn_upsampled_add_equals_nearest_interpolation():
+    small = torch.randn(1, 4, 3, 5).contiguous(memory_format=torch.channels_last)
+    for x in (torch.randn(1, 4, 6, 10), torch.randn(1, 4, 6, 10).contiguous(
+            memory_format=torch.channels_last)):
+        want = x + F.interpolate(small, scale_factor=2.0, mode="nearest")
+        add_upsampled(x, small)
+        assert torch.equal(x, want)

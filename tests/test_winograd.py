@@ -27,14 +27,17 @@ def _scaled_error(y, ref):
     (2, 5, 3, 11, 6, True),       # a batch of two
 ])
 @pytest.mark.parametrize("tiles_per_band", [1, 3, 272])
-def test_matches_direct_convolution(n, c, k, h, w, bias, tiles_per_band, monkeypatch):
+@pytest.mark.parametrize("relu", [False, True])
+def test_matches_direct_convolution(n, c, k, h, w, bias, tiles_per_band, relu, monkeypatch):
     monkeypatch.setattr(winograd, "TILES_PER_BAND", tiles_per_band)  # several bands, last short
     g = torch.Generator().manual_seed(n * 1000 + c * 100 + h + w)
     x = torch.randn(n, c, h, w, generator=g)
     weight = torch.randn(k, c, 3, 3, generator=g)
     b = torch.randn(k, generator=g) if bias else None
-    y = winograd.conv3x3(x, winograd.transform_weight(weight), b)
+    y = winograd.conv3x3(x, winograd.transform_weight(weight), b, relu=relu)
     ref = _direct64(x, weight, b)
+    if relu:
+        ref = ref.relu()
     assert y.shape == ref.shape and y.dtype == torch.float32
     assert _scaled_error(y, ref) < 1e-5
     assert y.is_contiguous(memory_format=torch.channels_last)
@@ -101,22 +104,29 @@ def test_conv_layer_uses_it_and_rebuilds_the_cache_when_the_weight_changes(monke
     norm = FrozenBatchNorm2d(256)
     norm.weight.uniform_(0.5, 2)
     norm.running_var.uniform_(0.5, 2)
-    conv = _big_conv(bias=False, norm=norm)
+    conv = _big_conv(bias=False, norm=norm, relu=True)
     torch.nn.init.normal_(conv.weight, std=0.02)
     x = torch.randn(1, 256, 48, 48)
-    calls = []
-    real = winograd.conv3x3
-    monkeypatch.setattr(winograd, "conv3x3", lambda *a: calls.append(1) or real(*a))
+    transforms = []
+    real = winograd.transform_weight
+    monkeypatch.setattr(winograd, "transform_weight", lambda w: transforms.append(1) or real(w))
     with torch.no_grad():
-        before = conv(x)
-        torch.testing.assert_close(before, norm(F.conv2d(x, conv.weight, None, padding=1)),
-                                   rtol=1e-4, atol=1e-4)
-        conv.fold_norm()  # scales the weight in place: the cached transform is stale
-        after = conv(x)
-    assert len(calls) == 2
-    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(after, F.conv2d(x, conv.weight, conv.bias, padding=1),
+        unfolded = conv(x)  # an unfolded norm: the direct convolution, then norm and ReLU
+        assert not transforms
+        torch.testing.assert_close(
+            unfolded, F.relu(norm(F.conv2d(x, conv.weight, None, padding=1))))
+        conv.fold_norm()  # scales the weight in place
+        folded = conv(x)
+        again = conv(x)
+        assert len(transforms) == 1  # cached
+        conv.weight.mul_(2)  # changed in place: the cached transform is stale
+        doubled = conv(x)
+    assert len(transforms) == 2
+    torch.testing.assert_close(folded, unfolded, rtol=1e-4, atol=1e-4)
+    assert torch.equal(again, folded)
+    torch.testing.assert_close(doubled, F.relu(F.conv2d(x, conv.weight, conv.bias, padding=1)),
                                rtol=1e-4, atol=1e-4)
+    assert (folded >= 0).all() and (folded == 0).any()
 
 
 def test_the_model_runs_its_large_3x3_convolutions_this_way(r50_model, monkeypatch):
@@ -129,7 +139,7 @@ def test_the_model_runs_its_large_3x3_convolutions_this_way(r50_model, monkeypat
     shapes = []
     real = winograd.conv3x3
     monkeypatch.setattr(winograd, "conv3x3",
-                        lambda x, *a: shapes.append(tuple(x.shape[1:])) or real(x, *a))
+                        lambda x, *a, **k: shapes.append(tuple(x.shape[1:])) or real(x, *a, **k))
     image = cv2.imread(str(Path(__file__).parent / "data" / "images" / "small.jpg"))
     Predictor(r50_model)(image)
     assert (256, 200, 272) in shapes and (256, 100, 136) in shapes

@@ -46,11 +46,11 @@ class BottleneckBlock(nn.Module):
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = Conv2d(
             in_channels, bottleneck_channels, 1, stride=s1, bias=False,
-            norm=FrozenBatchNorm2d(bottleneck_channels),
+            norm=FrozenBatchNorm2d(bottleneck_channels), relu=True,
         )
         self.conv2 = Conv2d(
             bottleneck_channels, bottleneck_channels, 3, stride=s3, padding=1, bias=False,
-            groups=num_groups, norm=FrozenBatchNorm2d(bottleneck_channels),
+            groups=num_groups, norm=FrozenBatchNorm2d(bottleneck_channels), relu=True,
         )
         self.conv3 = Conv2d(
             bottleneck_channels, out_channels, 1, bias=False,
@@ -58,9 +58,7 @@ class BottleneckBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu_(self.conv1(x))
-        out = F.relu_(self.conv2(out))
-        out = self.conv3(out)
+        out = self.conv3(self.conv2(self.conv1(x)))
         out += x if self.shortcut is None else self.shortcut(x)
         return F.relu_(out)
 
@@ -102,6 +100,17 @@ class ResNet(nn.Module):
         return outputs
 
 
+def add_upsampled(x: torch.Tensor, small: torch.Tensor) -> None:
+    """``x += F.interpolate(small, scale_factor=2, mode="nearest")``, in place; by
+    broadcasting (no upsampled map is built) when ``x`` is exactly twice ``small``'s size,
+    as it always is for inputs padded to a multiple of 32."""
+    n, c, h, w = small.shape
+    if x.shape[-2:] == (2 * h, 2 * w):
+        x.view(n, c, h, 2, w, 2).add_(small[:, :, :, None, :, None])
+    else:
+        x += F.interpolate(small, scale_factor=2.0, mode="nearest")
+
+
 class FPN(nn.Module):
     """Top-down pyramid over res2..res5 plus a stride-2 subsample of p5 (``p6``).
 
@@ -124,7 +133,7 @@ class FPN(nn.Module):
             lateral = getattr(self, f"fpn_lateral{level}")(c[f"res{level}"])
             if inner is not None:
                 # The upsampled map is the previous pre-output-conv sum, not p_{k+1}.
-                lateral += F.interpolate(inner, scale_factor=2.0, mode="nearest")
+                add_upsampled(lateral, inner)
             inner = lateral
             outputs[f"p{level}"] = getattr(self, f"fpn_output{level}")(inner)
         outputs["p6"] = outputs["p5"][:, :, ::2, ::2]  # detectron2's max_pool(k=1, s=2)

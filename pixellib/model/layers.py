@@ -36,7 +36,8 @@ class FrozenBatchNorm2d(nn.Module):
 
 
 class Conv2d(nn.Conv2d):
-    """``nn.Conv2d`` with an optional ``norm`` submodule applied after the convolution.
+    """``nn.Conv2d`` with an optional ``norm`` submodule applied after the convolution, and
+    an optional ReLU after that (``relu=True``).
 
     After the checkpoint is loaded, :meth:`fold_norm` merges a frozen norm into the conv's
     weight and bias (exact up to float rounding), so inference runs one op instead of two.
@@ -44,9 +45,10 @@ class Conv2d(nn.Conv2d):
     transformed filters are cached and rebuilt when the weight changes.
     """
 
-    def __init__(self, *args, norm: nn.Module | None = None, **kwargs):
+    def __init__(self, *args, norm: nn.Module | None = None, relu: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.norm = norm
+        self.relu = relu
         self._winograd: tuple[tuple, torch.Tensor] | None = None
 
     def winograd_weight(self) -> torch.Tensor:
@@ -68,11 +70,12 @@ class Conv2d(nn.Conv2d):
         self.norm = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if winograd.applies(self, x):
-            x = winograd.conv3x3(x, self.winograd_weight(), self.bias)
-        else:
-            x = super().forward(x)
-        return x if self.norm is None else self.norm(x)
+        if self.norm is None and winograd.applies(self, x):
+            return winograd.conv3x3(x, self.winograd_weight(), self.bias, relu=self.relu)
+        x = super().forward(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        return F.relu_(x) if self.relu else x
 
 
 def fold_frozen_norms(model: nn.Module) -> nn.Module:

@@ -177,22 +177,42 @@ def roi_align(
     """RoIAlign (He et al. 2017, §3; torchvision ``roi_align``) of one feature map.
 
     ``features``: (1, C, H, W); ``boxes``: (R, 4) ``x0, y0, x1, y1`` in image pixels.
-    Returns (R, C, output_size, output_size). With ``aligned=True`` pixel centres sit at
-    +0.5 (ROIAlignV2); ``sampling_ratio=0`` takes ``ceil(roi_size / output_size)`` samples
-    per bin and axis, per box.
+    Returns (R, C, output_size, output_size), in channels-last memory. With ``aligned=True``
+    pixel centres sit at +0.5 (ROIAlignV2); ``sampling_ratio=0`` takes
+    ``ceil(roi_size / output_size)`` samples per bin and axis, per box.
+    """
+    c = features.shape[1]
+    out = features.new_empty((len(boxes), output_size, output_size, c))
+    roi_align_into(out, None, features, boxes, spatial_scale=spatial_scale,
+                   sampling_ratio=sampling_ratio, aligned=aligned)
+    return out.permute(0, 3, 1, 2)
+
+
+def roi_align_into(
+    out: torch.Tensor, rows: torch.Tensor | None, features: torch.Tensor, boxes: torch.Tensor,
+    *, spatial_scale: float, sampling_ratio: int = 0, aligned: bool = True,
+) -> None:
+    """:func:`roi_align` written into ``out[rows]`` ((N, S, S, C), box-major, channels
+    last; ``rows`` None means ``out`` has one row per box), so that several feature maps
+    can fill one result without intermediate copies.
 
     Bilinear sampling is separable, so each box's output is ``Wy @ window @ Wx^T`` where
     ``Wy``/``Wx`` hold the summed sample weights per bin and the window is the feature patch
     the samples touch: two small matmuls instead of four gathers per sample.
     """
     r, (_, c, h, w) = len(boxes), features.shape
+    output_size = out.shape[1]
     if r == 0:
-        return features.new_zeros((0, c, output_size, output_size))
+        return
+    dev = features.device
+    if rows is None:
+        rows = torch.arange(r, device=dev)
     if USE_TORCHVISION:
         rois = torch.cat([boxes.new_zeros((r, 1)), boxes], dim=1)
-        return _TV_OPS.roi_align(
+        out[rows] = _TV_OPS.roi_align(
             features, rois, (output_size, output_size), spatial_scale, sampling_ratio, aligned
-        )
+        ).permute(0, 2, 3, 1)
+        return
     offset = 0.5 if aligned else 0.0
     boxes = boxes.float().cpu()
     start_x = boxes[:, 0] * spatial_scale - offset
@@ -211,7 +231,7 @@ def roi_align(
     count = (grid_w * grid_h).clamp(min=1).to(features.dtype)
 
     table = features[0].permute(1, 2, 0).reshape(h * w, c)  # one C-vector per position
-    out = features.new_empty((r, output_size, output_size, c))
+    rows = rows.to(dev)
     # Similar-sized boxes together, so padding every window of a chunk to its largest is cheap.
     order = torch.argsort(roi_w.clamp(min=0) * roi_h.clamp(min=0))
     chunk = 64
@@ -219,16 +239,15 @@ def roi_align(
         y0, wy = _axis_weights(start_y[idx], bin_h[idx], grid_h[idx], h, output_size)
         x0, wx = _axis_weights(start_x[idx], bin_w[idx], grid_w[idx], w, output_size)
         n, hw, ww = len(idx), wy.shape[2], wx.shape[2]
-        rows = (y0.view(-1, 1) + torch.arange(hw)).clamp(max=h - 1)
-        cols = (x0.view(-1, 1) + torch.arange(ww)).clamp(max=w - 1)
-        flat = (rows[:, :, None] * w + cols[:, None, :]).to(features.device)
+        ys = (y0.view(-1, 1) + torch.arange(hw)).clamp(max=h - 1)
+        xs = (x0.view(-1, 1) + torch.arange(ww)).clamp(max=w - 1)
+        flat = (ys[:, :, None] * w + xs[:, None, :]).to(dev)
         window = table[flat.view(-1)].view(n, hw, ww * c)
-        wy, wx = wy.to(features.device), wx.to(features.device)
-        t = torch.bmm(wy, window).view(n * output_size, ww, c)  # rows -> bins
-        wx_rep = wx.repeat_interleave(output_size, dim=0)  # (n*P, P, ww)
+        wy = wy / count[idx].view(-1, 1, 1)  # the average over samples, folded into Wy
+        t = torch.bmm(wy.to(dev), window).view(n * output_size, ww, c)  # rows -> bins
+        wx_rep = wx.to(dev).repeat_interleave(output_size, dim=0)  # (n*P, P, ww)
         res = torch.bmm(wx_rep, t).view(n, output_size, output_size, c)  # columns -> bins
-        out[idx.to(features.device)] = res / count[idx].to(features.device).view(-1, 1, 1, 1)
-    return out.permute(0, 3, 1, 2).contiguous()
+        out[rows[idx.to(dev)]] = res
 
 
 # ----------------------------------------------------------------------------- points

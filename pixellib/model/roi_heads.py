@@ -26,18 +26,15 @@ def multilevel_roi_align(
     features: list[torch.Tensor], boxes: torch.Tensor, *, output_size: int = 7,
     min_level: int = 2,
 ) -> torch.Tensor:
-    """ROIAlignV2 of each box from its FPN level; (R, C, S, S)."""
+    """ROIAlignV2 of each box from its FPN level; (R, C, S, S), channels-last memory."""
     levels = assign_fpn_levels(boxes, min_level, min_level + len(features) - 1)
     c = features[0].shape[1]
-    out = features[0].new_zeros((len(boxes), c, output_size, output_size))
+    out = features[0].new_empty((len(boxes), output_size, output_size, c))
     for i, fmap in enumerate(features):
         idx = torch.nonzero(levels == min_level + i).view(-1)
-        if len(idx):
-            out[idx] = ops.roi_align(
-                fmap, boxes[idx], output_size=output_size,
-                spatial_scale=1.0 / 2 ** (min_level + i), sampling_ratio=0, aligned=True,
-            )
-    return out
+        ops.roi_align_into(out, idx, fmap, boxes[idx], spatial_scale=1.0 / 2 ** (min_level + i),
+                           sampling_ratio=0, aligned=True)
+    return out.permute(0, 3, 1, 2)
 
 
 class FastRCNNConvFCHead(nn.Module):

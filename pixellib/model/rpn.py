@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import ops
@@ -60,13 +59,13 @@ class RPNHead(nn.Module):
 
     def __init__(self, in_channels: int = 256, num_anchors: int = 3):
         super().__init__()
-        self.conv = Conv2d(in_channels, in_channels, 3, padding=1)
+        self.conv = Conv2d(in_channels, in_channels, 3, padding=1, relu=True)
         self.objectness_logits = nn.Conv2d(in_channels, num_anchors, 1)
         self.anchor_deltas = nn.Conv2d(in_channels, num_anchors * 4, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One level (1, C, H, W) -> logits (H*W*A,), deltas (H*W*A, 4) in (y, x, a) order."""
-        t = F.relu(self.conv(x))
+        t = self.conv(x)  # conv + ReLU
         logits = self.objectness_logits(t)[0].permute(1, 2, 0).reshape(-1)
         deltas = self.anchor_deltas(t)[0]
         a, h, w = deltas.shape[0] // 4, deltas.shape[1], deltas.shape[2]

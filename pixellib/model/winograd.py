@@ -102,14 +102,16 @@ def _output_transform(m, out, tmp) -> None:
     out[3] += m[5]                               # m1 - m2 + 8m3 - 8m4 + m5
 
 
-def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``F.conv2d(x, w, bias, padding=1)`` for one image, with ``u = transform_weight(w)``.
+def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None, *,
+            relu: bool = False) -> torch.Tensor:
+    """``F.conv2d(x, w, bias, padding=1)`` for one image, with ``u = transform_weight(w)``;
+    with ``relu``, followed by ReLU (applied per band, while the band is in cache).
 
-    ``x`` is (1, C, H, W) in any memory format; the result is (1, K, H, W) channels-last.
+    ``x`` is (N, C, H, W) in any memory format; the result is (N, K, H, W) channels-last.
     """
     n, c, h, w = x.shape
     if n != 1:
-        out = torch.cat([conv3x3(x[i:i + 1], u, bias) for i in range(n)])
+        out = torch.cat([conv3x3(x[i:i + 1], u, bias, relu=relu) for i in range(n)])
         return out.contiguous(memory_format=torch.channels_last)
     k = u.shape[2]
     th, tw = (h + 3) // 4, (w + 3) // 4
@@ -158,6 +160,8 @@ def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None) -> torc
         _output_transform(hb, ob.permute(1, 3, 0, 2, 4), [t[:, :nb] for t in out_tmp])
         if bias is not None:
             ob += bias
+        if relu:
+            ob.clamp_min_(0)
     out = out.view(1, 4 * th, 4 * tw, k)
     if not full:
         out = out[:, :h, :w].contiguous()

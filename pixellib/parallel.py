@@ -1,12 +1,12 @@
-"""Batches on the CPU: two images in flight, each on half of torch's threads.
+"""Batches with several images in flight, each on a share of torch's threads (opt-in).
 
-One image at a time leaves the cores idle while Python reads, draws and writes files, and
-while the model runs its many small single-threaded steps (NMS, box bookkeeping, mask
-pasting). Two images at once, each with half the threads, keep both cores busy: about 10 %
-more images per second on 2 cores (docs/benchmarks.md). Results are those of one image at a
-time, up to float rounding (a different thread count sums in a different order).
-
-``PIXELLIB_BATCH_WORKERS=1`` turns it off (``N`` runs N images at once).
+``PIXELLIB_BATCH_WORKERS=N`` runs N images at once on the CPU, each with 1/N of torch's
+threads, so that one image's file reading, drawing, writing and single-threaded model steps
+overlap another's convolutions. The default is one image at a time: on the 2-core machine
+measured (docs/benchmarks.md), where reading, drawing and writing take under 1 % of a
+batch and the model keeps both cores busy, two at a time gave no more images per second,
+and it adds one image's working memory (~0.4 GB). Results are those of one image at a time,
+up to float rounding (a different thread count sums in a different order).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import torch
 T = TypeVar("T")
 R = TypeVar("R")
 
-DEFAULT_WORKERS = 2
+DEFAULT_WORKERS = 1
 
 
 def batch_plan(device: str | torch.device = "cpu") -> tuple[int, int]:

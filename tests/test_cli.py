@@ -355,7 +355,10 @@ def test_strict_and_all_failed(fake, folder, tmp_path):
     assert _summary(out)["failed"] == 2 and not (tmp_path / "out").exists()
 
 
-def test_glob_classes_coco(fake, folder, tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_glob_classes_coco(fake, folder, tmp_path, monkeypatch, workers):
+    """COCO ids follow the input order, also with two images in flight."""
+    monkeypatch.setenv("PIXELLIB_BATCH_WORKERS", workers)
     (folder / "notes.txt").write_text("matched by the glob, but not an image")
     coco = tmp_path / "all.json"
     code, out, err = fake(str(folder / "*"), "-o", tmp_path / "all", "--coco", coco)

@@ -404,8 +404,10 @@ def _assert_close_results(a: dict, b: dict) -> None:
         assert _iou(m, n) > 0.99 or not (m.any() or n.any())
 
 
-def test_segment_batch_two_at_a_time_matches_single_images(ins, tmp_path):
-    """Shared stems get their own extract folders; order and results as one at a time."""
+def test_segment_batch_two_at_a_time_matches_single_images(ins, tmp_path, monkeypatch):
+    """PIXELLIB_BATCH_WORKERS=2: order and results as one at a time; shared stems get their
+    own extract folders."""
+    monkeypatch.setenv("PIXELLIB_BATCH_WORKERS", "2")
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     photos = {"a.jpg": IMAGES / "small.jpg", "a.png": CAR, "b.jpg": IMAGES / "wide.jpg"}

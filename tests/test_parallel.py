@@ -19,10 +19,11 @@ def two_threads():
 
 
 def test_plan(two_threads, monkeypatch):
+    monkeypatch.delenv("PIXELLIB_BATCH_WORKERS", raising=False)
+    assert parallel.batch_plan("cpu") == (1, 2)  # the default: one image at a time
+    monkeypatch.setenv("PIXELLIB_BATCH_WORKERS", "2")
     assert parallel.batch_plan("cpu") == (2, 1)
     assert parallel.batch_plan("cuda") == (1, 2)
-    monkeypatch.setenv("PIXELLIB_BATCH_WORKERS", "1")
-    assert parallel.batch_plan() == (1, 2)
     monkeypatch.setenv("PIXELLIB_BATCH_WORKERS", "8")  # never more than the threads
     assert parallel.batch_plan() == (2, 1)
     monkeypatch.setenv("PIXELLIB_BATCH_WORKERS", "two")
@@ -30,7 +31,12 @@ def test_plan(two_threads, monkeypatch):
         parallel.batch_plan()
 
 
-def test_order_kept_two_in_flight_threads_split_and_restored(two_threads):
+@pytest.fixture
+def two_workers(two_threads, monkeypatch):
+    monkeypatch.setenv("PIXELLIB_BATCH_WORKERS", "2")
+
+
+def test_order_kept_two_in_flight_threads_split_and_restored(two_workers):
     lock = threading.Lock()
     running, most, seen = [0], [0], []
 
@@ -60,7 +66,7 @@ def test_sequential_when_switched_off(two_threads, monkeypatch):
     assert set(names) == {threading.current_thread().name}
 
 
-def test_an_error_surfaces_at_its_turn_after_earlier_results(two_threads):
+def test_an_error_surfaces_at_its_turn_after_earlier_results(two_workers):
     def work(item):
         if item == 2:
             raise RuntimeError("boom at 2")
@@ -74,7 +80,7 @@ def test_an_error_surfaces_at_its_turn_after_earlier_results(two_threads):
     assert torch.get_num_threads() == 2
 
 
-def test_stopping_early_shuts_the_workers_down(two_threads):
+def test_stopping_early_shuts_the_workers_down(two_workers):
     started = []
     gen = parallel.ordered_map(lambda i: started.append(i) or i, range(100))
     assert next(gen) == (0, 0)

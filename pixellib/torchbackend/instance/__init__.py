@@ -228,9 +228,9 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         for every skipped file. A missing folder raises
         :class:`~pixellib.errors.InputNotFoundError`.
 
-        On the CPU two images are processed at a time, each with half of torch's threads
-        (:mod:`pixellib.parallel`; ``PIXELLIB_BATCH_WORKERS=1`` turns it off); results and
-        outputs keep the sorted order.
+        ``PIXELLIB_BATCH_WORKERS=2`` processes two images at a time on the CPU, each with
+        half of torch's threads (:mod:`pixellib.parallel`); results and outputs keep the
+        sorted order either way.
         """
         predictor = self._require_predictor()
         target_ids = fmt.target_class_ids(segment_target_classes)

@@ -1,0 +1,118 @@
+"""Which files ``pixellib segment`` reads and where it writes each result.
+
+Output naming for ``segment`` (never overwrites an input):
+
+* one image file, no ``-o``: ``<stem>_segmented<ext>`` beside it; one video:
+  ``<stem>_segmented.mp4`` beside it. With ``-o FILE`` that file (``-o`` naming an existing
+  folder, or ending in ``/``, puts the output inside it).
+* anything else (several inputs, a folder, a glob): a folder, ``-o DIR`` or ``./segmented``,
+  holding ``<stem><ext>`` per image and ``<stem>.mp4`` per video (``<stem>_2...`` when two
+  inputs share a name). An output folder that holds inputs is refused.
+* ``--extract``: cut-outs in ``<output stem>_extracts/`` beside each output image.
+"""
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputNotFoundError
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+DEFAULT_BATCH_FOLDER = "segmented"
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input and the output it gets."""
+
+    source: Path
+    output: Path
+    video: bool
+
+
+def _expand_inputs(inputs: list[str]) -> list[Path]:
+    """Files named by the arguments: files as given, folders' images (sorted), glob matches."""
+    from .io import IMAGE_EXTENSIONS, list_images
+
+    found: list[Path] = []
+    for raw in inputs:
+        path = Path(raw).expanduser()
+        if path.exists():
+            matches, from_glob = [path], False
+        elif _GLOB_CHARS & set(raw):
+            matches = [Path(m) for m in sorted(glob.glob(os.path.expanduser(raw), recursive=True))]
+            from_glob = True
+            if not matches:
+                raise InputNotFoundError(f"no file matches {raw!r}")
+        else:
+            raise InputNotFoundError(f"input not found: {raw!r}")
+        for m in matches:
+            if m.is_dir():
+                found += list_images(m)
+            elif not from_glob or m.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
+                found.append(m)
+    unique, seen = [], set()
+    for p in found:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    if not unique:
+        raise InputNotFoundError(f"no images or videos found in: {', '.join(inputs)}")
+    return unique
+
+
+def _is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _output_ext(path: Path) -> str:
+    from .io import IMAGE_EXTENSIONS
+
+    if _is_video(path):
+        return ".mp4"
+    ext = path.suffix.lower()
+    return ext if ext in IMAGE_EXTENSIONS else ".png"
+
+
+def plan_jobs(inputs: list[str], output: str | None) -> list[Job]:
+    """Pair each input with its output path; refuse any plan that would overwrite an input."""
+    from .io import IMAGE_EXTENSIONS
+    from .video import VIDEO_CODECS
+
+    sources = _expand_inputs(inputs)
+    single = len(inputs) == 1 and Path(inputs[0]).expanduser().is_file()
+    inside = output is not None and (Path(output).is_dir() or output.endswith(("/", os.sep)))
+    if single and not inside:
+        src = sources[0]
+        dst = Path(output) if output else src.with_name(f"{src.stem}_segmented{_output_ext(src)}")
+        if dst.resolve() == src.resolve():
+            raise ValueError(f"output {str(dst)!r} is the input itself; choose another -o")
+        allowed = VIDEO_CODECS if _is_video(src) else IMAGE_EXTENSIONS
+        if dst.suffix.lower() not in allowed:
+            kind = "a video" if _is_video(src) else "an image"
+            raise ValueError(f"output {str(dst)!r} needs {kind} extension: {', '.join(allowed)}")
+        return [Job(src, dst, _is_video(src))]
+
+    folder = Path(output) if output else Path(DEFAULT_BATCH_FOLDER)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"output {str(folder)!r} is a file; several inputs need a folder")
+    resolved = folder.resolve()
+    for src in sources:
+        if src.resolve().parent == resolved:
+            raise ValueError(
+                f"output folder {str(folder)!r} holds the input {str(src)!r}; choose another "
+                "-o so that inputs are never overwritten"
+            )
+    jobs, used = [], set()
+    for src in sources:
+        ext, name, k = _output_ext(src), src.stem, 1
+        while f"{name}{ext}".lower() in used:
+            k += 1
+            name = f"{src.stem}_{k}"
+        used.add(f"{name}{ext}".lower())
+        jobs.append(Job(src, folder / f"{name}{ext}", _is_video(src)))
+    return jobs

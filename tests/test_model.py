@@ -198,3 +198,19 @@ def test_fpn_upsampled_add_equals_nearest_interpolation():
         want = x + F.interpolate(small, scale_factor=2.0, mode="nearest")
         add_upsampled(x, small)
         assert torch.equal(x, want)
+
+
+def test_box_head_takes_channels_last_pooled_features_without_reordering():
+    from pixellib.model.roi_heads import FastRCNNConvFCHead
+
+    torch.manual_seed(0)
+    head = FastRCNNConvFCHead(in_features=8 * 3 * 3, fc_dim=16).eval()
+    x = torch.randn(5, 8, 3, 3)
+    with torch.no_grad():
+        want = head(x)  # NCHW: the plain flatten
+        got = head(x.contiguous(memory_format=torch.channels_last))
+        torch.testing.assert_close(got, want)
+        head.fc1.weight.mul_(-1)  # the cached permuted weight must follow
+        torch.testing.assert_close(head(x.contiguous(memory_format=torch.channels_last)),
+                                   head(x))
+    assert not torch.equal(head(x), want)

@@ -242,7 +242,7 @@ def roi_align_into(
         ys = (y0.view(-1, 1) + torch.arange(hw)).clamp(max=h - 1)
         xs = (x0.view(-1, 1) + torch.arange(ww)).clamp(max=w - 1)
         flat = (ys[:, :, None] * w + xs[:, None, :]).to(dev)
-        window = table[flat.view(-1)].view(n, hw, ww * c)
+        window = torch.index_select(table, 0, flat.view(-1)).view(n, hw, ww * c)  # 2x `[]`
         wy = wy / count[idx].view(-1, 1, 1)  # the average over samples, folded into Wy
         t = torch.bmm(wy.to(dev), window).view(n * output_size, ww, c)  # rows -> bins
         wx_rep = wx.to(dev).repeat_interleave(output_size, dim=0)  # (n*P, P, ww)

@@ -38,17 +38,39 @@ def multilevel_roi_align(
 
 
 class FastRCNNConvFCHead(nn.Module):
-    """Flatten (C, 7, 7) then fc1 + ReLU, fc2 + ReLU."""
+    """Flatten (C, 7, 7) then fc1 + ReLU, fc2 + ReLU.
+
+    RoIAlign's result is channels-last, whose (S, S, C) flattening is free while the (C, S, S)
+    one fc1 was trained on is a 50 MB copy for 1000 boxes; fc1's columns are permuted to the
+    channels-last order instead, once, and cached (rebuilt if the weight changes).
+    """
 
     def __init__(self, in_features: int = 256 * 7 * 7, fc_dim: int = 1024, num_fc: int = 2):
         super().__init__()
         self.num_fc = num_fc
         for k in range(1, num_fc + 1):
             self.add_module(f"fc{k}", nn.Linear(in_features if k == 1 else fc_dim, fc_dim))
+        self._fc1_cl: tuple[tuple, torch.Tensor] | None = None
+
+    def _fc1_channels_last(self, c: int, s: int) -> torch.Tensor:
+        w = self.fc1.weight
+        key = (w.data_ptr(), w._version, c, s)
+        if self._fc1_cl is None or self._fc1_cl[0] != key:
+            permuted = w.detach().view(-1, c, s, s).permute(0, 2, 3, 1).reshape(w.shape[0], -1)
+            self._fc1_cl = (key, permuted.contiguous())
+        return self._fc1_cl[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(x, start_dim=1)
-        for k in range(1, self.num_fc + 1):
+        r, c, s = x.shape[0], x.shape[1], x.shape[-1]
+        if (x.dim() == 4 and r > 0 and not torch.is_grad_enabled()
+                and x.is_contiguous(memory_format=torch.channels_last)):
+            rows = x.permute(0, 2, 3, 1).reshape(r, -1)  # a view: (S, S, C) order
+            x = F.relu(F.linear(rows, self._fc1_channels_last(c, s), self.fc1.bias))
+            first = 2
+        else:
+            x = torch.flatten(x, start_dim=1)
+            first = 1
+        for k in range(first, self.num_fc + 1):
             x = F.relu(getattr(self, f"fc{k}")(x))
         return x
 

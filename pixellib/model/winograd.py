@@ -33,8 +33,10 @@ _G = (
 )
 
 # Below these sizes the direct convolution (oneDNN) is as fast or faster on 2 CPU cores:
-# with fewer channels the matrix products are too thin, with fewer pixels the per-band
-# overhead dominates (measured in benchmarks/README.md). Work is C_in * C_out * H * W.
+# with fewer channels the matrix products are too thin (64 channels: slower; 256: 1.5x
+# faster), with fewer pixels the per-band overhead dominates. Work is C_in * C_out * H * W.
+# 128 channels (res3) would be 10-20 % faster on those convs, but its rounding, early in the
+# network, moves the 224x224 mask probabilities by up to 4e-3, past the stage tests' 2e-3.
 MIN_CHANNELS = 256
 MIN_WORK = 6e7
 # Tiles per band: 272 keeps a band's transformed tiles (36 x 272 x 256 floats, 10 MB) within

@@ -152,8 +152,9 @@ class Unsupported(Exception):
 class Task:
     """Base: ``run()`` returns one repetition's ``{"times": [...], "counts": [...]}``."""
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: dict, impl=None):
         self.spec = spec
+        self.impl = impl
         self.cuda = spec["device"].startswith("cuda")
 
     def sync(self) -> None:
@@ -178,8 +179,7 @@ class ImageTask(Task):
     """End to end: ``segmentImage(path, show_bboxes=True, output_image_name=...)``."""
 
     def __init__(self, spec, impl):
-        super().__init__(spec)
-        self.impl = impl
+        super().__init__(spec, impl)
         self.out = str(Path(spec["out_dir"]) / "output.jpg")
 
     def warmup(self):
@@ -199,8 +199,7 @@ class ModelTask(Task):
     """The model alone: BGR uint8 array in, detections (numpy) out."""
 
     def __init__(self, spec, impl):
-        super().__init__(spec)
-        self.impl = impl
+        super().__init__(spec, impl)
         self.images = []
         for path in spec["images"]:
             image = cv2.imread(path)
@@ -268,8 +267,7 @@ class BatchTask(Task):
     """``segmentBatch(folder, show_bboxes=True, output_folder_name=...)`` over the folder."""
 
     def __init__(self, spec, impl):
-        super().__init__(spec)
-        self.impl = impl
+        super().__init__(spec, impl)
         self.out_dir = str(Path(spec["out_dir"]) / "batch_out")
 
     def warmup(self):
@@ -286,7 +284,7 @@ class MatmulTask(Task):
     """fp32 ``n x n @ n x n``: the machine's practical throughput (2 n^3 FLOP per product)."""
 
     def __init__(self, spec, impl=None):
-        super().__init__(spec)
+        super().__init__(spec, impl)
         n = spec["matmul_n"]
         g = torch.Generator().manual_seed(0)
         self.a = torch.randn(n, n, generator=g).to(spec["device"])

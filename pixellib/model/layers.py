@@ -35,6 +35,17 @@ class FrozenBatchNorm2d(nn.Module):
         )
 
 
+def derived_weight(owner: nn.Module, slot: str, weight: torch.Tensor, make, *extra) -> torch.Tensor:
+    """``make(weight)``, cached in ``owner.<slot>`` and rebuilt when the weight is replaced,
+    changed in place (its storage or version counter moves) or ``extra`` differs."""
+    key = (weight.data_ptr(), weight._version, tuple(weight.shape), *extra)
+    cached = owner.__dict__.get(slot)
+    if cached is None or cached[0] != key:
+        cached = (key, make(weight))
+        owner.__dict__[slot] = cached  # one assignment: threads see old or new, never half
+    return cached[1]
+
+
 class Conv2d(nn.Conv2d):
     """``nn.Conv2d`` with an optional ``norm`` submodule applied after the convolution, and
     an optional ReLU after that (``relu=True``).
@@ -49,15 +60,9 @@ class Conv2d(nn.Conv2d):
         super().__init__(*args, **kwargs)
         self.norm = norm
         self.relu = relu
-        self._winograd: tuple[tuple, torch.Tensor] | None = None
 
     def winograd_weight(self) -> torch.Tensor:
-        key = (self.weight.data_ptr(), self.weight._version, self.weight.shape)
-        cached = self._winograd
-        if cached is None or cached[0] != key:
-            cached = (key, winograd.transform_weight(self.weight))
-            self._winograd = cached
-        return cached[1]
+        return derived_weight(self, "_winograd", self.weight, winograd.transform_weight)
 
     @torch.no_grad()
     def fold_norm(self) -> None:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ops
+from .layers import derived_weight
 
 
 def assign_fpn_levels(
@@ -50,15 +51,12 @@ class FastRCNNConvFCHead(nn.Module):
         self.num_fc = num_fc
         for k in range(1, num_fc + 1):
             self.add_module(f"fc{k}", nn.Linear(in_features if k == 1 else fc_dim, fc_dim))
-        self._fc1_cl: tuple[tuple, torch.Tensor] | None = None
 
     def _fc1_channels_last(self, c: int, s: int) -> torch.Tensor:
-        w = self.fc1.weight
-        key = (w.data_ptr(), w._version, c, s)
-        if self._fc1_cl is None or self._fc1_cl[0] != key:
-            permuted = w.detach().view(-1, c, s, s).permute(0, 2, 3, 1).reshape(w.shape[0], -1)
-            self._fc1_cl = (key, permuted.contiguous())
-        return self._fc1_cl[1]
+        def permute(w):  # columns (C, S, S) -> (S, S, C)
+            return w.detach().view(-1, c, s, s).permute(0, 2, 3, 1).reshape(w.shape[0], -1)
+
+        return derived_weight(self, "_fc1_cl", self.fc1.weight, permute, c, s)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r, c, s = x.shape[0], x.shape[1], x.shape[-1]

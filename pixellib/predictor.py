@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import heap
 from .config import ARCHITECTURES, InferenceConfig, inference_config
 from .io import read_image
 from .model.detector import PointRendRCNN, build_model
@@ -116,6 +117,8 @@ class Predictor:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.precision = precision
+        if self.device.type == "cpu":
+            heap.reuse_freed_memory()
         if not isinstance(model, PointRendRCNN):
             model = load_model(model, backbone=backbone, inference=self.inference)
         self.model = model.to(self.device)

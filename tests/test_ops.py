@@ -261,3 +261,33 @@ def test_torchvision_fast_path_agrees(monkeypatch):
     got = ops.roi_align(feat, boxes, output_size=7, spatial_scale=0.25)
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
     assert F.grid_sample is not None
+
+
+# ----------------------------------------------------------------------------- add + ReLU
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("alpha", [1, 4])
+def test_add_relu_fused_and_fallback(fused, alpha, monkeypatch):
+    if not fused:
+        monkeypatch.setattr(ops, "_ADD_RELU", None)
+    elif ops._ADD_RELU is None:
+        pytest.skip("this torch has no fused add + ReLU kernel")
+    g = torch.Generator().manual_seed(alpha)
+    a, b = torch.randn(3, 5, 7, generator=g), torch.randn(3, 5, 7, generator=g)
+    expected = (a + alpha * b).clamp_min(0)
+    out = torch.full_like(a, float("nan"))
+    assert ops.add_relu(a, b, alpha=alpha, out=out) is out
+    assert torch.equal(out, expected)
+    assert (out == 0).any() and (out > 0).any()
+    ops.add_relu(a, b, alpha=alpha, out=a)  # in place
+    assert torch.equal(a, expected)
+
+
+def test_add_relu_reduced_precision():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4, 9, generator=g), torch.randn(4, 9, generator=g)
+    for dtype in (torch.bfloat16, torch.float16):
+        x, y = a.to(dtype), b.to(dtype)
+        ops.add_relu(x, y, out=x)
+        assert x.dtype == dtype
+        assert torch.equal(x, (a.to(dtype) + b.to(dtype)).clamp_min(0))

@@ -156,3 +156,14 @@ def test_output_is_channels_last_for_the_next_convolution():
         z = F.conv2d(y, torch.randn(5, 4, 1, 1))
     assert not [e.name for e in prof.events() if e.name in ("aten::clone", "aten::copy_")]
     assert z.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_relu_without_fused_kernel(monkeypatch):
+    from pixellib.model import ops
+
+    monkeypatch.setattr(ops, "_ADD_RELU", None)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 6, 13, 10, generator=g)
+    weight, b = torch.randn(4, 6, 3, 3, generator=g), torch.randn(4, generator=g)
+    y = winograd.conv3x3(x, winograd.transform_weight(weight), b, relu=True)
+    assert _scaled_error(y, _direct64(x, weight, b).relu()) < 1e-5

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import Conv2d, FrozenBatchNorm2d
+from .ops import add_relu
 
 
 class BasicStem(nn.Module):
@@ -59,8 +60,7 @@ class BottleneckBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv3(self.conv2(self.conv1(x)))
-        out += x if self.shortcut is None else self.shortcut(x)
-        return F.relu_(out)
+        return add_relu(out, x if self.shortcut is None else self.shortcut(x), out=out)
 
 
 class ResNet(nn.Module):

@@ -13,6 +13,21 @@ import os
 import torch
 import torch.nn.functional as F
 
+# torch's fused add + ReLU kernel (aten::_add_relu, made for its JIT fuser), when it has one;
+# it has a CPU kernel only, for full-precision types only (not under bf16 autocast).
+_ADD_RELU = getattr(torch.ops.aten, "_add_relu", None)
+_ADD_RELU_TYPES = (torch.float32, torch.float64)
+
+
+def add_relu(a: torch.Tensor, b: torch.Tensor, *, alpha=1, out: torch.Tensor) -> torch.Tensor:
+    """``out = max(a + alpha * b, 0)``, in one pass over memory where torch can (float32
+    on the CPU); ``out`` may be ``a``."""
+    if (_ADD_RELU is not None and out.device.type == "cpu"
+            and a.dtype == b.dtype == out.dtype and out.dtype in _ADD_RELU_TYPES):
+        return _ADD_RELU.out(a, b, alpha=alpha, out=out)
+    return torch.add(a, b, alpha=alpha, out=out).clamp_min_(0)
+
+
 # ln(1000/16): detectron2's upper clamp on predicted log-scale deltas.
 SCALE_CLAMP = math.log(1000.0 / 16)
 

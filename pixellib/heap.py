@@ -7,7 +7,7 @@ freed, so each new map is faulted in and zeroed by the kernel page by page: meas
 120,000 page faults and ~0.1 s of a 1.5 s forward pass (a 64 -> 256 1x1 convolution took
 20 ms instead of 10). With ``mmap`` off for large blocks and a high trim threshold, freed
 blocks stay in the heap and the next tensor of that size reuses them: no faults after the
-first image. Peak memory moves by ~0.1 GB (docs/benchmarks.md); the process keeps up to
+first images. Peak memory rises by ~0.25 GB (docs/benchmarks.md); the process keeps up to
 :data:`TRIM_THRESHOLD` of freed memory at the top of its heap instead of returning it.
 
 This is a process-wide malloc setting, made once when a CPU :class:`~pixellib.Predictor` is

@@ -113,7 +113,7 @@ def _output_transform(m, out, tmp, *, relu: bool = False) -> None:
 def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None, *,
             relu: bool = False) -> torch.Tensor:
     """``F.conv2d(x, w, bias, padding=1)`` for one image, with ``u = transform_weight(w)``;
-    with ``relu``, followed by ReLU (applied per band, while the band is in cache).
+    with ``relu``, followed by ReLU (fused into the output transform's last adds).
 
     ``x`` is (N, C, H, W) in any memory format; the result is (N, K, H, W) channels-last.
     """

@@ -146,13 +146,17 @@ class Predictor:
         tensor = torch.from_numpy(resized.transpose(2, 0, 1).astype(np.float32))
         with torch.inference_mode(), self._autocast():
             out = self.model(tensor, (h0, w0), score_thresh=self.inference.score_thresh)
-        return Detections(
+        detections = Detections(
             boxes=out.boxes.float().cpu().numpy(),
             scores=out.scores.float().cpu().numpy(),
             class_ids=out.classes.cpu().numpy().astype(np.int64, copy=False),
             masks=out.masks.cpu().numpy(),
             image_size=(h0, w0),
         )
+        del out, tensor, resized
+        if self.device.type == "cpu":
+            heap.release_surplus()
+        return detections
 
     predict = __call__
 

@@ -33,14 +33,38 @@ def faults():
 print(json.dumps({"on": on, "faults": [faults() for _ in range(12)]}))
 """
 
+# release_surplus after rounds of the same work: the first round grows the heap (trim);
+# repeats settle (the heap may grow by fragmentation over the first ones), then regrow it to
+# sizes it had (no trim); a round four times as large grows it past them (trim).
+SURPLUS_PROBE = """
+import json, sys
+import torch
+from pixellib import heap
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) >> 10 for line in f if line.startswith("VmRSS"))
+def work(mb):
+    x = torch.ones(mb << 18)
+    for _ in range(4):
+        x = x * 2
+    del x
+on = heap.reuse_freed_memory() if sys.argv[1] == "enable" else None
+steps = []
+for mb in [64] * 16 + [256]:
+    work(mb)
+    before = rss()
+    steps.append({"mb": mb, "trimmed": heap.release_surplus(), "freed_mb": before - rss()})
+print(json.dumps({"on": on, "steps": steps}))
+"""
+
 glibc_only = pytest.mark.skipif(heap._glibc() is None, reason="needs Linux with glibc")
 
 
-def _probe(action: str, **extra) -> dict:
+def _probe(action: str, code: str = PROBE, **extra) -> dict:
     env = dict(os.environ)
     env.pop("PIXELLIB_NO_HEAP_REUSE", None)
     env.update(PYTHONPATH=str(ROOT), **extra)
-    out = subprocess.run([sys.executable, "-c", PROBE, action], env=env, cwd=ROOT,
+    out = subprocess.run([sys.executable, "-c", code, action], env=env, cwd=ROOT,
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -69,10 +93,31 @@ def test_off_switch_leaves_malloc_alone():
         assert min(later) * 2 > first, off
 
 
-def test_cpu_predictor_turns_it_on(r50_model, monkeypatch):
+@glibc_only
+def test_surplus_goes_back_when_the_heap_grows_past_its_largest_size():
+    steps = _probe("enable", SURPLUS_PROBE)["steps"]
+    first, settled, larger = steps[0], steps[-4:-1], steps[-1]
+    assert first["trimmed"] and first["freed_mb"] >= 100, steps
+    assert not any(step["trimmed"] for step in settled), steps
+    assert larger["trimmed"] and larger["freed_mb"] >= 400, steps
+
+
+@glibc_only
+def test_no_release_without_reuse():
+    steps = _probe("none", SURPLUS_PROBE)["steps"]
+    assert not any(step["trimmed"] for step in steps)
+
+
+def test_cpu_predictor_turns_it_on_and_releases_after_each_call(r50_model, monkeypatch):
+    import numpy as np
+
     from pixellib.predictor import Predictor
 
     calls = []
-    monkeypatch.setattr(heap, "reuse_freed_memory", lambda: calls.append(1) or True)
-    Predictor(r50_model)
-    assert calls == [1]
+    monkeypatch.setattr(heap, "reuse_freed_memory", lambda: calls.append("reuse") or True)
+    monkeypatch.setattr(heap, "release_surplus", lambda: calls.append("release") or False)
+    predictor = Predictor(r50_model)
+    assert calls == ["reuse"]
+    for _ in range(2):
+        predictor(np.zeros((40, 60, 3), np.uint8))
+    assert calls == ["reuse", "release", "release"]

@@ -64,7 +64,7 @@ def enabled() -> bool:
 
 
 def _glibc():
-    """The C library when it is glibc (it has ``mallopt`` and ``gnu_get_libc_version``)."""
+    """The C library when it is glibc 2.33+ (``mallopt``, ``mallinfo2``, ``malloc_trim``)."""
     if not sys.platform.startswith("linux"):
         return None
     try:

@@ -1,4 +1,5 @@
-"""Reading PointRend checkpoints safely, converting legacy key names, sniffing the architecture.
+"""PointRend checkpoints: converting legacy key names, sniffing the architecture, checking
+keys and shapes, converting files (reading them safely is :mod:`pixellib.checkpoint_files`).
 
 Spec §10 (checkpoint loading) and §11.11. This mirrors detectron2's
 ``DetectionCheckpointer._load_file`` / ``_load_model``
@@ -17,8 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
-import re
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -26,29 +25,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from pixellib import _pickle
-from pixellib.config import MODEL_URLS
-from pixellib.errors import ModelFileError, ModelNotFoundError, UnsafeModelFileError
+from pixellib.checkpoint_files import PathLike, read_checkpoint, to_tensor
+from pixellib.errors import ModelFileError
 
 logger = logging.getLogger(__name__)
 
-PathLike = str | os.PathLike
+__all__ = [
+    "CheckpointInfo", "ConversionReport", "convert_checkpoint", "convert_state_dict",
+    "detect_architecture", "expected_shapes", "inspect_checkpoint", "load_into",
+    "read_checkpoint", "save_safetensors",
+]
 
-_ZIP_MAGIC = b"PK\x03\x04"
-# Files a failed or mistaken download leaves behind, named in the error.
-_OTHER_MAGIC = {
-    b"\x89PNG": "a PNG image",
-    b"\xff\xd8\xff": "a JPEG image",
-    b"GIF8": "a GIF image",
-    b"\x1f\x8b": "a gzip archive",
-    b"<!DOCTYPE": "an HTML page",
-    b"<html": "an HTML page",
-}
-# torch's legacy (non-zip) format starts with its magic number pickled at protocol 2.
-_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 
 # Spec §10.5: pre-Nov-2020 PointRend names -> current ones. First matching prefix wins.
 LEGACY_PREFIXES: tuple[tuple[str, str], ...] = (
@@ -83,167 +72,6 @@ class CheckpointInfo:
     arch: str
     num_parameters: int  # elements in the converted state dict, FrozenBN statistics included
     report: ConversionReport
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading files
-
-
-def read_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
-    """Read a ``.pkl``/``.pth``/``.safetensors`` model file into ``{name: float32 CPU tensor}``.
-
-    Accepts the detectron2 model-zoo layout ``{"model": {...}, "__author__": ...}``, trainer
-    checkpoints ``{"model": state_dict, "optimizer": ...}`` and bare state dicts. A ``module.``
-    prefix on every key is stripped. Keys are not renamed here (see :func:`convert_state_dict`).
-    Raises ModelNotFoundError, UnsafeModelFileError or ModelFileError, each naming the file.
-    """
-    file, kind = _sniff(path)
-    if kind == "safetensors":
-        obj = _load_safetensors(file)
-    elif kind in ("zip", "torch-legacy"):
-        obj = _load_torch(file)
-    else:
-        obj = _load_pickle(file, known=kind == "pickle")
-    weights = _weights_of(obj, file)
-    tensors = {key: _to_tensor(value, key, file) for key, value in weights.items()}
-    if all(key.startswith("module.") for key in tensors):
-        tensors = {key[len("module.") :]: value for key, value in tensors.items()}
-    return tensors
-
-
-def _sniff(path: PathLike) -> tuple[Path, str]:
-    """The file and its format from its first bytes: zip, torch-legacy, pickle, safetensors or
-    unknown. Raises for a missing, empty or unreadable path and for well-known non-models."""
-    file = Path(os.fspath(path))
-    if not file.exists():
-        raise ModelNotFoundError(
-            f"{file}: model file not found. Download it with `pixellib download resnet50` (or "
-            f"`pixellib download resnet101`), or from PixelLib's releases: "
-            f"{MODEL_URLS['resnet50']} and {MODEL_URLS['resnet101']}"
-        )
-    if file.is_dir():
-        raise ModelFileError(f"{file}: is a directory, not a model file")
-    try:
-        with open(file, "rb") as f:
-            head = f.read(16)
-    except OSError as exc:
-        raise ModelFileError(f"{file}: cannot be read ({exc.strerror})") from None
-    if not head:
-        raise ModelFileError(f"{file}: is empty, not a model file (an interrupted download?)")
-    if head.startswith(_ZIP_MAGIC):
-        return file, "zip"
-    if head.startswith(_TORCH_LEGACY_MAGIC):
-        return file, "torch-legacy"
-    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return file, "pickle"
-    # safetensors: little-endian u64 header length, then a JSON object.
-    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1:
-        return file, "safetensors"
-    for magic, what in _OTHER_MAGIC.items():
-        if head.lower().startswith(magic.lower()):
-            raise ModelFileError(f"{file}: not a model file: it is {what}")
-    return file, "unknown"
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    text = text if len(text) <= 160 else text[:157] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _load_pickle(file: Path, *, known: bool) -> Any:
-    try:
-        with open(file, "rb") as f:
-            return _pickle.load_restricted(f)
-    except _pickle.Refused as exc:
-        raise UnsafeModelFileError(
-            f"{file}: refused to load an unsafe pickle: it asks for {exc.args[0]}, but a model "
-            f"file only holds numeric arrays. Nothing in it was run."
-        ) from None
-    except Exception as exc:
-        if known:
-            raise ModelFileError(f"{file}: truncated or corrupt pickle ({_short(exc)})") from None
-        raise ModelFileError(
-            f"{file}: not a model file (neither a pickle, a torch zip nor safetensors; it may "
-            f"also be truncated or corrupt)"
-        ) from None
-
-
-def _torch_reason(message: str) -> tuple[bool, str]:
-    """(refused, reason) from torch's weights-only error, without its advice to turn it off."""
-    found = re.search(r"GLOBAL ([\w.]+)|(unrecognized function [^\n]*)|(Can only [^\n]*)", message)
-    if found:
-        return True, f"it asks for {found.group(1)}" if found.group(1) else found.group(0)
-    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", message)
-    return False, found.group(1).strip() if found else "refused by the weights-only unpickler"
-
-
-def _load_torch(file: Path) -> Any:
-    try:
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        refused, reason = _torch_reason(str(exc))
-        if refused:
-            raise UnsafeModelFileError(
-                f"{file}: refused to load an unsafe torch file: {reason.rstrip('.')}, but a model "
-                f"file only holds tensors. Nothing in it was run."
-            ) from None
-        raise ModelFileError(f"{file}: truncated or corrupt torch file ({reason})") from None
-    except Exception as exc:
-        raise ModelFileError(f"{file}: truncated or corrupt torch file ({_short(exc)})") from None
-
-
-def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(file, device="cpu")
-    except Exception as exc:
-        raise ModelFileError(f"{file}: truncated or corrupt safetensors ({_short(exc)})") from None
-
-
-def _is_array(value: Any) -> bool:
-    return isinstance(value, (np.ndarray, np.generic, torch.Tensor))
-
-
-def _weights_of(obj: Any, file: Path) -> Mapping:
-    """The state dict inside a loaded object: ``obj["model"]`` if present, else ``obj``."""
-    if not isinstance(obj, dict):
-        raise ModelFileError(
-            f"{file}: not a model file: it holds a {type(obj).__name__}, not a dict of weights"
-        )
-    if "model" in obj:
-        weights = obj["model"]
-        if not isinstance(weights, dict):
-            raise ModelFileError(
-                f"{file}: no weights found: 'model' holds a {type(weights).__name__}, "
-                f"not a dict of arrays"
-            )
-    else:
-        weights = obj
-        if not any(_is_array(value) for value in obj.values()):
-            keys = ", ".join(repr(key) for key in list(obj)[:8]) or "none"
-            raise ModelFileError(f"{file}: no weights found (top-level keys: {keys})")
-    if not weights:
-        raise ModelFileError(f"{file}: no weights found ('model' is empty)")
-    return weights
-
-
-def _to_tensor(value: Any, key: Any, file: Path) -> torch.Tensor:
-    if not isinstance(key, str):
-        raise ModelFileError(f"{file}: key {key!r} is a {type(key).__name__}, not a string")
-    if isinstance(value, torch.Tensor):
-        if value.layout != torch.strided or value.is_complex() or value.is_quantized:
-            raise ModelFileError(f"{file}: '{key}' is not a dense real tensor ({value.dtype})")
-        return value.detach().to("cpu", torch.float32).contiguous()
-    if isinstance(value, (np.ndarray, np.generic)):
-        if value.dtype.kind not in "biuf":
-            raise ModelFileError(f"{file}: '{key}' is a {value.dtype} array, not numeric")
-        array = np.asarray(value, dtype=np.float32, order="C")
-        if not array.flags.writeable:
-            array = array.copy()
-        return torch.from_numpy(array)
-    raise ModelFileError(f"{file}: '{key}' holds a {type(value).__name__}, not an array of weights")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,7 +221,7 @@ def save_safetensors(state_dict: Mapping[str, Any], path: PathLike) -> None:
     tensors: dict[str, torch.Tensor] = {}
     storages: set[int] = set()
     for key, value in state_dict.items():
-        tensor = _to_tensor(value, key, Path(os.fspath(path)))
+        tensor = to_tensor(value, key, Path(os.fspath(path)))
         pointer = tensor.untyped_storage().data_ptr()
         if pointer in storages:  # safetensors refuses tensors that share memory
             tensor = tensor.clone()

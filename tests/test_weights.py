@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pixellib import weights
+from pixellib import _pickle, weights
 from pixellib.errors import ModelFileError
 from pixellib.weights import (
     CheckpointInfo,
@@ -386,8 +386,8 @@ def test_convert_checkpoint_roundtrip_without_pickle(tmp_path, monkeypatch):
     def no_pickle(*args, **kwargs):
         raise AssertionError("a safetensors file must not be unpickled")
 
-    monkeypatch.setattr(weights._pickle, "load_restricted", no_pickle)
-    monkeypatch.setattr(weights.torch, "load", no_pickle)
+    monkeypatch.setattr(_pickle, "load_restricted", no_pickle)
+    monkeypatch.setattr(torch, "load", no_pickle)
     assert_same(read_checkpoint(tmp_path / "out.safetensors"), arrays)
 
 

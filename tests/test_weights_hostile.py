@@ -24,6 +24,7 @@ from numpy.testing._private.utils import runstring
 from safetensors.torch import save_file
 
 from pixellib import weights
+from pixellib.config import MODEL_URLS
 from pixellib.errors import ModelFileError, ModelNotFoundError, UnsafeModelFileError
 from pixellib.weights import inspect_checkpoint, read_checkpoint
 
@@ -377,8 +378,8 @@ def test_missing_path_says_how_to_get_the_model(tmp_path):
     text = str(err.value)
     assert isinstance(err.value, FileNotFoundError)
     assert path.name in text and "pixellib download" in text
-    assert weights.MODEL_URLS["resnet50"] in text and weights.MODEL_URLS["resnet101"] in text
-    assert weights.MODEL_URLS["resnet50"] == (
+    assert MODEL_URLS["resnet50"] in text and MODEL_URLS["resnet101"] in text
+    assert MODEL_URLS["resnet50"] == (
         "https://github.com/ayoolaolafenwa/PixelLib/releases/download/0.2.0/pointrend_resnet50.pkl"
     )
 

@@ -199,9 +199,10 @@ def progress(text: str) -> None:
 
 
 def checkpoints(models: list[str], cache_dir: Path) -> dict[str, Path]:
-    """Synthetic checkpoints (``pixellib.testing``), cached under a digest of the generator."""
+    """Synthetic checkpoints (``pixellib.checkpoint.synthetic``), cached under a digest of
+    the generator."""
     sys.path.insert(0, str(ROOT))
-    from pixellib import testing
+    from pixellib.checkpoint import synthetic as testing
 
     recipe = hashlib.sha256(Path(testing.__file__).read_bytes()).hexdigest()[:12]
     out = {}

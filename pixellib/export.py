@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from .classes import COCO_CLASSES
-from .io import write_image
+from .media.images import write_image
 from .structures import Detections
 
 #: Official COCO category id of each of the 80 model classes (index = class id). COCO numbers

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import heap
 from .config import ARCHITECTURES, InferenceConfig, inference_config
-from .io import read_image
+from .media.images import read_image
 from .model.detector import PointRendRCNN, build_model
 from .model.layers import fold_frozen_norms
+from .runtime import heap
 from .structures import Detections
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def load_model(
     The architecture comes from the tensors; when ``backbone`` (a PixelLib name) disagrees,
     the file wins and a warning says so.
     """
-    from . import weights
+    from .checkpoint import state_dict as weights
 
     if isinstance(source, dict):
         path = None
@@ -136,7 +136,8 @@ class Predictor:
     def __call__(self, image: np.ndarray | str | os.PathLike) -> Detections:
         """Detections for one image, in its own pixel coordinates.
 
-        ``image`` is an (H, W, 3) uint8 BGR array, or anything :func:`pixellib.io.read_image`
+        ``image`` is an (H, W, 3) uint8 BGR array, or anything
+        :func:`pixellib.media.images.read_image`
         accepts (a path; grey, BGRA, 16-bit or float arrays), converted by its rules; bad
         input raises :class:`~pixellib.errors.ImageReadError` / ``InputNotFoundError``.
         """

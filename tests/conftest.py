@@ -10,7 +10,7 @@ os.environ.setdefault("PIXELLIB_NO_TORCHVISION", "1")  # the plain-torch ops are
 
 @pytest.fixture(scope="session")
 def r50_checkpoint(tmp_path_factory):
-    from pixellib.testing import write_checkpoint
+    from pixellib.checkpoint.synthetic import write_checkpoint
 
     return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "pointrend_resnet50.pkl",
                             "resnet50", 0)
@@ -18,7 +18,7 @@ def r50_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def x101_checkpoint(tmp_path_factory):
-    from pixellib.testing import write_checkpoint
+    from pixellib.checkpoint.synthetic import write_checkpoint
 
     return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "pointrend_resnet101.pkl",
                             "resnext101_32x8d", 1)

@@ -20,7 +20,7 @@ import torch
 
 from pixellib.classes import COCO_CLASSES
 from pixellib.errors import ImageReadError, InputNotFoundError, ModelNotFoundError
-from pixellib.io import read_image
+from pixellib.media.images import read_image
 from pixellib.predictor import Predictor
 from pixellib.torchbackend.instance import SkippedImageWarning, instanceSegmentation
 
@@ -430,7 +430,7 @@ def test_segment_batch_two_at_a_time_matches_single_images(ins, tmp_path, monkey
                                             save_extracted_objects=True)
     finally:
         ins._predictor = predictor
-    from pixellib.parallel import batch_plan
+    from pixellib.runtime.parallel import batch_plan
 
     workers, threads = batch_plan()
     assert len(calls) == 3

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from pixellib.errors import ImageReadError, InputNotFoundError
+from pixellib.media.video import VideoWriter, iter_frames, video_info
 from pixellib.torchbackend.instance import instanceSegmentation
-from pixellib.video import VideoWriter, iter_frames, video_info
 
 IMAGES = Path(__file__).parent / "data" / "images"
 SIZE = (160, 120)  # (width, height)

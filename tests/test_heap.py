@@ -1,4 +1,4 @@
-"""Large freed blocks are reused from the heap instead of faulted in again (pixellib.heap).
+"""Large freed blocks are reused from the heap instead of faulted in again (pixellib.runtime.heap).
 
 The setting is process-wide, so each case runs in a fresh interpreter.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pixellib import heap
+from pixellib.runtime import heap
 
 ROOT = Path(__file__).parents[1]
 
@@ -21,7 +21,7 @@ ROOT = Path(__file__).parents[1]
 PROBE = """
 import json, resource, sys
 import torch
-from pixellib import heap
+from pixellib.runtime import heap
 on = heap.reuse_freed_memory() if sys.argv[1] == "enable" else None
 def faults():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -39,7 +39,7 @@ print(json.dumps({"on": on, "faults": [faults() for _ in range(12)]}))
 SURPLUS_PROBE = """
 import json, sys
 import torch
-from pixellib import heap
+from pixellib.runtime import heap
 def rss():
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) >> 10 for line in f if line.startswith("VmRSS"))

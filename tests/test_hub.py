@@ -1,4 +1,4 @@
-"""Model download and cache (pixellib.hub) against a local HTTP server on 127.0.0.1.
+"""Model download and cache (pixellib.checkpoint.hub) against a local HTTP server on 127.0.0.1.
 
 Most tests swap the checkpoint validator for one that accepts a tiny marker file, so no
 240 MB checkpoint is needed; ``test_real_validator_*`` keep the real one.
@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pixellib import hub
+from pixellib.checkpoint import hub
 from pixellib.errors import ModelFileError, ModelNotFoundError, PixellibError
 
 MARKER = b"PIXELLIB-TEST-CHECKPOINT "
@@ -71,7 +71,7 @@ def home(tmp_path, monkeypatch):
 @pytest.fixture
 def fake_validator(monkeypatch):
     """Accept files starting with MARKER + arch; record the paths validated."""
-    import pixellib.weights as weights
+    import pixellib.checkpoint.state_dict as weights
 
     seen = []
 
@@ -218,7 +218,7 @@ def test_real_validator_rejects(server, routes, home, body):
 
 
 def test_real_validator_is_called(server, routes, home, monkeypatch):
-    import pixellib.weights as weights
+    import pixellib.checkpoint.state_dict as weights
 
     calls = []
     real = weights.inspect_checkpoint

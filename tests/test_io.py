@@ -1,4 +1,4 @@
-"""pixellib.io: parity with cv2.imread, bad-input tables, the array policy, fuzzing."""
+"""pixellib.media.images: parity with cv2.imread, bad-input tables, the array policy, fuzzing."""
 from __future__ import annotations
 
 import io as _io
@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from pixellib import io as pio
 from pixellib.errors import ImageReadError, InputNotFoundError, PixellibError
-from pixellib.io import (
+from pixellib.media import images as pio
+from pixellib.media.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     list_images,

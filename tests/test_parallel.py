@@ -1,4 +1,4 @@
-"""Two images in flight for batches (pixellib.parallel)."""
+"""Two images in flight for batches (pixellib.runtime.parallel)."""
 from __future__ import annotations
 
 import threading
@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from pixellib import parallel
+from pixellib.runtime import parallel
 
 
 @pytest.fixture

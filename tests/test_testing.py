@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pixellib import testing
+from pixellib.checkpoint import synthetic as testing
 
 DIGESTS = {
     ("resnet50", 0): "af0caa4e8c433e328604e4b343c823f07926734a57d68ececaaa1896e0c3aa57",
@@ -20,7 +20,7 @@ def test_generator_matches_spec_digest(arch, seed):
 
 
 def test_written_file_is_the_same_checkpoint(r50_checkpoint):
-    from pixellib.weights import read_checkpoint
+    from pixellib.checkpoint.state_dict import read_checkpoint
 
     loaded = read_checkpoint(r50_checkpoint)
     assert testing.digest({k: v.numpy() for k, v in loaded.items()}) == DIGESTS[("resnet50", 0)]
@@ -31,7 +31,7 @@ def test_command_line_digest_and_write(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == DIGESTS[("resnet50", 0)]
     out = tmp_path / "legacy.pkl"
     testing.main(["resnet50", "0", str(out), "--legacy-names"])
-    from pixellib.weights import read_checkpoint
+    from pixellib.checkpoint.state_dict import read_checkpoint
 
     keys = set(read_checkpoint(out))
     assert "roi_heads.mask_coarse_head.coarse_mask_fc1.weight" in keys

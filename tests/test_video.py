@@ -1,12 +1,12 @@
-"""pixellib.video: frame generator, header info, atomic writer with codec choice."""
+"""pixellib.media.video: frame generator, header info, atomic writer with codec choice."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pixellib import video as pv
 from pixellib.errors import ImageReadError, InputNotFoundError
-from pixellib.video import VIDEO_CODECS, VideoWriter, iter_frames, video_info
+from pixellib.media import video as pv
+from pixellib.media.video import VIDEO_CODECS, VideoWriter, iter_frames, video_info
 
 SIZE = (64, 48)  # (width, height)
 

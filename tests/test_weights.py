@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pixellib import _pickle, weights
-from pixellib.errors import ModelFileError
-from pixellib.weights import (
+from pixellib.checkpoint import state_dict as weights
+from pixellib.checkpoint import unpickler as _pickle
+from pixellib.checkpoint.state_dict import (
     CheckpointInfo,
     ConversionReport,
     convert_checkpoint,
@@ -25,6 +25,7 @@ from pixellib.weights import (
     read_checkpoint,
     save_safetensors,
 )
+from pixellib.errors import ModelFileError
 
 KEYS_JSON = Path(__file__).parent / "data" / "pointrend_keys.json"
 PROBE = "backbone.bottom_up.res2.0.conv2.weight"
@@ -249,7 +250,7 @@ def test_unused_keys_are_dropped_quietly(caplog):
     raw = {PROBE: 0, "pixel_mean": 1, "pixel_std": 2, "backbone.x.norm.num_batches_tracked": 3}
     raw.update({key: 4 for key in CELL_ANCHORS})
     before = dict(raw)
-    with caplog.at_level("INFO", logger="pixellib.weights"):
+    with caplog.at_level("INFO", logger="pixellib.checkpoint.state_dict"):
         converted, report = convert_state_dict(raw)
     assert converted == {PROBE: 0}
     assert sorted(report.ignored) == sorted(set(raw) - {PROBE})

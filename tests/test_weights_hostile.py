@@ -23,10 +23,10 @@ import torch
 from numpy.testing._private.utils import runstring
 from safetensors.torch import save_file
 
-from pixellib import weights
+from pixellib.checkpoint import state_dict as weights
+from pixellib.checkpoint.state_dict import inspect_checkpoint, read_checkpoint
 from pixellib.config import MODEL_URLS
 from pixellib.errors import ModelFileError, ModelNotFoundError, UnsafeModelFileError
-from pixellib.weights import inspect_checkpoint, read_checkpoint
 
 PROBE = "backbone.bottom_up.res2.0.conv2.weight"
 POINT = "roi_heads.mask_head.point_head.fc1.weight"

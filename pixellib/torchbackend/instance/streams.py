@@ -2,7 +2,7 @@
 
 Both take ``segment(frame, index) -> (results, output)`` (``index`` counts frames from 1), so
 they know nothing about PixelLib's options; frames are ``(H, W, 3)`` uint8 BGR. Output videos
-go through :class:`pixellib.video.VideoWriter`: a codec the extension holds, and a file that
+go through :class:`pixellib.media.video.VideoWriter`: a codec the extension holds, and a file that
 appears only once complete.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from ...errors import ImageReadError
-from ...video import VideoWriter, iter_frames, video_info
+from ...media.video import VideoWriter, iter_frames, video_info
 
 #: Window title of ``process_camera(show_frames=True)`` when ``frame_name`` is None.
 DEFAULT_WINDOW_NAME = "pixellib"

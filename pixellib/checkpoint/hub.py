@@ -2,8 +2,9 @@
 
 A download streams to a temporary name inside the cache folder, checks the byte count against
 ``Content-Length``, and loads the file (right keys and shapes, via
-:func:`pixellib.weights.inspect_checkpoint`) before renaming it into place. A failed download
-leaves nothing behind and raises :class:`ModelDownloadError` naming the URL and the cause.
+:func:`pixellib.checkpoint.state_dict.inspect_checkpoint`) before renaming it into place.
+A failed download leaves nothing behind and raises :class:`ModelDownloadError` naming the
+URL and the cause.
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .config import MODEL_URLS
-from .errors import ModelNotFoundError, PixellibError
+from ..config import MODEL_URLS
+from ..errors import ModelNotFoundError, PixellibError
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ def _fetch(url: str, out, *, progress: bool, desc: str) -> None:
 
 def _validate(path: Path, name: str, url: str) -> None:
     """Load the downloaded file; it must be a PointRend checkpoint of the expected architecture."""
-    from . import weights
+    from . import state_dict as weights
 
     try:
         info = weights.inspect_checkpoint(path)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pixellib import _pickle
+from pixellib.checkpoint import unpickler as _pickle
 from pixellib.config import MODEL_URLS
 from pixellib.errors import ModelFileError, ModelNotFoundError, UnsafeModelFileError
 
@@ -44,7 +44,7 @@ def read_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
     Accepts the detectron2 model-zoo layout ``{"model": {...}, "__author__": ...}``, trainer
     checkpoints ``{"model": state_dict, "optimizer": ...}`` and bare state dicts. A ``module.``
     prefix on every key is stripped. Keys are not renamed here
-    (see :func:`pixellib.weights.convert_state_dict`).
+    (see :func:`pixellib.checkpoint.state_dict.convert_state_dict`).
     Raises ModelNotFoundError, UnsafeModelFileError or ModelFileError, each naming the file.
     """
     file, kind = _sniff(path)

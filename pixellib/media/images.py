@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .errors import ImageReadError, InputNotFoundError
+from ..errors import ImageReadError, InputNotFoundError
 
 logger = logging.getLogger(__name__)
 

@@ -1,12 +1,12 @@
 """PointRend checkpoints: converting legacy key names, sniffing the architecture, checking
-keys and shapes, converting files (reading them safely is :mod:`pixellib.checkpoint_files`).
+keys and shapes, converting files (reading them safely is :mod:`pixellib.checkpoint.files`).
 
 Spec §10 (checkpoint loading) and §11.11. This mirrors detectron2's
 ``DetectionCheckpointer._load_file`` / ``_load_model``
 (``detectron2/checkpoint/detection_checkpoint.py``) with three deliberate differences:
 
 * nothing in a file is ever executed: ``.pkl`` goes through a restricted unpickler
-  (:mod:`pixellib._pickle`), torch files through ``torch.load(weights_only=True)``, and
+  (:mod:`pixellib.checkpoint.unpickler`), torch files through ``torch.load(weights_only=True)``, and
   ``.safetensors`` has no pickle at all. The format is read from the content, not the extension;
 * legacy (pre-Nov-2020) PointRend names are translated by one pure function,
   :func:`convert_state_dict`, instead of module load hooks;
@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from pixellib.checkpoint_files import PathLike, read_checkpoint, to_tensor
+from pixellib.checkpoint.files import PathLike, read_checkpoint, to_tensor
 from pixellib.errors import ModelFileError
 
 logger = logging.getLogger(__name__)

@@ -4,8 +4,8 @@
 The value recipe is the project's spec (``test-checkpoint.md``): random weights scaled so that
 activations stay O(1) on real photos, so detections and masks vary by image.
 
-    python -m pixellib.testing ARCH SEED OUT.pkl [--legacy-names]
-    python -m pixellib.testing ARCH SEED --digest
+    python -m pixellib.checkpoint.synthetic ARCH SEED OUT.pkl [--legacy-names]
+    python -m pixellib.checkpoint.synthetic ARCH SEED --digest
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import weights
-from .model.detector import state_dict_shapes
+from ..model.detector import state_dict_shapes
+from . import state_dict as weights
 
 ANCHOR_SIZES = (32, 64, 128, 256, 512)
 ANCHOR_RATIOS = (0.5, 1.0, 2.0)
@@ -136,7 +136,8 @@ def write_checkpoint(
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pixellib.testing", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m pixellib.checkpoint.synthetic", description=__doc__)
     parser.add_argument("arch", choices=("resnet50", "resnet101", "resnext101_32x8d"))
     parser.add_argument("seed", type=int)
     parser.add_argument("out", nargs="?", help="output .pkl path")

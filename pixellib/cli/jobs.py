@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputNotFoundError
+from ..errors import InputNotFoundError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 DEFAULT_BATCH_FOLDER = "segmented"
@@ -35,7 +35,7 @@ class Job:
 
 def _expand_inputs(inputs: list[str]) -> list[Path]:
     """Files named by the arguments: files as given, folders' images (sorted), glob matches."""
-    from .io import IMAGE_EXTENSIONS, list_images
+    from ..media.images import IMAGE_EXTENSIONS, list_images
 
     found: list[Path] = []
     for raw in inputs:
@@ -70,7 +70,7 @@ def _is_video(path: Path) -> bool:
 
 
 def _output_ext(path: Path) -> str:
-    from .io import IMAGE_EXTENSIONS
+    from ..media.images import IMAGE_EXTENSIONS
 
     if _is_video(path):
         return ".mp4"
@@ -80,8 +80,8 @@ def _output_ext(path: Path) -> str:
 
 def plan_jobs(inputs: list[str], output: str | None) -> list[Job]:
     """Pair each input with its output path; refuse any plan that would overwrite an input."""
-    from .io import IMAGE_EXTENSIONS
-    from .video import VIDEO_CODECS
+    from ..media.images import IMAGE_EXTENSIONS
+    from ..media.video import VIDEO_CODECS
 
     sources = _expand_inputs(inputs)
     single = len(inputs) == 1 and Path(inputs[0]).expanduser().is_file()

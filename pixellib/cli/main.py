@@ -4,7 +4,7 @@ Exit codes: 0 success; 1 a user error (one line ``pixellib: error: ...`` on stde
 traceback), or a batch where nothing succeeded, or any failure with ``--strict``; 2 bad
 arguments (argparse). Unexpected exceptions keep their traceback.
 
-Output naming for ``segment``: :mod:`pixellib.cli_jobs`.
+Output naming for ``segment``: :mod:`pixellib.cli.jobs`.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli_jobs import DEFAULT_BATCH_FOLDER, VIDEO_EXTENSIONS, Job, plan_jobs
-from .errors import PixellibError
+from ..errors import PixellibError
+from .jobs import DEFAULT_BATCH_FOLDER, VIDEO_EXTENSIONS, Job, plan_jobs
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -46,7 +46,7 @@ def _probability(text: str) -> float:
 
 
 def _class_list(text: str) -> list[int]:
-    from .classes import class_id
+    from ..classes import class_id
 
     names = [n for n in text.split(",") if n.strip()]
     if not names:
@@ -166,7 +166,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         if (args.extract or args.coco) and any(j.video for j in todo):
             print("pixellib: warning: --extract and --coco apply to images; videos are only "
                   "annotated", file=sys.stderr)
-        from .parallel import ordered_map
+        from ..runtime.parallel import ordered_map
 
         predictor = _load_predictor(args)
         images = [j for j in todo if not j.video]
@@ -200,8 +200,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 def _load_predictor(args: argparse.Namespace):
     import torch
 
-    from .hub import MODEL_URLS, cached_model_path, model_url, resolve_model
-    from .predictor import Predictor
+    from ..checkpoint.hub import MODEL_URLS, cached_model_path, model_url, resolve_model
+    from ..predictor import Predictor
 
     try:
         torch.device(args.device)
@@ -233,12 +233,12 @@ def _report_failure(job: Job, error: BaseException, stats: _Stats, bar) -> None:
 
 def _segment_image(predictor, job: Job, args):
     """Read, segment, draw and write one image (runs in a batch worker); its detections."""
-    from .io import read_image, write_image
+    from ..media.images import read_image, write_image
 
     image = read_image(job.source)
     det, drawn = _segment(predictor, image, args)
     if args.extract:
-        from .export import extract_objects, save_extracts
+        from ..export import extract_objects, save_extracts
 
         from_box = args.extract == "box"
         crops = extract_objects(image, det.masks, _int_boxes(det), from_box=from_box)
@@ -253,7 +253,7 @@ def _count_image(job: Job, det, args, stats: _Stats) -> None:
     stats.images += 1
     stats.objects += len(det)
     if args.coco:
-        from .export import to_coco_json
+        from ..export import to_coco_json
 
         stats.coco.append(to_coco_json(det, len(stats.coco) + 1, str(job.source)))
 
@@ -265,7 +265,7 @@ def _segment_video(predictor, job: Job, args) -> tuple[int, int]:
 
     from tqdm import tqdm
 
-    from .video import VideoWriter, iter_frames, video_info
+    from ..media.video import VideoWriter, iter_frames, video_info
 
     fps, n_frames, _ = video_info(job.source)
     fps = fps if math.isfinite(fps) and fps > 0 else 30.0  # some containers declare none
@@ -289,7 +289,7 @@ def _segment(predictor, image, args):
     """Detections (filtered by --classes) and the annotated copy of ``image``."""
     import numpy as np
 
-    from .visualize import draw_detections, label_text
+    from ..visualize import draw_detections, label_text
 
     det = predictor(image)
     if args.classes is not None:
@@ -310,8 +310,8 @@ def _write_coco(path: Path, per_image: list[dict]) -> None:
     """Merge per-image COCO dicts (annotation ids renumbered) and write them atomically."""
     import json
 
-    from .export import to_coco_json
-    from .structures import Detections
+    from ..export import to_coco_json
+    from ..structures import Detections
 
     images, annotations = [], []
     for record in per_image:
@@ -343,7 +343,7 @@ def _summary(stats: _Stats, seconds: float) -> str:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    from .hub import cached_model_path, download_model, model_url
+    from ..checkpoint.hub import cached_model_path, download_model, model_url
 
     path = cached_model_path(args.name)
     if path.is_file() and not args.force:
@@ -355,8 +355,8 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .hub import resolve_model
-    from .weights import inspect_checkpoint
+    from ..checkpoint.hub import resolve_model
+    from ..checkpoint.state_dict import inspect_checkpoint
 
     info = inspect_checkpoint(resolve_model(args.model, download=False))
     renamed, ignored = info.report.renamed, info.report.ignored
@@ -373,8 +373,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .hub import resolve_model
-    from .weights import convert_checkpoint
+    from ..checkpoint.hub import resolve_model
+    from ..checkpoint.state_dict import convert_checkpoint
 
     src, dst = resolve_model(args.src, download=False), Path(args.dst)
     if dst.suffix.lower() != ".safetensors":

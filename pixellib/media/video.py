@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import ImageReadError, InputNotFoundError
+from ..errors import ImageReadError, InputNotFoundError
 
 logger = logging.getLogger(__name__)
 

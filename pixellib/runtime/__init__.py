@@ -1,0 +1,1 @@
+"""Process tuning for entry points that own the process: heap reuse, parallel maps."""

@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ImageReadError, InputNotFoundError
+from .files import write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -344,16 +344,7 @@ def write_image(path: PathLike, image_bgr: np.ndarray, params: Sequence[int] = (
     ok, encoded = cv2.imencode(ext, image, list(params))
     if not ok:
         raise ValueError(f"cannot write {str(path)!r}: OpenCV failed to encode {ext}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:  # "x": honours the umask, unlike mkstemp's 0600
-            f.write(encoded.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes(path, encoded.tobytes())
 
 
 def list_images(folder: PathLike) -> list[Path]:

@@ -1,0 +1,60 @@
+"""Atomic file writes: the one helper every output of the project goes through.
+
+Readers never see a half-written file and a failed write leaves nothing behind: the bytes go
+to a hidden, uniquely named temporary file in the destination's folder (so two processes
+writing the same output never collide), which then replaces the destination with
+``os.replace`` (atomic on POSIX and Windows within one file system).
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+PathLike = str | os.PathLike
+
+
+def temporary_name(path: PathLike) -> Path:
+    """A hidden, unique name beside ``path`` that keeps its extension (encoders pick the
+    format from it): ``dir/.name.<random>.tmp.ext``."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.{secrets.token_hex(6)}.tmp{path.suffix}")
+
+
+@contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write ``path``'s content to; on a clean exit it replaces
+    ``path``, on an exception it is removed. Parent folders are created.
+
+    For writers that want a file name (encoders, ``torch.save``, ``cv2.VideoWriter``)::
+
+        with atomic_path("out.mp4") as tmp:
+            encode_to(tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: PathLike, data: bytes | bytearray | memoryview) -> Path:
+    """Write ``data`` to ``path`` atomically (see the module doc); return ``path``.
+
+    The file is created with mode ``x`` so it honours the umask (unlike ``mkstemp``'s 0600).
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "xb") as f:
+        f.write(data)
+    return path
+
+
+def write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically; return ``path``."""
+    return write_bytes(path, text.encode(encoding))

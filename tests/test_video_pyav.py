@@ -3,6 +3,7 @@ terminal noise, the OpenCV fallback, and the one frame loop (pixellib.media.vide
 from __future__ import annotations
 
 import logging
+import struct
 import subprocess
 import sys
 import textwrap
@@ -10,6 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -111,6 +113,27 @@ def test_odd_sizes_are_padded_by_a_repeated_pixel(tmp_path):
     assert np.abs(decoded[:47, :63] - frame).mean() < 4  # the picture itself is kept
     assert decoded[10:40, 63].mean() > 200  # the padded column repeats the white one
     assert abs(decoded[47, 5:55].mean() - 128) < 10  # and the padded row the grey one
+
+
+def test_portrait_phone_video_is_turned_upright(tmp_path):
+    """A phone's portrait clip: landscape frames plus a 90-degree turn in the MP4 track header
+    (patched in here); frames come out upright, as OpenCV shows them."""
+    frame = np.zeros((48, 64, 3), np.uint8)
+    frame[:10, :20] = (0, 0, 255)  # a red block in the top left corner
+    with VideoWriter(tmp_path / "flat.mp4", 10, (64, 48)) as writer:
+        writer.write(frame)
+    data = bytearray((tmp_path / "flat.mp4").read_bytes())
+    matrix = data.index(b"tkhd") + 44  # version-0 track header: the display matrix
+    data[matrix:matrix + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 1 << 30)
+    (tmp_path / "portrait.mp4").write_bytes(data)
+    upright = next(iter_frames(tmp_path / "portrait.mp4"))
+    capture = cv2.VideoCapture(str(tmp_path / "portrait.mp4"))
+    expected = capture.read()[1]
+    capture.release()
+    assert upright.shape == expected.shape == (64, 48, 3)
+    assert np.abs(upright.astype(int) - expected).mean() < 2
+    assert upright[:20, -10:, 2].mean() > 200  # turned clockwise: the block is top right
+    assert probe_video(tmp_path / "portrait.mp4").size == (48, 64)
 
 
 def test_audio_is_remuxed_unchanged(tmp_path):

@@ -72,6 +72,11 @@ def probe_video(path: PathLike) -> VideoInfo:
         if count == 0 and rate and container.duration:
             count = round(Fraction(container.duration, 1_000_000) * rate)
         size = (stream.codec_context.width, stream.codec_context.height)
+        try:  # a rotation is only known from a decoded frame
+            if round((next(container.decode(stream)).rotation or 0) / 90) % 2:
+                size = size[::-1]
+        except (StopIteration, encode.av.FFmpegError):
+            pass
         return VideoInfo(rate, count, size, bool(container.streams.audio))
     finally:
         container.close()
@@ -134,7 +139,7 @@ def _av_frames(container, stream, what: str) -> Iterator[np.ndarray]:
         try:
             for frame in container.decode(stream):
                 count += 1
-                yield frame.to_ndarray(format="bgr24")
+                yield _upright(frame)
         except encode.av.FFmpegError as exc:
             if count == 0:
                 raise ImageReadError(f"cannot read {what}: {exc}") from None
@@ -143,6 +148,14 @@ def _av_frames(container, stream, what: str) -> Iterator[np.ndarray]:
         container.close()
     if count == 0:
         raise ImageReadError(f"cannot read {what}: no frame could be decoded")
+
+
+def _upright(frame) -> np.ndarray:
+    """The frame as BGR, turned the way it is meant to be shown: phones store portrait video
+    as landscape frames plus a rotation in the container (OpenCV applies it too)."""
+    image = frame.to_ndarray(format="bgr24")
+    quarter_turns = round((frame.rotation or 0) / 90) % 4  # counterclockwise
+    return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
 
 
 def _open_cv_file(path: PathLike, what: str):

@@ -73,7 +73,7 @@ def probe_video(path: PathLike) -> VideoInfo:
             count = round(Fraction(container.duration, 1_000_000) * rate)
         size = (stream.codec_context.width, stream.codec_context.height)
         try:  # a rotation is only known from a decoded frame
-            if round((next(container.decode(stream)).rotation or 0) / 90) % 2:
+            if round((getattr(next(container.decode(stream)), "rotation", 0) or 0) / 90) % 2:
                 size = size[::-1]
         except (StopIteration, encode.av.FFmpegError):
             pass
@@ -154,7 +154,7 @@ def _upright(frame) -> np.ndarray:
     """The frame as BGR, turned the way it is meant to be shown: phones store portrait video
     as landscape frames plus a rotation in the container (OpenCV applies it too)."""
     image = frame.to_ndarray(format="bgr24")
-    quarter_turns = round((frame.rotation or 0) / 90) % 4  # counterclockwise
+    quarter_turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4  # counterclockwise
     return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
 
 

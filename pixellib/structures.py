@@ -20,6 +20,8 @@ class Detections:
     class_ids: np.ndarray  # (N,) int64, index into COCO_CLASSES
     masks: np.ndarray  # (N, H, W) bool
     image_size: tuple[int, int]  # (H, W) of the original image
+    # (N,) int64 ids that persist across video frames (pixellib.media.tracking), or None
+    track_ids: np.ndarray | None = None
 
     def __post_init__(self):
         n = len(self.boxes)
@@ -28,6 +30,11 @@ class Detections:
         assert self.scores.shape == (n,) and self.scores.dtype == np.float32
         assert self.class_ids.shape == (n,) and self.class_ids.dtype == np.int64
         assert self.masks.shape == (n, h, w) and self.masks.dtype == np.bool_
+        if self.track_ids is not None and (
+            self.track_ids.shape != (n,) or self.track_ids.dtype != np.int64
+        ):
+            raise ValueError(f"track_ids must be ({n},) int64, got {self.track_ids.dtype} "
+                             f"{self.track_ids.shape}")
 
     @classmethod
     def empty(cls, image_size: tuple[int, int]) -> Detections:
@@ -53,6 +60,7 @@ class Detections:
             class_ids=self.class_ids[index].reshape(-1),
             masks=self.masks[index].reshape(-1, *self.image_size),
             image_size=self.image_size,
+            track_ids=None if self.track_ids is None else self.track_ids[index].reshape(-1),
         )
 
     @property

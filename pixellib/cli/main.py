@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="exit with 1 when any input fails (default: only when all fail)")
     seg.add_argument("--skip-existing", action="store_true",
                      help="skip inputs whose output file already exists")
+    seg.add_argument("--track", action="store_true",
+                     help="videos: give each object an id that persists across frames; its "
+                          "colour and caption (#id) follow the id")
     seg.add_argument("--coco", metavar="FILE.json",
                      help="also write the image detections as COCO-style JSON")
     seg.set_defaults(func=_cmd_segment)
@@ -259,34 +262,30 @@ def _count_image(job: Job, det, args, stats: _Stats) -> None:
 
 
 def _segment_video(predictor, job: Job, args) -> tuple[int, int]:
-    """Segment every frame into the output video; ``(frames, objects)``."""
-    import contextlib
-    import math
+    """Segment every frame into the output video (the shared frame loop); ``(frames,
+    objects)``."""
+    from ..media.video import run_frames
 
-    from tqdm import tqdm
+    tracker = None
+    if args.track:
+        from ..media.tracking import Tracker
 
-    from ..media.video import VideoWriter, iter_frames, video_info
+        tracker = Tracker()
+    objects = 0
 
-    fps, n_frames, _ = video_info(job.source)
-    fps = fps if math.isfinite(fps) and fps > 0 else 30.0  # some containers declare none
-    frames = objects = 0
-    with contextlib.ExitStack() as stack:  # an exception discards the partial video
-        bar = stack.enter_context(tqdm(iter_frames(job.source), total=n_frames or None,
-                                       unit="frame", desc=job.source.name, file=sys.stderr))
-        writer = None
-        for frame in bar:
-            if writer is None:
-                size = (frame.shape[1], frame.shape[0])
-                writer = stack.enter_context(VideoWriter(job.output, fps, size))
-            det, drawn = _segment(predictor, frame, args)
-            writer.write(drawn)
-            frames += 1
-            objects += len(det)
+    def step(frame, index):
+        nonlocal objects
+        det, drawn = _segment(predictor, frame, args, tracker)
+        objects += len(det)
+        return det, drawn
+
+    _, frames = run_frames(job.source, step, output=job.output, progress=job.source.name)
     return frames, objects
 
 
-def _segment(predictor, image, args):
-    """Detections (filtered by --classes) and the annotated copy of ``image``."""
+def _segment(predictor, image, args, tracker=None):
+    """Detections (filtered by --classes) and the annotated copy of ``image``. With a
+    tracker, colours follow the track ids and captions end with ``#id``."""
     import numpy as np
 
     from ..visualize import draw_detections, label_text
@@ -294,9 +293,17 @@ def _segment(predictor, image, args):
     det = predictor(image)
     if args.classes is not None:
         det = det.with_classes(args.classes)
+    colors = None
     percent = (det.scores * np.float32(100)).astype(np.int64)  # PixelLib's integer percent
     labels = [label_text(n, int(p)) for n, p in zip(det.class_names, percent, strict=True)]
-    drawn = draw_detections(image, _int_boxes(det), det.masks, labels, show_boxes=args.boxes)
+    if tracker is not None:
+        from ..media.tracking import track_colors
+
+        det = tracker.update(det)
+        colors = track_colors(det.track_ids)
+        labels = [f"{label} #{k}" for label, k in zip(labels, det.track_ids)]
+    drawn = draw_detections(image, _int_boxes(det), det.masks, labels, show_boxes=args.boxes,
+                            colors=colors)
     return det, drawn
 
 

@@ -1,89 +1,190 @@
-"""Video IO: a frame generator over ``cv2.VideoCapture`` and an atomic writer.
+"""Video in and out: frame reading, header facts, an atomic writer, and the one frame loop.
 
-Frames are ``(H, W, 3)`` uint8 **BGR**; sizes are ``(width, height)`` like OpenCV's.
-PixelLib's ``process_video`` writes FourCC ``DIVX`` into whatever container the name asks for
-(spec §9.4); :class:`VideoWriter` instead picks a codec the container holds and common players
-play (see :data:`VIDEO_CODECS`).
+Frames are ``(H, W, 3)`` uint8 **BGR** (``(H, W, 4)`` BGRA for transparent WebM); sizes are
+``(width, height)`` like OpenCV's. Files are read and written with PyAV (FFmpeg), which keeps
+the frame rate as an exact rational (NTSC's 29.97 is ``30000/1001``, not a rounded float) and
+writes H.264 that browsers play (:mod:`pixellib.media.encode`). Cameras and capture objects
+go through ``cv2.VideoCapture``. Without PyAV, files fall back to OpenCV (said once, in the
+log).
 """
 from __future__ import annotations
 
 import logging
 import os
-import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from ..errors import ImageReadError, InputNotFoundError
+from . import encode
+from .encode import pyav
+from .writer import VIDEO_CODECS, VideoWriter, as_rate
+
+__all__ = ["VIDEO_CODECS", "DEFAULT_FPS", "VideoInfo", "VideoWriter", "as_rate", "frame_rate",
+           "iter_frames", "probe_video", "run_frames", "video_info"]
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
 
-#: FourCCs tried in order for each extension. The opencv-python wheels' FFmpeg has no H.264
-#: software encoder, so ``avc1`` is usually refused and MPEG-4 Part 2 (``mp4v``) is used; both
-#: play in browsers' and desktop players' usual builds (mp4v: VLC, mpv, QuickTime, Windows).
-#: Motion-JPEG in AVI plays everywhere, at the cost of larger files.
-VIDEO_CODECS: dict[str, tuple[str, ...]] = {
-    ".mp4": ("avc1", "mp4v"),
-    ".m4v": ("avc1", "mp4v"),
-    ".mov": ("avc1", "mp4v"),
-    ".mkv": ("avc1", "mp4v"),
-    ".avi": ("MJPG", "XVID"),
-}
+#: The frame rate used when neither the caller nor the source gives a usable one.
+DEFAULT_FPS = Fraction(30)
 
-# (extension, fourcc, frame size) this process found it cannot open, so the probe (and
-# FFmpeg's error spam on stderr) happens once.
-_REFUSED: set[tuple[str, str, tuple[int, int]]] = set()
+# ----------------------------------------------------------------------------- reading
 
 
-def _open_capture(source) -> tuple[object, bool, str]:
-    """``(capture, owned, description)``; raises for missing or unopenable sources."""
-    if hasattr(source, "read") and hasattr(source, "isOpened"):
-        if not source.isOpened():
-            raise ImageReadError(f"cannot read from {source!r}: it is not opened")
-        return source, False, repr(source)
-    if isinstance(source, (int, np.integer)) and not isinstance(source, bool):
-        capture = cv2.VideoCapture(int(source))
-        what = f"camera {int(source)}"
-    elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise InputNotFoundError(f"video not found: {str(path)!r}")
-        if path.is_dir():
-            raise ImageReadError(f"cannot read video {str(path)!r}: it is a directory")
-        capture = cv2.VideoCapture(str(path))
-        what = f"video {str(path)!r}"
-    else:
-        raise TypeError(
-            "video source must be a path, a camera index or an object with read() and "
-            f"isOpened(), got {type(source).__name__}"
-        )
-    if not capture.isOpened():
-        capture.release()
-        raise ImageReadError(f"cannot open {what}: not a video OpenCV can decode, or unavailable")
-    return capture, True, what
+@dataclass(frozen=True)
+class VideoInfo:
+    """Facts from a video file's header. ``rate`` is exact (e.g. ``Fraction(30000, 1001)``);
+    ``frame_count`` is what the container declares, or estimated from its duration."""
+
+    rate: Fraction | None
+    frame_count: int
+    size: tuple[int, int]
+    has_audio: bool
+
+
+def probe_video(path: PathLike) -> VideoInfo:
+    """:class:`VideoInfo` for a video file; errors as :func:`iter_frames`."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"probe_video takes a path, got {type(path).__name__}")
+    what = _check_file(path)
+    av = pyav()
+    if av is None:
+        capture = _open_cv_file(path, what)
+        try:
+            fps = capture.get(cv2.CAP_PROP_FPS)
+            rate = Fraction(fps).limit_denominator(1001) if fps > 0 else None
+            return VideoInfo(rate, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
+                             (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                              int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))), False)
+        finally:
+            capture.release()
+    container, stream = _open_av(path, what)
+    try:
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        rate = Fraction(rate) if rate else None
+        count = int(stream.frames or 0)
+        if count == 0 and rate and container.duration:
+            count = round(Fraction(container.duration, 1_000_000) * rate)
+        size = (stream.codec_context.width, stream.codec_context.height)
+        try:  # a rotation is only known from a decoded frame
+            if round((getattr(next(container.decode(stream)), "rotation", 0) or 0) / 90) % 2:
+                size = size[::-1]
+        except (StopIteration, encode.av.FFmpegError):
+            pass
+        return VideoInfo(rate, count, size, bool(container.streams.audio))
+    finally:
+        container.close()
+
+
+def video_info(path: PathLike) -> tuple[float, int, tuple[int, int]]:
+    """``(fps, frame_count, (width, height))``; see :func:`probe_video` for the exact rate."""
+    info = probe_video(path)
+    return (float(info.rate) if info.rate else 0.0), info.frame_count, info.size
 
 
 def iter_frames(source) -> Iterator[np.ndarray]:
     """Yield the BGR frames of a video file, a camera index or an open capture object.
 
-    ``source`` is a path, an ``int`` camera index, or anything with ``read() -> (ok, frame)``
-    and ``isOpened()`` (such an object is not released here; captures opened here are
-    released when the generator finishes or is closed).
+    ``source`` is a path (decoded with PyAV), an ``int`` camera index, or anything with
+    ``read() -> (ok, frame)`` and ``isOpened()`` (such an object is not released here;
+    what is opened here is closed when the generator finishes or is closed).
 
     The source is opened **now**, not at the first ``next()``: a missing path raises
     :class:`InputNotFoundError`, an unreadable file or camera :class:`ImageReadError` naming
     it. A file that opens but yields no frame at all also raises :class:`ImageReadError` (at
-    the first ``next()``). Iteration ends at the first failed read.
+    the first ``next()``).
     """
+    if isinstance(source, (str, os.PathLike)):
+        what = _check_file(source)
+        if pyav() is not None:
+            container, stream = _open_av(source, what)
+            return _av_frames(container, stream, what)
+        return _cv_frames(_open_cv_file(source, what), True, what, is_file=True)
     capture, owned, what = _open_capture(source)
-    return _frames(capture, owned, what, is_file=isinstance(source, (str, os.PathLike)))
+    return _cv_frames(capture, owned, what, is_file=False)
 
 
-def _frames(capture, owned: bool, what: str, is_file: bool) -> Iterator[np.ndarray]:
+def _check_file(path: PathLike) -> str:
+    path = Path(path)
+    if not path.exists():
+        raise InputNotFoundError(f"video not found: {str(path)!r}")
+    if path.is_dir():
+        raise ImageReadError(f"cannot read video {str(path)!r}: it is a directory")
+    return f"video {str(path)!r}"
+
+
+def _open_av(path: PathLike, what: str):
+    av = encode.av
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, UnicodeDecodeError) as exc:
+        raise ImageReadError(f"cannot open {what}: not a video FFmpeg can decode ({exc})") from None
+    if not container.streams.video:
+        container.close()
+        raise ImageReadError(f"cannot open {what}: it has no video track")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"  # this decoder's own threads; nothing process-wide
+    return container, stream
+
+
+def _av_frames(container, stream, what: str) -> Iterator[np.ndarray]:
+    count = 0
+    try:
+        try:
+            for frame in container.decode(stream):
+                count += 1
+                yield _upright(frame)
+        except encode.av.FFmpegError as exc:
+            if count == 0:
+                raise ImageReadError(f"cannot read {what}: {exc}") from None
+            logger.warning("%s: decoding stopped after %d frames: %s", what, count, exc)
+    finally:
+        container.close()
+    if count == 0:
+        raise ImageReadError(f"cannot read {what}: no frame could be decoded")
+
+
+def _upright(frame) -> np.ndarray:
+    """The frame as BGR, turned the way it is meant to be shown: phones store portrait video
+    as landscape frames plus a rotation in the container (OpenCV applies it too)."""
+    image = frame.to_ndarray(format="bgr24")
+    quarter_turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4  # counterclockwise
+    return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
+
+
+def _open_cv_file(path: PathLike, what: str):
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        capture.release()
+        raise ImageReadError(f"cannot open {what}: not a video OpenCV can decode")
+    return capture
+
+
+def _open_capture(source) -> tuple[object, bool, str]:
+    """``(capture, owned, description)`` for a camera index or a capture object."""
+    if hasattr(source, "read") and hasattr(source, "isOpened"):
+        if not source.isOpened():
+            raise ImageReadError(f"cannot read from {source!r}: it is not opened")
+        return source, False, repr(source)
+    if not isinstance(source, (int, np.integer)) or isinstance(source, bool):
+        raise TypeError(
+            "video source must be a path, a camera index or an object with read() and "
+            f"isOpened(), got {type(source).__name__}"
+        )
+    capture = cv2.VideoCapture(int(source))
+    if not capture.isOpened():
+        capture.release()
+        raise ImageReadError(f"cannot open camera {int(source)}: unavailable")
+    return capture, True, f"camera {int(source)}"
+
+
+def _cv_frames(capture, owned: bool, what: str, is_file: bool) -> Iterator[np.ndarray]:
     count = 0
     try:
         while True:
@@ -99,121 +200,87 @@ def _frames(capture, owned: bool, what: str, is_file: bool) -> Iterator[np.ndarr
         raise ImageReadError(f"cannot read {what}: no frame could be decoded")
 
 
-def video_info(path: PathLike) -> tuple[float, int, tuple[int, int]]:
-    """``(fps, frame_count, (width, height))`` from the container header.
+# ----------------------------------------------------------------------------- the loop
 
-    ``frame_count`` is what the container declares (FFmpeg may estimate it from the duration);
-    count :func:`iter_frames` for the exact number. Errors as :func:`iter_frames`.
-    """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"video_info takes a path, got {type(path).__name__}")
-    capture, _, _ = _open_capture(path)
+
+def frame_rate(requested, reported) -> Fraction:
+    """The output rate: ``requested`` if given, else the source's ``reported`` rate when
+    usable, else :data:`DEFAULT_FPS` (some containers and cameras declare none)."""
+    if requested is not None:
+        return as_rate(requested)
     try:
-        fps = float(capture.get(cv2.CAP_PROP_FPS))
-        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    finally:
-        capture.release()
-    return fps, count, size
+        return as_rate(reported)
+    except ValueError:
+        return DEFAULT_FPS
 
 
-class VideoWriter:
-    """Write BGR frames to a video file that appears only when writing finished cleanly.
+def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=None,
+               progress: str | None = None, stop: Callable | None = None,
+               keep_on_interrupt: bool = False):
+    """The frame loop of every video command; returns ``(last, count)``.
 
-    ``VideoWriter(path, fps, frame_size)`` with ``frame_size = (width, height)``; use it as a
-    context manager and call :meth:`write` per frame. The codec comes from the extension
-    (:data:`VIDEO_CODECS`; an unknown extension raises ``ValueError`` naming it). Frames go to
-    a hidden temporary file in the same folder (parents are created); on a clean exit it is
-    renamed to ``path``, on an exception it is deleted. If no frame was written, no file is
-    created (a warning is logged).
-
-    Frames of another size are resized to ``frame_size`` with ``INTER_AREA``; grey ``(H, W)``
-    frames are converted to BGR. Note that OpenCV's FFmpeg backend encodes odd widths and
-    heights rounded down to even for MPEG-4.
+    For each frame of ``source`` (as :func:`iter_frames`), ``last = step(frame, index)``
+    (``index`` counts from 1) must return ``(result, output_frame)``; the output frames go to
+    a :class:`VideoWriter` at ``output`` (none when ``output`` is None) running at
+    :func:`frame_rate` ``(fps, source rate)``. A file source's audio is carried over when the
+    output keeps the source's rate (at another rate it would no longer match the picture).
+    ``stop(last)`` returning true ends the loop. ``progress``: a tqdm bar with that title.
+    An exception discards the output, except ``KeyboardInterrupt`` with
+    ``keep_on_interrupt``: the video so far is kept and the interrupt re-raised.
+    Nothing is released that the caller passed in.
     """
-
-    def __init__(self, path: PathLike, fps: float, frame_size: tuple[int, int]):
-        self.path = Path(path)
-        ext = self.path.suffix.lower()
-        if ext not in VIDEO_CODECS:
-            raise ValueError(
-                f"cannot write video {str(self.path)!r}: unknown extension "
-                f"{self.path.suffix!r}; use one of {', '.join(VIDEO_CODECS)}"
-            )
-        fps = float(fps)
-        if not np.isfinite(fps) or fps <= 0:
-            raise ValueError(f"fps must be a positive number, got {fps}")
-        width, height = (int(v) for v in frame_size)
-        if width <= 0 or height <= 0:
-            raise ValueError(f"frame_size must be (width, height) > 0, got {tuple(frame_size)}")
-        self.fps, self.frame_size = fps, (width, height)
-        self.frames_written = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.stem}.{secrets.token_hex(4)}.tmp{ext}")
-        self._writer, self.fourcc = self._open(ext)
-
-    def _open(self, ext: str):
-        for fourcc in VIDEO_CODECS[ext]:
-            key = (ext, fourcc, self.frame_size)
-            if key in _REFUSED:
-                continue
-            writer = cv2.VideoWriter(
-                str(self._tmp), cv2.VideoWriter_fourcc(*fourcc), self.fps, self.frame_size
-            )
-            if writer.isOpened():
-                logger.debug("writing %s with FourCC %s", self.path, fourcc)
-                return writer, fourcc
-            writer.release()
-            _REFUSED.add(key)
-        self._tmp.unlink(missing_ok=True)
-        raise OSError(
-            f"cannot open a video writer for {str(self.path)!r}: OpenCV refused FourCCs "
-            f"{', '.join(VIDEO_CODECS[ext])} at {self.frame_size[0]}x{self.frame_size[1]}"
-        )
-
-    def write(self, frame: np.ndarray) -> None:
-        """Append one ``(H, W, 3)`` uint8 BGR (or ``(H, W)`` grey) frame."""
-        if self._writer is None:
-            raise ValueError(f"video writer for {str(self.path)!r} is closed")
-        frame = np.asarray(frame)
-        if frame.dtype != np.uint8 or frame.ndim not in (2, 3) or (
-            frame.ndim == 3 and frame.shape[2] != 3
-        ) or frame.size == 0:
-            raise ValueError(
-                f"expected an (H, W, 3) uint8 BGR frame, got {frame.dtype} of shape {frame.shape}"
-            )
-        if frame.ndim == 2:
-            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-        if (frame.shape[1], frame.shape[0]) != self.frame_size:
-            frame = cv2.resize(frame, self.frame_size, interpolation=cv2.INTER_AREA)
-        self._writer.write(np.ascontiguousarray(frame))
-        self.frames_written += 1
-
-    def close(self, keep: bool = True) -> None:
-        """Finish the file and move it into place (``keep``) or delete it. Idempotent."""
-        if self._writer is None:
-            return
-        self._writer.release()
-        self._writer = None
-        if keep and self.frames_written == 0:
-            logger.warning("no frames were written; %s was not created", self.path)
-            keep = False
-        if keep and self._tmp.exists():
-            os.replace(self._tmp, self.path)
+    is_file = isinstance(source, (str, os.PathLike))
+    info = probe_video(source) if is_file else None
+    frames = iter_frames(source)  # raises now for a missing or unreadable source
+    if is_file:
+        reported = info.rate
+    else:
+        reported = source.get(cv2.CAP_PROP_FPS) if hasattr(source, "get") else None
+    rate = frame_rate(fps, reported)
+    audio = None
+    if output is not None and is_file and info.has_audio:
+        if rate == info.rate:
+            audio = source
         else:
-            self._tmp.unlink(missing_ok=True)
+            logger.warning("audio not carried over: the output runs at %s fps, the source "
+                           "at %s", rate, info.rate)
+    bar = None
+    if progress is not None:
+        from tqdm import tqdm
 
-    def __enter__(self) -> VideoWriter:
-        return self
+        total = info.frame_count if info is not None else None
+        bar = tqdm(frames, total=total or None, unit="frame", desc=progress)
+    writer, last, count, interrupted = None, (None, None), 0, None
+    try:
+        for frame in bar if bar is not None else frames:
+            count += 1
+            last = step(frame, count)
+            if output is not None and last[1] is not None:
+                if writer is None:
+                    size = (last[1].shape[1], last[1].shape[0])
+                    writer = VideoWriter(output, rate, size, audio_from=audio)
+                writer.write(last[1])
+            if stop is not None and stop(last):
+                break
+    except KeyboardInterrupt as exc:
+        if not keep_on_interrupt:
+            _discard(writer)
+            raise
+        interrupted = exc
+    except BaseException:
+        _discard(writer)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        frames.close()
+    if writer is not None:
+        writer.close()
+    if interrupted is not None:
+        raise interrupted
+    return last, count
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.close(keep=exc_type is None)
 
-    def __del__(self):
-        # Dropped without close(): discard the partial file rather than leave a temp behind.
-        if getattr(self, "_writer", None) is not None:
-            try:
-                self.close(keep=False)
-            except Exception:  # noqa: BLE001 - interpreter shutdown: nothing left to report to
-                pass
+def _discard(writer: VideoWriter | None) -> None:
+    if writer is not None:
+        writer.close(keep=False)

@@ -1,0 +1,240 @@
+"""Video encoders behind :class:`pixellib.media.video.VideoWriter`.
+
+:class:`PyAVEncoder` is the normal path. PyAV's wheels carry their own FFmpeg with libx264 and
+libvpx, so it writes what browsers and editors play:
+
+* ``.mp4`` ``.m4v`` ``.mov`` ``.mkv``: H.264 (libx264, ``yuv420p``, preset ``superfast``,
+  CRF 20); MP4/MOV get ``+faststart`` so a browser can start playing before the download ends.
+  4:2:0 needs even sizes: an odd width or height is **padded** by one pixel that repeats the
+  last column or row (no input pixel is lost, the picture looks the same; the file is 1 px
+  larger).
+* ``.webm``: VP9 (libvpx-vp9); ``yuva420p`` (with alpha) when fed BGRA frames.
+* ``.avi``: Motion-JPEG, which every player of AVI files decodes.
+
+The frame rate is a rational (``Fraction(30000, 1001)`` stays exact), frame ``k`` has
+presentation time ``k / rate``. An audio track can be carried over from a source file: its
+packets are copied unchanged (remuxed) when the container holds that codec, otherwise
+decoded and re-encoded (AAC; Opus for WebM, MP3 for AVI), which is logged as a warning.
+Audio packets are muxed in step with the video and stop where the video stops.
+
+:class:`OpenCVEncoder` is the fallback used only when PyAV is not installed: MPEG-4 Part 2 /
+Motion-JPEG through ``cv2.VideoWriter``, no alpha, no audio.
+"""
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+try:
+    import av
+except ImportError:  # the OpenCV fallback; see VideoWriter
+    av = None
+
+logger = logging.getLogger(__name__)
+
+_warned_no_pyav = False
+
+
+def pyav():
+    """The ``av`` module, or None (logged once per process) when PyAV is not installed."""
+    global _warned_no_pyav
+    if av is None and not _warned_no_pyav:
+        _warned_no_pyav = True
+        logger.warning("PyAV is not installed (pip install av): video goes through OpenCV, "
+                       "as MPEG-4 Part 2 that browsers do not play, without audio")
+    return av
+
+#: Output container per extension (FFmpeg muxer name).
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska",
+              ".webm": "webm", ".avi": "avi"}
+#: Video codec per container (FFmpeg encoder name) and the codec name a reader reports.
+VIDEO_ENCODERS = {"mp4": "libx264", "mov": "libx264", "matroska": "libx264",
+                  "webm": "libvpx-vp9", "avi": "mjpeg"}
+_ENCODER_OPTIONS = {
+    "libx264": {"preset": "superfast", "crf": "20"},
+    # realtime deadline with a high cpu-used: VP9 is otherwise many times slower than x264
+    "libvpx-vp9": {"crf": "32", "b": "0", "deadline": "realtime", "cpu-used": "8",
+                   "row-mt": "1"},
+    "mjpeg": {},
+}
+#: Audio codecs each container takes as they are (remuxed without decoding).
+_AUDIO_AS_IS = {
+    "mp4": {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"},
+    "mov": {"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s16be", "pcm_s24le"},
+    "matroska": {"aac", "mp3", "opus", "vorbis", "flac", "ac3", "eac3", "alac", "pcm_s16le",
+                 "pcm_s24le", "pcm_f32le"},
+    "webm": {"opus", "vorbis"},
+    "avi": {"mp3", "ac3", "pcm_s16le", "pcm_u8"},
+}
+_AUDIO_REENCODE = {"webm": "libopus", "avi": "libmp3lame"}  # others: "aac"
+
+#: FourCCs of the OpenCV fallback, per extension (no probing of codecs OpenCV lacks).
+OPENCV_FOURCCS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v",
+                  ".avi": "MJPG", ".webm": "VP90"}
+
+
+class PyAVEncoder:
+    """Encode BGR / BGRA uint8 frames into ``path`` (a temporary name; the caller renames)."""
+
+    backend = "pyav"
+
+    def __init__(self, path: Path, container_ext: str, rate: Fraction,
+                 frame_size: tuple[int, int], *, alpha: bool = False,
+                 audio_from: Path | None = None):
+        fmt = CONTAINERS[container_ext]
+        self.codec = VIDEO_ENCODERS[fmt]
+        self.alpha = bool(alpha)
+        if self.alpha and self.codec != "libvpx-vp9":
+            raise ValueError(f"transparent video needs .webm, not {container_ext}")
+        self.rate = rate
+        width, height = frame_size
+        if self.codec == "libx264":  # 4:2:0 H.264 needs even sizes: pad by one pixel
+            width, height = width + width % 2, height + height % 2
+        self.encoded_size = (width, height)
+        options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
+        self._out = av.open(str(path), "w", format=fmt, options=options)
+        self._audio = None
+        try:
+            stream = self._out.add_stream(self.codec, rate=rate,
+                                          options=dict(_ENCODER_OPTIONS[self.codec]))
+            stream.width, stream.height = width, height
+            if self.codec == "mjpeg":
+                stream.pix_fmt = "yuvj420p"
+                stream.codec_context.bit_rate = max(width * height * 8, 2_000_000)
+            else:
+                stream.pix_fmt = "yuva420p" if self.alpha else "yuv420p"
+            stream.codec_context.time_base = Fraction(1) / rate
+            self._video = stream
+            if audio_from is not None:
+                self._audio = _AudioCopy.open(audio_from, self._out, fmt)
+        except BaseException:
+            self._out.close()
+            raise
+        self._index = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        height, width = frame.shape[:2]
+        pad_w, pad_h = self.encoded_size[0] - width, self.encoded_size[1] - height
+        if pad_w or pad_h:
+            frame = cv2.copyMakeBorder(frame, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
+        if self.alpha and frame.shape[2] == 3:
+            frame = cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA)  # opaque
+        video_frame = av.VideoFrame.from_ndarray(
+            np.ascontiguousarray(frame), format="bgra" if frame.shape[2] == 4 else "bgr24")
+        video_frame.pts = self._index
+        video_frame.time_base = Fraction(1) / self.rate
+        for packet in self._video.encode(video_frame):
+            self._out.mux(packet)
+        self._index += 1
+        if self._audio is not None:
+            self._audio.mux_until(Fraction(self._index) / self.rate)
+
+    def close(self) -> None:
+        try:
+            if self._index:
+                for packet in self._video.encode(None):
+                    self._out.mux(packet)
+                if self._audio is not None:
+                    self._audio.finish(Fraction(self._index) / self.rate)
+        finally:
+            if self._audio is not None:
+                self._audio.close()
+            self._out.close()
+
+
+class _AudioCopy:
+    """The first audio track of a source file, muxed into an output as the video advances."""
+
+    def __init__(self, source, in_stream, out, out_stream, encoder):
+        self._source, self._in, self._out, self._stream = source, in_stream, out, out_stream
+        self._encoder = encoder  # None: packets are copied unchanged
+        self._packets = (p for p in source.demux(in_stream) if p.dts is not None)
+        self._pending = None
+        self.remuxed = encoder is None
+
+    @classmethod
+    def open(cls, path: Path, out, fmt: str):
+        """An audio copier for ``path``'s first audio track, or None when it has none."""
+        try:
+            source = av.open(str(path))
+        except av.FFmpegError as exc:
+            logger.warning("audio not carried over: cannot open %s: %s", path, exc)
+            return None
+        if not source.streams.audio:
+            source.close()
+            return None
+        in_stream = source.streams.audio[0]
+        name = in_stream.codec_context.name
+        if name in _AUDIO_AS_IS[fmt]:
+            return cls(source, in_stream, out, out.add_stream_from_template(in_stream), None)
+        codec = _AUDIO_REENCODE.get(fmt, "aac")
+        rate = 48000 if codec == "libopus" else in_stream.codec_context.sample_rate
+        logger.warning("the %s container cannot hold %s audio as it is: re-encoding it to %s",
+                       fmt, name, {"libopus": "Opus", "libmp3lame": "MP3"}.get(codec, "AAC"))
+        stream = out.add_stream(codec, rate=rate)
+        stream.layout = in_stream.codec_context.layout.name
+        return cls(source, in_stream, out, stream, in_stream.codec_context)
+
+    def _next(self):
+        if self._pending is None:
+            self._pending = next(self._packets, None)
+        return self._pending
+
+    def _start(self, packet) -> Fraction:
+        pts = packet.pts if packet.pts is not None else packet.dts
+        return Fraction(pts) * packet.time_base
+
+    def mux_until(self, end: Fraction) -> None:
+        """Mux the audio packets that start before ``end`` seconds."""
+        while (packet := self._next()) is not None and self._start(packet) < end:
+            self._pending = None
+            if self._encoder is None:
+                packet.stream = self._stream
+                self._out.mux(packet)
+            else:
+                for frame in self._encoder.decode(packet):
+                    frame.pts = None  # the encoder numbers its own samples
+                    for out_packet in self._stream.encode(frame):
+                        self._out.mux(out_packet)
+
+    def finish(self, end: Fraction) -> None:
+        self.mux_until(end)
+        if self._encoder is not None:
+            for packet in self._stream.encode(None):
+                self._out.mux(packet)
+
+    def close(self) -> None:
+        self._source.close()
+
+
+class OpenCVEncoder:
+    """The fallback without PyAV: ``cv2.VideoWriter`` with :data:`OPENCV_FOURCCS`."""
+
+    backend = "opencv"
+
+    def __init__(self, path: Path, container_ext: str, rate: Fraction,
+                 frame_size: tuple[int, int], *, alpha: bool = False,
+                 audio_from: Path | None = None):
+        if alpha:
+            raise ValueError("transparent video needs PyAV (pip install av)")
+        self.codec = OPENCV_FOURCCS[container_ext]
+        self.encoded_size = tuple(frame_size)
+        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*self.codec),
+                                       float(rate), self.encoded_size)
+        if not self._writer.isOpened():
+            self._writer.release()
+            raise OSError(f"OpenCV cannot write {self.codec} video to {container_ext} files")
+        if audio_from is not None:
+            logger.warning("audio not carried over: that needs PyAV (pip install av)")
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.shape[2] == 4:
+            raise ValueError("transparent video needs PyAV (pip install av)")
+        self._writer.write(np.ascontiguousarray(frame))
+
+    def close(self) -> None:
+        self._writer.release()

@@ -1,0 +1,183 @@
+"""The atomic video writer (:class:`VideoWriter`); the encoders are in :mod:`.encode`.
+
+Import it from :mod:`pixellib.media.video`, which re-exports everything here.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import encode
+from .encode import pyav
+from .files import atomic_path
+
+logger = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike
+
+#: Video codec written for each output extension (with PyAV; see :mod:`.encode`).
+VIDEO_CODECS: dict[str, str] = {
+    ".mp4": "h264", ".m4v": "h264", ".mov": "h264", ".mkv": "h264", ".webm": "vp9",
+    ".avi": "mjpeg",
+}
+
+
+def as_rate(fps) -> Fraction:
+    """A positive frame rate as an exact fraction. Fractions stay as they are; a float is read
+    as the nearest fraction with denominator <= 1001, so ``30000 / 1001`` comes back exact."""
+    if isinstance(fps, Fraction):
+        rate = fps
+    else:
+        try:
+            value = float(fps)
+        except (TypeError, ValueError):
+            raise ValueError(f"fps must be a positive number, got {fps!r}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"fps must be a positive number, got {fps}")
+        rate = Fraction(fps).limit_denominator(1001)
+    if rate <= 0:
+        raise ValueError(f"fps must be a positive number, got {fps}")
+    return rate
+
+
+class VideoWriter:
+    """Write frames to a video file that appears only when writing finished cleanly.
+
+    ``VideoWriter(path, fps, frame_size)`` with ``frame_size = (width, height)``; use it as a
+    context manager and call :meth:`write` per frame. ``fps`` may be a ``Fraction`` (kept
+    exact) or a number (:func:`as_rate`). The codec comes from the extension
+    (:data:`VIDEO_CODECS`; an unknown one raises ``ValueError`` naming it). The file is written
+    under a hidden temporary name (:func:`pixellib.media.files.atomic_path`), renamed on a
+    clean exit and deleted on an exception; with no frame written, no file is created (a
+    warning is logged).
+
+    * ``audio_from``: a video or audio file whose first audio track is carried over (copied
+      unchanged when the container holds its codec, else re-encoded; see :mod:`.encode`).
+    * ``alpha``: write transparency (``.webm`` only, VP9 ``yuva420p``). ``None`` (default):
+      transparent when the first frame of a ``.webm`` is BGRA.
+
+    Frames of another size are resized to ``frame_size`` (``INTER_AREA``); grey ``(H, W)``
+    frames become BGR. H.264 pads an odd width or height by one repeated pixel
+    (``encoded_size``).
+    """
+
+    def __init__(self, path: PathLike, fps, frame_size: tuple[int, int], *,
+                 audio_from: PathLike | None = None, alpha: bool | None = None):
+        self.path = Path(path)
+        self._ext = self.path.suffix.lower()
+        if self._ext not in VIDEO_CODECS:
+            raise ValueError(
+                f"cannot write video {str(self.path)!r}: unknown extension "
+                f"{self.path.suffix!r}; use one of {', '.join(VIDEO_CODECS)}"
+            )
+        self.rate = as_rate(fps)
+        self.fps = float(self.rate)
+        width, height = (int(v) for v in frame_size)
+        if width <= 0 or height <= 0:
+            raise ValueError(f"frame_size must be (width, height) > 0, got {tuple(frame_size)}")
+        if alpha and self._ext != ".webm":
+            raise ValueError(f"transparent video needs a .webm file, not {str(self.path)!r}")
+        self.frame_size = (width, height)
+        self.audio_from = Path(audio_from) if audio_from is not None else None
+        self.alpha = alpha
+        self.frames_written = 0
+        self._encoder = None
+        self._closed = False
+        self._atomic = atomic_path(self.path)
+        self._tmp = self._atomic.__enter__()
+        # "avc1", "vp09", "MJPG": what the file holds (with the OpenCV fallback, its FourCC)
+        self.fourcc = ({"h264": "avc1", "vp9": "vp09", "mjpeg": "MJPG"}[VIDEO_CODECS[self._ext]]
+                       if pyav() is not None else encode.OPENCV_FOURCCS[self._ext])
+
+    @property
+    def backend(self) -> str:
+        """``"pyav"``, or ``"opencv"`` when PyAV is not installed."""
+        return "pyav" if encode.av is not None else "opencv"
+
+    @property
+    def encoded_size(self) -> tuple[int, int]:
+        """``(width, height)`` in the file: ``frame_size``, padded to even for H.264."""
+        if self._encoder is not None:
+            return self._encoder.encoded_size
+        width, height = self.frame_size
+        if VIDEO_CODECS[self._ext] == "h264" and self.backend == "pyav":
+            return width + width % 2, height + height % 2
+        return self.frame_size
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one ``(H, W, 3)`` uint8 BGR frame (``(H, W)`` grey; ``(H, W, 4)`` BGRA for
+        ``.webm``)."""
+        if self._closed:
+            raise ValueError(f"video writer for {str(self.path)!r} is closed")
+        frame = np.asarray(frame)
+        channels = frame.shape[2] if frame.ndim == 3 else 1
+        if frame.dtype != np.uint8 or frame.ndim not in (2, 3) or frame.size == 0 or (
+            channels not in (1, 3) + ((4,) if self._ext == ".webm" else ())
+        ):
+            expected = "(H, W, 3) BGR or (H, W, 4) BGRA" if self._ext == ".webm" else (
+                "(H, W, 3) BGR")
+            raise ValueError(f"expected an {expected} uint8 frame for {str(self.path)!r}, "
+                             f"got {frame.dtype} of shape {frame.shape}")
+        if frame.ndim == 2 or channels == 1:
+            frame = cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2BGR)
+        if (frame.shape[1], frame.shape[0]) != self.frame_size:
+            frame = cv2.resize(frame, self.frame_size, interpolation=cv2.INTER_AREA)
+        if self._encoder is None:
+            self._encoder = self._open(alpha=self.alpha if self.alpha is not None
+                                       else frame.shape[2] == 4)
+        elif frame.shape[2] == 4 and not self._encoder.alpha:
+            frame = frame[:, :, :3]  # opened opaque: the alpha channel has nowhere to go
+        self._encoder.write(frame)
+        self.frames_written += 1
+
+    def _open(self, alpha: bool):
+        kind = encode.PyAVEncoder if pyav() is not None else encode.OpenCVEncoder
+        encoder = kind(self._tmp, self._ext, self.rate, self.frame_size, alpha=alpha,
+                       audio_from=self.audio_from)
+        encoder.alpha = alpha
+        logger.debug("writing %s with %s (%s)", self.path, encoder.codec, encoder.backend)
+        return encoder
+
+    def close(self, keep: bool = True) -> None:
+        """Finish the file and move it into place (``keep``) or delete it. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._encoder is not None:
+                self._encoder.close()
+        except BaseException as exc:
+            self._atomic.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        if keep and self.frames_written == 0:
+            logger.warning("no frames were written; %s was not created", self.path)
+            keep = False
+        if keep:
+            self._atomic.__exit__(None, None, None)
+        else:
+            discard = _Discarded()
+            self._atomic.__exit__(_Discarded, discard, None)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(keep=exc_type is None)
+
+    def __del__(self):
+        # Dropped without close(): discard the partial file rather than leave a temp behind.
+        if not getattr(self, "_closed", True):
+            try:
+                self.close(keep=False)
+            except Exception:  # noqa: BLE001 - interpreter shutdown: nothing left to report to
+                pass
+
+
+class _Discarded(Exception):
+    """Thrown into the atomic-write context to make it delete the temporary file."""

@@ -1,0 +1,262 @@
+"""Video through PyAV: exact frame rates, odd sizes, audio carried over, WebM with alpha, no
+terminal noise, the OpenCV fallback, and the one frame loop (pixellib.media.video.run_frames)."""
+from __future__ import annotations
+
+import logging
+import struct
+import subprocess
+import sys
+import textwrap
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from pixellib.media.video import (
+    DEFAULT_FPS,
+    VideoWriter,
+    frame_rate,
+    iter_frames,
+    probe_video,
+    run_frames,
+)
+
+NTSC = Fraction(30000, 1001)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _frame(i: int, size=(64, 48)) -> np.ndarray:
+    frame = np.zeros((size[1], size[0], 3), np.uint8)
+    frame[:, : size[0] * (i + 1) // 12] = (200, 60, 20)  # a growing bar
+    return frame
+
+
+def make_clip(path: Path, n: int = 30, rate: Fraction = NTSC, audio: str | None = "aac") -> Path:
+    """A clip written directly with PyAV (not with the code under test): H.264 video at
+    ``rate`` and, unless ``audio`` is None, one second of a 440 Hz tone in that codec."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=rate)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = None
+        if audio is not None:
+            sound = out.add_stream(audio, rate=48000)
+            sound.layout = "stereo"
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(_frame(i), format="bgr24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        if sound is not None:
+            for start in range(0, 48000, 960):
+                tone = np.sin(2 * np.pi * 440 * (np.arange(960) + start) / 48000)
+                samples = np.repeat(tone[None].astype(np.float32), 2, axis=0)
+                frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="stereo")
+                frame.sample_rate, frame.pts = 48000, start
+                out.mux(sound.encode(frame))
+        for stream in (video, sound):
+            if stream is not None:
+                out.mux(stream.encode(None))
+    return path
+
+
+def _audio_packets(path: Path) -> tuple[str, list[bytes]]:
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        return stream.codec_context.name, [bytes(p) for p in container.demux(stream) if p.size]
+
+
+def _copy(frame, index):
+    return index, frame
+
+
+def test_ntsc_rate_stays_exact_through_the_loop(tmp_path):
+    src = make_clip(tmp_path / "ntsc.mp4", audio=None)
+    assert probe_video(src).rate == NTSC  # the source really is 30000/1001
+    out = tmp_path / "out.mp4"
+    last, count = run_frames(src, _copy, output=out)
+    assert (last[0], count) == (30, 30)
+    info = probe_video(out)
+    assert info.rate == NTSC and info.frame_count == 30 and info.size == (64, 48)
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert stream.average_rate == NTSC
+        # 30 frames of 1001/30000 s: the duration is exact to the container's time base
+        assert float(stream.duration * stream.time_base) == pytest.approx(30 * 1001 / 30000,
+                                                                          abs=1e-4)
+
+
+def test_float_fps_and_fallback_rule(tmp_path):
+    out = tmp_path / "float.mp4"
+    with VideoWriter(out, 30000 / 1001, (64, 48)) as writer:
+        writer.write(_frame(0))
+    assert writer.rate == NTSC and probe_video(out).rate == NTSC
+    assert frame_rate(None, NTSC) == NTSC
+    assert frame_rate(5, NTSC) == 5
+    for unusable in (None, 0, 0.0, float("nan"), float("inf"), -1, "x"):
+        assert frame_rate(None, unusable) == DEFAULT_FPS == 30
+    with pytest.raises(ValueError, match="fps"):
+        frame_rate(0, NTSC)
+
+
+def test_odd_sizes_are_padded_by_a_repeated_pixel(tmp_path):
+    out = tmp_path / "odd.mp4"
+    frame = np.zeros((47, 63, 3), np.uint8)
+    frame[:, -1] = 255  # a white last column: padding repeats it
+    frame[-1, :] = 128
+    with VideoWriter(out, 10, (63, 47)) as writer:
+        writer.write(frame)
+        writer.write(frame)
+    assert writer.encoded_size == (64, 48) and probe_video(out).size == (64, 48)
+    decoded = next(iter_frames(out)).astype(int)
+    assert np.abs(decoded[:47, :63] - frame).mean() < 4  # the picture itself is kept
+    assert decoded[10:40, 63].mean() > 200  # the padded column repeats the white one
+    assert abs(decoded[47, 5:55].mean() - 128) < 10  # and the padded row the grey one
+
+
+def test_portrait_phone_video_is_turned_upright(tmp_path):
+    """A phone's portrait clip: landscape frames plus a 90-degree turn in the MP4 track header
+    (patched in here); frames come out upright, as OpenCV shows them."""
+    frame = np.zeros((48, 64, 3), np.uint8)
+    frame[:10, :20] = (0, 0, 255)  # a red block in the top left corner
+    with VideoWriter(tmp_path / "flat.mp4", 10, (64, 48)) as writer:
+        writer.write(frame)
+    data = bytearray((tmp_path / "flat.mp4").read_bytes())
+    matrix = data.index(b"tkhd") + 44  # version-0 track header: the display matrix
+    data[matrix:matrix + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 1 << 30)
+    (tmp_path / "portrait.mp4").write_bytes(data)
+    upright = next(iter_frames(tmp_path / "portrait.mp4"))
+    capture = cv2.VideoCapture(str(tmp_path / "portrait.mp4"))
+    expected = capture.read()[1]
+    capture.release()
+    assert upright.shape == expected.shape == (64, 48, 3)
+    assert np.abs(upright.astype(int) - expected).mean() < 2
+    assert upright[:20, -10:, 2].mean() > 200  # turned clockwise: the block is top right
+    assert probe_video(tmp_path / "portrait.mp4").size == (48, 64)
+
+
+def test_audio_is_remuxed_unchanged(tmp_path):
+    src = make_clip(tmp_path / "talk.mp4")
+    out = tmp_path / "out.mp4"
+    run_frames(src, _copy, output=out)
+    codec, packets = _audio_packets(out)
+    src_codec, src_packets = _audio_packets(src)
+    assert codec == src_codec == "aac"
+    # every packet byte-identical, up to where the video (1.001 s) ends
+    assert 45 <= len(packets) <= len(src_packets) and packets == src_packets[: len(packets)]
+
+
+def test_audio_reencoded_when_the_container_cannot_hold_it(tmp_path, caplog):
+    src = make_clip(tmp_path / "talk.mp4")
+    out = tmp_path / "out.webm"
+    with caplog.at_level(logging.WARNING):
+        run_frames(src, _copy, output=out)
+    assert "re-encoding it to Opus" in caplog.text
+    codec, packets = _audio_packets(out)
+    assert codec == "opus" and len(packets) > 40
+    with av.open(str(out)) as container:
+        assert float(container.duration / 1e6) == pytest.approx(1.0, abs=0.1)
+
+
+def test_audio_dropped_when_the_rate_changes(tmp_path, caplog):
+    src = make_clip(tmp_path / "talk.mp4", n=6)
+    out = tmp_path / "slow.mp4"
+    with caplog.at_level(logging.WARNING):
+        run_frames(src, _copy, output=out, fps=3)
+    assert "audio not carried over" in caplog.text
+    info = probe_video(out)
+    assert info.rate == 3 and not info.has_audio
+
+
+def test_webm_with_alpha(tmp_path):
+    out = tmp_path / "cutout.webm"
+    frame = np.zeros((48, 64, 4), np.uint8)
+    frame[:, :32] = (0, 0, 255, 255)  # opaque red left half, transparent right half
+    with VideoWriter(out, 10, (64, 48)) as writer:
+        for _ in range(5):
+            writer.write(frame)
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "vp9"
+        assert stream.metadata.get("alpha_mode") == "1"
+        decoder = av.codec.CodecContext.create("libvpx-vp9", "r")  # decodes the alpha layer
+        frames = [f for p in container.demux(stream) for f in decoder.decode(p)]
+    assert len(frames) == 5 and frames[0].format.name == "yuva420p"
+    bgra = frames[-1].to_ndarray(format="bgra").astype(int)
+    assert bgra[:, :28, 3].min() > 240 and bgra[:, 36:, 3].max() < 15
+    assert bgra[:, :28, 2].mean() > 200 and bgra[:, :28, :2].mean() < 40
+    with pytest.raises(ValueError, match="webm"):
+        VideoWriter(tmp_path / "x.mp4", 10, (64, 48), alpha=True)
+
+
+_WRITE_SCRIPT = """
+import logging, sys
+import numpy as np
+logging.basicConfig(level=logging.WARNING)
+from pixellib.media.video import VideoWriter, iter_frames
+for name in sys.argv[2:]:
+    with VideoWriter(sys.argv[1] + "/" + name, 10, (63, 47)) as w:
+        for i in range(3):
+            w.write(np.full((47, 63, 3), 50 * i, np.uint8))
+    assert len(list(iter_frames(sys.argv[1] + "/" + name))) == 3
+print(w.backend, w.fourcc)
+"""
+
+
+def _run(tmp_path, prelude: str, *names: str) -> subprocess.CompletedProcess:
+    script = textwrap.dedent(prelude) + _WRITE_SCRIPT
+    return subprocess.run([sys.executable, "-c", script, str(tmp_path), *names], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_writing_prints_nothing_on_the_terminal(tmp_path):
+    done = _run(tmp_path, "", "a.mp4", "b.webm", "c.avi", "d.mkv", "e.mov")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no OpenCV "[ERROR] ... Failed to initialize VideoWriter"
+    assert done.stdout.split() == ["pyav", "avc1"]
+
+
+def test_opencv_fallback_without_pyav(tmp_path):
+    done = _run(tmp_path, "import sys; sys.modules['av'] = None  # PyAV missing\n",
+                "a.mp4", "b.avi")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["opencv", "MJPG"]
+    assert done.stderr.count("PyAV is not installed") == 1  # said once, not per file
+    assert "ERROR" not in done.stderr
+
+
+class _Capture:
+    def __init__(self, frames, fps=0.0):
+        self.frames, self.fps = list(frames), fps
+
+    def isOpened(self):  # noqa: N802 - OpenCV's name
+        return True
+
+    def read(self):
+        return (True, self.frames.pop(0)) if self.frames else (False, None)
+
+    def get(self, prop):
+        return self.fps
+
+
+def test_loop_stop_interrupt_and_errors(tmp_path):
+    out = tmp_path / "cam.mp4"
+    last, count = run_frames(_Capture([_frame(i) for i in range(5)]), _copy, output=out,
+                             stop=lambda last: last[0] == 3)
+    assert (last[0], count) == (3, 3)
+    assert probe_video(out).rate == DEFAULT_FPS and probe_video(out).frame_count == 3
+
+    def interrupt(frame, index):
+        if index == 3:
+            raise KeyboardInterrupt
+        return index, frame
+
+    kept, lost = tmp_path / "kept.mp4", tmp_path / "lost.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        run_frames(_Capture([_frame(i) for i in range(5)], fps=12), interrupt, output=kept,
+                   keep_on_interrupt=True)
+    assert probe_video(kept).frame_count == 2 and probe_video(kept).rate == 12
+    with pytest.raises(KeyboardInterrupt):
+        run_frames(_Capture([_frame(i) for i in range(5)]), interrupt, output=lost)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cam.mp4", "kept.mp4"]

@@ -101,3 +101,15 @@ def test_effect_on_a_folder_with_classes(capsys, tmp_path, r50_checkpoint):
     objects = labels > 0
     assert (result[~objects] == (0, 255, 0)).all()
     assert np.array_equal(result[objects], image[objects])
+
+
+def test_remove_bg_on_video_needs_webm(capsys, tmp_path, r50_checkpoint):
+    from pixellib.media.video import VideoWriter
+
+    with VideoWriter(tmp_path / "clip.mp4", 10, (64, 48)) as writer:
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+    code, _, err = _cli(capsys, "segment", tmp_path / "clip.mp4", "--model", r50_checkpoint,
+                        "--effect", "remove-bg")
+    assert code == 1
+    assert "remove-bg on video needs .webm output" in err and "clip.mp4" in err
+    assert not (tmp_path / "clip_segmented.mp4").exists()

@@ -82,17 +82,20 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
     ignored (one PointRend model serves both of PixelLib's types).
 
     ``detection_speed`` (``None``, ``"fast"``, ``"rapid"``), ``confidence`` and ``device``
-    are the :class:`~pixellib.predictor.Predictor` settings; setting the class attribute
-    ``alter_bg.detection_speed`` changes the default for every instance.
+    are the :class:`~pixellib.predictor.Predictor` settings; setting the class attributes
+    ``alter_bg.detection_speed`` / ``alter_bg.confidence`` changes the default for every
+    instance.
     """
 
     detection_speed: str | None = None
+    confidence: float | None = None
 
     def __init__(self, model_type: str = "h5", *, detection_speed: str | None = None,
                  confidence: float | None = None, device: str = "cpu"):
         self.model_type = model_type
         self.speed = detection_speed if detection_speed is not None else self.detection_speed
-        self.confidence, self.device = confidence, device
+        self.confidence = confidence if confidence is not None else type(self).confidence
+        self.device = device
         self.predictor = None
         self.detect = None
 

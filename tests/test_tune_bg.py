@@ -156,3 +156,27 @@ def test_tutorial_block_runs(doc, index, line, code, workspace, no_hardware):
         bgr = np.array([int(match[4]), int(match[3]), int(match[2])], np.uint8)
         output = ns["output"]
         assert ((output == bgr).all(-1) | (output == image).all(-1)).all()
+
+
+@pytest.mark.slow
+def test_alter_bg_is_apply_effect_on_the_target_class(r50_checkpoint, tmp_path):
+    """color_bg / blur_bg with detect= equal the core effect on that class's detections."""
+    from pixellib.effects import apply_effect
+    from pixellib.media.images import read_image
+
+    path = tmp_path / "photo.jpg"
+    cv2.imwrite(str(path), cv2.resize(cv2.imread(str(DATA / "images" / "small.jpg")), (160, 120)))
+    tuner = alter_bg(model_type="pb", detection_speed="rapid", confidence=0.5)
+    tuner.load_pascalvoc_model(str(r50_checkpoint))
+    image = read_image(path)
+    det = tuner.predictor(image)
+    target = det.class_names[0] if len(det) else "person"
+    mine = det.with_classes([class_id(target)])
+    out = tuner.color_bg(str(path), colors=(0, 0, 255), detect=target,
+                         output_image_name=str(tmp_path / "blue.png"))
+    assert np.array_equal(out, apply_effect(image, mine, "color-bg=0,0,255"))
+    assert np.array_equal(cv2.imread(str(tmp_path / "blue.png")), out)
+    outside = ~mine.masks.any(0)
+    assert (out[outside] == (255, 0, 0)).all()  # RGB blue, written as BGR
+    blurred = tuner.blur_frame(image, low=True, moderate=True, detect=target)  # strongest wins
+    assert np.array_equal(blurred, apply_effect(image, mine, "blur-bg=moderate"))

@@ -43,6 +43,8 @@ def test_bad_background_picture_stops_the_run_naming_it(capsys, tmp_path, r50_ch
                             "--effect", f"replace-bg={picture}")
         assert code == 1, err
         assert picture.name in err and needle in err and "Traceback" not in err
+    code, _, err = _cli(capsys, "segment", tmp_path / "photo.jpg", "--effect", "replace-bg")
+    assert code == 1 and "replace-bg=PATH" in err
     assert not (tmp_path / "photo_segmented.jpg").exists()
 
 

@@ -72,6 +72,7 @@ def _unchanged(image, det, image0, masks0):
     ("grey-bg", Effect("gray-bg")),
     ("replace-bg=beach.jpg", Effect("replace-bg", background="beach.jpg")),
     ("remove-bg", Effect("remove-bg")),
+    ("replace-bg", Effect("replace-bg")),  # the picture then goes to apply_effect
 ])
 def test_parse_effect(text, expected):
     assert parse_effect(text) == expected
@@ -80,7 +81,7 @@ def test_parse_effect(text, expected):
 
 @pytest.mark.parametrize("text", [
     "sharpen-bg", "blur-bg=30", "blur-bg=huge", "blur-bg=", "pixelate-bg=0", "gray-bg=3",
-    "color-bg=#12345", "color-bg=300,0,0", "replace-bg", "remove-bg=yes",
+    "color-bg=#12345", "color-bg=300,0,0", "remove-bg=yes",
 ])
 def test_parse_effect_rejects_bad_text_naming_it(text):
     with pytest.raises(EffectError) as info:
@@ -179,6 +180,8 @@ def test_replace_bg_covers_without_stretching(scene, tmp_path):
 
 def test_bad_background_pictures_are_named(scene, tmp_path):
     image, det, *_ = scene
+    with pytest.raises(EffectError, match="needs a background picture"):
+        apply_effect(image, det, "replace-bg")
     missing = tmp_path / "nope.jpg"
     with pytest.raises(InputNotFoundError, match="nope.jpg"):
         apply_effect(image, det, f"replace-bg={missing}")

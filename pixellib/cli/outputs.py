@@ -79,6 +79,8 @@ def prepare(jobs: list[Job], args: argparse.Namespace) -> list[Job]:
     if effect is None:
         return jobs
     if effect.name == "replace-bg":
+        if effect.background is None:
+            raise EffectError("replace-bg needs a picture: --effect replace-bg=PATH")
         args.effect_background = load_background(effect.background)
     if not effect.transparent:
         return jobs

@@ -121,7 +121,8 @@ def apply_effect(image_bgr: np.ndarray, detections: Detections, effect, *, class
     if effect.name == "replace-bg":
         source = background if background is not None else effect.background
         if source is None:
-            raise EffectError("replace-bg needs a background picture")
+            raise EffectError("replace-bg needs a background picture: replace-bg=PATH, or "
+                              "apply_effect(..., background=picture)")
         backdrop = fit_background(load_background(source), image.shape[:2])
     mask = object_mask(select(detections, classes, min_score))
     weight = keep_weight(mask, feather)

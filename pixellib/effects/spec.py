@@ -12,6 +12,7 @@ Python. Names and arguments:
 ``color-bg[=C]``      solid background colour: ``#rrggbb``, ``#rgb``, ``R,G,B`` (RGB order,
                       as PixelLib's ``colors``) or a name such as ``green``; default black
 ``replace-bg=PATH``   a picture behind the objects, scaled and cropped to cover the image
+                      (bare ``replace-bg``: the picture is given to ``apply_effect``)
 ``remove-bg``         transparent background: a BGRA result
 ``blur-objects[=K]``  blur only the selected objects (levels as ``blur-bg``)
 ``pixelate-objects[=B]``  pixelate only the selected objects
@@ -109,10 +110,8 @@ def parse_effect(text: str | Effect) -> Effect:
         return Effect(name, block=_block(text, arg) if arg else DEFAULT_BLOCK)
     if name == "color-bg":
         return Effect(name, color=parse_color(arg, text) if arg else (0, 0, 0))
-    if name == "replace-bg":
-        if not arg:
-            raise EffectError(f"effect {text!r} needs a picture: replace-bg=PATH")
-        return Effect(name, background=arg)
+    if name == "replace-bg":  # without PATH, the caller passes the picture to apply_effect
+        return Effect(name, background=arg or None)
     if arg:
         raise EffectError(f"effect {name!r} takes no argument, got {text!r}")
     return Effect(name)

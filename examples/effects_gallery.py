@@ -36,14 +36,13 @@ def main(argv=None) -> int:
     image = read_image(ROOT / "tests" / "data" / "images" / "street.jpg")
     image = cv2.resize(image, (400, int(400 * image.shape[0] / image.shape[1])),
                        interpolation=cv2.INTER_AREA)
-    det = Predictor(str(checkpoint), confidence=0.3)(image)
-    det = det[np.argsort(-det.masks.sum(axis=(1, 2)))[:3]]  # the three largest blobs
+    det = Predictor(str(checkpoint), confidence=0.2)(image)
     backdrop = image[:, ::-1].copy()
     quality = (cv2.IMWRITE_JPEG_QUALITY, 80)
     for name, effect, kwargs in [
         ("blur_bg", "blur-bg=extreme", {}),
         ("replace_bg", "replace-bg", {"background": backdrop, "feather": 3}),
-        ("pixelate_objects", "pixelate-objects=12", {}),
+        ("pixelate_objects", "pixelate-objects=8", {}),
     ]:
         after = apply_effect(image, det, effect, **kwargs)
         pair = np.hstack([image, np.full((image.shape[0], 6, 3), 255, np.uint8), after])

@@ -29,3 +29,7 @@ class ImageReadError(PixellibError, ValueError):
 
 class InputNotFoundError(PixellibError, FileNotFoundError):
     """An image, video or folder path does not exist."""
+
+
+class EffectError(PixellibError, ValueError):
+    """An effect name or argument is not valid, or an effect cannot be applied to an output."""

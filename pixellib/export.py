@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from .classes import COCO_CLASSES
+from .effects.cutouts import cutout_objects, label_image, object_masks, save_cutouts, save_masks  # noqa: F401,E501 - re-export
 from .media.images import write_image
 from .structures import Detections
 

@@ -125,19 +125,32 @@ def draw_detections(
 
 
 def annotate(
-    image_bgr: np.ndarray, detections: Detections, *, show_boxes: bool = False, **kwargs
+    image_bgr: np.ndarray, detections: Detections, *, show_boxes: bool = False,
+    show_masks: bool = True, show_labels: bool = True, **kwargs
 ) -> np.ndarray:
-    """:func:`draw_detections` for a :class:`Detections`, with PixelLib's boxes and captions.
+    """The one drawing path for :class:`Detections` (library, PixelLib API and CLI alike).
 
-    Boxes are truncated to int64 and scores shown as ``trunc(score * 100)`` computed in
-    float32, exactly like PixelLib's results dict (spec §9.1). ``kwargs`` go to
-    :func:`draw_detections`.
+    :func:`draw_detections` with PixelLib's boxes and captions: boxes are truncated to int64
+    and scores shown as ``trunc(score * 100)`` computed in float32, exactly like PixelLib's
+    results dict. Style options: ``show_masks=False`` draws no mask overlay (only boxes and
+    captions, when ``show_boxes``); ``show_labels=False`` draws boxes without captions;
+    ``kwargs`` (``text_size``, ``text_thickness``, ``box_thickness``, ``colors``, ``alpha``)
+    go to :func:`draw_detections`. Detections with ``track_ids`` (tracked video) are drawn in
+    each id's colour (:func:`pixellib.media.tracking.track_colors`) with ``#id`` captions.
     """
-    percent = (detections.scores * np.float32(100)).astype(np.int64)
-    labels = [label_text(name, int(p)) for name, p in zip(detections.class_names, percent)]
+    labels = None
+    if show_labels:
+        percent = (detections.scores * np.float32(100)).astype(np.int64)
+        labels = [label_text(name, int(p)) for name, p in zip(detections.class_names, percent)]
+    if detections.track_ids is not None:  # tracked video: colour and caption follow the id
+        from .media.tracking import track_colors
+
+        kwargs.setdefault("colors", track_colors(detections.track_ids))
+        if labels is not None:
+            labels = [f"{label} #{k}" for label, k in zip(labels, detections.track_ids)]
     return draw_detections(
-        image_bgr, detections.boxes.astype(np.int64), detections.masks, labels,
-        show_boxes=show_boxes, **kwargs,
+        image_bgr, detections.boxes.astype(np.int64), detections.masks if show_masks else None,
+        labels, show_boxes=show_boxes, **kwargs,
     )
 
 

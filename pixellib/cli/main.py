@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import PixellibError
+from . import outputs
 from .jobs import DEFAULT_BATCH_FOLDER, VIDEO_EXTENSIONS, Job, plan_jobs
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     seg = sub.add_parser("segment", help="segment images, folders, globs or videos",
                          description="Segment images, folders, globs or videos into "
-                                     "annotated copies.")
+                                     "annotated copies.", epilog=outputs.EPILOG,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     seg.add_argument("inputs", nargs="+", metavar="INPUT",
                      help="image file, folder (its images), glob (quote it) or video file "
                           f"({' '.join(VIDEO_EXTENSIONS)})")
@@ -97,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "colour and caption (#id) follow the id")
     seg.add_argument("--coco", metavar="FILE.json",
                      help="also write the image detections as COCO-style JSON")
+    outputs.add_arguments(seg)
     seg.set_defaults(func=_cmd_segment)
 
     dl = sub.add_parser("download", help="download a released model into the cache")
@@ -158,7 +161,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     started = time.perf_counter()
-    jobs = plan_jobs(args.inputs, args.output)
+    jobs = outputs.prepare(plan_jobs(args.inputs, args.output), args)
     stats = _Stats()
     if args.skip_existing:
         todo = [j for j in jobs if not j.output.exists()]
@@ -166,9 +169,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     else:
         todo = jobs
     if todo:
-        if (args.extract or args.coco) and any(j.video for j in todo):
-            print("pixellib: warning: --extract and --coco apply to images; videos are only "
-                  "annotated", file=sys.stderr)
+        if (args.extract or args.coco or args.cutouts or args.masks) and any(
+                j.video for j in todo):
+            print("pixellib: warning: --extract, --coco, --cutouts and --masks apply to images; "
+                  "videos are only annotated", file=sys.stderr)
         from ..runtime.parallel import ordered_map
 
         predictor = _load_predictor(args)
@@ -247,6 +251,7 @@ def _segment_image(predictor, job: Job, args):
         crops = extract_objects(image, det.masks, _int_boxes(det), from_box=from_box)
         save_extracts(crops, job.output.with_name(f"{job.output.stem}_extracts"),
                       from_box=from_box)
+    outputs.save_extras(image, det, job, args)
     write_image(job.output, drawn)  # last: an existing output means the job is complete
     return det
 
@@ -273,6 +278,8 @@ def _segment_video(predictor, job: Job, args) -> tuple[int, int]:
         tracker = Tracker()
     objects = 0
 
+    outputs.check_video(job, args)
+
     def step(frame, index):
         nonlocal objects
         det, drawn = _segment(predictor, frame, args, tracker)
@@ -284,27 +291,14 @@ def _segment_video(predictor, job: Job, args) -> tuple[int, int]:
 
 
 def _segment(predictor, image, args, tracker=None):
-    """Detections (filtered by --classes) and the annotated copy of ``image``. With a
-    tracker, colours follow the track ids and captions end with ``#id``."""
-    import numpy as np
-
-    from ..visualize import draw_detections, label_text
-
+    """Detections (filtered by --classes; with a tracker, carrying track ids, which the
+    drawing follows) and the output picture of ``image``."""
     det = predictor(image)
     if args.classes is not None:
         det = det.with_classes(args.classes)
-    colors = None
-    percent = (det.scores * np.float32(100)).astype(np.int64)  # PixelLib's integer percent
-    labels = [label_text(n, int(p)) for n, p in zip(det.class_names, percent, strict=True)]
     if tracker is not None:
-        from ..media.tracking import track_colors
-
         det = tracker.update(det)
-        colors = track_colors(det.track_ids)
-        labels = [f"{label} #{k}" for label, k in zip(labels, det.track_ids)]
-    drawn = draw_detections(image, _int_boxes(det), det.masks, labels, show_boxes=args.boxes,
-                            colors=colors)
-    return det, drawn
+    return det, outputs.render(image, det, args)
 
 
 def _int_boxes(det):

@@ -29,7 +29,7 @@ import numpy as np
 from ...classes import COCO_CLASSES, class_id
 from ...export import extract_objects, mask_polygons, save_extracts  # noqa: F401 - re-export
 from ...structures import Detections
-from ...visualize import draw_detections, label_text
+from ...visualize import annotate
 
 
 def target_flags(**flags) -> dict[str, str]:
@@ -95,12 +95,8 @@ def score_percent(scores: np.ndarray) -> np.ndarray:
 def draw(image: np.ndarray, det: Detections, *, show_bboxes: bool, text_size: float,
          text_thickness: int, box_thickness: int) -> np.ndarray:
     """The annotated copy of ``image`` (masks at 50 %, boxes and ``"name 98.00"`` captions)."""
-    labels = [label_text(n, int(p)) for n, p in zip(det.class_names, score_percent(det.scores))]
-    return draw_detections(
-        image, det.boxes.astype(np.int64), det.masks, labels, show_boxes=bool(show_bboxes),
-        text_size=text_size, text_thickness=int(text_thickness),
-        box_thickness=int(box_thickness),
-    )
+    return annotate(image, det, show_boxes=bool(show_bboxes), text_size=text_size,
+                    text_thickness=int(text_thickness), box_thickness=int(box_thickness))
 
 
 def results_dict(det: Detections, *, mask_points_values: bool = False,

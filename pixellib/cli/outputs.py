@@ -1,0 +1,136 @@
+"""``pixellib segment``'s effect and export options: --effect, --cutouts, --masks, --no-overlay.
+
+The output picture of each input is, in order: the effect applied to the objects selected by
+``--classes`` (all detections without it), or else the usual annotation; then, with
+``--boxes`` (or ``--no-overlay``), boxes and captions drawn on top. ``remove-bg`` makes a
+transparent picture, so image outputs that cannot hold transparency are written as PNG.
+Cut-outs and masks (images only) go to ``DIR/<output stem>_object_<k>_<class>.png``,
+``DIR/<output stem>_mask_<k>_<class>.png`` and ``DIR/<output stem>_labels.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from ..effects import EFFECTS, Effect, apply_effect, load_background, parse_effect
+from ..errors import EffectError
+from .jobs import Job
+
+#: Image formats that keep an alpha channel.
+ALPHA_EXTENSIONS = (".png", ".webp", ".tif", ".tiff")
+
+EPILOG = f"""\
+examples:
+  pixellib segment photo.jpg                          annotated copy: photo_segmented.jpg
+  pixellib segment photos/ -o out/ --boxes            a folder, with boxes and labels
+  pixellib segment photo.jpg --effect blur-bg --classes person
+  pixellib segment photo.jpg --effect blur-bg=extreme (or low, moderate, an odd kernel size)
+  pixellib segment photo.jpg --effect replace-bg=beach.jpg --feather 4
+  pixellib segment photo.jpg --effect color-bg=#00ff00
+  pixellib segment photo.jpg --effect remove-bg       transparent PNG: photo_segmented.png
+  pixellib segment street.mp4 --effect pixelate-objects=16 --classes person,car
+  pixellib segment photo.jpg --cutouts cutouts/ --masks masks/ --no-overlay
+
+effects: {', '.join(EFFECTS)}
+"""
+
+
+def _effect(text: str) -> Effect:
+    try:
+        return parse_effect(text)
+    except EffectError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _pixels(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 10000 pixels, got {text}")
+    return value
+
+
+def add_arguments(seg: argparse.ArgumentParser) -> None:
+    """The effect and export options of ``pixellib segment``."""
+    seg.add_argument("--effect", type=_effect, metavar="NAME[=ARG]",
+                     help="apply an effect instead of the mask overlay; --classes selects the "
+                          f"objects ({', '.join(EFFECTS)})")
+    seg.add_argument("--feather", type=_pixels, default=0, metavar="PX",
+                     help="soften the effect's edge over PX pixels (default 0: hard edge)")
+    seg.add_argument("--cutouts", metavar="DIR",
+                     help="also save each object as a transparent PNG cropped to its mask")
+    seg.add_argument("--masks", metavar="DIR",
+                     help="also save each object's binary mask PNG and an instance-id "
+                          "<stem>_labels.png (0 = background, k = k-th object)")
+    seg.add_argument("--no-overlay", action="store_true",
+                     help="draw no mask overlay, only boxes and labels")
+
+
+def prepare(jobs: list[Job], args: argparse.Namespace) -> list[Job]:
+    """Check the options once for the run (a bad background picture stops it here, named)
+    and give transparent image outputs an extension that keeps alpha."""
+    args.effect_background = None
+    effect = args.effect
+    if effect is None:
+        return jobs
+    if effect.name == "replace-bg":
+        if effect.background is None:
+            raise EffectError("replace-bg needs a picture: --effect replace-bg=PATH")
+        args.effect_background = load_background(effect.background)
+    if not effect.transparent:
+        return jobs
+    explicit = args.output is not None and len(jobs) == 1 and Path(args.output).suffix
+    out = []
+    for job in jobs:
+        if not job.video and job.output.suffix.lower() not in ALPHA_EXTENSIONS:
+            if explicit:
+                raise EffectError(
+                    f"remove-bg makes a transparent picture, which {job.output.suffix} cannot "
+                    f"hold: name the output {job.output.with_suffix('.png').name}"
+                )
+            job = dataclasses.replace(job, output=job.output.with_suffix(".png"))
+        out.append(job)
+    return out
+
+
+def check_video(job: Job, args: argparse.Namespace) -> None:
+    """Refuse a video job the effect cannot be written to (before any frame is segmented)."""
+    if args.effect is not None and args.effect.transparent and job.output.suffix != ".webm":
+        raise EffectError(
+            f"remove-bg on video needs .webm output (VP9 with alpha); {job.output.name} "
+            "cannot hold transparency"
+        )
+
+
+def render(image: np.ndarray, det, args: argparse.Namespace) -> np.ndarray:
+    """The output picture for ``image`` and its (``--classes``-filtered) detections."""
+    from ..visualize import annotate
+
+    boxes = bool(args.boxes or args.no_overlay)
+    if args.effect is None:
+        return annotate(image, det, show_boxes=boxes, show_masks=not args.no_overlay)
+    out = apply_effect(image, det, args.effect, feather=args.feather,
+                       background=getattr(args, "effect_background", None))
+    if not boxes:
+        return out
+    if out.shape[2] == 4:  # draw on the colour channels, keep the transparency
+        drawn = annotate(np.ascontiguousarray(out[:, :, :3]), det, show_boxes=True,
+                         show_masks=False)
+        return np.dstack([drawn, out[:, :, 3]])
+    return annotate(out, det, show_boxes=True, show_masks=False)
+
+
+def save_extras(image: np.ndarray, det, job: Job, args: argparse.Namespace) -> None:
+    """Write ``--cutouts`` and ``--masks`` files for one image."""
+    from ..effects.cutouts import save_cutouts, save_masks
+
+    prefix = f"{job.output.stem}_"
+    if args.cutouts:
+        save_cutouts(image, det, Path(args.cutouts), prefix=prefix)
+    if args.masks:
+        save_masks(det, Path(args.masks), prefix=prefix)

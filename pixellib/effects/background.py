@@ -1,0 +1,81 @@
+"""Background pictures for ``replace-bg``: reading them with clear errors, and fitting them.
+
+A background is scaled to **cover** the image (the smaller scale that leaves no gap) and
+centre-cropped, so it is never stretched. Accepted: any picture OpenCV decodes, as a path or
+an array. A grey picture is replicated to three channels and a 16-bit one scaled to 8 bits
+(both are pictures a user may reasonably hand us). A picture with an alpha channel is
+accepted only when it is fully opaque: a transparent area would have no defined colour to
+show, so it is refused with an error that names the file.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import ImageReadError, InputNotFoundError
+
+
+def load_background(background, *, what: str | None = None) -> np.ndarray:
+    """``background`` (a path or an array) as an ``(H, W, 3)`` uint8 BGR array.
+
+    Raises :class:`InputNotFoundError` for a missing file and :class:`ImageReadError` naming
+    the picture when it is not an image, is empty, or has transparent pixels.
+    """
+    if isinstance(background, (str, os.PathLike)):
+        path = Path(background).expanduser()
+        what = what or f"background picture {str(background)!r}"
+        if not path.exists():
+            raise InputNotFoundError(f"{what} not found")
+        if path.is_dir():
+            raise ImageReadError(f"{what} is a folder, not a picture")
+        data = np.fromfile(str(path), dtype=np.uint8)
+        array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        if array is None:
+            raise ImageReadError(f"{what} is not an image OpenCV can decode")
+    else:
+        what = what or "background picture"
+        array = np.asarray(background)
+    return _to_bgr(array, what)
+
+
+def _to_bgr(array: np.ndarray, what: str) -> np.ndarray:
+    if array.dtype == np.uint16:
+        array = (array >> 8).astype(np.uint8)
+    if array.dtype != np.uint8:
+        raise ImageReadError(f"{what}: expected 8-bit pixels, got dtype {array.dtype}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim == 2:
+        array = cv2.cvtColor(array, cv2.COLOR_GRAY2BGR)
+    if array.ndim != 3 or array.shape[2] not in (3, 4) or array.size == 0:
+        raise ImageReadError(f"{what}: expected an (H, W, 3) BGR picture, got shape {array.shape}")
+    if array.shape[2] == 4:
+        if array[:, :, 3].min() < 255:
+            raise ImageReadError(
+                f"{what} has transparent pixels (an alpha channel); a background must be "
+                "opaque: flatten it onto a colour first"
+            )
+        array = array[:, :, :3]
+    return np.ascontiguousarray(array)
+
+
+def fit_background(background: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``background`` (BGR) scaled to cover ``size = (height, width)`` and centre-cropped.
+
+    The aspect ratio is kept: the scale is ``max(H / h, W / w)``; the overflowing side is
+    cropped equally on both ends. A picture of exactly ``size`` is returned as is.
+    """
+    height, width = size
+    bh, bw = background.shape[:2]
+    if (bh, bw) == (height, width):
+        return background
+    scale = max(height / bh, width / bw)
+    new_w = max(width, int(np.ceil(bw * scale - 1e-9)))
+    new_h = max(height, int(np.ceil(bh * scale - 1e-9)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(background, (new_w, new_h), interpolation=interpolation)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    return np.ascontiguousarray(resized[top:top + height, left:left + width])

@@ -1,0 +1,100 @@
+"""Cut-outs and mask files: what users take from instance masks into other tools.
+
+* :func:`cutout_objects`: each object as a BGRA picture cropped to its mask's extent, alpha
+  255 on the mask and 0 elsewhere (colour also 0 there, so nothing else of the image leaks);
+* :func:`object_masks`: each object's binary mask, uint8 0 / 255, full image size;
+* :func:`label_image`: one instance-id image, 0 = background, ``k`` = the ``k``-th object in
+  result order (1-based). Where masks overlap, the lower ``k`` (higher score) wins. uint8
+  up to 255 objects, uint16 beyond.
+
+The ``save_*`` functions write PNGs atomically (:mod:`pixellib.media.files`) as
+``<prefix>object_<k>_<class>.png``, ``<prefix>mask_<k>_<class>.png`` and
+``<prefix>labels.png``, ``k`` from 1 in result order, so file ``k`` is always object ``k``
+and label value ``k``. An object with an empty mask has no cut-out file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..media.files import write_bytes
+from ..media.images import write_image
+from ..structures import Detections
+
+
+def cutout_objects(image_bgr: np.ndarray, detections: Detections) -> list[np.ndarray]:
+    """One ``(h, w, 4)`` uint8 BGRA cut-out per detection (``(0, 0, 4)`` for an empty mask)."""
+    image = np.asarray(image_bgr)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            f"expected an (H, W, 3) uint8 BGR image, got {image.dtype} of shape {image.shape}"
+        )
+    if tuple(image.shape[:2]) != tuple(detections.image_size):
+        raise ValueError(
+            f"image is {image.shape[1]}x{image.shape[0]} but the detections are for "
+            f"{detections.image_size[1]}x{detections.image_size[0]}"
+        )
+    out = []
+    for mask in detections.masks:
+        rows = np.flatnonzero(mask.any(axis=1))
+        if rows.size == 0:
+            out.append(np.zeros((0, 0, 4), np.uint8))
+            continue
+        cols = np.flatnonzero(mask.any(axis=0))
+        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        inside = mask[r0:r1, c0:c1]
+        crop = np.zeros((r1 - r0, c1 - c0, 4), np.uint8)
+        crop[:, :, :3] = np.where(inside[:, :, None], image[r0:r1, c0:c1], 0)
+        crop[:, :, 3] = inside * np.uint8(255)
+        out.append(crop)
+    return out
+
+
+def object_masks(detections: Detections) -> list[np.ndarray]:
+    """One ``(H, W)`` uint8 mask per detection: 255 on the object, 0 elsewhere."""
+    return [m * np.uint8(255) for m in detections.masks]
+
+
+def label_image(detections: Detections) -> np.ndarray:
+    """``(H, W)`` instance ids: 0 background, ``k`` object ``k`` (uint8, uint16 if > 255)."""
+    n = len(detections)
+    if n > np.iinfo(np.uint16).max:
+        raise ValueError(f"a label image holds at most 65535 objects, got {n}")
+    dtype = np.uint8 if n <= 255 else np.uint16
+    labels = np.zeros(detections.image_size, dtype)
+    for k in range(n, 0, -1):  # lower k painted last: it wins where masks overlap
+        labels[detections.masks[k - 1]] = k
+    return labels
+
+
+def _name(detections: Detections, k: int) -> str:
+    return detections.class_names[k - 1].replace(" ", "_")
+
+
+def save_cutouts(image_bgr: np.ndarray, detections: Detections, folder, *,
+                 prefix: str = "") -> list[Path]:
+    """Write :func:`cutout_objects` as ``<folder>/<prefix>object_<k>_<class>.png``."""
+    written = []
+    for k, crop in enumerate(cutout_objects(image_bgr, detections), start=1):
+        if crop.size:
+            path = Path(folder) / f"{prefix}object_{k}_{_name(detections, k)}.png"
+            written.append(write_image(path, crop))
+    return written
+
+
+def save_masks(detections: Detections, folder, *, prefix: str = "") -> list[Path]:
+    """Write each binary mask as ``<prefix>mask_<k>_<class>.png`` and the instance-id image
+    as ``<prefix>labels.png`` (8- or 16-bit PNG); return the paths, labels last."""
+    folder = Path(folder)
+    written = [
+        write_image(folder / f"{prefix}mask_{k}_{_name(detections, k)}.png", mask)
+        for k, mask in enumerate(object_masks(detections), start=1)
+    ]
+    labels = label_image(detections)
+    ok, encoded = cv2.imencode(".png", labels)  # write_image takes 8-bit only; labels may be 16
+    if not ok:  # pragma: no cover - PNG encodes any uint8/uint16 array
+        raise ValueError(f"cannot encode the label image for {str(folder)!r}")
+    written.append(write_bytes(folder / f"{prefix}labels.png", encoded.tobytes()))
+    return written

@@ -1,0 +1,263 @@
+"""PixelLib's ``alter_bg`` (background tuning) on PointRend instance masks.
+
+PixelLib 0.7.1 runs this API on a TensorFlow DeepLabv3+ model trained on Pascal VOC, which
+needs TensorFlow 2.0-2.4. Here the same calls run on the PointRend model: the foreground is
+the union of the instance masks of the target classes. Differences, on purpose:
+
+* ``load_pascalvoc_model`` takes a PointRend checkpoint (or ``"resnet50"`` / ``"resnet101"``);
+  a TensorFlow ``.pb`` / ``.h5`` is refused with an error saying what to load instead. It
+  also takes ``detect=``, a default target for later calls (one tutorial block passes it).
+* Without ``detect``, the foreground is every detection of the 20 Pascal VOC classes, the
+  objects PixelLib's model knows (``detect`` may also name any COCO class).
+* ``change_bg_img`` scales the background picture to cover the image and crops it; PixelLib
+  stretches it to the image size.
+* ``blur_*`` without ``low`` / ``moderate`` / ``extreme`` raises a clear error (PixelLib
+  fails with ``NameError``); with several, the strongest wins, as in PixelLib.
+* Videos are written at ``frames_per_second``, or the source's rate when it is None (PixelLib
+  then crashes); camera loops end at the first failed read.
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ..classes import class_id
+from ..effects import Effect, apply_effect, fit_background, load_background, parse_color
+from ..effects.spec import BLUR_LEVELS
+from ..errors import EffectError, ModelFileError
+
+#: Pascal VOC class names (PixelLib's ``detect=`` values) -> COCO class names.
+VOC_TO_COCO: dict[str, str] = {
+    "person": "person", "car": "car", "aeroplane": "airplane", "bicycle": "bicycle",
+    "bird": "bird", "boat": "boat", "bottle": "bottle", "bus": "bus", "cat": "cat",
+    "chair": "chair", "cow": "cow", "diningtable": "dining table", "dog": "dog",
+    "horse": "horse", "motorbike": "motorcycle", "pottedplant": "potted plant",
+    "sheep": "sheep", "sofa": "couch", "train": "train", "tvmonitor": "tv",
+}
+_VOC_ALIASES = {"monitor": "tv", "tv": "tv", "dinningtable": "dining table"}
+VOC_CLASS_IDS = tuple(sorted({class_id(name) for name in VOC_TO_COCO.values()}))
+_TENSORFLOW_SUFFIXES = (".pb", ".h5")
+
+
+def detect_class_ids(detect) -> tuple[int, ...]:
+    """COCO class ids for ``detect``: a Pascal VOC or COCO name, or a list of them; None
+    means the 20 Pascal VOC classes."""
+    if detect is None:
+        return VOC_CLASS_IDS
+    names = [detect] if isinstance(detect, str) else list(detect)
+    ids = []
+    for name in names:
+        key = str(name).strip().lower()
+        coco = VOC_TO_COCO.get(key.replace(" ", "").replace("_", "")) or _VOC_ALIASES.get(key)
+        try:
+            ids.append(class_id(coco or key))
+        except ValueError:
+            raise EffectError(
+                f"detect={name!r} is not a class: use a Pascal VOC name "
+                f"({', '.join(VOC_TO_COCO)}) or a COCO class name"
+            ) from None
+    return tuple(ids)
+
+
+@lru_cache(maxsize=1)
+def _predictor(path: str, stamp: tuple[int, int], speed, confidence, device):
+    """The last model loaded, kept: PixelLib scripts often build ``alter_bg`` per call."""
+    from ..predictor import Predictor
+
+    return Predictor(path, speed=speed, confidence=confidence, device=device)
+
+
+def _blur_effect(low, moderate, extreme) -> Effect:
+    for flag, level in ((extreme, "extreme"), (moderate, "moderate"), (low, "low")):
+        if flag:
+            return Effect("blur-bg", kernel=BLUR_LEVELS[level])
+    raise EffectError("choose how much to blur: low=True, moderate=True or extreme=True")
+
+
+class alter_bg:  # noqa: N801 - PixelLib's class name
+    """``alter_bg(model_type="pb")``: ``model_type`` is accepted for compatibility and
+    ignored (one PointRend model serves both of PixelLib's types).
+
+    ``detection_speed`` (``None``, ``"fast"``, ``"rapid"``), ``confidence`` and ``device``
+    are the :class:`~pixellib.predictor.Predictor` settings; setting the class attributes
+    ``alter_bg.detection_speed`` / ``alter_bg.confidence`` changes the default for every
+    instance.
+    """
+
+    detection_speed: str | None = None
+    confidence: float | None = None
+
+    def __init__(self, model_type: str = "h5", *, detection_speed: str | None = None,
+                 confidence: float | None = None, device: str = "cpu"):
+        self.model_type = model_type
+        self.speed = detection_speed if detection_speed is not None else self.detection_speed
+        self.confidence = confidence if confidence is not None else type(self).confidence
+        self.device = device
+        self.predictor = None
+        self.detect = None
+
+    # ------------------------------------------------------------------ model
+
+    def load_pascalvoc_model(self, model_path, detect=None):
+        """Load a PointRend checkpoint path or released name; ``detect`` sets the default
+        target class of later calls."""
+        from ..checkpoint.hub import MODEL_URLS, model_filename, resolve_model
+
+        text = str(model_path)
+        if Path(text).suffix.lower() in _TENSORFLOW_SUFFIXES:
+            raise ModelFileError(
+                f"{text!r} is a TensorFlow Pascal VOC model, which this PyTorch pixellib does "
+                "not run. Load a PointRend checkpoint instead: "
+                "load_pascalvoc_model('pointrend_resnet50.pkl') for a downloaded file, or "
+                "load_pascalvoc_model('resnet50') to download and cache the released model"
+            )
+        path = Path(text).expanduser()
+        if not path.exists():
+            for name in MODEL_URLS:
+                if path.name == model_filename(name):
+                    text = name  # the released file's name: use the cached download
+        resolved = resolve_model(text)
+        stat = os.stat(resolved)
+        self.predictor = _predictor(str(Path(resolved).resolve()), (stat.st_mtime_ns, stat.st_size),
+                                    self.speed, self.confidence, self.device)
+        if detect is not None:
+            detect_class_ids(detect)  # validate now
+        self.detect = detect
+
+    # ------------------------------------------------------------------ core
+
+    def _tune(self, image, effect: Effect, detect, background=None) -> np.ndarray:
+        from ..media.images import read_image
+
+        if self.predictor is None:
+            raise EffectError("no model loaded: call load_pascalvoc_model(...) first")
+        image = read_image(image)
+        det = self.predictor(image)
+        det = det.with_classes(detect_class_ids(detect if detect is not None else self.detect))
+        if background is not None:
+            background = fit_background(background, image.shape[:2])
+        return apply_effect(image, det, effect, background=background)
+
+    def _image(self, image, effect, output_image_name, verbose, detect, background=None):
+        if verbose is not None:
+            print("processing image......")
+        out = self._tune(image, effect, detect, background)
+        if output_image_name is not None:
+            from ..media.images import write_image
+
+            write_image(output_image_name, out)
+        return out
+
+    def _video(self, video_path, effect, frames_per_second, output_video_name, detect,
+               background=None):
+        from ..torchbackend.instance.streams import run_video
+
+        def segment(frame, _index):
+            return None, self._tune(frame, effect, detect, background)
+
+        return run_video(segment, video_path, output_video_name=output_video_name,
+                         frames_per_second=frames_per_second)[1]
+
+    def _camera(self, cam, effect, detect, background=None, **options):
+        from ..torchbackend.instance.streams import run_camera
+
+        def segment(frame, _index):
+            return None, self._tune(frame, effect, detect, background)
+
+        return run_camera(segment, cam, **options)[1]
+
+    # ------------------------------------------------------------------ picture background
+
+    def change_bg_img(self, f_image_path, b_image_path, output_image_name=None, verbose=None,
+                      detect=None):
+        return self._image(f_image_path, Effect("replace-bg", background=str(b_image_path)),
+                           output_image_name, verbose, detect, load_background(b_image_path))
+
+    def change_frame_bg(self, frame, b_image_path, verbose=None, detect=None):
+        return self._image(frame, Effect("replace-bg", background=str(b_image_path)), None,
+                           verbose, detect, load_background(b_image_path))
+
+    def change_video_bg(self, video_path, b_image_path, frames_per_second=None,
+                        output_video_name=None, detect=None):
+        return self._video(video_path, Effect("replace-bg", background=str(b_image_path)),
+                           frames_per_second, output_video_name, detect,
+                           load_background(b_image_path))
+
+    def change_camera_bg(self, cam, b_image_path, frames_per_second=None, check_fps=False,
+                         show_frames=False, frame_name=None, verbose=None,
+                         output_video_name=None, detect=None):
+        return self._camera(cam, Effect("replace-bg", background=str(b_image_path)), detect,
+                            load_background(b_image_path), frames_per_second=frames_per_second,
+                            check_fps=check_fps, show_frames=show_frames, frame_name=frame_name,
+                            verbose=verbose, output_video_name=output_video_name)
+
+    # ------------------------------------------------------------------ colour
+
+    def color_bg(self, image_path, colors, output_image_name=None, verbose=None, detect=None):
+        return self._image(image_path, _color(colors), output_image_name, verbose, detect)
+
+    def color_frame(self, frame, colors, verbose=None, detect=None):
+        return self._image(frame, _color(colors), None, verbose, detect)
+
+    def color_video(self, video_path, colors, frames_per_second=None, output_video_name=None,
+                    detect=None):
+        return self._video(video_path, _color(colors), frames_per_second, output_video_name,
+                           detect)
+
+    def color_camera(self, cam, colors, frames_per_second=None, check_fps=False,
+                     show_frames=False, frame_name=None, verbose=None, output_video_name=None,
+                     detect=None):
+        return self._camera(cam, _color(colors), detect, frames_per_second=frames_per_second,
+                            check_fps=check_fps, show_frames=show_frames, frame_name=frame_name,
+                            verbose=verbose, output_video_name=output_video_name)
+
+    # ------------------------------------------------------------------ blur
+
+    def blur_bg(self, image_path, low=False, moderate=False, extreme=False,
+                output_image_name=None, verbose=None, detect=None):
+        return self._image(image_path, _blur_effect(low, moderate, extreme), output_image_name,
+                           verbose, detect)
+
+    def blur_frame(self, frame, low=False, moderate=False, extreme=False, verbose=None,
+                   detect=None):
+        return self._image(frame, _blur_effect(low, moderate, extreme), None, verbose, detect)
+
+    def blur_video(self, video_path, low=False, moderate=False, extreme=False,
+                   frames_per_second=None, output_video_name=None, detect=None):
+        return self._video(video_path, _blur_effect(low, moderate, extreme), frames_per_second,
+                           output_video_name, detect)
+
+    def blur_camera(self, cam, low=False, moderate=False, extreme=False, frames_per_second=None,
+                    check_fps=False, show_frames=False, frame_name=None, verbose=None,
+                    output_video_name=None, detect=None):
+        return self._camera(cam, _blur_effect(low, moderate, extreme), detect,
+                            frames_per_second=frames_per_second, check_fps=check_fps,
+                            show_frames=show_frames, frame_name=frame_name, verbose=verbose,
+                            output_video_name=output_video_name)
+
+    # ------------------------------------------------------------------ grey
+
+    def gray_bg(self, image_path, output_image_name=None, verbose=None, detect=None):
+        return self._image(image_path, Effect("gray-bg"), output_image_name, verbose, detect)
+
+    def gray_frame(self, frame, verbose=None, detect=None):
+        return self._image(frame, Effect("gray-bg"), None, verbose, detect)
+
+    def gray_video(self, video_path, frames_per_second=None, output_video_name=None,
+                   detect=None):
+        return self._video(video_path, Effect("gray-bg"), frames_per_second, output_video_name,
+                           detect)
+
+    def gray_camera(self, cam, frames_per_second=None, check_fps=False, show_frames=False,
+                    frame_name=None, verbose=None, output_video_name=None, detect=None):
+        return self._camera(cam, Effect("gray-bg"), detect, frames_per_second=frames_per_second,
+                            check_fps=check_fps, show_frames=show_frames, frame_name=frame_name,
+                            verbose=verbose, output_video_name=output_video_name)
+
+
+def _color(colors) -> Effect:
+    """PixelLib's ``colors``: an RGB tuple (a ``#rrggbb`` string or name also works)."""
+    return Effect("color-bg", color=parse_color(colors))

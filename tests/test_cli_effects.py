@@ -1,0 +1,117 @@
+"""``pixellib segment --effect / --cutouts / --masks / --no-overlay`` end to end."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pixellib.cli import main
+
+PHOTO = Path(__file__).parent / "data" / "images" / "small.jpg"
+
+
+def _cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_shows_effect_examples(capsys):
+    code, out, _ = _cli(capsys, "segment", "--help")
+    assert code == 0
+    assert "examples:" in out
+    for text in ("--effect blur-bg", "replace-bg=beach.jpg", "color-bg=#00ff00", "remove-bg",
+                 "pixelate-objects", "--cutouts", "--masks", "--no-overlay"):
+        assert text in out
+
+
+@pytest.mark.parametrize("effect", ["sparkle-bg", "blur-bg=30", "color-bg=#zzz"])
+def test_bad_effect_is_a_usage_error(capsys, effect):
+    code, _, err = _cli(capsys, "segment", "a.jpg", "--effect", effect)
+    assert code == 2 and "usage:" in err and effect in err
+
+
+def test_bad_background_picture_stops_the_run_naming_it(capsys, tmp_path, r50_checkpoint):
+    shutil.copyfile(PHOTO, tmp_path / "photo.jpg")
+    (tmp_path / "beach.jpg").write_bytes(b"not a jpeg")
+    for picture, needle in [(tmp_path / "beach.jpg", "not an image"),
+                            (tmp_path / "missing.jpg", "not found")]:
+        code, _, err = _cli(capsys, "segment", tmp_path / "photo.jpg", "--model", r50_checkpoint,
+                            "--effect", f"replace-bg={picture}")
+        assert code == 1, err
+        assert picture.name in err and needle in err and "Traceback" not in err
+    code, _, err = _cli(capsys, "segment", tmp_path / "photo.jpg", "--effect", "replace-bg")
+    assert code == 1 and "replace-bg=PATH" in err
+    assert not (tmp_path / "photo_segmented.jpg").exists()
+
+
+@pytest.mark.slow
+def test_remove_bg_with_cutouts_and_masks(capsys, tmp_path, r50_checkpoint):
+    """One run writes a transparent PNG, cut-outs and masks that agree with each other."""
+    image = cv2.resize(cv2.imread(str(PHOTO)), (200, 150), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(tmp_path / "photo.jpg"), image)
+    code, out, err = _cli(capsys, "segment", tmp_path / "photo.jpg", "--model", r50_checkpoint,
+                          "--speed", "rapid", "--confidence", "0.3", "--effect", "remove-bg",
+                          "--cutouts", tmp_path / "cut", "--masks", tmp_path / "masks")
+    assert code == 0, err
+    assert not (tmp_path / "photo_segmented.jpg").exists()  # JPEG has no alpha: PNG instead
+    result = cv2.imread(str(tmp_path / "photo_segmented.png"), cv2.IMREAD_UNCHANGED)
+    assert result.shape == (150, 200, 4)
+    labels = cv2.imread(str(tmp_path / "masks" / "photo_segmented_labels.png"),
+                        cv2.IMREAD_UNCHANGED)
+    masks = sorted((tmp_path / "masks").glob("photo_segmented_mask_*.png"),
+                   key=lambda p: int(p.name.split("_")[3]))
+    n = len(masks)
+    assert n > 0, "the synthetic model should find something in the photo"
+    assert f"{n} objects" in out
+    union = np.zeros((150, 200), bool)
+    for k, path in enumerate(masks, start=1):
+        mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) == 255
+        union |= mask
+        assert (labels[mask] <= k).all() and (labels[mask] > 0).all()
+        cut = next((tmp_path / "cut").glob(f"photo_segmented_object_{k}_*.png"), None)
+        if mask.any():
+            rgba = cv2.imread(str(cut), cv2.IMREAD_UNCHANGED)
+            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+            crop = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+            assert np.array_equal(rgba[:, :, 3] == 255, crop)
+    assert np.array_equal(labels > 0, union)
+    assert np.array_equal(result[:, :, 3] == 255, union)  # alpha = the objects
+    assert (result[:, :, 3][~union] == 0).all()
+    # Inside the objects, the picture is the input decoded as the CLI decoded it.
+    decoded = cv2.imread(str(tmp_path / "photo.jpg"))
+    assert np.array_equal(result[union][:, :3], decoded[union])
+
+
+@pytest.mark.slow
+def test_effect_on_a_folder_with_classes(capsys, tmp_path, r50_checkpoint):
+    """color-bg with --classes: pixels outside the chosen objects get the colour."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image = cv2.resize(cv2.imread(str(PHOTO)), (200, 150), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(folder / "a.png"), image)
+    code, out, err = _cli(capsys, "segment", folder, "-o", tmp_path / "out", "--model",
+                          r50_checkpoint, "--speed", "rapid", "--confidence", "0.3",
+                          "--effect", "color-bg=#00ff00", "--masks", tmp_path / "masks",
+                          "--classes", "person,umbrella")
+    assert code == 0, err
+    result = cv2.imread(str(tmp_path / "out" / "a.png"))
+    labels = cv2.imread(str(tmp_path / "masks" / "a_labels.png"), cv2.IMREAD_UNCHANGED)
+    objects = labels > 0
+    assert (result[~objects] == (0, 255, 0)).all()
+    assert np.array_equal(result[objects], image[objects])
+
+
+def test_remove_bg_on_video_needs_webm(capsys, tmp_path, r50_checkpoint):
+    from pixellib.media.video import VideoWriter
+
+    with VideoWriter(tmp_path / "clip.mp4", 10, (64, 48)) as writer:
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+    code, _, err = _cli(capsys, "segment", tmp_path / "clip.mp4", "--model", r50_checkpoint,
+                        "--effect", "remove-bg")
+    assert code == 1
+    assert "remove-bg on video needs .webm output" in err and "clip.mp4" in err
+    assert not (tmp_path / "clip_segmented.mp4").exists()

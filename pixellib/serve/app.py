@@ -37,6 +37,7 @@ _COMMON_OPTIONS = {
     "confidence": "score threshold in [0, 1]; may only raise the server's",
     "classes": "keep only these classes: names or ids, comma separated (person,car)",
     "max_detections": "keep at most this many objects (highest scores first)",
+    "timeout": "seconds to wait for the result (504 after); may only lower the server's",
 }
 _SEGMENT_OPTIONS = {**_COMMON_OPTIONS, "polygons": "also return each mask's outlines"}
 _RENDER_OPTIONS = {
@@ -246,7 +247,8 @@ def create_app(settings: ServeSettings, *, predictors: list | None = None) -> Fa
               openapi_extra=_openapi(_SEGMENT_OPTIONS))
     async def segment(request: Request):
         files, opts = await _request_input(state, request, _SEGMENT_OPTIONS, ("image",))
-        result = await _run(state, request, segment_job(files, opts, settings.max_pixels))
+        result = await _run(state, request, segment_job(files, opts, settings.max_pixels),
+                            opts["timeout"])
         if isinstance(result, Response):
             return result
         return Response(result, media_type="application/json")
@@ -259,7 +261,7 @@ def create_app(settings: ServeSettings, *, predictors: list | None = None) -> Fa
                                            ("image", "background"))
         effect = _parse_effect(opts["effect"], files)
         result = await _run(state, request,
-                            render_job(files, opts, settings.max_pixels, effect))
+                            render_job(files, opts, settings.max_pixels, effect), opts["timeout"])
         if isinstance(result, Response):
             return result
         data, media_type = result
@@ -312,7 +314,7 @@ async def _request_input(state: _State, request: Request, allowed: dict,
     raw = dict(request.query_params)
     raw.update(fields)
     info = state.model_info
-    opts = parse_options(raw, allowed, info["confidence"], info["max_detections"])
+    opts = parse_options(raw, allowed, info["confidence"], info["max_detections"], s.timeout)
     return files, opts
 
 
@@ -336,7 +338,7 @@ def _parse_effect(text: str | None, files: dict):
     return effect
 
 
-async def _run(state: _State, request: Request, job_fn):
+async def _run(state: _State, request: Request, job_fn, timeout: float | None):
     """Run ``job_fn`` on the pool within --timeout; give its place back if the client leaves."""
     pool, s = state.pool, state.settings
     try:
@@ -347,14 +349,15 @@ async def _run(state: _State, request: Request, job_fn):
         retry = max(1, math.ceil(mean * pool.capacity / s.replicas))
         raise ApiError(503, "busy", f"the server is at capacity ({e}); retry later",
                        {"Retry-After": str(retry)}) from None
-    deadline = time.monotonic() + s.timeout
+    timeout = timeout or s.timeout
+    deadline = time.monotonic() + timeout
     try:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 pool.cancel(job)
                 state.metrics.timeouts += 1
-                raise ApiError(504, "timeout", f"no result within {s.timeout:g} s (--timeout)")
+                raise ApiError(504, "timeout", f"no result within {timeout:g} s")
             done, _ = await asyncio.wait({job.future}, timeout=min(0.2, remaining))
             if done:
                 return job.future.result()

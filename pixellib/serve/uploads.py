@@ -42,6 +42,8 @@ async def read_body(request, limit: int, upload_timeout: float) -> bytes:
                            "bytes (--max-upload-mb)", {"Connection": "close"})
     body = bytearray()
     deadline = time.monotonic() + upload_timeout
+    from starlette.requests import ClientDisconnect
+
     stream = request.stream().__aiter__()
     while True:
         remaining = deadline - time.monotonic()
@@ -49,6 +51,9 @@ async def read_body(request, limit: int, upload_timeout: float) -> bytes:
             chunk = await asyncio.wait_for(stream.__anext__(), timeout=max(remaining, 0.001))
         except StopAsyncIteration:
             break
+        except ClientDisconnect:
+            raise ApiError(499, "client disconnected", "the client left during the upload") \
+                from None
         except asyncio.TimeoutError:
             raise ApiError(408, "request timeout",
                            f"the request body did not arrive within {upload_timeout:g} s",
@@ -74,10 +79,8 @@ def split_body(content_type: str, body: bytes) -> tuple[dict[str, tuple[str, byt
     )
 
     ctype, params = parse_options_header(content_type or "")
-    if ctype == b"application/x-www-form-urlencoded":
-        raise ApiError(415, "unsupported media type",
-                       "send the image as multipart/form-data (field 'image') or as the raw "
-                       "request body")
+    # Any other type (image/*, application/octet-stream, or curl's default for --data-binary)
+    # is the image itself; the decoder decides whether it is one.
     if ctype != b"multipart/form-data":
         return ({"image": ("body", body)} if body else {}), {}
     boundary = params.get(b"boundary")
@@ -147,18 +150,19 @@ def _bad(name: str, detail: str) -> ApiError:
 
 
 def parse_options(raw: dict[str, str], allowed: dict[str, str], server_confidence: float,
-                  max_detections: int) -> dict:
+                  max_detections: int, server_timeout: float) -> dict:
     """Validate the per-request options (query string and form fields merged).
 
     ``allowed`` maps each option this endpoint takes to a one-line help; anything else is a
-    422. Confidence may only raise the server's threshold and ``max_detections`` may only
-    lower the model's cap.
+    422. Confidence may only raise the server's threshold; ``max_detections`` and ``timeout``
+    may only lower the server's.
     """
     unknown = sorted(set(raw) - set(allowed))
     if unknown:
         raise _bad(unknown[0], f"unknown option; this endpoint takes {', '.join(allowed)}")
     out: dict = {"confidence": None, "classes": None, "polygons": False,
-                 "max_detections": None, "boxes": False, "effect": None, "format": None}
+                 "max_detections": None, "boxes": False, "effect": None, "format": None,
+                 "timeout": None}
     for name, text in raw.items():
         text = text.strip()
         if name == "confidence":
@@ -183,6 +187,15 @@ def parse_options(raw: dict[str, str], allowed: dict[str, str], server_confidenc
                 raise _bad(name, f"not an integer: {text!r}") from None
             if not 0 <= value <= max_detections:
                 raise _bad(name, f"must be between 0 and {max_detections}, got {value}")
+            out[name] = value
+        elif name == "timeout":
+            try:
+                value = float(text)
+            except ValueError:
+                raise _bad(name, f"not a number: {text!r}") from None
+            if not 0 < value <= server_timeout:
+                raise _bad(name, f"must be in (0, {server_timeout:g}] seconds (the server's "
+                           f"--timeout), got {text}")
             out[name] = value
         elif name == "format":
             if text.lower() not in ("jpeg", "jpg", "png", "webp"):

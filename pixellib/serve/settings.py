@@ -5,8 +5,14 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
+from ..errors import PixellibError
+
 #: Environment variable read for the API key when ``--api-key`` is not given.
 API_KEY_ENV = "PIXELLIB_API_KEY"
+
+
+class ServeOptionError(PixellibError, ValueError):
+    """A server option out of range, or a public address without authentication."""
 
 
 @dataclass(frozen=True)
@@ -39,20 +45,20 @@ class ServeSettings:
 
     def __post_init__(self):
         if self.replicas < 1:
-            raise ValueError(f"--workers must be at least 1, got {self.replicas}")
+            raise ServeOptionError(f"--workers must be at least 1, got {self.replicas}")
         if self.max_queue < 0:
-            raise ValueError(f"--max-queue must be 0 or more, got {self.max_queue}")
+            raise ServeOptionError(f"--max-queue must be 0 or more, got {self.max_queue}")
         for name in ("timeout", "upload_timeout"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be a positive number of seconds")
+                raise ServeOptionError(f"{name} must be a positive number of seconds")
         if self.max_upload_bytes < 1:
-            raise ValueError("--max-upload-mb must be positive")
+            raise ServeOptionError("--max-upload-mb must be positive")
         if self.max_pixels < 1:
-            raise ValueError("max_pixels must be positive")
+            raise ServeOptionError("max_pixels must be positive")
         if self.api_key is not None and not self.api_key.strip():
-            raise ValueError("the API key is empty")
+            raise ServeOptionError("the API key is empty")
         if not is_loopback(self.host) and self.api_key is None and not self.insecure_no_auth:
-            raise ValueError(
+            raise ServeOptionError(
                 f"--host {self.host} accepts connections from other machines: give --api-key "
                 f"(or ${API_KEY_ENV}), or --insecure-no-auth to serve without authentication"
             )

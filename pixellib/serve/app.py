@@ -44,6 +44,7 @@ _RENDER_OPTIONS = {
     **_COMMON_OPTIONS,
     "effect": "an effect such as blur-bg or color-bg=#00ff00 (see /v1/info); none: annotate",
     "boxes": "draw boxes and labels",
+    "feather": "soften the effect's border over this many pixels (0 to 100; default 0)",
     "format": "jpeg, png or webp (default: jpeg, png for a transparent result)",
 }
 
@@ -260,6 +261,9 @@ def create_app(settings: ServeSettings, *, predictors: list | None = None) -> Fa
         files, opts = await _request_input(state, request, _RENDER_OPTIONS,
                                            ("image", "background"))
         effect = _parse_effect(opts["effect"], files)
+        if effect is not None and effect.name == "remove-bg" and opts["format"] == "jpeg":
+            raise ApiError(422, "invalid option", "format: remove-bg makes a transparent image; "
+                           "ask for png or webp")
         result = await _run(state, request,
                             render_job(files, opts, settings.max_pixels, effect), opts["timeout"])
         if isinstance(result, Response):
@@ -319,23 +323,31 @@ async def _request_input(state: _State, request: Request, allowed: dict,
 
 
 def _parse_effect(text: str | None, files: dict):
+    """The request's effect, or None to annotate. A ``replace-bg`` picture comes only as the
+    uploaded file field ``background``: never as a path the server would open."""
+    name, sep, _ = (text or "").strip().partition("=")
+    replace = name.strip().lower() == "replace-bg"
+    if "background" in files and not replace:
+        raise ApiError(422, "invalid option", "a 'background' file needs effect=replace-bg")
     if not text:
-        if "background" in files:
-            raise ApiError(422, "invalid option", "a 'background' file needs effect=replace-bg")
         return None
+    if replace:
+        if sep:
+            raise ApiError(422, "invalid option", "effect: send the replace-bg picture as the "
+                           "file field 'background', not as a path")
+        if "background" not in files:
+            raise ApiError(422, "invalid option", "effect replace-bg needs a second file field "
+                           "'background'")
+        text = "replace-bg=uploaded-background"  # a label only: the decoded upload is used
     try:
         from ..effects import parse_effect
     except ImportError:
         raise ApiError(422, "invalid option",
                        "effect: this server has no effects (pixellib.effects is missing)") from None
     try:
-        effect = parse_effect(text)
+        return parse_effect(text)
     except ValueError as e:
         raise ApiError(422, "invalid option", f"effect: {e}") from None
-    if text.split("=")[0].strip() == "replace-bg" and "background" not in files:
-        raise ApiError(422, "invalid option", "effect replace-bg needs a second file field "
-                       "'background'")
-    return effect
 
 
 async def _run(state: _State, request: Request, job_fn, timeout: float | None):

@@ -100,7 +100,8 @@ def render_job(files: dict, opts: dict, max_pixels: int, effect):
             if background is not None:
                 bg = decode_upload(background[1], background[0], max_pixels)
             try:
-                out = apply_effect(image, det, effect, background=bg)
+                out = apply_effect(image, det, effect, background=bg,
+                                   feather=opts["feather"])
             except ValueError as e:
                 raise ApiError(422, "invalid option", f"effect: {e}") from None
             if opts["boxes"]:

@@ -162,7 +162,7 @@ def parse_options(raw: dict[str, str], allowed: dict[str, str], server_confidenc
         raise _bad(unknown[0], f"unknown option; this endpoint takes {', '.join(allowed)}")
     out: dict = {"confidence": None, "classes": None, "polygons": False,
                  "max_detections": None, "boxes": False, "effect": None, "format": None,
-                 "timeout": None}
+                 "timeout": None, "feather": 0.0}
     for name, text in raw.items():
         text = text.strip()
         if name == "confidence":
@@ -196,6 +196,14 @@ def parse_options(raw: dict[str, str], allowed: dict[str, str], server_confidenc
             if not 0 < value <= server_timeout:
                 raise _bad(name, f"must be in (0, {server_timeout:g}] seconds (the server's "
                            f"--timeout), got {text}")
+            out[name] = value
+        elif name == "feather":
+            try:
+                value = float(text)
+            except ValueError:
+                raise _bad(name, f"not a number: {text!r}") from None
+            if not 0 <= value <= 100:
+                raise _bad(name, f"must be between 0 and 100 pixels, got {text}")
             out[name] = value
         elif name == "format":
             if text.lower() not in ("jpeg", "jpg", "png", "webp"):

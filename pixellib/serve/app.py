@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 _STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
 _PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; script-src 'self'; "
-             "style-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+             "style-src 'self'; connect-src 'self' blob:; object-src 'none'; base-uri 'none'; "
              "frame-ancestors 'none'")
 _ENDPOINTS = {"/", "/healthz", "/readyz", "/metrics", "/v1/info", "/v1/segment", "/v1/render",
               "/docs", "/openapi.json", "/static/app.js", "/static/app.css"}

@@ -4,6 +4,7 @@ upload a photo, wait for the result, check the object list, the rendered image a
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import shutil
@@ -27,7 +28,9 @@ class DevTools:
     """A minimal DevTools protocol client for one page."""
 
     def __init__(self, ws_url: str):
-        self.ws = sync_client.connect(ws_url, max_size=64 << 20, open_timeout=30)
+        self._stack = contextlib.ExitStack()
+        self.ws = self._stack.enter_context(
+            sync_client.connect(ws_url, max_size=64 << 20, open_timeout=30))
         self.next_id = 0
 
     def call(self, method: str, **params):
@@ -48,7 +51,7 @@ class DevTools:
         return result["result"].get("value")
 
     def close(self):
-        self.ws.close()
+        self._stack.close()
 
 
 @pytest.fixture

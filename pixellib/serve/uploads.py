@@ -15,6 +15,8 @@ from ..classes import COCO_CLASSES, class_id
 #: Most multipart parts a request may have, and the largest plain (non-file) field.
 MAX_PARTS = 16
 MAX_FIELD_BYTES = 4096
+#: Parts holding pictures, with or without a file name (``curl -F "image=<photo.jpg"``).
+FILE_FIELDS = ("image", "background")
 
 
 class ApiError(Exception):
@@ -119,7 +121,7 @@ def split_body(content_type: str, body: bytes) -> tuple[dict[str, tuple[str, byt
     except MultipartParseError as e:
         raise ApiError(400, "malformed multipart",
                        f"cannot parse the multipart body: {e}") from None
-    if not parts or parser.state.name != "END":
+    if parser.state.name != "END":
         raise ApiError(400, "malformed multipart", "the multipart body ends before its last "
                        "boundary")
     files: dict[str, tuple[str, bytes]] = {}
@@ -129,10 +131,10 @@ def split_body(content_type: str, body: bytes) -> tuple[dict[str, tuple[str, byt
         name = disp.get(b"name", b"").decode("utf-8", "replace")
         if not name:
             raise ApiError(400, "malformed multipart", "a part has no field name")
-        if b"filename" in disp:
+        if b"filename" in disp or name in FILE_FIELDS:
             if name in files:
                 raise ApiError(422, "invalid option", f"field {name!r} given twice")
-            files[name] = (disp[b"filename"].decode("utf-8", "replace") or name,
+            files[name] = (disp.get(b"filename", b"").decode("utf-8", "replace") or name,
                            bytes(part["data"]))
         else:
             if len(part["data"]) > MAX_FIELD_BYTES:

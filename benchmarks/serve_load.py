@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -274,6 +275,8 @@ def main() -> None:
     p.add_argument("--images", nargs="+", default=[str(ROOT / p) for p in DEFAULT_IMAGES])
     p.add_argument("--out", default=str(ROOT / "docs" / "serving.md"))
     args = p.parse_args()
+    # A plain SIGTERM would skip the finally blocks that stop the server subprocess.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = tempfile.TemporaryDirectory()
     if args.model is None:
         from pixellib.checkpoint.synthetic import write_checkpoint

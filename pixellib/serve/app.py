@@ -279,7 +279,9 @@ def _static_text(name: str) -> str:
 
 
 def _info(state: _State) -> dict:
+    import fastapi
     import torch
+    import uvicorn
 
     s = state.settings
     try:
@@ -294,6 +296,7 @@ def _info(state: _State) -> dict:
         "formats": ["jpeg", "png", "webp"],
         "limits": s.limits(),
         "versions": {"pixellib": __version__, "torch": torch.__version__,
+                     "fastapi": fastapi.__version__, "uvicorn": uvicorn.__version__,
                      "python": platform.python_version()},
     }
 

@@ -27,6 +27,10 @@ class ImageReadError(PixellibError, ValueError):
     """An image or video exists but cannot be decoded, or is refused (too large, bad shape)."""
 
 
+class ImageTooLargeError(ImageReadError):
+    """An image whose size (read from its header when possible) is over the pixel limit."""
+
+
 class InputNotFoundError(PixellibError, FileNotFoundError):
     """An image, video or folder path does not exist."""
 

@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("src", metavar="IN", help="checkpoint file, or resnet50 / resnet101")
     conv.add_argument("dst", metavar="OUT.safetensors")
     conv.set_defaults(func=_cmd_convert)
+    from .serve import add_serve_parser
+    add_serve_parser(sub)
     return parser
 
 

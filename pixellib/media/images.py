@@ -24,6 +24,7 @@ Differences from ``cv2.imread`` (on purpose):
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -34,7 +35,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..errors import ImageReadError, InputNotFoundError
+from ..errors import ImageReadError, ImageTooLargeError, InputNotFoundError
 from .files import write_bytes
 
 logger = logging.getLogger(__name__)
@@ -133,44 +134,65 @@ def _from_file(path: Path, max_pixels: int) -> np.ndarray:
         raise ImageReadError(f"cannot read image {str(path)!r}: it is a directory")
     size = _header_size(path, max_pixels)
     if size is not None and size[0] * size[1] > max_pixels:
-        raise ImageReadError(_too_large(path, f"{size[0]}x{size[1]}", max_pixels))
+        raise ImageTooLargeError(_too_large(path, f"{size[0]}x{size[1]}", max_pixels))
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise ImageReadError(f"cannot read image {str(path)!r}: {exc}") from exc
+    return _decode(data, str(path), max_pixels)
+
+
+def decode_image(data: bytes, name: str, *, max_pixels: int | None = None) -> np.ndarray:
+    """Decode encoded image bytes (an upload, say) exactly like :func:`read_image` reads a file.
+
+    ``name`` only labels the error messages (it is never opened). The same checks apply: the
+    header size against the pixel limit before any pixel is decoded (refused with
+    :class:`ImageTooLargeError`), then truncated, empty and undecodable data
+    (:class:`ImageReadError`).
+    """
+    max_pixels = resolve_max_pixels(max_pixels)
+    size = _header_size(data, max_pixels, label=name)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise ImageTooLargeError(_too_large(name, f"{size[0]}x{size[1]}", max_pixels))
+    return _decode(np.frombuffer(data, dtype=np.uint8), name, max_pixels)
+
+
+def _decode(data: np.ndarray, label: str, max_pixels: int) -> np.ndarray:
     if data.size == 0:
-        raise ImageReadError(f"cannot read image {str(path)!r}: the file is empty (0 bytes)")
+        raise ImageReadError(f"cannot read image {label!r}: the file is empty (0 bytes)")
     kind = _truncated_kind(memoryview(data))
     if kind:
         raise ImageReadError(
-            f"cannot read image {str(path)!r}: the {kind} data is truncated (it ends before "
+            f"cannot read image {label!r}: the {kind} data is truncated (it ends before "
             "its end-of-image marker); the file was probably not completely written or "
             "downloaded"
         )
     try:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error as exc:
-        raise ImageReadError(f"cannot decode image {str(path)!r}: {exc}") from exc
+        raise ImageReadError(f"cannot decode image {label!r}: {exc}") from exc
     if image is None:
         raise ImageReadError(
-            f"cannot decode image {str(path)!r}: not an image format OpenCV can read, or "
+            f"cannot decode image {label!r}: not an image format OpenCV can read, or "
             "the file is corrupt or truncated"
         )
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3, image.shape
     h, w = image.shape[:2]
     if h * w > max_pixels:  # header unreadable by Pillow: checked after decoding instead
-        raise ImageReadError(_too_large(path, f"{w}x{h}", max_pixels))
+        raise ImageTooLargeError(_too_large(label, f"{w}x{h}", max_pixels))
     return np.ascontiguousarray(image)
 
 
-def _too_large(path: Path, size: str, max_pixels: int) -> str:
+def _too_large(path: Path | str, size: str, max_pixels: int) -> str:
     return (
         f"image {str(path)!r} is {size} pixels, over the limit of {max_pixels} pixels; "
         f"raise it with read_image(..., max_pixels=N) or ${MAX_PIXELS_ENV}"
     )
 
 
-def _header_size(path: Path, max_pixels: int) -> tuple[int, int] | None:
+def _header_size(
+    path: Path | bytes, max_pixels: int, label: str | None = None
+) -> tuple[int, int] | None:
     """``(width, height)`` from the file header without decoding pixels; ``None`` if unknown.
 
     Pillow's lazy ``Image.open`` only parses the header. Its own bomb guard raises
@@ -181,21 +203,24 @@ def _header_size(path: Path, max_pixels: int) -> tuple[int, int] | None:
     try:
         # Pillow's warnings (e.g. DecompressionBombWarning above 89 MP) pass through:
         # warnings.catch_warnings() is not thread-safe before Python 3.14.
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
             return tuple(int(v) for v in im.size)
     except Image.DecompressionBombError:
         if pil_limit is not None and max_pixels <= 2 * pil_limit:
-            raise ImageReadError(
-                _too_large(path, f"more than {2 * pil_limit}", max_pixels)
+            raise ImageTooLargeError(
+                _too_large(label or path, f"more than {2 * pil_limit}", max_pixels)
             ) from None
         return None
     except Exception as exc:  # noqa: BLE001 - advisory probe; the decoder has the last word
-        logger.debug("no header size for %s from Pillow: %r", path, exc)
+        logger.debug("no header size for %s from Pillow: %r", label or path, exc)
     # Pillow gives up on a PNG cut short before its first IDAT; OpenCV may still allocate
     # the size that the IHDR chunk (always first, at a fixed offset) claims.
     try:
-        with open(path, "rb") as f:
-            head = f.read(24)
+        if isinstance(path, bytes):
+            head = path[:24]
+        else:
+            with open(path, "rb") as f:
+                head = f.read(24)
     except OSError:
         return None
     if len(head) == 24 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":

@@ -1,0 +1,116 @@
+"""``pixellib serve``: the HTTP API and web page (needs ``pip install 'pixellib[serve]'``)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def add_serve_parser(sub) -> None:
+    """Add the ``serve`` subcommand to ``build_parser``'s subparsers."""
+    from ..serve.settings import API_KEY_ENV
+    from .main import _probability
+
+    p = sub.add_parser(
+        "serve", help="serve the model over HTTP (API + web page)",
+        description="Serve segmentation over HTTP: POST /v1/segment and /v1/render, GET "
+                    "/healthz /readyz /v1/info /metrics, OpenAPI at /docs and a web page at /.")
+    p.add_argument("--model", default="resnet50", metavar="PATH_OR_NAME",
+                   help="checkpoint file, or resnet50 / resnet101 (default: resnet50)")
+    p.add_argument("--speed", choices=("fast", "rapid"), help="PixelLib detection_speed")
+    p.add_argument("--confidence", type=_probability, metavar="F",
+                   help="score threshold; requests may raise it, never lower it")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_count(0), default=8000, help="TCP port (default 8000)")
+    p.add_argument("--workers", type=_count(1), default=1, metavar="N",
+                   help="model replicas run in parallel; torch threads are divided between "
+                        "them (default 1)")
+    p.add_argument("--max-queue", type=_count(0), default=8, metavar="N",
+                   help="requests waiting for a replica before 503 (default 8)")
+    p.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S",
+                   help="seconds for waiting plus inference before 504 (default 60)")
+    p.add_argument("--upload-timeout", type=_positive_float, default=60.0, metavar="S",
+                   help="seconds a client may take to send its upload before 408 (default 60)")
+    p.add_argument("--max-upload-mb", type=_positive_float, default=20.0, metavar="MB",
+                   help="largest request body in MiB (default 20)")
+    p.add_argument("--max-megapixels", type=_positive_float, default=40.0, metavar="MP",
+                   help="largest image (width x height, from its header) (default 40)")
+    p.add_argument("--api-key", default=None,
+                   help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV})")
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="allow a non-loopback --host without an API key")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="allow browser calls from this origin (repeatable; default: none)")
+    p.add_argument("--log-level", default="info",
+                   choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ..serve.settings import API_KEY_ENV, ServeSettings
+
+    try:
+        import uvicorn
+
+        from ..serve.app import create_app
+    except ImportError as e:
+        raise ValueError(f"pixellib serve needs its extra: pip install 'pixellib[serve]' ({e})") \
+            from None
+    api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
+    settings = ServeSettings(
+        model="", speed=args.speed, confidence=args.confidence, device=args.device,
+        host=args.host, port=args.port, replicas=args.workers, max_queue=args.max_queue,
+        timeout=args.timeout, upload_timeout=args.upload_timeout,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_pixels=int(args.max_megapixels * 1_000_000), api_key=api_key,
+        insecure_no_auth=args.insecure_no_auth, cors_origins=tuple(args.cors_origin),
+    )  # checks the options (host vs. key) before any download
+    from dataclasses import replace
+
+    import torch
+
+    from ..checkpoint.hub import resolve_model
+
+    try:
+        torch.device(args.device)
+    except RuntimeError as e:
+        raise ValueError(f"invalid --device {args.device!r}: {e}") from None
+    settings = replace(settings, model=str(resolve_model(args.model)))
+    # This process is the server's own: split the cores between the replicas.
+    torch.set_num_threads(settings.threads_per_replica)
+    app = create_app(settings)
+    print(f"pixellib: serving on http://{_url_host(args.host)}:{args.port}/ "
+          f"({settings.replicas} replica(s), auth {'on' if api_key else 'off'})", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                server_header=False,
+                limit_concurrency=max(64, 4 * (settings.replicas + settings.max_queue)))
+    return 0
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,385 @@
+"""The FastAPI application: routes, authentication, errors as JSON, metrics, the web page."""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import inspect
+import logging
+import math
+import platform
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from .metrics import Metrics
+from .pool import InferencePool, QueueFull
+from .results import render_job, segment_job
+from .settings import ServeSettings
+from .uploads import ApiError, parse_options, read_body, split_body
+
+logger = logging.getLogger(__name__)
+
+_STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
+_PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; script-src 'self'; "
+             "style-src 'self'; connect-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+             "frame-ancestors 'none'")
+_ENDPOINTS = {"/", "/healthz", "/readyz", "/metrics", "/v1/info", "/v1/segment", "/v1/render",
+              "/docs", "/openapi.json", "/static/app.js", "/static/app.css"}
+_COMMON_OPTIONS = {
+    "confidence": "score threshold in [0, 1]; may only raise the server's",
+    "classes": "keep only these classes: names or ids, comma separated (person,car)",
+    "max_detections": "keep at most this many objects (highest scores first)",
+    "timeout": "seconds to wait for the result (504 after); may only lower the server's",
+}
+_SEGMENT_OPTIONS = {**_COMMON_OPTIONS, "polygons": "also return each mask's outlines"}
+_RENDER_OPTIONS = {
+    **_COMMON_OPTIONS,
+    "effect": "an effect such as blur-bg or color-bg=#00ff00 (see /v1/info); none: annotate",
+    "boxes": "draw boxes and labels",
+    "feather": "soften the effect's border over this many pixels (0 to 100; default 0)",
+    "format": "jpeg, png or webp (default: jpeg, png for a transparent result)",
+}
+
+
+class _State:
+    def __init__(self, settings: ServeSettings):
+        self.settings = settings
+        self.metrics = Metrics()
+        self.pool: InferencePool | None = None
+        self.error: str | None = None
+        self.model_info: dict = {}
+
+
+def _predictor_kwargs(settings: ServeSettings) -> dict:
+    from ..predictor import Predictor
+
+    kwargs = {"speed": settings.speed, "confidence": settings.confidence,
+              "device": settings.device}
+    # The server owns its process, so it turns malloc's heap reuse on where Predictor takes
+    # that as an option (TODO(lead): drop this check once Predictor(heap_reuse=) is merged).
+    if "heap_reuse" in inspect.signature(Predictor).parameters:
+        kwargs["heap_reuse"] = True
+    return kwargs
+
+
+def _load(state: _State, predictors: list | None) -> None:
+    s = state.settings
+    try:
+        if predictors is None:
+            from ..predictor import Predictor
+
+            kwargs = _predictor_kwargs(s)
+            predictors = [Predictor(s.model, **kwargs) for _ in range(s.replicas)]
+        first = predictors[0]
+        state.model_info = {
+            "model": Path(s.model).name if s.model else None,
+            "architecture": first.arch,
+            "device": str(first.device),
+            "speed": s.speed or "default",
+            "confidence": float(first.inference.score_thresh),
+            "max_detections": int(first.inference.detections_per_image),
+        }
+        state.pool = InferencePool(predictors, s.max_queue, torch_threads=s.threads_per_replica,
+                                   on_inference=state.metrics.observe_inference)
+        logger.info("ready: %d replica(s) of %s", len(predictors), first.arch)
+    except Exception as e:  # noqa: BLE001 - reported by /readyz and the log
+        state.error = f"{type(e).__name__}: {e}"
+        logger.exception("the model failed to load")
+
+
+def _authorize(state: _State, request: Request) -> None:
+    key = state.settings.api_key
+    if key is None:
+        return
+    given = request.headers.get("authorization", "")
+    scheme, _, token = given.partition(" ")
+    ok = scheme.lower() == "bearer" and hmac.compare_digest(
+        token.strip().encode("utf-8", "replace"), key.encode("utf-8"))
+    if not ok:
+        raise ApiError(401, "unauthorized",
+                       "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                       {"WWW-Authenticate": "Bearer", "Connection": "close"})
+
+
+def _error(status: int, error: str, detail, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+class _Observe:
+    """ASGI middleware: request metrics and security headers."""
+
+    def __init__(self, app, state: _State):
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        path = scope["path"]
+        status = [500]
+
+        async def send_observed(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers["X-Content-Type-Options"] = "nosniff"
+                if path == "/" or path.startswith("/static/"):
+                    headers["Content-Security-Policy"] = _PAGE_CSP
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            endpoint = path if path in _ENDPOINTS else "other"
+            self.state.metrics.observe_request(scope["method"], endpoint, status[0],
+                                               time.perf_counter() - started)
+
+
+def _openapi(options: dict, *, background: bool = False) -> dict:
+    props = {"image": {"type": "string", "format": "binary"}}
+    if background:
+        props["background"] = {"type": "string", "format": "binary",
+                               "description": "background photo for replace-bg"}
+    props.update({k: {"type": "string", "description": v} for k, v in options.items()})
+    return {
+        "parameters": [{"name": k, "in": "query", "required": False, "description": v,
+                        "schema": {"type": "string"}} for k, v in options.items()],
+        "requestBody": {"required": True, "content": {
+            "multipart/form-data": {"schema": {"type": "object", "required": ["image"],
+                                               "properties": props}},
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        }},
+    }
+
+
+def create_app(settings: ServeSettings, *, predictors: list | None = None) -> FastAPI:
+    """The app for ``settings``. The model loads in a background thread at startup (``/readyz``
+    answers 503 until then); ``predictors`` (one per replica) skips the loading."""
+    state = _State(settings)
+
+    async def lifespan(app):
+        loader = threading.Thread(target=_load, args=(state, predictors), daemon=True,
+                                  name="pixellib-loader")
+        loader.start()
+        yield
+        if state.pool is not None:
+            state.pool.close()
+
+    app = FastAPI(title="pixellib", version=__version__, lifespan=lifespan,
+                  description="PointRend instance segmentation over HTTP.")
+    app.state.pixellib = state
+    app.add_middleware(_Observe, state=state)
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request, exc: ApiError):
+        return _error(exc.status, exc.error, exc.detail, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc):
+        from http import HTTPStatus
+
+        return _error(exc.status_code, HTTPStatus(exc.status_code).phrase.lower(), exc.detail,
+                      getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request, exc):
+        return _error(422, "invalid option", exc.errors())
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request, exc):
+        logger.error("error answering %s %s", request.method, request.url.path, exc_info=exc)
+        return _error(500, "internal error", type(exc).__name__)
+
+    # ------------------------------------------------------------------ page and probes
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return HTMLResponse(_static_text("index.html"))
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str):
+        if name not in _STATIC:  # a fixed list: no client-chosen path reaches the disk
+            raise ApiError(404, "not found", f"no static file {name!r}")
+        return Response(_static_text(name), media_type=_STATIC[name])
+
+    @app.get("/healthz", summary="Liveness: the process answers")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: 503 until the model is loaded")
+    async def readyz():
+        if state.pool is None:
+            detail = state.error or "the model is loading"
+            return _error(503, "not ready", detail, {"Retry-After": "5"})
+        return {"status": "ready"}
+
+    @app.get("/v1/info", summary="Model, device, speed mode, versions and limits")
+    async def info(request: Request):
+        _authorize(state, request)
+        return _info(state)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def metrics(request: Request):
+        _authorize(state, request)
+        pool = state.pool
+        text = state.metrics.render(
+            queued=pool.queued if pool else 0, running=pool.running if pool else 0,
+            replicas=settings.replicas if pool else 0, ready=pool is not None)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # ------------------------------------------------------------------ inference
+
+    @app.post("/v1/segment", summary="Detect objects: JSON with boxes, scores, COCO RLE masks",
+              openapi_extra=_openapi(_SEGMENT_OPTIONS))
+    async def segment(request: Request):
+        files, opts = await _request_input(state, request, _SEGMENT_OPTIONS, ("image",))
+        result = await _run(state, request, segment_job(files, opts, settings.max_pixels),
+                            opts["timeout"])
+        if isinstance(result, Response):
+            return result
+        return Response(result, media_type="application/json")
+
+    @app.post("/v1/render", summary="The annotated or edited image",
+              openapi_extra=_openapi(_RENDER_OPTIONS, background=True),
+              response_class=Response)
+    async def render(request: Request):
+        files, opts = await _request_input(state, request, _RENDER_OPTIONS,
+                                           ("image", "background"))
+        effect = _parse_effect(opts["effect"], files)
+        if effect is not None and effect.name == "remove-bg" and opts["format"] == "jpeg":
+            raise ApiError(422, "invalid option", "format: remove-bg makes a transparent image; "
+                           "ask for png or webp")
+        result = await _run(state, request,
+                            render_job(files, opts, settings.max_pixels, effect), opts["timeout"])
+        if isinstance(result, Response):
+            return result
+        data, media_type = result
+        return Response(data, media_type=media_type)
+
+    return app
+
+
+def _static_text(name: str) -> str:
+    return resources.files(__package__).joinpath("static", name).read_text("utf-8")
+
+
+def _info(state: _State) -> dict:
+    import fastapi
+    import torch
+    import uvicorn
+
+    s = state.settings
+    try:
+        from ..effects import EFFECTS
+    except ImportError:
+        EFFECTS = ()
+    return {
+        **state.model_info,
+        "ready": state.pool is not None,
+        "auth": s.api_key is not None,
+        "effects": list(EFFECTS),
+        "formats": ["jpeg", "png", "webp"],
+        "limits": s.limits(),
+        "versions": {"pixellib": __version__, "torch": torch.__version__,
+                     "fastapi": fastapi.__version__, "uvicorn": uvicorn.__version__,
+                     "python": platform.python_version()},
+    }
+
+
+async def _request_input(state: _State, request: Request, allowed: dict,
+                         file_fields: tuple[str, ...]):
+    """Authorize, then read and check the upload and the options (all before inference)."""
+    _authorize(state, request)
+    if state.pool is None:
+        raise ApiError(503, "not ready", state.error or "the model is loading",
+                       {"Retry-After": "5"})
+    s = state.settings
+    body = await read_body(request, s.max_upload_bytes, s.upload_timeout)
+    files, fields = split_body(request.headers.get("content-type", ""), body)
+    extra = sorted(set(files) - set(file_fields))
+    if extra:
+        raise ApiError(422, "invalid option", f"unexpected file field {extra[0]!r}; this "
+                       f"endpoint takes {' and '.join(file_fields)}")
+    if "image" not in files or not files["image"][1]:
+        raise ApiError(400, "no image", "send the image as multipart field 'image' or as the "
+                       "raw request body")
+    raw = dict(request.query_params)
+    raw.update(fields)
+    info = state.model_info
+    opts = parse_options(raw, allowed, info["confidence"], info["max_detections"], s.timeout)
+    return files, opts
+
+
+def _parse_effect(text: str | None, files: dict):
+    """The request's effect, or None to annotate. A ``replace-bg`` picture comes only as the
+    uploaded file field ``background``: never as a path the server would open."""
+    name, sep, _ = (text or "").strip().partition("=")
+    replace = name.strip().lower() == "replace-bg"
+    if "background" in files and not replace:
+        raise ApiError(422, "invalid option", "a 'background' file needs effect=replace-bg")
+    if not text:
+        return None
+    if replace:
+        if sep:
+            raise ApiError(422, "invalid option", "effect: send the replace-bg picture as the "
+                           "file field 'background', not as a path")
+        if "background" not in files:
+            raise ApiError(422, "invalid option", "effect replace-bg needs a second file field "
+                           "'background'")
+        text = "replace-bg=uploaded-background"  # a label only: the decoded upload is used
+    try:
+        from ..effects import parse_effect
+    except ImportError:
+        raise ApiError(422, "invalid option",
+                       "effect: this server has no effects (pixellib.effects is missing)") from None
+    try:
+        return parse_effect(text)
+    except ValueError as e:
+        raise ApiError(422, "invalid option", f"effect: {e}") from None
+
+
+async def _run(state: _State, request: Request, job_fn, timeout: float | None):
+    """Run ``job_fn`` on the pool within --timeout; give its place back if the client leaves."""
+    pool, s = state.pool, state.settings
+    try:
+        job = pool.submit(job_fn)
+    except QueueFull as e:
+        state.metrics.rejected += 1
+        mean = state.metrics.inference.total / max(1, sum(state.metrics.inference.counts))
+        retry = max(1, math.ceil(mean * pool.capacity / s.replicas))
+        raise ApiError(503, "busy", f"the server is at capacity ({e}); retry later",
+                       {"Retry-After": str(retry)}) from None
+    timeout = timeout or s.timeout
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pool.cancel(job)
+                state.metrics.timeouts += 1
+                raise ApiError(504, "timeout", f"no result within {timeout:g} s")
+            done, _ = await asyncio.wait({job.future}, timeout=min(0.2, remaining))
+            if done:
+                return job.future.result()
+            if await request.is_disconnected():
+                pool.cancel(job)
+                state.metrics.disconnects += 1
+                return Response(status_code=499)
+    except asyncio.CancelledError:
+        pool.cancel(job)
+        raise

@@ -1,0 +1,122 @@
+"""The work a request hands to the pool: decode, segment, filter, then JSON or an image.
+
+Everything CPU-heavy for a request (decoding, inference, RLE encoding, drawing, encoding the
+output image) runs here, on a replica's worker thread.
+"""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+
+from ..errors import ImageReadError, ImageTooLargeError
+from ..export import mask_polygons, mask_to_rle
+from ..media.images import decode_image
+from ..structures import Detections
+from .uploads import ApiError
+
+# Leading bytes of the formats OpenCV decodes: data that starts otherwise is not an image
+# (415); data that does but cannot be decoded is a broken image (422).
+_MAGIC = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF", b"P1",
+          b"P2", b"P3", b"P4", b"P5", b"P6", b"\x00\x00\x00\x0cjP", b"#?RADIANCE", b"PF",
+          b"Pf", b"\x76\x2f\x31\x01")
+
+_MIME = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+
+
+def decode_upload(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    try:
+        return decode_image(data, name, max_pixels=max_pixels)
+    except ImageTooLargeError as e:
+        raise ApiError(413, "image too large", str(e).split(";")[0]) from None
+    except ImageReadError as e:
+        if not data.startswith(_MAGIC):
+            raise ApiError(415, "unsupported media type",
+                           f"{name!r} is not an image in a format the server reads (JPEG, PNG, "
+                           "WebP, BMP, TIFF, ...)") from None
+        raise ApiError(422, "unreadable image", str(e)) from None
+
+
+def select(det: Detections, opts: dict) -> Detections:
+    """Apply the request's confidence, classes and max_detections (order kept)."""
+    if opts["confidence"] is not None:
+        det = det[det.scores > np.float32(opts["confidence"])]
+    if opts["classes"] is not None:
+        det = det.with_classes(opts["classes"])
+    if opts["max_detections"] is not None:
+        det = det[: opts["max_detections"]]
+    return det
+
+
+def detections_json(det: Detections, *, polygons: bool) -> dict:
+    h, w = det.image_size
+    objects = []
+    for k in range(len(det)):
+        mask = det.masks[k]
+        obj = {
+            "class_id": int(det.class_ids[k]),
+            "class_name": det.class_names[k],
+            "score": float(det.scores[k]),
+            "box": [float(v) for v in det.boxes[k]],
+            "area": int(np.count_nonzero(mask)),
+            "mask": mask_to_rle(mask),
+        }
+        if polygons:
+            obj["polygons"] = [p.tolist() for p in mask_polygons(mask)]
+        objects.append(obj)
+    return {"image": {"width": int(w), "height": int(h)}, "count": len(objects),
+            "objects": objects}
+
+
+def segment_job(files: dict, opts: dict, max_pixels: int):
+    """A pool job: ``predictor -> JSON bytes`` (serialised here, off the event loop)."""
+    name, data = files["image"]
+
+    def job(predictor):
+        image = decode_upload(data, name, max_pixels)
+        det = select(predictor(image), opts)
+        return json.dumps(detections_json(det, polygons=opts["polygons"])).encode()
+
+    return job
+
+
+def render_job(files: dict, opts: dict, max_pixels: int, effect):
+    """A pool job: ``predictor -> (bytes, media type)``."""
+    name, data = files["image"]
+    background = files.get("background")
+
+    def job(predictor):
+        image = decode_upload(data, name, max_pixels)
+        det = select(predictor(image), opts)
+        if effect is None:
+            from ..visualize import annotate
+
+            out = annotate(image, det, show_boxes=opts["boxes"])
+        else:
+            from ..effects import apply_effect
+
+            bg = None
+            if background is not None:
+                bg = decode_upload(background[1], background[0], max_pixels)
+            try:
+                out = apply_effect(image, det, effect, background=bg,
+                                   feather=opts["feather"])
+            except ValueError as e:
+                raise ApiError(422, "invalid option", f"effect: {e}") from None
+            if opts["boxes"]:
+                from ..visualize import annotate
+
+                if out.ndim == 3 and out.shape[2] == 3:
+                    out = annotate(out, det, show_boxes=True, alpha=0.0)
+        fmt = opts["format"] or ("png" if out.ndim == 3 and out.shape[2] == 4 else "jpeg")
+        if fmt == "jpeg" and out.ndim == 3 and out.shape[2] == 4:
+            raise ApiError(422, "invalid option", "format: this effect makes a transparent "
+                           "image; ask for png or webp")
+        params = [cv2.IMWRITE_WEBP_QUALITY, 101] if fmt == "webp" else []
+        ok, encoded = cv2.imencode("." + fmt, out, params)
+        if not ok:
+            raise RuntimeError(f"OpenCV could not encode {fmt}")
+        return encoded.tobytes(), _MIME[fmt]
+
+    return job

@@ -1,0 +1,184 @@
+"""``pixellib serve`` over HTTP: the real CLI in a subprocess, called with httpx."""
+from __future__ import annotations
+
+import socket
+import struct
+import time
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from serve_support import API_KEY, assert_same_detections, httpx
+
+pytestmark = pytest.mark.slow
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that claims ``width`` x ``height`` and holds almost nothing (a pixel bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def _raw_request(url: str, head: str, body: bytes = b"", wait: float = 10.0) -> bytes:
+    """Send ``head`` (+ ``body``) on a raw socket and return what the server answers."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=wait) as s:
+        s.sendall(head.encode() + body)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    return data
+
+
+def test_readyz_503_until_loaded_then_200(cli_server):
+    seen = cli_server.readyz_seen
+    assert seen[-1] == 200
+    assert 503 in seen, f"/readyz never answered 503 while the model loaded: {seen}"
+    assert seen.index(503) < seen.index(200)
+    assert httpx.get(cli_server.url + "/healthz").json() == {"status": "ok"}
+
+
+def test_segment_multipart_matches_predictor(cli_server, photo_bytes, reference):
+    r = httpx.post(cli_server.url + "/v1/segment", headers=cli_server.headers(),
+                   files={"image": ("photo.jpg", photo_bytes, "image/jpeg")}, timeout=300)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert_same_detections(r.json(), reference)
+
+
+def test_segment_raw_body_with_options(cli_server, photo_bytes, reference):
+    from pixellib.export import mask_polygons
+
+    name = reference.class_names[0]
+    params = {"classes": name, "max_detections": "1", "polygons": "true",
+              "confidence": str(float(reference.scores.min()) - 1e-6)}
+    r = httpx.post(cli_server.url + "/v1/segment", params=params, content=photo_bytes,
+                   headers={**cli_server.headers(), "Content-Type": "image/jpeg"}, timeout=300)
+    assert r.status_code == 200, r.text
+    payload = r.json()
+    expected = reference.with_classes([int(reference.class_ids[0])])[:1]
+    polygons = [obj.pop("polygons") for obj in payload["objects"]]
+    assert_same_detections(payload, expected)
+    assert polygons == [[p.tolist() for p in mask_polygons(expected.masks[0])]]
+
+
+def test_render_is_the_annotated_image(cli_server, photo_bytes, photo_bgr, reference):
+    from pixellib.visualize import annotate
+
+    r = httpx.post(cli_server.url + "/v1/render", headers=cli_server.headers(),
+                   files={"image": ("p.jpg", photo_bytes)},
+                   data={"boxes": "true", "format": "png"}, timeout=300)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png"
+    got = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(got, annotate(photo_bgr, reference, show_boxes=True))
+
+
+def test_auth_checked_before_the_upload(cli_server):
+    url = cli_server.url
+    for headers in ({}, cli_server.headers("wrong-key"), {"Authorization": API_KEY}):
+        r = httpx.get(url + "/v1/info", headers=headers)
+        assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+        assert r.headers["www-authenticate"] == "Bearer"
+    # A 1 GB upload with a wrong key: answered 401 from the headers alone (no body sent).
+    started = time.monotonic()
+    answer = _raw_request(url, "POST /v1/segment HTTP/1.1\r\nHost: x\r\n"
+                          "Authorization: Bearer nope\r\nContent-Type: image/jpeg\r\n"
+                          f"Content-Length: {1 << 30}\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert time.monotonic() - started < 5
+    for path in ("/healthz", "/readyz", "/"):
+        assert httpx.get(url + path).status_code == 200
+    assert httpx.get(url + "/v1/info", headers=cli_server.headers()).status_code == 200
+
+
+def _error(r, status: int) -> dict:
+    assert r.status_code == status, (r.status_code, r.text)
+    body = r.json()
+    assert set(body) == {"error", "detail"} and body["detail"], body
+    return body
+
+
+def test_bad_requests_get_json_errors(cli_server, photo_bytes):
+    url, h = cli_server.url + "/v1/segment", cli_server.headers()
+    post = lambda **kw: httpx.post(url, headers={**h, **kw.pop("headers", {})}, timeout=60, **kw)  # noqa: E731
+    # 413 from Content-Length, before any of the body is read.
+    answer = _raw_request(cli_server.url, "POST /v1/segment HTTP/1.1\r\nHost: x\r\n"
+                          f"Authorization: Bearer {API_KEY}\r\nContent-Length: {2 << 20}\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    # 413 while streaming a chunked body with no Content-Length.
+    def chunks():
+        for _ in range(40):
+            yield b"\0" * 65536
+    assert "limit" in _error(post(content=chunks()), 413)["detail"]
+    _error(post(content=b""), 400)
+    boundary = "b0und4ry"
+    _error(post(files={"other": ("a.jpg", photo_bytes)}), 422)
+    fields_only = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"confidence\""
+                   f"\r\n\r\n0.9\r\n--{boundary}--\r\n")
+    multipart = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    assert "image" in _error(post(content=fields_only.encode(), headers=multipart), 400)["detail"]
+    _error(post(content=b"plain text, not a picture", headers={"Content-Type": "text/plain"}),
+           415)
+    assert "truncated" in _error(post(content=photo_bytes[: len(photo_bytes) // 2]), 422)["detail"]
+    assert "over the limit" in _error(post(content=_png_header(100_000, 100_000)), 413)["detail"]
+    assert "1200x1000" in _error(post(content=_png_header(1200, 1000)), 413)["detail"]
+    malformed = f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nabc"
+    _error(post(content=malformed.encode(), headers=multipart), 400)
+    for params in ({"confidence": "abc"}, {"confidence": "0.1"}, {"classes": "dragon"},
+                   {"max_detections": "-1"}, {"polygons": "maybe"}, {"timeout": "1e9"},
+                   {"foo": "1"}):
+        body = _error(post(params=params, content=photo_bytes), 422)
+        assert body["error"] == "invalid option" and next(iter(params)) in body["detail"]
+    _error(httpx.post(cli_server.url + "/v1/render", headers=h, params={"format": "gif"},
+                      content=photo_bytes), 422)
+    _error(httpx.get(cli_server.url + "/nowhere"), 404)
+    _error(httpx.get(cli_server.url + "/static/../../etc/passwd"), 404)
+    assert httpx.get(cli_server.url + "/healthz").status_code == 200
+
+
+def test_info_metrics_docs(cli_server):
+    h = cli_server.headers()
+    info = httpx.get(cli_server.url + "/v1/info", headers=h).json()
+    assert info["architecture"] == "resnet50" and info["speed"] == "rapid"
+    assert info["confidence"] == 0.5 and info["auth"] is True
+    assert info["limits"]["max_upload_bytes"] == 1 << 20
+    assert info["limits"]["max_pixels"] == 1_000_000
+    assert info["versions"]["pixellib"]
+    text = httpx.get(cli_server.url + "/metrics", headers=h).text
+    assert "# TYPE pixellib_requests_total counter" in text
+    assert 'pixellib_requests_total{method="GET",endpoint="/v1/info",status="200"}' in text
+    assert "pixellib_queue_length 0" in text
+    assert httpx.get(cli_server.url + "/metrics").status_code == 401
+    assert "swagger" in httpx.get(cli_server.url + "/docs").text.lower()
+    paths = httpx.get(cli_server.url + "/openapi.json").json()["paths"]
+    assert {"/v1/segment", "/v1/render", "/healthz", "/readyz", "/v1/info"} <= set(paths)
+    page = httpx.get(cli_server.url + "/")
+    assert "<html" in page.text and "default-src 'self'" in page.headers["content-security-policy"]
+    assert httpx.get(cli_server.url + "/static/app.js").status_code == 200
+
+
+def test_no_cors_by_default(cli_server):
+    r = httpx.options(cli_server.url + "/v1/segment", headers={
+        "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_public_host_needs_a_key(r50_checkpoint, capsys, monkeypatch):
+    from pixellib.cli.main import main
+
+    monkeypatch.delenv("PIXELLIB_API_KEY", raising=False)
+    assert main(["serve", "--model", str(r50_checkpoint), "--host", "0.0.0.0"]) == 1
+    assert "--api-key" in capsys.readouterr().err

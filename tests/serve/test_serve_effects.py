@@ -1,0 +1,75 @@
+"""``POST /v1/render`` with the effects of :mod:`pixellib.effects`: the server's image equals
+``apply_effect`` on the in-process detections; a background comes only as an upload."""
+from __future__ import annotations
+
+import importlib.util
+
+import cv2
+import numpy as np
+import pytest
+from serve_support import PHOTO, httpx
+
+pytestmark = pytest.mark.slow
+HAVE_EFFECTS = importlib.util.find_spec("pixellib.effects") is not None
+BACKGROUND = PHOTO.parent / "small_gray.png"
+
+
+def _render(server, photo_bytes, data: dict, files: dict | None = None):
+    return httpx.post(server.url + "/v1/render", headers=server.headers(), timeout=300,
+                      files={"image": ("p.jpg", photo_bytes), **(files or {})}, data=data)
+
+
+def _decode(content: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+@pytest.mark.skipif(not HAVE_EFFECTS, reason="pixellib.effects is not in this tree")
+def test_render_effects_match_apply_effect(cli_server, photo_bytes, photo_bgr, reference):
+    from pixellib.media.images import read_image
+
+    effects = importlib.import_module("pixellib.effects")
+    apply_effect, parse_effect = effects.apply_effect, effects.parse_effect
+
+    r = _render(cli_server, photo_bytes, {"effect": "blur-bg", "format": "png"})
+    assert r.status_code == 200, r.text
+    expected = apply_effect(photo_bgr, reference, parse_effect("blur-bg"))
+    assert np.array_equal(_decode(r.content), expected)
+
+    r = _render(cli_server, photo_bytes, {"effect": "remove-bg"})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
+    got = _decode(r.content)
+    assert got.shape == (*photo_bgr.shape[:2], 4)
+    assert np.array_equal(got, apply_effect(photo_bgr, reference, parse_effect("remove-bg")))
+
+    background = BACKGROUND.read_bytes()
+    r = _render(cli_server, photo_bytes, {"effect": "replace-bg", "format": "png"},
+                {"background": ("bg.png", background)})
+    assert r.status_code == 200, r.text
+    expected = apply_effect(photo_bgr, reference, parse_effect("replace-bg=x"),
+                            background=read_image(BACKGROUND))
+    assert np.array_equal(_decode(r.content), expected)
+
+
+@pytest.mark.skipif(not HAVE_EFFECTS, reason="pixellib.effects is not in this tree")
+def test_render_effect_errors(cli_server, photo_bytes):
+    cases = [
+        ({"effect": "sparkle-bg"}, None, "blur-bg"),  # lists the valid effects
+        ({"effect": "blur-bg=4"}, None, "odd"),
+        ({"effect": f"replace-bg={BACKGROUND}"}, None, "not as a path"),
+        ({"effect": "replace-bg"}, None, "background"),
+        ({"effect": "remove-bg", "format": "jpeg"}, None, "png"),
+        ({"effect": "gray-bg", "feather": "1000"}, None, "feather"),
+        ({}, {"background": ("bg.png", b"x")}, "replace-bg"),
+    ]
+    for data, files, word in cases:
+        r = _render(cli_server, photo_bytes, data, files)
+        assert r.status_code == 422, (data, r.text)
+        assert r.json()["error"] == "invalid option" and word in r.json()["detail"], r.text
+
+
+@pytest.mark.skipif(HAVE_EFFECTS, reason="pixellib.effects is present")
+def test_render_without_effects_module_says_so(cli_server, photo_bytes):
+    r = _render(cli_server, photo_bytes, {"effect": "blur-bg"})
+    assert r.status_code == 422 and "effect" in r.json()["detail"]
+    info = httpx.get(cli_server.url + "/v1/info", headers=cli_server.headers()).json()
+    assert info["effects"] == []

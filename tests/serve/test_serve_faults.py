@@ -1,0 +1,172 @@
+"""The server under concurrent clients and faults: full queue, timeouts, clients that leave,
+malformed and hostile uploads. After each fault a normal request gets the right answer.
+
+One app (one replica, one queue place) runs in a thread with the shared in-process Predictor.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+import torch
+from serve_support import assert_same_detections, httpx, thread_server
+from test_serve_api import _png_header
+
+pytestmark = pytest.mark.slow
+
+KEY = "fault-key"
+
+
+@pytest.fixture(scope="module")
+def server(serve_predictor):
+    from pixellib.serve.settings import ServeSettings
+
+    settings = ServeSettings(replicas=1, max_queue=1, timeout=300, upload_timeout=1.0,
+                             max_upload_bytes=1 << 20, max_pixels=1_000_000, api_key=KEY,
+                             torch_threads=torch.get_num_threads())
+    with thread_server(settings, [serve_predictor]) as s:
+        yield s
+
+
+def _segment(server, body: bytes, **params):
+    return httpx.post(server.url + "/v1/segment", content=body, params=params,
+                      headers={**server.headers(), "Content-Type": "image/jpeg"}, timeout=300)
+
+
+def _in_background(fn, *args, **kwargs):
+    box = {}
+    thread = threading.Thread(target=lambda: box.setdefault("r", fn(*args, **kwargs)))
+    thread.start()
+    return thread, box
+
+
+def _wait_for(server, name: str, value: float, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while server.metric(name) != value:
+        assert time.monotonic() < deadline, f"{name} never reached {value}"
+        time.sleep(0.05)
+
+
+def _socket(server, head: bytes) -> socket.socket:
+    host, port = server.url.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)), timeout=30)
+    s.sendall(head)
+    return s
+
+
+def _head(length: int, key: str = KEY) -> bytes:
+    return (f"POST /v1/segment HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: image/jpeg\r\nContent-Length: {length}\r\n\r\n").encode()
+
+
+def test_concurrent_clients_and_a_full_queue(server, photo_bytes, reference):
+    """Three clients at once on one replica with one queue place: two answered right, the
+    third refused at once with 503 and Retry-After."""
+    barrier = threading.Barrier(3)
+
+    def client():
+        barrier.wait()
+        return _segment(server, photo_bytes)
+
+    threads = [_in_background(client) for _ in range(3)]
+    for t, _ in threads:
+        t.join()
+    answers = [box["r"] for _, box in threads]
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [200, 200, 503], [r.text for r in answers]
+    for r in answers:
+        if r.status_code == 503:
+            assert r.json()["error"] == "busy" and int(r.headers["retry-after"]) >= 1
+        else:
+            assert_same_detections(r.json(), reference)
+    assert server.metric("pixellib_rejected_total") >= 1
+
+
+def test_faults_during_an_inference(server, photo_bytes, reference):
+    """While a request is being segmented: a client leaving mid-upload, malformed multipart,
+    a 1 GB body, a 1 byte/s upload, truncated and hostile images, a wrong key."""
+    busy, box = _in_background(_segment, server, photo_bytes)
+    _wait_for(server, "pixellib_inferences_running", 1)
+    url, h = server.url + "/v1/segment", server.headers()
+
+    s = _socket(server, _head(50_000) + photo_bytes[:1000])  # leaves mid-upload
+    s.close()
+    bad = httpx.post(url, headers={**h, "Content-Type": "multipart/form-data; boundary=zz"},
+                     content=b"--zz\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\n")
+    assert bad.status_code == 400 and bad.json()["error"] == "malformed multipart"
+    with _socket(server, _head(1 << 30)) as s:  # 1 GB declared: refused from the headers
+        assert s.recv(100).startswith(b"HTTP/1.1 413")
+    started = time.monotonic()
+    with _socket(server, _head(len(photo_bytes)) + photo_bytes[:10]) as s:  # 1 byte/s
+        reply = b""
+        for byte in photo_bytes[10:20]:
+            try:
+                s.sendall(bytes([byte]))
+            except OSError:
+                break
+            s.settimeout(0.3)
+            try:
+                reply += s.recv(4096)
+            except TimeoutError:
+                continue
+            if reply:
+                break
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
+    assert time.monotonic() - started < 5
+    # Broken images take a queue place for their decoding: send them one at a time.
+    truncated = _segment(server, photo_bytes[:-2000], timeout=60)
+    assert truncated.status_code == 422 and "truncated" in truncated.json()["detail"]
+    assert _segment(server, _png_header(1 << 16, 1 << 16)).status_code == 413
+    assert _segment(server, b"\xff\xd8\xff\xe0" + b"\xff" * 5000).status_code in (415, 422)
+    wrong = httpx.post(url, headers={"Authorization": "Bearer wrong"}, content=photo_bytes)
+    assert wrong.status_code == 401
+    busy.join()
+    assert box["r"].status_code == 200
+    assert_same_detections(box["r"].json(), reference)
+    after = _segment(server, photo_bytes)
+    assert after.status_code == 200
+    assert_same_detections(after.json(), reference)
+
+
+def test_timeouts_and_disconnects_free_their_place(server, photo_bytes, reference):
+    # A request over its deadline gets 504; the next normal one is answered correctly.
+    late = _segment(server, photo_bytes, timeout=0.2)
+    assert late.status_code == 504 and late.json()["error"] == "timeout"
+    assert server.metric("pixellib_timeouts_total") >= 1
+    after = _segment(server, photo_bytes)
+    assert after.status_code == 200
+    assert_same_detections(after.json(), reference)
+
+    # A client leaving mid-inference: its result is dropped and counted.
+    before = server.metric("pixellib_disconnects_total")
+    s = _socket(server, _head(len(photo_bytes)) + photo_bytes)
+    _wait_for(server, "pixellib_inferences_running", 1)
+    # A second client waits in the queue, then leaves (timeout): its place frees at once.
+    queued = _segment(server, photo_bytes, timeout=0.5)
+    assert queued.status_code == 504
+    assert server.metric("pixellib_queue_length") == 0
+    s.close()
+    deadline = time.monotonic() + 10
+    while server.metric("pixellib_disconnects_total") == before:
+        assert time.monotonic() < deadline, "the server did not notice the client leaving"
+        time.sleep(0.05)
+    after = _segment(server, photo_bytes)
+    assert after.status_code == 200
+    assert_same_detections(after.json(), reference)
+
+
+def test_cors_only_when_asked(serve_predictor):
+    from pixellib.serve.settings import ServeSettings
+
+    settings = ServeSettings(cors_origins=("https://app.example",),
+                             torch_threads=torch.get_num_threads())
+    with thread_server(settings, [serve_predictor]) as s:
+        preflight = {"Access-Control-Request-Method": "POST"}
+        ok = httpx.options(s.url + "/v1/segment",
+                           headers={"Origin": "https://app.example", **preflight})
+        assert ok.headers["access-control-allow-origin"] == "https://app.example"
+        other = httpx.options(s.url + "/v1/segment",
+                              headers={"Origin": "https://evil.example", **preflight})
+        assert "access-control-allow-origin" not in other.headers

@@ -24,6 +24,7 @@ Differences from ``cv2.imread`` (on purpose):
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -163,6 +164,35 @@ def _from_file(path: Path, max_pixels: int) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Decode an image file's bytes held in memory, with :func:`read_image`'s checks (empty,
+    truncated, over :func:`resolve_max_pixels`); ``name`` labels the errors.
+
+    Returns an ``(H, W, 3)`` uint8 BGR array; raises :class:`ImageReadError` naming ``name``.
+    """
+    label, max_pixels = Path(name), resolve_max_pixels()
+    if len(data) == 0:
+        raise ImageReadError(f"cannot read image {name!r}: the data is empty (0 bytes)")
+    size = _header_size(io.BytesIO(data), max_pixels, label)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise ImageReadError(_too_large(label, f"{size[0]}x{size[1]}", max_pixels))
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    kind = _truncated_kind(memoryview(buffer))
+    if kind:
+        raise ImageReadError(f"cannot read image {name!r}: the {kind} data is truncated "
+                             "(it ends before its end-of-image marker)")
+    try:
+        image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise ImageReadError(f"cannot decode image {name!r}: {exc}") from exc
+    if image is None:
+        raise ImageReadError(f"cannot decode image {name!r}: not an image format OpenCV can "
+                             "read, or the data is corrupt or truncated")
+    if image.shape[0] * image.shape[1] > max_pixels:
+        raise ImageReadError(_too_large(label, "x".join(map(str, image.shape[1::-1])), max_pixels))
+    return np.ascontiguousarray(image)
+
+
 def _too_large(path: Path, size: str, max_pixels: int) -> str:
     return (
         f"image {str(path)!r} is {size} pixels, over the limit of {max_pixels} pixels; "
@@ -170,7 +200,9 @@ def _too_large(path: Path, size: str, max_pixels: int) -> str:
     )
 
 
-def _header_size(path: Path, max_pixels: int) -> tuple[int, int] | None:
+def _header_size(
+    path: Path | io.BytesIO, max_pixels: int, label: Path | None = None
+) -> tuple[int, int] | None:
     """``(width, height)`` from the file header without decoding pixels; ``None`` if unknown.
 
     Pillow's lazy ``Image.open`` only parses the header. Its own bomb guard raises
@@ -186,18 +218,21 @@ def _header_size(path: Path, max_pixels: int) -> tuple[int, int] | None:
     except Image.DecompressionBombError:
         if pil_limit is not None and max_pixels <= 2 * pil_limit:
             raise ImageReadError(
-                _too_large(path, f"more than {2 * pil_limit}", max_pixels)
+                _too_large(label or path, f"more than {2 * pil_limit}", max_pixels)
             ) from None
         return None
     except Exception as exc:  # noqa: BLE001 - advisory probe; the decoder has the last word
         logger.debug("no header size for %s from Pillow: %r", path, exc)
     # Pillow gives up on a PNG cut short before its first IDAT; OpenCV may still allocate
     # the size that the IHDR chunk (always first, at a fixed offset) claims.
-    try:
-        with open(path, "rb") as f:
-            head = f.read(24)
-    except OSError:
-        return None
+    if isinstance(path, io.BytesIO):
+        head = path.getvalue()[:24]
+    else:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(24)
+        except OSError:
+            return None
     if len(head) == 24 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
         return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     return None

@@ -170,7 +170,7 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(crashed_run, images)
     paths = read_rows(out, ["path"]).column("path").to_pylist()
     assert sorted(paths) == sorted(str(p) for p in images.iterdir())  # each exactly once
     check_output(out, paths)
-    assert len(shard_paths(out)) == len(summary.shards) >= 6  # rows_per_shard=2
+    assert len(shard_paths(out)) == len(summary.shards) >= 2  # rows_per_shard=2
 
 
 def test_cli_skip_existing_completes_a_partial_output_as_parquet(crashed_run, images,
@@ -179,10 +179,11 @@ def test_cli_skip_existing_completes_a_partial_output_as_parquet(crashed_run, im
     out, _, _ = crashed_run
     partial = tmp_path / "partial"
     partial.mkdir()
-    kept = shard_paths(out)[:3]
+    kept = shard_paths(out)[: len(shard_paths(out)) // 2]
     for shard in kept:
         shutil.copy2(shard, partial / shard.name)
     done = len(read_rows(partial))
+    assert 0 < done < 12
     monkeypatch.chdir(tmp_path)
     argv = ["segment", str(images), "--ray", "-o", str(partial), "--model", str(r50_checkpoint),
             "--speed", "rapid", "--confidence", "0.5"]
@@ -251,3 +252,14 @@ def test_shards_round_trip_and_the_check_catches_gaps_and_doubles(tmp_path):
     write_shard(tmp_path / "jsonl", table.slice(0, 1), "parquet")
     with pytest.raises(OutputCheckError, match="1 have several"):
         check_output(tmp_path / "jsonl", ["a.jpg", "b.jpg"])
+
+
+def test_cli_ray_refuses_bad_options_and_a_missing_model_before_any_work(tmp_path, capsys):
+    image = tmp_path / "a.jpg"
+    shutil.copy(DATA / "small.jpg", image)
+    for extra, words in ((["--coco", "c.json"], "--coco cannot be combined with --ray"),
+                         (["--model", str(tmp_path / "nope.pkl")], "model file not found")):
+        argv = ["segment", str(image), "--ray", "-o", str(tmp_path / "out"), *extra]
+        assert main(argv) == 1
+        assert words in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .job import (
     OutputCheckError,
+    RayJobError,
     Summary,
     check_output,
     read_rows,
@@ -22,6 +23,7 @@ from .rows import SCHEMA, row_detections
 from .worker import SegmentBatch, annotated_name
 
 __all__ = [
-    "SCHEMA", "OutputCheckError", "SegmentBatch", "Summary", "annotated_name", "check_output",
-    "read_rows", "resolve_inputs", "row_detections", "segment_dataset", "segment_to_parquet",
+    "SCHEMA", "OutputCheckError", "RayJobError", "SegmentBatch", "Summary", "annotated_name",
+    "check_output", "read_rows", "resolve_inputs", "row_detections", "segment_dataset",
+    "segment_to_parquet",
 ]

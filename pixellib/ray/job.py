@@ -7,7 +7,8 @@ which writes them as shards ``part-<hash>.parquet`` (or ``.jsonl``) into the out
 * each shard is written atomically and named by the hash of the paths it holds, so a shard
   is either complete or absent, and writing the same rows again gives the same file;
 * actors that die are restarted and their batch is retried (``max_restarts=-1``,
-  ``max_task_retries=-1``); a row whose path was already written is dropped;
+  ``max_task_retries=-1``, see :data:`_RETRIES`); a row whose path was already written is
+  dropped;
 * ``skip_existing=True`` reads the paths already in the folder and segments only the
   missing ones (an error row counts as done: it records the image's problem);
 * at the end the folder is checked: every input path has exactly one row, else
@@ -50,6 +51,23 @@ SHARD_PREFIX = "part-"
 READ_CPUS = 1.0
 
 
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
+
+
+# A dead actor is restarted and its batch retried, without limit: Ray Data's actor pools do
+# that by default (max_restarts=-1, max_task_retries=-1); from Ray 2.60 on, passing them as
+# extra remote arguments is deprecated, so they are passed explicitly only to older versions.
+_RETRIES = ({} if _version(ray.__version__) >= (2, 60)
+            else {"max_restarts": -1, "max_task_retries": -1})
+
+
+class RayJobError(PixellibError, ValueError):
+    """A job that cannot start: unsupported inputs, an output folder that is a file or
+    already holds results (without ``skip_existing``), an unknown format."""
+
+
 class OutputCheckError(PixellibError, RuntimeError):
     """The output folder does not hold exactly one row per input image."""
 
@@ -90,7 +108,7 @@ def resolve_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> l
     found = [str(p.absolute()) for p in _expand_inputs(local)] if local else []
     videos = [p for p in found if Path(p).suffix.lower() in VIDEO_EXTENSIONS]
     if videos:
-        raise ValueError(f"videos are not segmented on Ray (images only): {', '.join(videos)}")
+        raise RayJobError(f"videos are not segmented on Ray (images only): {', '.join(videos)}")
     for uri in remote:
         import pyarrow.fs as pafs
 
@@ -195,6 +213,18 @@ def connected(address: str | None = None, *, num_cpus: int | None = None) -> Ite
             shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def _checked_model(model, speed: str | None, confidence: float | None) -> str:
+    """``model`` as the workers get it; bad settings fail here, not in every actor."""
+    from pixellib.checkpoint.hub import MODEL_URLS, resolve_model
+    from pixellib.config import inference_config
+
+    inference_config(speed, confidence)
+    if str(model).strip().lower() in MODEL_URLS:  # a released name: each node caches it
+        return str(model)
+    # A missing file fails here; workers may run in another folder: pass it absolute.
+    return str(resolve_model(model, download=False).absolute())
+
+
 def segment_dataset(
     ds: ray.data.Dataset, *, model: str, speed: str | None = None,
     confidence: float | None = None, classes: Sequence[int] | None = None,
@@ -212,15 +242,14 @@ def segment_dataset(
         else:
             concurrency = int((res.get("CPU", 1) - READ_CPUS) // num_cpus)
         concurrency = max(1, concurrency)
-    if Path(str(model)).expanduser().exists():  # workers may run in another folder
-        model = str(Path(str(model)).expanduser().absolute())
+    model = _checked_model(model, speed, confidence)
     kwargs = dict(model=str(model), speed=speed, confidence=confidence, polygons=polygons,
                   classes=None if classes is None else [int(c) for c in classes],
                   annotate_dir=None if annotate_dir is None else str(Path(annotate_dir).absolute()))
     return ds.map_batches(
         worker, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=num_cpus,
-        num_gpus=num_gpus or None, max_restarts=-1, max_task_retries=-1,
+        num_gpus=num_gpus or None, **_RETRIES,
     )
 
 
@@ -240,16 +269,17 @@ def segment_to_parquet(
     """
     started = time.perf_counter()
     if format not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+        raise RayJobError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"output {str(out)!r} is a file; results need a folder")
+        raise RayJobError(f"output {str(out)!r} is a file; results need a folder")
+    model = _checked_model(model, speed, confidence)
     paths = resolve_inputs(inputs)
     ids = {row_id(p): p for p in paths}
     summary = Summary()
     existing = shard_paths(out)
     if existing and not skip_existing:
-        raise ValueError(f"output folder {str(out)!r} already holds {len(existing)} result "
+        raise RayJobError(f"output folder {str(out)!r} already holds {len(existing)} result "
                          "shards; pass --skip-existing (skip_existing=True) to complete it, "
                          "or choose an empty folder")
     done = set(read_rows(out, ["path"]).column("path").to_pylist()) if existing else set()

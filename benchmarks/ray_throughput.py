@@ -24,8 +24,10 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -58,25 +60,41 @@ def make_images(folder: Path, n: int, size=(640, 480)) -> Path:
     return folder
 
 
+def _rss_mib(pid: int) -> float:
+    """Resident memory of a process (Linux ``/proc``), 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 class PeakMemory:
-    """Polls the resident memory of matching processes; keeps each one's peak (MiB)."""
+    """Polls the resident memory of the processes whose command line matches; keeps each
+    one's peak (MiB). Ray names an actor's process after it: ``ray::MapWorker(...)``."""
 
     def __init__(self, match):
-        import psutil
-
-        self.psutil, self.match, self.peaks = psutil, match, {}
+        self.match, self.peaks = match, {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         while not self._stop.is_set():
-            for proc in self.psutil.process_iter(["pid", "cmdline", "memory_info"]):
-                try:
-                    if proc.info["memory_info"] and self.match(proc):
-                        rss = proc.info["memory_info"].rss / 2**20
-                        self.peaks[proc.pid] = max(self.peaks.get(proc.pid, 0.0), rss)
-                except (self.psutil.Error, TypeError):
-                    continue
+            for entry in os.listdir("/proc"):
+                if entry.isdigit() and self.match(_cmdline(int(entry))):
+                    pid = int(entry)
+                    self.peaks[pid] = max(self.peaks.get(pid, 0.0), _rss_mib(pid))
             self._stop.wait(0.5)
 
     def __enter__(self):
@@ -88,28 +106,21 @@ class PeakMemory:
         self._thread.join()
 
 
-def _is_actor(proc) -> bool:
-    cmd = " ".join(proc.info["cmdline"] or [])
+def _is_actor(cmd: str) -> bool:
     return "MapWorker" in cmd or "SegmentBatch" in cmd
 
 
 def run_cli(inputs: Path, out: Path, args) -> dict:
-    import psutil
-
     cmd = [sys.executable, "-m", "pixellib", "segment", str(inputs), "-o", str(out),
            "--model", args.model, *(["--speed", args.speed] if args.speed else [])]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True)
     first, peak = None, 0.0
-    watched = psutil.Process(proc.pid)
     while proc.poll() is None:
         if first is None and out.is_dir() and any(out.iterdir()):
             first = time.perf_counter() - start
-        try:
-            peak = max(peak, watched.memory_info().rss / 2**20)
-        except psutil.Error:
-            pass
+        peak = max(peak, _rss_mib(proc.pid))
         time.sleep(0.2)
     seconds = time.perf_counter() - start
     stdout = proc.stdout.read()
@@ -143,12 +154,13 @@ def child(kind: str, inputs: str, out: str, model: str, speed: str | None) -> No
     from pixellib.ray import segment_to_parquet
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cluster = None
+    cluster, temp = None, tempfile.mkdtemp(prefix="pxbench-")
     if kind == "two-node":
         from ray.cluster_utils import Cluster
 
         half = max(1, cores // 2)
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": half + 1})
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": half + 1, "temp_dir": temp})
         cluster.add_node(num_cpus=max(1, cores - half))
         ray.init(address=cluster.address)
     called = time.perf_counter()
@@ -158,6 +170,7 @@ def child(kind: str, inputs: str, out: str, model: str, speed: str | None) -> No
         if cluster is not None:
             ray.shutdown()
             cluster.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
     print(json.dumps({"first_result_s": summary.first_result_s, "images": summary.images,
                       "errors": summary.errors, "workers": cores,
                       "started_s": called - started,

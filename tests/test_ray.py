@@ -263,3 +263,24 @@ def test_cli_ray_refuses_bad_options_and_a_missing_model_before_any_work(tmp_pat
         assert main(argv) == 1
         assert words in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_inputs_are_folders_globs_lists_and_uris(tmp_path):
+    from pixellib.ray import resolve_inputs
+    from pixellib.ray.job import RayJobError, row_id
+
+    (tmp_path / "sub").mkdir()
+    for name in ("b.jpg", "a.png", "notes.txt", "sub/c.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    folder = [str(tmp_path / "a.png"), str(tmp_path / "b.jpg")]
+    assert resolve_inputs(tmp_path) == folder  # images directly in it, sorted, absolute
+    assert resolve_inputs([str(tmp_path / "**" / "*.jpg")]) == [str(tmp_path / "b.jpg"),
+                                                                 str(tmp_path / "sub/c.jpg")]
+    assert resolve_inputs([tmp_path / "b.jpg", str(tmp_path)]) == folder[::-1]  # no repeats
+    listed = resolve_inputs(tmp_path.as_uri())  # a remote-style folder: recursive, images only
+    assert listed == [f"file://{tmp_path}/{n}" for n in ("a.png", "b.jpg", "sub/c.jpg")]
+    assert [row_id(u) for u in listed] == [str(tmp_path / n) for n in ("a.png", "b.jpg",
+                                                                          "sub/c.jpg")]
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    with pytest.raises(RayJobError, match="videos"):
+        resolve_inputs([str(tmp_path / "clip.mp4")])

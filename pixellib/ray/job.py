@@ -310,26 +310,28 @@ def _stream(ds, out: Path, fmt: str, rows_per_shard: int, wanted: set[str],
             summary.shards.append(write_shard(out, pa.concat_tables(pending), fmt))
             pending.clear()
 
-    for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        if summary.first_result_s is None:
-            summary.first_result_s = time.perf_counter() - started
-        block = block.cast(SCHEMA)
-        objects = pc.list_value_length(block.column("class_ids")).to_pylist()
-        keep = []
-        rows = zip(block.column("path").to_pylist(), block.column("error").to_pylist(), objects)
-        for k, (path, error, n) in enumerate(rows):
-            if path in seen or path not in wanted:
-                logger.warning("pixellib: dropped an unexpected second row for %s", path)
-                continue
-            seen.add(path)
-            keep.append(k)
-            if error is None:
-                summary.images += 1
-                summary.objects += n
-            else:
-                summary.errors += 1
-                summary.failed.append((path, error))
-        pending.append(block.take(keep))
-        if sum(t.num_rows for t in pending) >= rows_per_shard:
-            flush()
-    flush()
+    try:  # what was segmented before a failure is kept: --skip-existing resumes after it
+        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            if summary.first_result_s is None:
+                summary.first_result_s = time.perf_counter() - started
+            block = block.cast(SCHEMA)
+            objects = pc.list_value_length(block.column("class_ids")).to_pylist()
+            keep = []
+            rows = zip(block.column("path").to_pylist(), block.column("error").to_pylist(), objects)
+            for k, (path, error, n) in enumerate(rows):
+                if path in seen or path not in wanted:
+                    logger.warning("pixellib: dropped a repeated or unknown row for %s", path)
+                    continue
+                seen.add(path)
+                keep.append(k)
+                if error is None:
+                    summary.images += 1
+                    summary.objects += n
+                else:
+                    summary.errors += 1
+                    summary.failed.append((path, error))
+            pending.append(block.take(keep))
+            if sum(t.num_rows for t in pending) >= rows_per_shard:
+                flush()
+    finally:
+        flush()

@@ -110,9 +110,14 @@ def _is_actor(cmd: str) -> bool:
     return "MapWorker" in cmd or "SegmentBatch" in cmd
 
 
+def _settings(args) -> list[str]:
+    return [*(["--speed", args.speed] if args.speed else []),
+            *(["--confidence", str(args.confidence)] if args.confidence is not None else [])]
+
+
 def run_cli(inputs: Path, out: Path, args) -> dict:
     cmd = [sys.executable, "-m", "pixellib", "segment", str(inputs), "-o", str(out),
-           "--model", args.model, *(["--speed", args.speed] if args.speed else [])]
+           "--model", args.model, *_settings(args)]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True)
@@ -133,7 +138,7 @@ def run_cli(inputs: Path, out: Path, args) -> dict:
 def run_ray(inputs: Path, out: Path, args, two_nodes: bool) -> dict:
     cmd = [sys.executable, __file__, "--child", "two-node" if two_nodes else "ray",
            "--model", args.model, "--child-io", str(inputs), str(out),
-           *(["--speed", args.speed] if args.speed else [])]
+           *_settings(args)]
     start = time.perf_counter()
     with PeakMemory(_is_actor) as mem:
         done = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
@@ -146,7 +151,8 @@ def run_ray(inputs: Path, out: Path, args, two_nodes: bool) -> dict:
     return {**result, "seconds": seconds, "memory_mib": memory}
 
 
-def child(kind: str, inputs: str, out: str, model: str, speed: str | None) -> None:
+def child(kind: str, inputs: str, out: str, model: str, speed: str | None,
+          confidence: float | None) -> None:
     """Runs in its own process: one Ray run, JSON summary on the last stdout line."""
     started = time.perf_counter()
     import ray
@@ -158,14 +164,18 @@ def child(kind: str, inputs: str, out: str, model: str, speed: str | None) -> No
     if kind == "two-node":
         from ray.cluster_utils import Cluster
 
+        # The cluster records its address in <RAY_TMPDIR>/ray: keep it in our folder, so no
+        # other ray.init() on this machine finds (or later trips over) this cluster.
+        os.environ["RAY_TMPDIR"] = temp
+        os.makedirs(os.path.join(temp, "ray"), exist_ok=True)
         half = max(1, cores // 2)
-        cluster = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": half + 1, "temp_dir": temp})
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": half + 1})
         cluster.add_node(num_cpus=max(1, cores - half))
         ray.init(address=cluster.address)
     called = time.perf_counter()
     try:
-        summary = segment_to_parquet(inputs, out, model=model, speed=speed, address="local")
+        summary = segment_to_parquet(inputs, out, model=model, speed=speed,
+                                     confidence=confidence, address="local")
     finally:
         if cluster is not None:
             ray.shutdown()
@@ -183,10 +193,11 @@ def table(results: dict, n: int, args) -> str:
     lines = [f"Measured {dt.date.today()} on {platform.machine()}, "
              f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'} "
              f"cores, {n} JPEG photos 640x480, model `{Path(args.model).name}`, speed "
-             f"`{args.speed or 'default'}`, load average after {load[0]:.2f}.", "",
+             f"`{args.speed or 'default'}`, confidence {args.confidence or 'default'}, load "
+             f"average after {load[0]:.2f}.", "",
              "| run | processes doing inference | wall s | images/s | vs CLI | first result s |"
-             " peak memory per process MiB |",
-             "|---|---|---|---|---|---|---|"]
+             " peak memory per process MiB | result |",
+             "|---|---|---|---|---|---|---|---|"]
     for key in PARTS:
         r = results.get(key)
         if r is None:
@@ -196,7 +207,7 @@ def table(results: dict, n: int, args) -> str:
         first = "-" if r["first_result_s"] is None else f"{r['first_result_s']:.1f}"
         mem = ", ".join(map(str, r["memory_mib"])) or "-"
         lines.append(f"| {key} | {r['workers']} | {r['seconds']:.1f} | {rate:.2f} | {ratio} | "
-                     f"{first} | {mem} |")
+                     f"{first} | {mem} | {', '.join(r['summary'].split(', ')[:2])} |")
     return "\n".join(lines)
 
 
@@ -215,6 +226,8 @@ def main(argv=None) -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--speed", choices=("fast", "rapid"), default=None)
+    parser.add_argument("--confidence", type=float, default=None,
+                        help="score threshold (default: the speed mode's)")
     parser.add_argument("--model", default=None,
                         help="checkpoint (default: the synthetic ResNet-50, written once)")
     parser.add_argument("--workdir", default="bench_out/ray")
@@ -223,7 +236,7 @@ def main(argv=None) -> None:
     parser.add_argument("--child-io", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return child(args.child, *args.child_io, args.model, args.speed)
+        return child(args.child, *args.child_io, args.model, args.speed, args.confidence)
     work = Path(args.workdir).absolute()
     if args.model is None:
         from pixellib.checkpoint.synthetic import write_checkpoint

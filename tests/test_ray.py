@@ -8,6 +8,7 @@ synthetic ResNet-50 in rapid mode.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -208,16 +209,24 @@ def test_cli_skip_existing_completes_a_partial_output_as_parquet(crashed_run, im
         assert row["error"] == first[path]["error"]
 
 
-def test_read_images_rows_give_the_same_detections(cluster, images, r50_checkpoint, reference):
+def test_read_images_rows_give_the_same_detections_and_annotated_copies(
+        cluster, images, r50_checkpoint, reference, tmp_path):
+    from pixellib.ray import annotated_name
+
     pngs = sorted(str(p) for p in images.glob("good_*.png"))  # lossless: same pixels
     ds = ray.data.read_images(pngs, include_paths=True)
     out = segment_dataset(ds, model=str(r50_checkpoint), **OPTIONS, concurrency=1,
-                          num_cpus=0.5, polygons=True)
+                          num_cpus=0.5, polygons=True, annotate_dir=str(tmp_path / "drawn"))
     rows = {r["path"]: r for r in out.take_all()}
     assert sorted(rows) == pngs
     for path in pngs:
         _assert_same(rows[path], reference[path])
-        assert rows[path]["polygons"].startswith("[")
+        assert len(json.loads(rows[path]["polygons"])) == len(reference[path])
+        drawn = read_image(tmp_path / "drawn" / annotated_name(path))
+        assert drawn.shape == (120, 160, 3)
+        assert not np.array_equal(drawn, read_image(path)) or not len(reference[path])
+    assert sorted(p.name for p in (tmp_path / "drawn").iterdir()) == sorted(
+        annotated_name(p) for p in pngs)  # nothing else: no temporary files left
 
 
 # ----------------------------------------------------------------------------- no cluster

@@ -111,7 +111,7 @@ def _is_actor(cmd: str) -> bool:
 
 
 def _settings(args) -> list[str]:
-    return [*(["--speed", args.speed] if args.speed else []),
+    return [*(["--speed", args.speed] if args.speed else []), "--device", args.device,
             *(["--confidence", str(args.confidence)] if args.confidence is not None else [])]
 
 
@@ -152,7 +152,7 @@ def run_ray(inputs: Path, out: Path, args, two_nodes: bool) -> dict:
 
 
 def child(kind: str, inputs: str, out: str, model: str, speed: str | None,
-          confidence: float | None) -> None:
+          confidence: float | None, device: str) -> None:
     """Runs in its own process: one Ray run, JSON summary on the last stdout line."""
     started = time.perf_counter()
     import ray
@@ -161,21 +161,22 @@ def child(kind: str, inputs: str, out: str, model: str, speed: str | None,
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cluster, temp = None, tempfile.mkdtemp(prefix="pxbench-")
-    if kind == "two-node":
-        from ray.cluster_utils import Cluster
-
-        # The cluster records its address in <RAY_TMPDIR>/ray: keep it in our folder, so no
-        # other ray.init() on this machine finds (or later trips over) this cluster.
-        os.environ["RAY_TMPDIR"] = temp
-        os.makedirs(os.path.join(temp, "ray"), exist_ok=True)
-        half = max(1, cores // 2)
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": half + 1})
-        cluster.add_node(num_cpus=max(1, cores - half))
-        ray.init(address=cluster.address)
-    called = time.perf_counter()
     try:
+        if kind == "two-node":
+            from ray.cluster_utils import Cluster
+
+            # The cluster records its address in <RAY_TMPDIR>/ray: keep it in our folder, so
+            # no other ray.init() on this machine finds (or later trips over) this cluster.
+            os.environ["RAY_TMPDIR"] = temp
+            os.makedirs(os.path.join(temp, "ray"), exist_ok=True)
+            half = max(1, cores // 2)
+            cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": half + 1})
+            cluster.add_node(num_cpus=max(1, cores - half))
+            ray.init(address=cluster.address)
+        called = time.perf_counter()
         summary = segment_to_parquet(inputs, out, model=model, speed=speed,
-                                     confidence=confidence, address="local")
+                                     confidence=confidence, address="local",
+                                     num_gpus=1 if device.startswith("cuda") else 0)
     finally:
         if cluster is not None:
             ray.shutdown()
@@ -226,6 +227,8 @@ def main(argv=None) -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--speed", choices=("fast", "rapid"), default=None)
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, or cuda: the CLI on the GPU, one Ray actor per GPU")
     parser.add_argument("--confidence", type=float, default=None,
                         help="score threshold (default: the speed mode's)")
     parser.add_argument("--model", default=None,
@@ -236,7 +239,8 @@ def main(argv=None) -> None:
     parser.add_argument("--child-io", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return child(args.child, *args.child_io, args.model, args.speed, args.confidence)
+        return child(args.child, *args.child_io, args.model, args.speed, args.confidence,
+                     args.device)
     work = Path(args.workdir).absolute()
     if args.model is None:
         from pixellib.checkpoint.synthetic import write_checkpoint

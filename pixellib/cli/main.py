@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--coco", metavar="FILE.json",
                      help="also write the image detections as COCO-style JSON")
     outputs.add_arguments(seg)
+    seg.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                     help="segment on a Ray cluster into result shards in -o OUT_DIR (a local "
+                          "one without ADDRESS; put INPUTs first; see docs/scale-out.md)")
+    seg.add_argument("--format", choices=("parquet", "jsonl"), default="parquet",
+                     help="--ray result format (default: parquet)")
     seg.set_defaults(func=_cmd_segment)
 
     dl = sub.add_parser("download", help="download a released model into the cache")
@@ -162,6 +167,10 @@ def _is_user_error(e: BaseException) -> bool:
 def _cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    if args.ray is not None:
+        from .ray_job import run_ray
+
+        return run_ray(args)
     started = time.perf_counter()
     jobs = outputs.prepare(plan_jobs(args.inputs, args.output), args)
     stats = _Stats()

@@ -1,0 +1,48 @@
+"""``pixellib segment INPUT... --ray [ADDRESS] -o OUT_DIR``: the same job on a Ray cluster.
+
+Results are rows (:mod:`pixellib.ray.rows`) in shards ``OUT_DIR/part-*.parquet`` (or
+``.jsonl`` with ``--format jsonl``), one row per input image, checked at the end. Without
+ADDRESS a private local cluster is started and stopped; ``--ray auto`` joins the cluster this
+machine is part of, ``--ray HOST:PORT`` / ``ray://HOST:10001`` a given one. ``--skip-existing``
+completes a folder a killed run left behind. The progress bar is Ray Data's; the summary line
+is the one the plain command prints.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .jobs import DEFAULT_BATCH_FOLDER
+from .main import _Stats, _summary
+
+_MAX_LISTED = 20  # failures printed one per line; the rest are counted
+
+
+def run_ray(args: argparse.Namespace) -> int:
+    """Run ``segment`` with ``--ray``; return the exit code (the plain command's rules)."""
+    unsupported = [flag for flag, used in (("--extract", args.extract), ("--coco", args.coco),
+                                           ("--boxes", args.boxes)) if used]
+    if unsupported:
+        raise ValueError(f"{', '.join(unsupported)} cannot be combined with --ray, which writes "
+                         "result rows (masks as COCO RLE), not annotated copies")
+    try:
+        from ..ray import segment_to_parquet
+    except ImportError as e:
+        raise ValueError(f"--ray needs Ray: pip install 'pixellib[ray]' ({e})") from None
+    summary = segment_to_parquet(
+        args.inputs, args.output or DEFAULT_BATCH_FOLDER, model=args.model, speed=args.speed,
+        confidence=args.confidence, classes=args.classes, address=args.ray,
+        num_gpus=1 if str(args.device).startswith("cuda") else 0, format=args.format,
+        skip_existing=args.skip_existing,
+    )
+    stats = _Stats(images=summary.images, objects=summary.objects, skipped=summary.skipped,
+                   failed=[path for path, _ in summary.failed])
+    for path, reason in summary.failed[:_MAX_LISTED]:
+        print(f"pixellib: warning: skipped {path}: {reason}", file=sys.stderr)
+    if len(summary.failed) > _MAX_LISTED:
+        print(f"pixellib: warning: ... and {len(summary.failed) - _MAX_LISTED} more (see the "
+              "error column)", file=sys.stderr)
+    print(_summary(stats, summary.seconds))
+    if stats.failed:
+        print(f"pixellib: warning: {len(stats.failed)} failed", file=sys.stderr)
+    return 1 if stats.failed and (args.strict or stats.images == 0) else 0

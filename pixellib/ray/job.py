@@ -1,0 +1,337 @@
+"""Segment many images on a Ray cluster into result shards: nothing lost, nothing twice.
+
+:func:`segment_to_parquet` reads the inputs with ``read_binary_files``, segments them in a pool
+of :class:`~pixellib.ray.worker.SegmentBatch` actors and streams the rows back to the driver,
+which writes them as shards ``part-<hash>.parquet`` (or ``.jsonl``) into the output folder:
+
+* each shard is written atomically and named by the hash of the paths it holds, so a shard
+  is either complete or absent, and writing the same rows again gives the same file;
+* actors that die are restarted and their batch is retried (``max_restarts=-1``,
+  ``max_task_retries=-1``, see :data:`_RETRIES`); a row whose path was already written is
+  dropped;
+* ``skip_existing=True`` reads the paths already in the folder and segments only the
+  missing ones (an error row counts as done: it records the image's problem);
+* at the end the folder is checked: every input path has exactly one row, else
+  :class:`OutputCheckError`.
+
+The output folder is written by the driver, so it is a local or mounted folder; rows are
+small (RLE masks), so that is never the bottleneck. For a bucket, use :func:`segment_dataset`
+and Ray's own ``write_parquet("s3://...")``.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+
+from pixellib.errors import PixellibError
+from pixellib.media.files import atomic_path, write_text
+
+from .rows import SCHEMA, rows_table
+from .worker import SegmentBatch
+
+logger = logging.getLogger(__name__)
+
+FORMATS = {"parquet": ".parquet", "jsonl": ".jsonl"}
+SHARD_PREFIX = "part-"
+#: Logical CPUs a default-sized actor pool leaves free for Ray Data's read tasks.
+READ_CPUS = 1.0
+
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
+
+
+# A dead actor is restarted and its batch retried, without limit: Ray Data's actor pools do
+# that by default (max_restarts=-1, max_task_retries=-1); from Ray 2.60 on, passing them as
+# extra remote arguments is deprecated, so they are passed explicitly only to older versions.
+_RETRIES = ({} if _version(ray.__version__) >= (2, 60)
+            else {"max_restarts": -1, "max_task_retries": -1})
+
+
+class RayJobError(PixellibError, ValueError):
+    """A job that cannot start: unsupported inputs, an output folder that is a file or
+    already holds results (without ``skip_existing``), an unknown format."""
+
+
+class OutputCheckError(PixellibError, RuntimeError):
+    """The output folder does not hold exactly one row per input image."""
+
+
+@dataclass
+class Summary:
+    """What a run did. ``images`` and ``errors`` count this run's rows; ``skipped`` the
+    inputs already in the folder; ``first_result_s`` the wait for the first row."""
+
+    images: int = 0
+    objects: int = 0
+    errors: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    first_result_s: float | None = None
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    shards: list[Path] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def row_id(path: str) -> str:
+    """The id Ray gives a file: the path, without the scheme of a remote URI."""
+    return path.split("://", 1)[1] if "://" in path else path
+
+
+def resolve_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+    """The image files named by ``inputs``: local files, folders (their images) and globs
+    as the CLI reads them (absolute paths), or remote URIs (``s3://``, ``gs://``...: a file,
+    or a folder listed recursively for image extensions)."""
+    from pixellib.cli.jobs import VIDEO_EXTENSIONS, _expand_inputs
+    from pixellib.media.images import IMAGE_EXTENSIONS
+
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    local = [os.fspath(i) for i in items if "://" not in os.fspath(i)]
+    remote = [os.fspath(i) for i in items if "://" in os.fspath(i)]
+    found = [str(p.absolute()) for p in _expand_inputs(local)] if local else []
+    videos = [p for p in found if Path(p).suffix.lower() in VIDEO_EXTENSIONS]
+    if videos:
+        raise RayJobError(f"videos are not segmented on Ray (images only): {', '.join(videos)}")
+    for uri in remote:
+        import pyarrow.fs as pafs
+
+        fs, base = pafs.FileSystem.from_uri(uri)
+        scheme = uri.split("://", 1)[0]
+        info = fs.get_file_info(base)
+        if info.type == pafs.FileType.Directory:
+            listed = fs.get_file_info(pafs.FileSelector(base, recursive=True))
+            found += sorted(f"{scheme}://{f.path}" for f in listed if f.is_file
+                            and Path(f.path).suffix.lower() in IMAGE_EXTENSIONS)
+        elif info.type == pafs.FileType.File:
+            found.append(uri)
+        else:
+            raise FileNotFoundError(f"input not found: {uri!r}")
+    return list(dict.fromkeys(found))
+
+
+# ----------------------------------------------------------------------------- shards
+
+
+def shard_paths(output_dir: str | os.PathLike) -> list[Path]:
+    """The result shards in ``output_dir`` (both formats), sorted by name."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.name.startswith(SHARD_PREFIX) and p.suffix in FORMATS.values())
+
+
+def read_shard(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path, columns=list(columns) if columns else None)
+    with open(path, encoding="utf-8") as f:
+        table = rows_table([json.loads(line) for line in f if line.strip()])
+    return table.select(list(columns)) if columns else table
+
+
+def read_rows(output_dir: str | os.PathLike, columns: Sequence[str] | None = None) -> pa.Table:
+    """Every row of the result shards in ``output_dir`` as one Arrow table."""
+    tables = [read_shard(p, columns) for p in shard_paths(output_dir)]
+    if not tables:
+        return rows_table([]).select(list(columns)) if columns else rows_table([])
+    return pa.concat_tables(tables)
+
+
+def write_shard(output_dir: Path, table: pa.Table, fmt: str) -> Path:
+    """Write ``table`` atomically as ``part-<16 hex of sha1(sorted paths)><ext>``."""
+    ids = sorted(table.column("path").to_pylist())
+    digest = hashlib.sha1("\n".join(ids).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    path = output_dir / f"{SHARD_PREFIX}{digest}{FORMATS[fmt]}"
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+    else:
+        lines = (json.dumps(r, ensure_ascii=False) for r in table.to_pylist())
+        write_text(path, "".join(f"{line}\n" for line in lines))
+    return path
+
+
+def check_output(output_dir: str | os.PathLike, ids: Iterable[str]) -> None:
+    """Raise :class:`OutputCheckError` unless each id has exactly one row in the folder."""
+    counts = Counter(read_rows(output_dir, ["path"]).column("path").to_pylist())
+    missing = [i for i in ids if counts[i] == 0]
+    twice = sorted(i for i, n in counts.items() if n > 1)
+    if missing or twice:
+        raise OutputCheckError(
+            f"{output_dir}: {len(missing)} inputs have no row, {len(twice)} have several "
+            f"(first: {', '.join((missing + twice)[:5])}); rerun with --skip-existing / "
+            "skip_existing=True to complete the folder"
+        )
+
+
+# ----------------------------------------------------------------------------- running
+
+
+@contextlib.contextmanager
+def connected(address: str | None = None, *, num_cpus: int | None = None) -> Iterator[None]:
+    """Use the Ray connection already made, or connect to ``address`` (``"auto"``, host:port,
+    ``ray://...``), or with ``None`` / ``"local"`` start a private local cluster (its own
+    temporary folder; ``num_cpus`` logical CPUs, default the cores plus one for reading).
+    What this opened it closes."""
+    if ray.is_initialized():
+        yield
+        return
+    temp_dir = None
+    if address in (None, "local"):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        temp_dir = tempfile.mkdtemp(prefix="pixellib-ray-")
+        ray.init(address="local", num_cpus=num_cpus or (cores or os.cpu_count() or 1) + 1,
+                 include_dashboard=False, _temp_dir=temp_dir)
+    else:
+        ray.init(address=address)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _checked_model(model, speed: str | None, confidence: float | None) -> str:
+    """``model`` as the workers get it; bad settings fail here, not in every actor."""
+    from pixellib.checkpoint.hub import MODEL_URLS, resolve_model
+    from pixellib.config import inference_config
+
+    inference_config(speed, confidence)
+    if str(model).strip().lower() in MODEL_URLS:  # a released name: each node caches it
+        return str(model)
+    # A missing file fails here; workers may run in another folder: pass it absolute.
+    return str(resolve_model(model, download=False).absolute())
+
+
+def segment_dataset(
+    ds: ray.data.Dataset, *, model: str, speed: str | None = None,
+    confidence: float | None = None, classes: Sequence[int] | None = None,
+    concurrency: int | None = None, batch_size: int = 8, num_cpus: float = 1.0,
+    num_gpus: float = 0, polygons: bool = False, annotate_dir: str | None = None,
+    worker: type = SegmentBatch,
+) -> ray.data.Dataset:
+    """``ds`` (rows of ``read_binary_files`` / ``read_images`` with paths) mapped to result
+    rows by a pool of ``concurrency`` actors of ``num_cpus`` CPUs and ``num_gpus`` GPUs each
+    (default: as many as the cluster holds, leaving :data:`READ_CPUS` for reading)."""
+    if concurrency is None:
+        res = ray.cluster_resources()
+        if num_gpus:
+            concurrency = int(res.get("GPU", 0) // num_gpus)
+        else:
+            concurrency = int((res.get("CPU", 1) - READ_CPUS) // num_cpus)
+        concurrency = max(1, concurrency)
+    model = _checked_model(model, speed, confidence)
+    kwargs = dict(model=str(model), speed=speed, confidence=confidence, polygons=polygons,
+                  classes=None if classes is None else [int(c) for c in classes],
+                  annotate_dir=None if annotate_dir is None else str(Path(annotate_dir).absolute()))
+    return ds.map_batches(
+        worker, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=num_cpus,
+        num_gpus=num_gpus or None, **_RETRIES,
+    )
+
+
+def segment_to_parquet(
+    inputs, output_dir: str | os.PathLike, *, model: str, speed: str | None = None,
+    confidence: float | None = None, classes: Sequence[int] | None = None,
+    concurrency: int | None = None, batch_size: int = 8, num_gpus: float = 0,
+    address: str | None = None, num_cpus: float = 1.0, format: str = "parquet",
+    skip_existing: bool = False, polygons: bool = False, annotate_dir: str | None = None,
+    rows_per_shard: int = 1000, worker: type = SegmentBatch,
+) -> Summary:
+    """Segment ``inputs`` (folder, glob, file, URI or a list of them) into result shards in
+    ``output_dir`` (see the module doc) and return a :class:`Summary`.
+
+    ``address``: see :func:`connected`. The other options are :func:`segment_dataset`'s and
+    :class:`~pixellib.ray.worker.SegmentBatch`'s (``worker`` may be a subclass of it).
+    """
+    started = time.perf_counter()
+    if format not in FORMATS:
+        raise RayJobError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise RayJobError(f"output {str(out)!r} is a file; results need a folder")
+    model = _checked_model(model, speed, confidence)
+    paths = resolve_inputs(inputs)
+    ids = {row_id(p): p for p in paths}
+    summary = Summary()
+    existing = shard_paths(out)
+    if existing and not skip_existing:
+        raise RayJobError(f"output folder {str(out)!r} already holds {len(existing)} result "
+                         "shards; pass --skip-existing (skip_existing=True) to complete it, "
+                         "or choose an empty folder")
+    done = set(read_rows(out, ["path"]).column("path").to_pylist()) if existing else set()
+    todo = [p for i, p in ids.items() if i not in done]
+    summary.skipped = len(ids) - len(todo)
+    out.mkdir(parents=True, exist_ok=True)
+    if todo:
+        with connected(address):
+            ds = segment_dataset(
+                ray.data.read_binary_files(todo, include_paths=True), model=model,
+                speed=speed, confidence=confidence, classes=classes, concurrency=concurrency,
+                batch_size=batch_size, num_cpus=num_cpus, num_gpus=num_gpus,
+                polygons=polygons, annotate_dir=annotate_dir, worker=worker)
+            _stream(ds, out, format, rows_per_shard, set(ids) - done, summary, started)
+    check_output(out, ids)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _stream(ds, out: Path, fmt: str, rows_per_shard: int, wanted: set[str],
+            summary: Summary, started: float) -> None:
+    """Write the dataset's rows as shards of about ``rows_per_shard`` rows, each path once."""
+    pending: list[pa.Table] = []
+    seen: set[str] = set()
+
+    def flush() -> None:
+        if pending:
+            summary.shards.append(write_shard(out, pa.concat_tables(pending), fmt))
+            pending.clear()
+
+    try:  # what was segmented before a failure is kept: --skip-existing resumes after it
+        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            if summary.first_result_s is None:
+                summary.first_result_s = time.perf_counter() - started
+            block = block.cast(SCHEMA)
+            objects = pc.list_value_length(block.column("class_ids")).to_pylist()
+            keep = []
+            rows = zip(block.column("path").to_pylist(), block.column("error").to_pylist(), objects)
+            for k, (path, error, n) in enumerate(rows):
+                if path in seen or path not in wanted:
+                    logger.warning("pixellib: dropped a repeated or unknown row for %s", path)
+                    continue
+                seen.add(path)
+                keep.append(k)
+                if error is None:
+                    summary.images += 1
+                    summary.objects += n
+                else:
+                    summary.errors += 1
+                    summary.failed.append((path, error))
+            pending.append(block.take(keep))
+            if sum(t.num_rows for t in pending) >= rows_per_shard:
+                flush()
+    finally:
+        flush()

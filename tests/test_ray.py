@@ -1,0 +1,295 @@
+"""pixellib.ray on a real local Ray cluster (started once for this module, stopped after).
+
+The cluster has 2 logical CPUs; actors take half a CPU each so that Ray Data's read tasks
+always find one free (actors holding every CPU leave the reads waiting forever). One run with
+an injected worker crash produces the rows that several tests check; the CLI then completes
+a partial copy of its output with ``--skip-existing``. Images are 160x120, the model the
+synthetic ResNet-50 in rapid mode.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import ray
+from ray import cloudpickle
+
+from pixellib.cli import main
+from pixellib.errors import ImageReadError
+from pixellib.media.images import decode_image, read_image
+from pixellib.ray import (
+    SegmentBatch,
+    read_rows,
+    row_detections,
+    segment_dataset,
+    segment_to_parquet,
+)
+from pixellib.ray.job import OutputCheckError, check_output, read_shard, shard_paths, write_shard
+from pixellib.ray.rows import detections_row, error_row, rows_table
+
+pytestmark = pytest.mark.slow
+
+DATA = Path(__file__).parent / "data" / "images"
+OPTIONS = dict(speed="rapid", confidence=0.5)
+CRASH_AT = "good_04.jpg"  # the worker dies the first time it reaches this image
+
+
+class CrashOnce(SegmentBatch):
+    """Test-only worker: kills its own process the first time it sees CRASH_AT (a marker
+    file makes "first" hold across the restarted process)."""
+
+    marker_dir = ""
+
+    def before_image(self, path: str) -> None:
+        marker = Path(self.marker_dir) / "crashed"
+        if Path(path).name == CRASH_AT and not marker.exists():
+            marker.write_text(f"{os.getpid()}\n")
+            os._exit(1)
+
+
+# The workers cannot import this test module: ship the subclass by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if ray.is_initialized():
+        ray.shutdown()
+    temp = tempfile.mkdtemp(prefix="pxray-")  # short: Ray puts unix sockets in it
+    try:
+        # address="local": a fresh cluster even if another one (or a stale record of a killed
+        # one in /tmp/ray) exists on this machine.
+        ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp,
+                 log_to_driver=False)
+        yield
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """10 small photos (8 JPEG, 2 PNG) and 2 broken files (a truncated JPEG, text)."""
+    folder = tmp_path_factory.mktemp("ray_in")
+    photos = [cv2.imread(str(DATA / n)) for n in ("street.jpg", "wide.jpg", "small.jpg")]
+    for k in range(10):
+        photo = photos[k % 3]
+        h, w = photo.shape[:2]
+        x = (k * w) // 24
+        crop = cv2.resize(photo[:, x:x + w * 3 // 4], (160, 120), interpolation=cv2.INTER_AREA)
+        crop = crop[:, ::-1] if k % 2 else crop
+        ext = ".png" if k >= 8 else ".jpg"
+        cv2.imwrite(str(folder / f"good_{k:02d}{ext}"), np.ascontiguousarray(crop))
+    whole = (folder / "good_00.jpg").read_bytes()
+    (folder / "broken_cut.jpg").write_bytes(whole[: len(whole) // 2])
+    (folder / "broken_text.png").write_text("not an image\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def crashed_run(cluster, images, r50_checkpoint, tmp_path_factory):
+    """One run over all 12 images in which a worker dies mid-run (batches of 2, 2 actors)."""
+    out = tmp_path_factory.mktemp("ray_out")
+    marker_dir = tmp_path_factory.mktemp("marker")
+    worker = type("CrashOnceHere", (CrashOnce,), {"marker_dir": str(marker_dir)})
+    summary = segment_to_parquet(images, out, model=str(r50_checkpoint), **OPTIONS,
+                                 concurrency=2, num_cpus=0.5, batch_size=2, rows_per_shard=2,
+                                 worker=worker)
+    return out, summary, marker_dir / "crashed"
+
+
+@pytest.fixture(scope="module")
+def reference(images, r50_checkpoint):
+    """The Predictor's detections for each good image, run here with the worker's 1 thread."""
+    import torch
+
+    from pixellib.predictor import Predictor
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        predictor = Predictor(r50_checkpoint, **OPTIONS)
+        return {str(p): predictor(read_image(p)) for p in sorted(images.glob("good_*"))}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _by_path(table) -> dict[str, dict]:
+    return {row["path"]: row for row in table.to_pylist()}
+
+
+def _assert_same(row: dict, det) -> None:
+    got = row_detections(row)
+    assert got.image_size == det.image_size == (120, 160)
+    assert (row["width"], row["height"]) == (160, 120)
+    np.testing.assert_array_equal(got.class_ids, det.class_ids)
+    assert row["class_names"] == det.class_names
+    np.testing.assert_allclose(got.scores, det.scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.boxes, det.boxes, rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(got.masks, det.masks)
+
+
+# ----------------------------------------------------------------------------- cluster runs
+
+
+def test_rows_equal_the_predictors_detections(crashed_run, reference):
+    out, summary, _ = crashed_run
+    rows = _by_path(read_rows(out))
+    assert sum(len(d) for d in reference.values()) > 0  # the comparison compares something
+    for path, det in reference.items():
+        assert rows[path]["error"] is None
+        _assert_same(rows[path], det)
+    assert summary.images == 10
+    assert summary.objects == sum(len(d) for d in reference.values())
+
+
+def test_broken_images_become_error_rows(crashed_run, images):
+    out, summary, _ = crashed_run
+    rows = _by_path(read_rows(out))
+    for name, words in (("broken_cut.jpg", "truncated"), ("broken_text.png", "cannot decode")):
+        row = rows[str(images / name)]
+        assert row["error"].startswith("ImageReadError") and words in row["error"]
+        assert name in row["error"]
+        assert row["class_ids"] == [] and row["masks_rle"] == [] and row["width"] is None
+    assert summary.errors == 2
+    assert sorted(Path(p).name for p, _ in summary.failed) == ["broken_cut.jpg",
+                                                               "broken_text.png"]
+
+
+def test_worker_killed_mid_run_loses_and_duplicates_nothing(crashed_run, images):
+    out, summary, marker = crashed_run
+    assert marker.exists()  # the crash really happened
+    assert int(marker.read_text()) != os.getpid()  # ... in a worker, not in this process
+    paths = read_rows(out, ["path"]).column("path").to_pylist()
+    assert sorted(paths) == sorted(str(p) for p in images.iterdir())  # each exactly once
+    check_output(out, paths)
+    assert len(shard_paths(out)) == len(summary.shards) >= 2  # rows_per_shard=2
+
+
+def test_cli_skip_existing_completes_a_partial_output_as_parquet(crashed_run, images,
+                                                                 r50_checkpoint, tmp_path,
+                                                                 capsys, monkeypatch):
+    out, _, _ = crashed_run
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    kept = shard_paths(out)[: len(shard_paths(out)) // 2]
+    for shard in kept:
+        shutil.copy2(shard, partial / shard.name)
+    done = len(read_rows(partial))
+    assert 0 < done < 12
+    monkeypatch.chdir(tmp_path)
+    argv = ["segment", str(images), "--ray", "-o", str(partial), "--model", str(r50_checkpoint),
+            "--speed", "rapid", "--confidence", "0.5"]
+    assert main(argv) == 1  # the folder already has results: refused without --skip-existing
+    assert "--skip-existing" in capsys.readouterr().err
+    assert main([*argv, "--skip-existing"]) == 0
+    stdout, stderr = capsys.readouterr()
+    line = stdout.strip().splitlines()[-1]
+    missing = 12 - done
+    errors = sum(1 for s in kept for r in read_shard(s).to_pylist() if r["error"])
+    assert line.startswith(f"{missing - (2 - errors)} images, ")
+    assert f", {2 - errors} failed, {done} skipped, " in line
+    for shard in kept:  # the old shards are untouched
+        assert (partial / shard.name).read_bytes() == shard.read_bytes()
+    new = [p for p in shard_paths(partial) if p.name not in {s.name for s in kept}]
+    assert new and all(pq.read_table(p).num_rows > 0 for p in new)  # readable Parquet
+    complete = _by_path(read_rows(partial))
+    assert sorted(complete) == sorted(str(p) for p in images.iterdir())
+    first = _by_path(read_rows(out))
+    for path, row in complete.items():  # same rows as the first run
+        assert row["masks_rle"] == first[path]["masks_rle"]
+        assert row["error"] == first[path]["error"]
+
+
+def test_read_images_rows_give_the_same_detections_and_annotated_copies(
+        cluster, images, r50_checkpoint, reference, tmp_path):
+    from pixellib.ray import annotated_name
+
+    pngs = sorted(str(p) for p in images.glob("good_*.png"))  # lossless: same pixels
+    ds = ray.data.read_images(pngs, include_paths=True)
+    out = segment_dataset(ds, model=str(r50_checkpoint), **OPTIONS, concurrency=1,
+                          num_cpus=0.5, polygons=True, annotate_dir=str(tmp_path / "drawn"))
+    rows = {r["path"]: r for r in out.take_all()}
+    assert sorted(rows) == pngs
+    for path in pngs:
+        _assert_same(rows[path], reference[path])
+        assert len(json.loads(rows[path]["polygons"])) == len(reference[path])
+        drawn = read_image(tmp_path / "drawn" / annotated_name(path))
+        assert drawn.shape == (120, 160, 3)
+        assert not np.array_equal(drawn, read_image(path)) or not len(reference[path])
+    assert sorted(p.name for p in (tmp_path / "drawn").iterdir()) == sorted(
+        annotated_name(p) for p in pngs)  # nothing else: no temporary files left
+
+
+# ----------------------------------------------------------------------------- no cluster
+
+
+def test_decode_image_equals_read_image_and_names_bad_data(tmp_path):
+    data = (DATA / "small.jpg").read_bytes()
+    np.testing.assert_array_equal(decode_image(data, "small.jpg"), read_image(DATA / "small.jpg"))
+    for bad, words in ((b"", "empty"), (data[:500], "truncated"), (b"GIF", "cannot decode")):
+        with pytest.raises(ImageReadError, match=words) as info:
+            decode_image(bad, "upload/x.jpg")
+        assert "upload/x.jpg" in str(info.value)
+
+
+def test_shards_round_trip_and_the_check_catches_gaps_and_doubles(tmp_path):
+    from pixellib.structures import Detections
+
+    det = Detections(np.array([[1, 2, 5, 6]], np.float32), np.array([0.9], np.float32),
+                     np.array([2], np.int64), np.zeros((1, 8, 10), bool), (8, 10))
+    det.masks[0, 2:5, 3:7] = True
+    table = rows_table([detections_row("a.jpg", det, polygons=True), error_row("b.jpg", "bad")])
+    for fmt in ("parquet", "jsonl"):
+        folder = tmp_path / fmt
+        shard = write_shard(folder, table, fmt)
+        assert shard == write_shard(folder, table, fmt)  # same rows, same name
+        rows = _by_path(read_rows(folder))
+        np.testing.assert_array_equal(row_detections(rows["a.jpg"]).masks, det.masks)
+        assert rows["b.jpg"]["error"] == "bad"
+        check_output(folder, ["a.jpg", "b.jpg"])
+        with pytest.raises(OutputCheckError, match="1 inputs have no row"):
+            check_output(folder, ["a.jpg", "b.jpg", "c.jpg"])
+    write_shard(tmp_path / "jsonl", table.slice(0, 1), "parquet")
+    with pytest.raises(OutputCheckError, match="1 have several"):
+        check_output(tmp_path / "jsonl", ["a.jpg", "b.jpg"])
+
+
+def test_cli_ray_refuses_bad_options_and_a_missing_model_before_any_work(tmp_path, capsys):
+    image = tmp_path / "a.jpg"
+    shutil.copy(DATA / "small.jpg", image)
+    for extra, words in ((["--coco", "c.json"], "--coco cannot be combined with --ray"),
+                         (["--model", str(tmp_path / "nope.pkl")], "model file not found")):
+        argv = ["segment", str(image), "--ray", "-o", str(tmp_path / "out"), *extra]
+        assert main(argv) == 1
+        assert words in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_inputs_are_folders_globs_lists_and_uris(tmp_path):
+    from pixellib.ray import resolve_inputs
+    from pixellib.ray.job import RayJobError, row_id
+
+    (tmp_path / "sub").mkdir()
+    for name in ("b.jpg", "a.png", "notes.txt", "sub/c.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    folder = [str(tmp_path / "a.png"), str(tmp_path / "b.jpg")]
+    assert resolve_inputs(tmp_path) == folder  # images directly in it, sorted, absolute
+    assert resolve_inputs([str(tmp_path / "**" / "*.jpg")]) == [str(tmp_path / "b.jpg"),
+                                                                 str(tmp_path / "sub/c.jpg")]
+    assert resolve_inputs([tmp_path / "b.jpg", str(tmp_path)]) == folder[::-1]  # no repeats
+    listed = resolve_inputs(tmp_path.as_uri())  # a remote-style folder: recursive, images only
+    assert listed == [f"file://{tmp_path}/{n}" for n in ("a.png", "b.jpg", "sub/c.jpg")]
+    assert [row_id(u) for u in listed] == [str(tmp_path / n) for n in ("a.png", "b.jpg",
+                                                                          "sub/c.jpg")]
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    with pytest.raises(RayJobError, match="videos"):
+        resolve_inputs([str(tmp_path / "clip.mp4")])

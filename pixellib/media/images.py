@@ -142,7 +142,9 @@ def _from_file(path: Path, max_pixels: int) -> np.ndarray:
     return _decode(data, str(path), max_pixels)
 
 
-def decode_image(data: bytes, name: str = "<bytes>", *, max_pixels: int | None = None) -> np.ndarray:
+def decode_image(
+    data: bytes, name: str = "<bytes>", *, max_pixels: int | None = None
+) -> np.ndarray:
     """Decode encoded image bytes (an upload, say) exactly like :func:`read_image` reads a file.
 
     ``name`` only labels the error messages (it is never opened). The same checks apply: the

@@ -284,10 +284,8 @@ def _info(state: _State) -> dict:
     import uvicorn
 
     s = state.settings
-    try:
-        from ..effects import EFFECTS
-    except ImportError:
-        EFFECTS = ()
+    from ..effects import EFFECTS
+
     return {
         **state.model_info,
         "ready": state.pool is not None,
@@ -342,11 +340,8 @@ def _parse_effect(text: str | None, files: dict):
             raise ApiError(422, "invalid option", "effect replace-bg needs a second file field "
                            "'background'")
         text = "replace-bg=uploaded-background"  # a label only: the decoded upload is used
-    try:
-        from ..effects import parse_effect
-    except ImportError:
-        raise ApiError(422, "invalid option",
-                       "effect: this server has no effects (pixellib.effects is missing)") from None
+    from ..effects import parse_effect
+
     try:
         return parse_effect(text)
     except ValueError as e:

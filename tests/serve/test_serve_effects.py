@@ -10,7 +10,6 @@ import pytest
 from serve_support import PHOTO, httpx
 
 pytestmark = pytest.mark.slow
-HAVE_EFFECTS = importlib.util.find_spec("pixellib.effects") is not None
 BACKGROUND = PHOTO.parent / "small_gray.png"
 
 
@@ -23,7 +22,6 @@ def _decode(content: bytes) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED)
 
 
-@pytest.mark.skipif(not HAVE_EFFECTS, reason="pixellib.effects is not in this tree")
 def test_render_effects_match_apply_effect(cli_server, photo_bytes, photo_bgr, reference):
     from pixellib.media.images import read_image
 
@@ -50,7 +48,6 @@ def test_render_effects_match_apply_effect(cli_server, photo_bytes, photo_bgr, r
     assert np.array_equal(_decode(r.content), expected)
 
 
-@pytest.mark.skipif(not HAVE_EFFECTS, reason="pixellib.effects is not in this tree")
 def test_render_effect_errors(cli_server, photo_bytes):
     cases = [
         ({"effect": "sparkle-bg"}, None, "blur-bg"),  # lists the valid effects
@@ -65,11 +62,3 @@ def test_render_effect_errors(cli_server, photo_bytes):
         r = _render(cli_server, photo_bytes, data, files)
         assert r.status_code == 422, (data, r.text)
         assert r.json()["error"] == "invalid option" and word in r.json()["detail"], r.text
-
-
-@pytest.mark.skipif(HAVE_EFFECTS, reason="pixellib.effects is present")
-def test_render_without_effects_module_says_so(cli_server, photo_bytes):
-    r = _render(cli_server, photo_bytes, {"effect": "blur-bg"})
-    assert r.status_code == 422 and "effect" in r.json()["detail"]
-    info = httpx.get(cli_server.url + "/v1/info", headers=cli_server.headers()).json()
-    assert info["effects"] == []

@@ -330,7 +330,8 @@ def test_options_reach_the_predictor(fake, folder, checkpoint, capsys):
                  "--speed", "fast", "--confidence", "0.25", "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
     assert FakePredictor.created == [
-        {"model": checkpoint, "speed": "fast", "confidence": 0.25, "device": "cpu"}
+        {"model": checkpoint, "speed": "fast", "confidence": 0.25, "device": "cpu",
+         "heap_reuse": True}  # the command owns its process
     ]
 
 

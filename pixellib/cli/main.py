@@ -210,8 +210,9 @@ def _load_predictor(args: argparse.Namespace):
     key = args.model.strip().lower()
     if not Path(args.model).exists() and key in MODEL_URLS and not cached_model_path(key).is_file():
         print(f"downloading {key} from {model_url(key)} (first use)", file=sys.stderr)
+    # The command owns its process: heap reuse is on (PIXELLIB_NO_HEAP_REUSE=1 turns it off).
     return Predictor(resolve_model(args.model), speed=args.speed, confidence=args.confidence,
-                     device=args.device)
+                     device=args.device, heap_reuse=True)
 
 
 def _attempt(fn, predictor, job: Job, args):

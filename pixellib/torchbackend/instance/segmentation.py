@@ -41,14 +41,16 @@ logger = logging.getLogger(__name__)
 
 
 class SkippedImageWarning(UserWarning):
-    """``segmentBatch`` skipped a file it could not read or write (the message says why).
+    """``segmentBatch`` skipped a file it could not read or write (the message names it and
+    says why).
 
-    Shown every time (not once per message). Turn it into an error to stop a batch at the
-    first bad file: ``warnings.simplefilter("error", SkippedImageWarning)``.
+    It is attributed to the line that called ``segmentBatch``. Python's default filter shows
+    each distinct message once per calling line, so a file skipped again from the same line is
+    not shown again; :attr:`instanceSegmentation.batch_failures` always lists every skipped
+    file. ``warnings.simplefilter("always", SkippedImageWarning)`` shows every one; turn it
+    into an error to stop a batch at the first bad file:
+    ``warnings.simplefilter("error", SkippedImageWarning)``.
     """
-
-
-warnings.filterwarnings("always", category=SkippedImageWarning, append=True)
 
 
 class instanceSegmentation:  # noqa: N801 - PixelLib's name
@@ -130,7 +132,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         predictor = Predictor(model, speed=detection_speed, confidence=confidence,
-                              device=device)
+                              device=device, heap_reuse=True)
         self._predictor, self._model_key = predictor, key
 
     def select_target_classes(self, **flags) -> dict[str, str]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .errors import InvalidArgumentError
+
 # PixelLib's released checkpoints (the founding document's download links).
 RELEASE_URL = "https://github.com/ayoolaolafenwa/PixelLib/releases/download/0.2.0"
 MODEL_URLS: dict[str, str] = {
@@ -81,13 +83,13 @@ def inference_config(speed: str | None = None, confidence: float | None = None) 
     """Settings for a PixelLib speed mode; ``confidence`` overrides the mode's threshold."""
     key = "default" if speed is None else speed
     if key not in SPEED_PRESETS:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"unknown detection_speed {speed!r}: expected one of None, 'fast', 'rapid'"
         )
     thresh, max_size = SPEED_PRESETS[key]
     if confidence is not None:
         confidence = float(confidence)
         if not 0.0 <= confidence <= 1.0:
-            raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+            raise InvalidArgumentError(f"confidence must be between 0 and 1, got {confidence}")
         thresh = confidence
     return InferenceConfig(score_thresh=thresh, max_size=max_size)

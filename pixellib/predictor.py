@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from .config import ARCHITECTURES, InferenceConfig, inference_config
+from .errors import InvalidArgumentError
 from .media.images import read_image
 from .model.detector import PointRendRCNN, build_model
 from .model.layers import fold_frozen_norms
@@ -66,6 +67,11 @@ def load_model(
     """
     from .checkpoint import state_dict as weights
 
+    wanted = BACKBONE_ALIASES.get(backbone)
+    if backbone is not None and wanted is None:
+        raise InvalidArgumentError(
+            f"unknown network_backbone {backbone!r}: expected 'resnet50' or 'resnet101'"
+        )
     if isinstance(source, dict):
         path = None
         raw = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
@@ -76,11 +82,6 @@ def load_model(
     state_dict, report = weights.convert_state_dict(raw)
     arch = weights.detect_architecture(state_dict)
     if backbone is not None:
-        wanted = BACKBONE_ALIASES.get(backbone)
-        if wanted is None:
-            raise ValueError(
-                f"unknown network_backbone {backbone!r}: expected 'resnet50' or 'resnet101'"
-            )
         if wanted != arch:
             logger.warning(
                 "network_backbone=%r but %s holds a %s model; using %s",
@@ -121,9 +122,11 @@ class Predictor:
         self.inference = inference_config(speed, confidence)
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available")
+            raise InvalidArgumentError(f"device {device!r} requested but CUDA is not available")
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+            raise InvalidArgumentError(
+                f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}"
+            )
         self.precision = precision
         self.heap_reuse = bool(heap_reuse and self.device.type == "cpu"
                                and heap.reuse_freed_memory())

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .classes import COCO_CLASSES
+from .errors import InvalidArgumentError
 
 
 @dataclass(frozen=True, eq=False)
@@ -22,12 +23,19 @@ class Detections:
     image_size: tuple[int, int]  # (H, W) of the original image
 
     def __post_init__(self):
+        """Check every field's shape and dtype (raises, so ``python -O`` keeps the checks)."""
         n = len(self.boxes)
         h, w = self.image_size
-        assert self.boxes.shape == (n, 4) and self.boxes.dtype == np.float32
-        assert self.scores.shape == (n,) and self.scores.dtype == np.float32
-        assert self.class_ids.shape == (n,) and self.class_ids.dtype == np.int64
-        assert self.masks.shape == (n, h, w) and self.masks.dtype == np.bool_
+        expected = {"boxes": ((n, 4), np.float32), "scores": ((n,), np.float32),
+                    "class_ids": ((n,), np.int64), "masks": ((n, h, w), np.bool_)}
+        for name, (shape, dtype) in expected.items():
+            value = getattr(self, name)
+            if not isinstance(value, np.ndarray) or value.shape != shape or value.dtype != dtype:
+                got = (f"{value.dtype} array of shape {value.shape}"
+                       if isinstance(value, np.ndarray) else type(value).__name__)
+                raise InvalidArgumentError(
+                    f"Detections.{name} must be a {np.dtype(dtype)} array of shape {shape}, "
+                    f"got a {got}")
 
     @classmethod
     def empty(cls, image_size: tuple[int, int]) -> Detections:

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from ..config import MODEL_URLS
-from ..errors import ModelNotFoundError, PixellibError
+from ..errors import ModelDownloadError, ModelNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +27,6 @@ MODEL_ARCHS: dict[str, str] = {"resnet50": "resnet50", "resnet101": "resnext101_
 
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60
-
-
-class ModelDownloadError(PixellibError, OSError):
-    """A model could not be downloaded, or what was downloaded is not a usable checkpoint."""
 
 
 def cache_dir() -> Path:

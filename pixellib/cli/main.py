@@ -15,10 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import PixellibError
+from ..errors import BATCH_SKIPPED, InvalidArgumentError
 from .jobs import DEFAULT_BATCH_FOLDER, VIDEO_EXTENSIONS, Job, plan_jobs
-
-_PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 @dataclass
@@ -128,24 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pixellib: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:
-        if not _is_user_error(e):
-            raise
+    except BATCH_SKIPPED as e:  # our errors and file-system errors: one line, no traceback
         print(f"pixellib: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
-
-
-def _is_user_error(e: BaseException) -> bool:
-    """Our typed errors, missing files and permissions, and ValueErrors raised by our code."""
-    if isinstance(e, (PixellibError, FileNotFoundError, PermissionError, IsADirectoryError,
-                      NotADirectoryError)):
-        return True
-    if isinstance(e, ValueError):
-        tb = e.__traceback__
-        while tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
-        return tb is not None and _PACKAGE_DIR in Path(tb.tb_frame.f_code.co_filename).parents
-    return False
 
 
 # ----------------------------------------------------------------------------- segment
@@ -206,7 +189,7 @@ def _load_predictor(args: argparse.Namespace):
     try:
         torch.device(args.device)
     except RuntimeError as e:
-        raise ValueError(f"invalid --device {args.device!r}: {e}") from None
+        raise InvalidArgumentError(f"invalid --device {args.device!r}: {e}") from None
     key = args.model.strip().lower()
     if not Path(args.model).exists() and key in MODEL_URLS and not cached_model_path(key).is_file():
         print(f"downloading {key} from {model_url(key)} (first use)", file=sys.stderr)
@@ -219,7 +202,7 @@ def _attempt(fn, predictor, job: Job, args):
     """``(fn(...), None)``, or ``(None, error)`` for a bad input: the batch goes on."""
     try:
         return fn(predictor, job, args), None
-    except (PixellibError, OSError, ValueError) as e:
+    except BATCH_SKIPPED as e:
         return None, e
 
 
@@ -379,9 +362,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     src, dst = resolve_model(args.src, download=False), Path(args.dst)
     if dst.suffix.lower() != ".safetensors":
-        raise ValueError(f"output {str(dst)!r} must end in .safetensors")
+        raise InvalidArgumentError(f"output {str(dst)!r} must end in .safetensors")
     if dst.exists() and dst.resolve() == src.resolve():
-        raise ValueError(f"output {str(dst)!r} is the input itself")
+        raise InvalidArgumentError(f"output {str(dst)!r} is the input itself")
     convert_checkpoint(src, dst)
     print(f"wrote {dst}")
     return 0

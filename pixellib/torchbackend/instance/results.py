@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from ...classes import COCO_CLASSES, class_id
+from ...errors import InvalidArgumentError
 from ...export import extract_objects, mask_polygons, save_extracts  # noqa: F401 - re-export
 from ...structures import Detections
 from ...visualize import draw_detections, label_text
@@ -63,7 +64,7 @@ def target_class_ids(targets) -> np.ndarray | None:
             elif isinstance(flag, (bool, np.bool_)):
                 on = bool(flag)
             else:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"segment_target_classes[{name!r}] must be 'valid', 'invalid' or a bool, "
                     f"got {flag!r}; build it with select_target_classes(person=True, ...)"
                 )
@@ -75,7 +76,9 @@ def target_class_ids(targets) -> np.ndarray | None:
         for item in targets:
             if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
                 if not 0 <= int(item) < len(COCO_CLASSES):
-                    raise ValueError(f"class id must be in [0, {len(COCO_CLASSES)}), got {item}")
+                    raise InvalidArgumentError(
+                        f"class id must be in [0, {len(COCO_CLASSES)}), got {item}"
+                    )
                 ids.add(int(item))
             else:
                 ids.add(class_id(str(item)))

@@ -8,9 +8,10 @@ described in :mod:`pixellib.torchbackend.instance.results`.
 
 Deliberate differences from PixelLib (it got these wrong):
 
-* Unknown ``detection_speed`` or ``network_backbone`` values raise ``ValueError`` (PixelLib
-  silently used a 0.05 threshold, or the X101 model). The architecture is read from the file;
-  a ``network_backbone`` that disagrees logs a warning. Each ``load_model`` call stands alone
+* Unknown ``detection_speed`` or ``network_backbone`` values raise
+  :class:`~pixellib.errors.InvalidArgumentError`, a ``ValueError`` (PixelLib silently used a
+  0.05 threshold, or the X101 model). The architecture is read from the file; a
+  ``network_backbone`` that disagrees logs a warning. Each ``load_model`` call stands alone
   (PixelLib's settings accumulated across calls, spec §1.4).
 * The input image or frame is never modified; colours are deterministic per instance index.
 * ``scores`` is a float32 numpy array of whole percentages (PixelLib: an int64 torch tensor),
@@ -32,7 +33,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ...errors import PixellibError
+from ...errors import BATCH_SKIPPED, InvalidArgumentError
 from ...media.images import list_images, read_image, write_image
 from ...runtime.parallel import ordered_map
 from . import results as fmt
@@ -97,9 +98,10 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         share one model between instances. Reloading the same unchanged file reuses the
         model already loaded and only changes the settings.
 
-        Raises ``ValueError`` for an unknown speed or backbone or a confidence outside
-        [0, 1] (before reading anything), :class:`~pixellib.errors.ModelNotFoundError` (with
-        the download address) for a missing file, and
+        Raises :class:`~pixellib.errors.InvalidArgumentError` (a ``ValueError``) for an
+        unknown speed or backbone or a confidence outside [0, 1] (before reading anything),
+        :class:`~pixellib.errors.ModelNotFoundError` (with the download address) for a
+        missing file, and
         :class:`~pixellib.errors.ModelFileError` for an unusable one.
         """
         import torch
@@ -111,7 +113,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
 
         inference = inference_config(detection_speed, confidence)
         if network_backbone is not None and network_backbone not in BACKBONE_ALIASES:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"unknown network_backbone {network_backbone!r}: expected 'resnet50' or "
                 "'resnet101'"
             )
@@ -239,7 +241,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         files = list_images(input_folder)
         out_dir = None if output_folder_name is None else Path(output_folder_name)
         if out_dir is not None and _same_folder(out_dir, Path(input_folder)):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"output_folder_name {str(out_dir)!r} is the input folder: the outputs would "
                 "overwrite the input images; choose another folder"
             )
@@ -259,7 +261,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
                 )
                 if out_dir is not None:
                     write_image(out_dir / path.name, output)
-            except (PixellibError, OSError) as exc:
+            except BATCH_SKIPPED as exc:
                 return None, " ".join(str(exc).split())
             return (results, output), None
 

@@ -302,7 +302,7 @@ class FakePredictor:
         FakePredictor.created.append({"model": Path(model), **kwargs})
         self.device = kwargs.get("device", "cpu")
 
-    def __call__(self, image):
+    def __call__(self, image, classes=None):
         from pixellib.structures import Detections
 
         h, w = image.shape[:2]
@@ -311,8 +311,9 @@ class FakePredictor:
         masks = np.zeros((3, h, w), bool)
         for k, (x0, y0, x1, y1) in enumerate(boxes.astype(int)):
             masks[k, y0:y1, x0:x1] = True
-        return Detections(boxes, np.array([0.9, 0.8, 0.7], np.float32),
-                          np.array(self.CLASSES, np.int64), masks, (h, w))
+        det = Detections(boxes, np.array([0.9, 0.8, 0.7], np.float32),
+                         np.array(self.CLASSES, np.int64), masks, (h, w))
+        return det if classes is None else det.with_classes(classes)
 
 
 @pytest.fixture

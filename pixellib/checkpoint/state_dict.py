@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import torch
 
 from pixellib.checkpoint.files import PathLike, read_checkpoint, to_tensor
 from pixellib.errors import ModelFileError
+from pixellib.media.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def inspect_checkpoint(path: PathLike) -> CheckpointInfo:
 
 
 def save_safetensors(state_dict: Mapping[str, Any], path: PathLike) -> None:
-    """Write ``state_dict`` as float32 safetensors, atomically (temp file + ``os.replace``)."""
+    """Write ``state_dict`` as float32 safetensors, atomically (:mod:`pixellib.media.files`)."""
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
@@ -227,15 +227,8 @@ def save_safetensors(state_dict: Mapping[str, Any], path: PathLike) -> None:
             tensor = tensor.clone()
         storages.add(tensor.untyped_storage().data_ptr())
         tensors[key] = tensor
-    target = Path(os.fspath(path))
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    try:
+    with atomic_path(path) as temp:
         save_file(tensors, temp, metadata={"format": "pt"})
-        os.replace(temp, target)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            temp.unlink()
-        raise
 
 
 def convert_checkpoint(src: PathLike, dst: PathLike) -> CheckpointInfo:

@@ -14,11 +14,11 @@ import hashlib
 import math
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..media.files import atomic_path
 from ..model.detector import state_dict_shapes
 from . import state_dict as weights
 
@@ -123,15 +123,8 @@ def write_checkpoint(
     if legacy_names:
         model = to_legacy_names(model)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump({"model": model, "__author__": "synthetic test checkpoint"}, f, protocol=4)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "xb") as f:
+        pickle.dump({"model": model, "__author__": "synthetic test checkpoint"}, f, protocol=4)
     return path
 
 

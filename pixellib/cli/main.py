@@ -9,7 +9,6 @@ Output naming for ``segment``: :mod:`pixellib.cli.jobs`.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -275,9 +274,7 @@ def _segment(predictor, image, args):
 
     from ..visualize import draw_detections, label_text
 
-    det = predictor(image)
-    if args.classes is not None:
-        det = det.with_classes(args.classes)
+    det = predictor(image, classes=args.classes)  # other classes cost no mask
     percent = (det.scores * np.float32(100)).astype(np.int64)  # PixelLib's integer percent
     labels = [label_text(n, int(p)) for n, p in zip(det.class_names, percent, strict=True)]
     drawn = draw_detections(image, _int_boxes(det), det.masks, labels, show_boxes=args.boxes)
@@ -295,6 +292,7 @@ def _write_coco(path: Path, per_image: list[dict]) -> None:
     import json
 
     from ..export import to_coco_json
+    from ..media.files import write_text
     from ..structures import Detections
 
     images, annotations = [], []
@@ -304,13 +302,7 @@ def _write_coco(path: Path, per_image: list[dict]) -> None:
             annotations.append({**ann, "id": len(annotations) + 1})
     categories = to_coco_json(Detections.empty((1, 1)))["categories"]
     text = json.dumps({"images": images, "annotations": annotations, "categories": categories})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text(path, text)
 
 
 def _summary(stats: _Stats, seconds: float) -> str:

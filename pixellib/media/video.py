@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import cv2
 import numpy as np
 
 from ..errors import ImageReadError, InputNotFoundError
+from .files import temporary_name
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class VideoWriter:
         self.fps, self.frame_size = fps, (width, height)
         self.frames_written = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.stem}.{secrets.token_hex(4)}.tmp{ext}")
+        self._tmp = temporary_name(self.path)  # the atomic-write helper's naming
         self._writer, self.fourcc = self._open(ext)
 
     def _open(self, ext: str):

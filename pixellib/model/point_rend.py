@@ -235,21 +235,27 @@ class PointRendMaskHead(nn.Module):
         return p2, ops.channels_last_rows(p2), False
 
     def forward(
-        self, p2: torch.Tensor, boxes: torch.Tensor, classes: torch.Tensor
+        self, p2: torch.Tensor, boxes: torch.Tensor, classes: torch.Tensor, *,
+        plan_boxes: int | None = None,
     ) -> torch.Tensor:
         """Mask probabilities (R, S, S), S = 224, for boxes (R, 4) in resized-image pixels."""
-        return self.mask_logits(p2, boxes, classes).sigmoid()
+        return self.mask_logits(p2, boxes, classes, plan_boxes=plan_boxes).sigmoid()
 
     def mask_logits(
-        self, p2: torch.Tensor, boxes: torch.Tensor, classes: torch.Tensor
+        self, p2: torch.Tensor, boxes: torch.Tensor, classes: torch.Tensor, *,
+        plan_boxes: int | None = None,
     ) -> torch.Tensor:
-        """Logits (R, S, S) of each box's predicted class after subdivision."""
+        """Logits (R, S, S) of each box's predicted class after subdivision.
+
+        ``plan_boxes`` (default R): the box count that chooses how fc1 is applied
+        (:meth:`_fine_inputs`); a caller that dropped boxes passes the count before, so that
+        the remaining boxes get the very same numbers."""
         r = len(boxes)
         side = self.init_resolution * 2**self.steps
         if r == 0:
             return p2.new_zeros((0, side, side))
         coarse = self.coarse_logits(p2, boxes)
-        projected = self._fine_inputs(p2, r)
+        projected = self._fine_inputs(p2, r if plan_boxes is None else plan_boxes)
         res = self.init_resolution
         points = ops.regular_grid_points(r, res, p2.device)
         logits = self.point_logits(projected, coarse, boxes, classes, points).view(r, 1, res, res)

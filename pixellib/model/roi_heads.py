@@ -113,8 +113,8 @@ class StandardROIHeads(nn.Module):
     """Box branch plus the PointRend mask head (``mask_head``), on p2..p5."""
 
     def __init__(
-        self, *, mask_head: nn.Module, num_classes: int = 80, score_thresh: float = 0.5,
-        nms_thresh: float = 0.5, max_detections: int = 100,
+        self, *, mask_head: nn.Module, num_classes: int = 80, nms_thresh: float = 0.5,
+        max_detections: int = 100,
         in_features=("p2", "p3", "p4", "p5"),
     ):
         super().__init__()
@@ -122,7 +122,6 @@ class StandardROIHeads(nn.Module):
         self.box_head = FastRCNNConvFCHead()
         self.box_predictor = FastRCNNOutputLayers(num_classes=num_classes)
         self.mask_head = mask_head
-        self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
         self.max_detections = max_detections
 
@@ -135,12 +134,11 @@ class StandardROIHeads(nn.Module):
 
     def detect(
         self, features: dict[str, torch.Tensor], proposals: torch.Tensor,
-        image_size: tuple[int, int], *, score_thresh: float | None = None,
+        image_size: tuple[int, int], *, score_thresh: float,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Final boxes, scores and classes in resized-image pixels."""
+        """Final boxes, scores and classes in resized-image pixels; a (proposal, class) pair
+        is kept when its score is strictly above ``score_thresh``."""
         logits, deltas = self.box_logits(features, proposals)
-        if score_thresh is None:
-            score_thresh = self.score_thresh
         return detections_from_logits(
             logits, deltas, proposals, image_size, score_thresh=score_thresh,
             nms_thresh=self.nms_thresh, max_detections=self.max_detections,

@@ -106,10 +106,10 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         """
         import torch
 
-        from ...config import inference_config
+        from ...checkpoint.loading import load_model as build_from_file
+        from ...config import BACKBONE_ALIASES, inference_config
         from ...model.detector import PointRendRCNN
-        from ...predictor import BACKBONE_ALIASES, Predictor
-        from ...predictor import load_model as build_from_file
+        from ...predictor import Predictor
 
         inference = inference_config(detection_speed, confidence)
         if network_backbone is not None and network_backbone not in BACKBONE_ALIASES:
@@ -376,9 +376,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         """
         if verbose:
             print("Processing image...")
-        det = predictor(image)
-        if target_ids is not None:
-            det = det.with_classes(target_ids)
+        det = predictor(image, classes=target_ids)  # other classes cost no mask
         text_size, text_thickness, box_thickness = style
         output = fmt.draw(image, det, show_bboxes=show_bboxes, text_size=text_size,
                           text_thickness=text_thickness, box_thickness=box_thickness)

@@ -11,6 +11,7 @@ to int64); colours are BGR uint8 triples.
 """
 from __future__ import annotations
 
+import colorsys
 from collections.abc import Sequence
 
 import cv2
@@ -32,23 +33,8 @@ def instance_colors(n: int) -> np.ndarray:
     """
     if n < 0:
         raise ValueError(f"number of colours must be >= 0, got {n}")
-    hue6 = (np.arange(n) * _GOLDEN_FRACTION % 1.0) * 6.0
-    sector = np.floor(hue6).astype(np.int64) % 6
-    rising = hue6 - np.floor(hue6)  # position inside the 60-degree sector, [0, 1)
-    falling = 1.0 - rising
-    one, zero = np.ones(n), np.zeros(n)
-    # HSV -> RGB with S = V = 1, one row per sector of the hue wheel.
-    table = np.stack(
-        [
-            np.stack([one, rising, zero], 1),
-            np.stack([falling, one, zero], 1),
-            np.stack([zero, one, rising], 1),
-            np.stack([zero, falling, one], 1),
-            np.stack([rising, zero, one], 1),
-            np.stack([one, zero, falling], 1),
-        ]
-    )  # (6, n, 3) RGB
-    rgb = table[sector, np.arange(n)]
+    hues = (i * _GOLDEN_FRACTION % 1.0 for i in range(n))
+    rgb = np.array([colorsys.hsv_to_rgb(h, 1.0, 1.0) for h in hues], np.float64).reshape(n, 3)
     return np.rint(rgb[:, ::-1] * 255.0).astype(np.uint8)
 
 

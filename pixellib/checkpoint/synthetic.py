@@ -34,7 +34,7 @@ WEIGHT_FACTORS = (
 
 # Modern name prefix -> pre-Nov-2020 detectron2 name prefix (first match wins): the inverse
 # of the loader's rename table, without its entries for intermediate (same-parent) names.
-LEGACY_PREFIXES = tuple(
+CURRENT_TO_LEGACY = tuple(
     (new, old) for old, new in weights.LEGACY_PREFIXES
     if not old.startswith("roi_heads.mask_head.")
 )
@@ -97,9 +97,10 @@ def make_checkpoint(arch: str = "resnet50", seed: int = 0) -> dict[str, np.ndarr
 
 
 def to_legacy_names(model: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The same weights under pre-Nov-2020 detectron2 names (what old checkpoints hold)."""
     out = {}
     for key, value in model.items():
-        for new, old in LEGACY_PREFIXES:
+        for new, old in CURRENT_TO_LEGACY:
             if key.startswith(new):
                 key = old + key[len(new):]
                 break

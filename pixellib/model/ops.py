@@ -267,15 +267,6 @@ def roi_align_into(
 
 # ----------------------------------------------------------------------------- points
 
-def point_sample(features: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Bilinear samples of ``features`` (N, C, H, W) at normalised ``points`` (N, P, 2) in
-    [0, 1]² (x, y); returns (N, C, P). ``grid_sample`` semantics: ``align_corners=False``,
-    zero padding, so samples within half a pixel of the border are attenuated (spec §7.1).
-    """
-    grid = 2.0 * points.unsqueeze(2) - 1.0
-    return F.grid_sample(features, grid, mode="bilinear", align_corners=False).squeeze(3)
-
-
 def channels_last_rows(maps: torch.Tensor) -> torch.Tensor:
     """(M, C, H, W) maps -> (M*H*W, C) table, one row per position, for :func:`sample_rows`."""
     m, c, h, w = maps.shape
@@ -286,7 +277,8 @@ def sample_rows(
     table: torch.Tensor, height: int, width: int, points: torch.Tensor,
     map_offset: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """:func:`point_sample` of channels-last maps, returning (N, C) rows directly.
+    """Bilinear point samples of channels-last maps (detectron2's ``point_sample``, i.e.
+    ``grid_sample``), returning (N, C) rows directly.
 
     ``table``: (M*H*W, C) from :func:`channels_last_rows`; ``points``: (N, 2) normalised
     (x, y); ``map_offset``: (N,) first row of each point's map (``m * H * W``), or None for

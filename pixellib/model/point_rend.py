@@ -102,33 +102,6 @@ class StandardPointHead(nn.Module):
             dim = fc_dim + num_classes
         self.predictor = nn.Conv1d(dim, num_classes, 1)
 
-    def hidden(self, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-        """Last hidden layer (R, P, fc_dim), points channels-last.
-
-        ``fc(cat(x, coarse))`` is computed as ``fc_x(x) + fc_coarse(coarse)`` with the weight
-        split by input channels, which is the same map without copying the concatenation.
-        """
-        x = fine
-        for k in range(1, self.num_fc + 1):
-            fc = getattr(self, f"fc{k}")
-            w = fc.weight[:, :, 0]
-            split = x.shape[-1]
-            x = F.relu(F.linear(x, w[:, :split]) + F.linear(coarse, w[:, split:], fc.bias))
-        return x
-
-    def class_logits(
-        self, fine: torch.Tensor, coarse: torch.Tensor, classes: torch.Tensor
-    ) -> torch.Tensor:
-        """Logits (R, P) of each box's own class only; fine (R, P, C), coarse (R, P, K).
-
-        The predictor's rows are independent, so evaluating one row per box is exact and
-        saves 79/80 of the last layer."""
-        x = self.hidden(fine, coarse)
-        w = self.predictor.weight[classes, :, 0]  # (R, fc_dim + K)
-        split = x.shape[-1]
-        logits = torch.bmm(x, w[:, :split, None]) + torch.bmm(coarse, w[:, split:, None])
-        return logits[:, :, 0] + self.predictor.bias[classes][:, None]
-
     def project_fine_map(self, fine_map: torch.Tensor) -> torch.Tensor:
         """fc1's fine-feature columns applied to the whole map: (1, C, H, W) -> (1, D, H, W).
 
@@ -145,7 +118,9 @@ class StandardPointHead(nn.Module):
         rows_per_chunk: int = 784,
     ) -> torch.Tensor:
         """Class logits (R, P) from samples of :meth:`project_fine_map`'s map
-        (R, P, D) and of the coarse logits (R, P, K); equal to :meth:`class_logits`.
+        (R, P, D) and of the coarse logits (R, P, K): the point head's MLP (per point, 1x1
+        convolutions over [fine features, coarse logits], the coarse logits concatenated again
+        after every hidden layer) evaluated for each box's own class only.
 
         Hidden layers live in one (n, D + K) buffer whose last K channels hold the coarse
         logits, so each layer after the first is a single matmul over [x, coarse]. Boxes go
@@ -170,13 +145,6 @@ class StandardPointHead(nn.Module):
                 buf[:, :d] = torch.addmm(bias, buf, weight).relu_()
             out[s:s + step] = torch.bmm(buf.view(-1, p, d + k), pred_w[s:s + step, :, None])[..., 0]
         return out + self.predictor.bias[classes][:, None]
-
-    def forward(self, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-        """All-class logits (R, num_classes, P) from fine (R, C, P) and coarse (R, K, P)."""
-        coarse = coarse.transpose(1, 2)
-        x = torch.cat((self.hidden(fine.transpose(1, 2), coarse), coarse), dim=2)
-        fc = self.predictor
-        return F.linear(x, fc.weight[:, :, 0], fc.bias).transpose(1, 2)
 
 
 class PointRendMaskHead(nn.Module):

@@ -1,9 +1,9 @@
 """Drawing detections: pure functions of (image, detections) that never mutate their input.
 
-Reproduces PixelLib's ``display_box_instances`` (spec §9.2) except for the colours: PixelLib
-shuffles evenly spaced hues with Python's unseeded global RNG, so its pictures change between
-runs and video flickers. Here instance ``i`` always gets the same colour
-(:func:`instance_colors`), whatever the number of instances.
+Reproduces PixelLib's ``display_box_instances`` (docs/design.md, "PixelLib's results") except
+for the colours: PixelLib shuffles evenly spaced hues with Python's unseeded global RNG, so its
+pictures change between runs and video flickers. Here instance ``i`` always gets the same
+colour (:func:`instance_colors`), whatever the number of instances.
 
 Conventions: images are ``(H, W, 3)`` uint8 **BGR**; masks ``(N, H, W)`` bool; integer boxes
 ``(N, 4)`` ``(x1, y1, x2, y2)`` in pixels, as PixelLib's ``r["boxes"]`` (float boxes truncated
@@ -116,7 +116,8 @@ def annotate(
     """:func:`draw_detections` for a :class:`Detections`, with PixelLib's boxes and captions.
 
     Boxes are truncated to int64 and scores shown as ``trunc(score * 100)`` computed in
-    float32, exactly like PixelLib's results dict (spec §9.1). ``kwargs`` go to
+    float32, exactly like PixelLib's results dict (docs/design.md,
+    "PixelLib's results"). ``kwargs`` go to
     :func:`draw_detections`.
     """
     percent = (detections.scores * np.float32(100)).astype(np.int64)

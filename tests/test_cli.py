@@ -22,7 +22,7 @@ import pytest
 from pixellib.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-PHOTO_DIRS = [ROOT / "tests" / "data" / "images", ROOT.parent / "shared" / "golden" / "images"]
+PHOTO_DIRS = [ROOT / "tests" / "data" / "images"]
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -36,7 +36,7 @@ def checkpoint(r50_checkpoint) -> Path:
 
 @pytest.fixture(scope="session")
 def photos() -> list[np.ndarray]:
-    """Three small BGR photos (real ones when the repo or ../shared has them)."""
+    """Three small BGR photos (tests/data/images)."""
     for folder in PHOTO_DIRS:
         files = sorted(folder.glob("*.jpg")) if folder.is_dir() else []
         if files:

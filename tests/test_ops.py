@@ -1,4 +1,5 @@
-"""The plain-torch ops against slow, obviously-correct loop versions written from the spec."""
+"""The plain-torch ops against slow, obviously-correct loop versions written from
+docs/design.md and the detectron2/torchvision ops they mirror."""
 from __future__ import annotations
 
 import importlib

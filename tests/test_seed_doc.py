@@ -1,4 +1,5 @@
-"""Every Python block of the founding document runs verbatim, in order, and makes its files.
+"""Every Python block of PixelLib's tutorial (tests/data/seed_doc.md) runs verbatim, in order,
+and makes its files.
 
 ``tests/data/seed_doc.md`` is a copy of PixelLib's "Instance Segmentation of Images in
 Pytorch" page, the project's contract. Its blocks share one namespace (later ones use ``ins``

@@ -1,7 +1,7 @@
 """Deterministic synthetic checkpoints with the exact format, names and shapes of PixelLib's
 ``pointrend_resnet50.pkl`` / ``pointrend_resnet101.pkl``, for tests and benchmarks.
 
-The value recipe is the project's spec (``test-checkpoint.md``): random weights scaled so that
+The value recipe is docs/design.md, "Synthetic test checkpoints": random weights scaled so that
 activations stay O(1) on real photos, so detections and masks vary by image.
 
     python -m pixellib.checkpoint.synthetic ARCH SEED OUT.pkl [--legacy-names]
@@ -109,7 +109,8 @@ def to_legacy_names(model: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def digest(model: dict[str, np.ndarray]) -> str:
-    """sha256 over sorted ``name + NUL + float32 bytes``: the spec's checkpoint digest."""
+    """sha256 over sorted ``name + NUL + float32 bytes``: the checkpoint's digest
+    (docs/design.md, "Synthetic test checkpoints")."""
     h = hashlib.sha256()
     for key in sorted(model):
         h.update(key.encode() + b"\0" + np.ascontiguousarray(model[key], np.float32).tobytes())

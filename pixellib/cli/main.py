@@ -284,7 +284,7 @@ def _segment(predictor, image, args):
 def _int_boxes(det):
     import numpy as np
 
-    return det.boxes.astype(np.int64)  # PixelLib truncates float boxes (spec §9.1)
+    return det.boxes.astype(np.int64)  # PixelLib truncates float boxes (docs/design.md)
 
 
 def _write_coco(path: Path, per_image: list[dict]) -> None:

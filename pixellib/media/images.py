@@ -1,10 +1,11 @@
 """Reading images the way PixelLib does, and writing them atomically.
 
 Every image leaves this module as an ``(H, W, 3)`` uint8 **BGR** C-contiguous array, the same
-thing PixelLib 0.7.1 gets from ``cv2.imread(path)`` (spec §9.1): alpha dropped, grey replicated
-to three channels, 16-bit scaled to 8-bit by keeping the high byte, palette expanded, CMYK
-converted, and the EXIF orientation applied. Files are decoded with ``np.fromfile`` +
-``cv2.imdecode`` so that paths with spaces or non-ASCII characters work on every platform.
+thing PixelLib 0.7.1 gets from ``cv2.imread(path)`` (docs/design.md, "PixelLib's results"):
+alpha dropped, grey replicated to three channels, 16-bit scaled to 8-bit by keeping the high
+byte, palette expanded, CMYK converted, and the EXIF orientation applied. Files are decoded
+with ``np.fromfile`` + ``cv2.imdecode`` so that paths with spaces or non-ASCII characters work
+on every platform.
 
 Differences from ``cv2.imread`` (on purpose):
 

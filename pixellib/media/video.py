@@ -1,8 +1,8 @@
 """Video IO: a frame generator over ``cv2.VideoCapture`` and an atomic writer.
 
 Frames are ``(H, W, 3)`` uint8 **BGR**; sizes are ``(width, height)`` like OpenCV's.
-PixelLib's ``process_video`` writes FourCC ``DIVX`` into whatever container the name asks for
-(spec §9.4); :class:`VideoWriter` instead picks a codec the container holds and common players
+PixelLib's ``process_video`` writes FourCC ``DIVX`` into whatever container the name asks
+for; :class:`VideoWriter` instead picks a codec the container holds and common players
 play (see :data:`VIDEO_CODECS`).
 """
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Each function is a pure tensor function with the exact semantics of the op detectron2 calls
 (torchvision's CPU kernels for NMS and RoIAlign, ``grid_sample`` for points and pasting;
-spec §5.2, §5.3, §6.2, §7.1, §8). When torchvision's compiled ops load they are used for NMS
+docs/design.md, "Batched NMS and its rounding", "Box head", "Point sampling" and "Pasting
+masks"). When torchvision's compiled ops load they are used for NMS
 and RoIAlign instead (:data:`USE_TORCHVISION`); tests check that both paths agree.
 """
 from __future__ import annotations
@@ -139,7 +140,7 @@ def batched_nms(
 ) -> torch.Tensor:
     """NMS within each id (class or FPN level) independently; kept indices by descending
     score. This is the per-id loop, the mathematically clean form of torchvision's
-    ``batched_nms`` (spec §5.3)."""
+    ``batched_nms`` (docs/design.md, "Batched NMS and its rounding")."""
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
     keep_mask = torch.zeros_like(scores, dtype=torch.bool)
@@ -327,7 +328,8 @@ def paste_masks(
     Each pixel centre is mapped into its box and sampled with ``grid_sample``
     (``align_corners=False``, zero padding); ``>= threshold`` is foreground. Only the box's
     integer neighbourhood is computed: outside the box every sample is below 0.5·p, so the
-    rest stays False (spec §8.5).
+    rest stays False (detectron2's ``paste_masks_in_image`` on the CPU; docs/design.md,
+    "Pasting masks").
     """
     h, w = image_size
     out = torch.zeros((len(masks), h, w), dtype=torch.bool, device=masks.device)

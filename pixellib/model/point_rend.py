@@ -1,6 +1,6 @@
 """PointRend mask head (Kirillov et al. 2020, "PointRend: Image Segmentation as Rendering"),
 as detectron2's ``projects/PointRend/point_rend/{mask_head,point_head,point_features}.py`` run
-it at test time with PixelLib's config (spec §7).
+it at test time with PixelLib's config (docs/design.md, "PointRend mask head").
 
 A coarse 7x7 prediction per box (§3.1 of the paper's "coarse prediction"), then adaptive
 subdivision (§3.1, Fig. 4): start from a 28x28 point-head prediction on a regular grid and

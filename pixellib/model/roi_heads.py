@@ -1,6 +1,7 @@
 """Box branch of the R-CNN head: multi-level RoIAlign, two FC layers, class scores and
 class-specific box deltas, then score filtering and per-class NMS (Girshick 2015 "Fast
-R-CNN"; detectron2 ``modeling/roi_heads/{roi_heads,box_head,fast_rcnn}.py``, spec §6).
+R-CNN"; detectron2 ``modeling/roi_heads/{roi_heads,box_head,fast_rcnn}.py``;
+docs/design.md, "Box head").
 """
 from __future__ import annotations
 
@@ -90,7 +91,8 @@ def detections_from_logits(
     image_size: tuple[int, int], *, score_thresh: float, nms_thresh: float, max_detections: int,
     box_weights=(10.0, 10.0, 5.0, 5.0),
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Boxes (K, 4), scores (K,), classes (K,) from the box head outputs (spec §6.4).
+    """Boxes (K, 4), scores (K,), classes (K,) from the box head outputs, as
+    detectron2's ``fast_rcnn_inference_single_image`` (docs/design.md, "Box head").
 
     Every (proposal, class) pair with softmax score strictly above ``score_thresh`` is a
     candidate, so one proposal may yield several classes; per-class NMS; best ``max``.

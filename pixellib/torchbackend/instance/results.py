@@ -1,7 +1,8 @@
 """PixelLib's formats: target-class dicts, the results dict, and extracted-object files.
 
 Pure functions between the core's :class:`~pixellib.structures.Detections` (boxes float32
-``(N, 4)``, masks ``(N, H, W)``) and what PixelLib 0.7.1 users index into (spec §9.1):
+``(N, 4)``, masks ``(N, H, W)``) and what PixelLib 0.7.1 users index into (docs/design.md,
+"PixelLib's results"):
 
 =====================  ==========================================================================
 ``boxes``              numpy int64 ``(N, 4)`` ``x1, y1, x2, y2``: the float boxes truncated

@@ -1,10 +1,11 @@
 """PixelLib 0.7.1's ``instanceSegmentation``, on this project's PointRend engine.
 
 The names, argument orders and results-dict formats of PixelLib's
-``pixellib.torchbackend.instance`` (spec §9) live here and only here: every method adapts its
-arguments and calls the core (:class:`pixellib.predictor.Predictor`, :mod:`pixellib.media.images`,
-:mod:`pixellib.visualize`, :mod:`pixellib.export`, :mod:`pixellib.media.video`). The results dict is
-described in :mod:`pixellib.torchbackend.instance.results`.
+``pixellib.torchbackend.instance`` (docs/design.md, "PixelLib's results") live here and only
+here: every method adapts its arguments and calls the core
+(:class:`pixellib.predictor.Predictor`, :mod:`pixellib.media.images`,
+:mod:`pixellib.visualize`, :mod:`pixellib.export`, :mod:`pixellib.media.video`). The results
+dict is described in :mod:`pixellib.torchbackend.instance.results`.
 
 Deliberate differences from PixelLib (it got these wrong):
 
@@ -12,12 +13,12 @@ Deliberate differences from PixelLib (it got these wrong):
   :class:`~pixellib.errors.InvalidArgumentError`, a ``ValueError`` (PixelLib silently used a
   0.05 threshold, or the X101 model). The architecture is read from the file; a
   ``network_backbone`` that disagrees logs a warning. Each ``load_model`` call stands alone
-  (PixelLib's settings accumulated across calls, spec §1.4).
+  (PixelLib's settings accumulated across calls; docs/design.md, "Speed modes").
 * The input image or frame is never modified; colours are deterministic per instance index.
 * ``scores`` is a float32 numpy array of whole percentages (PixelLib: an int64 torch tensor),
   and the dict has the same types whether or not classes are filtered.
 * Class filtering also applies to extraction in :meth:`~instanceSegmentation.segmentBatch`.
-* Box crops are saved as ``object_extract_<k>.jpg`` as the founding document names them
+* Box crops are saved as ``object_extract_<k>.jpg`` as PixelLib's tutorial names them
   (PixelLib 0.7.1 wrote ``box_extract_<k>.jpg``).
 * ``segmentBatch`` reads every common image type in any letter case, in sorted order, and
   goes on past unreadable files; videos get a progress bar, the source's frame rate and a
@@ -88,7 +89,8 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         * ``confidence``: score threshold in [0, 1]; ``None`` gives PixelLib's 0.5, or 0.3
           with ``detection_speed="fast"``, 0.2 with ``"rapid"``.
         * ``detection_speed``: ``None``, ``"fast"`` (long side scaled to 667 px) or
-          ``"rapid"`` (333 px), as PixelLib 0.7.1 really applies them (spec §1.3).
+          ``"rapid"`` (333 px), as PixelLib 0.7.1 really applies them (docs/design.md,
+          "Speed modes").
         * ``network_backbone``: ``"resnet50"`` or ``"resnet101"`` (PixelLib's name for its
           ResNeXt-101 32x8d file). The file decides; a mismatch logs a warning.
         * ``device`` (extension): torch device; default CUDA when available, else CPU, like

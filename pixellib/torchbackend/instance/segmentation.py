@@ -26,9 +26,7 @@ Deliberate differences from PixelLib (it got these wrong):
 """
 from __future__ import annotations
 
-import collections
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -37,6 +35,7 @@ from tqdm import tqdm
 from ...errors import BATCH_SKIPPED, InvalidArgumentError
 from ...media.images import list_images, read_image, write_image
 from ...runtime.parallel import ordered_map
+from . import paths
 from . import results as fmt
 
 logger = logging.getLogger(__name__)
@@ -127,7 +126,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
                 logger.warning("network_backbone=%r but the model is a %s; using the model",
                                network_backbone, model.config.name)
         else:
-            key = _file_key(model_path, network_backbone)
+            key = paths.file_key(model_path, network_backbone)
             if key is not None and key == self._model_key:
                 model = self._predictor.model
             else:
@@ -187,7 +186,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         return self._segment(
             predictor, image, target_ids, show_bboxes=show_bboxes,
             extract=extract_segmented_objects, from_box=extract_from_box,
-            save_folder=_extract_folder(save_extracted_objects, extracted_objects_folder),
+            save_folder=paths.extract_folder(save_extracted_objects, extracted_objects_folder),
             mask_points=mask_points_values, output_name=output_image_name,
             style=(text_size, text_thickness, box_thickness), verbose=verbose,
         )
@@ -242,14 +241,14 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         target_ids = fmt.target_class_ids(segment_target_classes)
         files = list_images(input_folder)
         out_dir = None if output_folder_name is None else Path(output_folder_name)
-        if out_dir is not None and _same_folder(out_dir, Path(input_folder)):
+        if out_dir is not None and paths.same_folder(out_dir, Path(input_folder)):
             raise InvalidArgumentError(
                 f"output_folder_name {str(out_dir)!r} is the input folder: the outputs would "
                 "overwrite the input images; choose another folder"
             )
         if not files:
             logger.warning("segmentBatch: no images in %s", input_folder)
-        extract_dirs = _extract_dirs(files, out_dir)
+        extract_dirs = paths.extract_dirs(files, out_dir)
 
         def work(path):
             try:
@@ -357,7 +356,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         ``frame_<index>_<name>`` so that frames do not overwrite each other."""
         predictor = self._require_predictor()
         target_ids = fmt.target_class_ids(targets)
-        save_folder = _extract_folder(save, folder)
+        save_folder = paths.extract_folder(save, folder)
 
         def segment(frame, index):
             return self._segment(
@@ -393,44 +392,6 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         results = fmt.results_dict(det, mask_points_values=bool(mask_points),
                                    extracted_objects=crops)
         return results, output
-
-
-def _file_key(model_path, backbone):
-    """What identifies a loaded checkpoint file, or None when it cannot be stat'ed."""
-    try:
-        path = Path(model_path).resolve()
-        st = path.stat()
-    except (OSError, TypeError, ValueError):
-        return None
-    return (str(path), st.st_mtime_ns, st.st_size, backbone)
-
-
-def _extract_folder(save: bool, folder) -> Path | None:
-    """Where saved extracts go: ``folder``, else the current directory; None when not saving."""
-    if not save:
-        return None
-    return Path(folder) if folder is not None else Path(os.curdir)
-
-
-def _extract_dirs(files: list[Path], out_dir: Path | None) -> dict[Path, Path]:
-    """``<folder>/<stem>_extracts`` per image, as PixelLib names them; images that share a
-    stem (``a.jpg``, ``a.png``) get ``<stem>_<ext>_extracts`` so that neither overwrites
-    the other's extracts."""
-    stems = collections.Counter(p.stem for p in files)
-    return {
-        p: (out_dir or p.parent) / (f"{p.stem}_extracts" if stems[p.stem] == 1
-                                    else f"{p.stem}_{p.suffix.lstrip('.')}_extracts")
-        for p in files
-    }
-
-
-def _same_folder(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return a.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 __all__ = ["SkippedImageWarning", "instanceSegmentation"]

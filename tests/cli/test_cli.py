@@ -21,7 +21,7 @@ import pytest
 
 from pixellib.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PHOTO_DIRS = [ROOT / "tests" / "data" / "images"]
 
 

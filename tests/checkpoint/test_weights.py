@@ -28,7 +28,7 @@ from pixellib.checkpoint.state_dict import (
 )
 from pixellib.errors import ModelFileError
 
-KEYS_JSON = Path(__file__).parent / "data" / "pointrend_keys.json"
+KEYS_JSON = Path(__file__).parents[1] / "data" / "pointrend_keys.json"
 PROBE = "backbone.bottom_up.res2.0.conv2.weight"
 CELL_ANCHORS = [f"proposal_generator.anchor_generator.cell_anchors.{i}" for i in range(5)]
 

@@ -15,7 +15,7 @@ import pytest
 
 from pixellib.runtime import heap
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 # Page faults of twelve rounds of what a forward pass does: each op makes a new 64 MB map
 # from the previous one, which is then freed.

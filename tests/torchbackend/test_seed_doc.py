@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 DOC = DATA / "seed_doc.md"
 PHOTOS = {"image.jpg": "street.jpg", "sample.jpg": "small.jpg"}
 INPUT_FOLDER = {"test1.jpg": "small.jpg", "test2.jpg": "wide.jpg"}  # both have detections

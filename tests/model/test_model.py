@@ -62,7 +62,7 @@ def test_state_dict_names_match_reference_table():
     import json
     from pathlib import Path
 
-    table = json.loads((Path(__file__).parent / "data" / "pointrend_keys.json").read_text())
+    table = json.loads((Path(__file__).parents[1] / "data" / "pointrend_keys.json").read_text())
     for arch in ("resnet50", "resnext101_32x8d"):
         shapes = state_dict_shapes(arch)
         assert shapes == {k: tuple(v) for k, v in table[arch].items()}

@@ -419,9 +419,9 @@ def test_segment_batch_two_at_a_time_matches_single_images(ins, tmp_path, monkey
     class Recording:
         device = predictor.device
 
-        def __call__(self, image):
+        def __call__(self, image, classes=None):
             calls.append((threading.current_thread().name, torch.get_num_threads()))
-            return predictor(image)
+            return predictor(image, classes=classes)
 
     ins._predictor = Recording()
     try:

@@ -82,13 +82,16 @@ class Ours:
             from pixellib.predictor import Predictor
 
             kwargs = {"speed": _speed(spec["mode"]), "confidence": spec["confidence"],
-                      "device": self.device, "backbone": spec["backbone"]}
-            if spec.get("autocast"):
-                import inspect
+                      "device": self.device, "backbone": spec["backbone"],
+                      "heap_reuse": True}  # as the CLI and instanceSegmentation run it
+            import inspect
 
+            if spec.get("autocast"):
                 if "precision" not in inspect.signature(Predictor).parameters:
                     raise Unsupported("pixellib.predictor.Predictor has no `precision` option")
                 kwargs["precision"] = spec["autocast"]
+            if "heap_reuse" not in inspect.signature(Predictor).parameters:
+                kwargs.pop("heap_reuse")  # older versions turned it on for every CPU Predictor
             self.predictor = Predictor(spec["checkpoint"], **kwargs)
         else:
             from pixellib.torchbackend.instance import instanceSegmentation

@@ -18,7 +18,7 @@ __version__ = "0.8.0"
 # public name -> (module, attribute), imported on first access (PEP 562)
 _LAZY = {
     "Predictor": ("pixellib.predictor", "Predictor"),
-    "load_model": ("pixellib.predictor", "load_model"),
+    "load_model": ("pixellib.checkpoint.loading", "load_model"),
     "Detections": ("pixellib.structures", "Detections"),
     "instanceSegmentation": ("pixellib.torchbackend.instance", "instanceSegmentation"),
     "PixellibError": ("pixellib.errors", "PixellibError"),

@@ -1,4 +1,5 @@
 """The 80 COCO class names in model output order (index = class id), PixelLib's spelling."""
+from .errors import InvalidArgumentError
 
 COCO_CLASSES: tuple[str, ...] = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
@@ -22,4 +23,4 @@ def class_id(name: str) -> int:
         return COCO_CLASSES.index(key)
     except ValueError:
         valid = ", ".join(n.replace(" ", "_") for n in COCO_CLASSES)
-        raise ValueError(f"unknown class name {name!r}; valid names: {valid}") from None
+        raise InvalidArgumentError(f"unknown class name {name!r}; valid names: {valid}") from None

@@ -1,20 +1,20 @@
 """Model and inference settings as frozen dataclasses, with the presets PixelLib 0.7.1 uses.
 
-The values mirror detectron2's PointRend configs as merged by PixelLib (spec §1): the
-architecture table is what the checkpoint tensors select (spec §10.6), the speed table is what
-``load_model(detection_speed=...)`` really applies (spec §1.3/§1.4: the min-size typo means
-fast/rapid only cap the long side).
+The values mirror detectron2's PointRend configs as merged by PixelLib (docs/design.md,
+"Settings"). :data:`ARCHITECTURES` is the one table of model names: the architecture the
+checkpoint tensors select, the ``network_backbone`` names that ask for it, and the released
+file it ships as; the other name maps here are views of it. The speed table is what PixelLib's
+``load_model(detection_speed=...)`` really applies: because of a typo in PixelLib, fast and
+rapid only cap the long side and keep the 800 px short side (docs/design.md, "Speed modes").
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-# PixelLib's released checkpoints (the founding document's download links).
+from .errors import InvalidArgumentError
+
+# Where PixelLib's released checkpoints are downloaded from.
 RELEASE_URL = "https://github.com/ayoolaolafenwa/PixelLib/releases/download/0.2.0"
-MODEL_URLS: dict[str, str] = {
-    "resnet50": f"{RELEASE_URL}/pointrend_resnet50.pkl",
-    "resnet101": f"{RELEASE_URL}/pointrend_resnet101.pkl",
-}
 
 # ImageNet BGR statistics used by detectron2 for every backbone here.
 PIXEL_MEAN_BGR = (103.530, 116.280, 123.675)
@@ -35,6 +35,17 @@ class ModelConfig:
     pixel_mean: tuple[float, float, float] = PIXEL_MEAN_BGR
     pixel_std: tuple[float, float, float] = PIXEL_STD_MSRA
     num_classes: int = 80
+    # PixelLib's name for the released file of this architecture ("resnet50", "resnet101"):
+    # the download name and the file pointrend_<name>.pkl; None when none was released.
+    released_as: str | None = None
+    # network_backbone values that ask for this architecture.
+    backbone_names: tuple[str, ...] = ()
+
+    @property
+    def url(self) -> str | None:
+        """Download address of the released file, or None."""
+        return None if self.released_as is None else (
+            f"{RELEASE_URL}/pointrend_{self.released_as}.pkl")
 
     @property
     def blocks_per_stage(self) -> tuple[int, int, int, int]:
@@ -42,18 +53,40 @@ class ModelConfig:
 
 
 ARCHITECTURES: dict[str, ModelConfig] = {
-    "resnet50": ModelConfig("resnet50", 50, 1, 64, True),
+    "resnet50": ModelConfig("resnet50", 50, 1, 64, True, released_as="resnet50",
+                            backbone_names=("resnet50",)),
     "resnet101": ModelConfig("resnet101", 101, 1, 64, True),
-    # PixelLib's "resnet101" file: detectron2's pointrend_rcnn_X_101_32x8d_FPN_3x_coco.
+    # PixelLib's "resnet101" file: detectron2's pointrend_rcnn_X_101_32x8d_FPN_3x_coco. Any
+    # network_backbone other than "resnet50" builds this model in PixelLib.
     "resnext101_32x8d": ModelConfig(
-        "resnext101_32x8d", 101, 32, 8, False, pixel_std=PIXEL_STD_TORCH
+        "resnext101_32x8d", 101, 32, 8, False, pixel_std=PIXEL_STD_TORCH,
+        released_as="resnet101",
+        backbone_names=("resnet101", "resnext101", "resnext101_32x8d"),
     ),
+}
+
+# Views of ARCHITECTURES: released name -> download URL / architecture, and
+# network_backbone value -> architecture.
+MODEL_URLS: dict[str, str] = {
+    c.released_as: c.url for c in ARCHITECTURES.values() if c.released_as is not None
+}
+MODEL_ARCHS: dict[str, str] = {
+    c.released_as: c.name for c in ARCHITECTURES.values() if c.released_as is not None
+}
+BACKBONE_ALIASES: dict[str, str] = {
+    alias: c.name for c in ARCHITECTURES.values() for alias in c.backbone_names
 }
 
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    """Test-time settings. Defaults are detectron2's, as PixelLib runs them."""
+    """Test-time settings. Defaults are detectron2's, as PixelLib runs them.
+
+    The owner of these values is the :class:`~pixellib.predictor.Predictor` (its
+    ``inference``): the search settings (RPN top-k, NMS thresholds, detections per image)
+    configure the model when it is built, and the post-processing settings (``score_thresh``,
+    ``mask_threshold``) and the resize are passed to each call. The model keeps no copy.
+    """
 
     score_thresh: float = 0.5  # a detection is kept when its softmax score is strictly above
     min_size: int = 800  # shortest edge after resizing
@@ -65,11 +98,8 @@ class InferenceConfig:
     detections_per_image: int = 100
     mask_threshold: float = 0.5  # pasted probability >= this is foreground
 
-    def with_(self, **changes) -> InferenceConfig:
-        return replace(self, **changes)
 
-
-# detection_speed -> (default score threshold, effective long-side cap); spec §1.3.
+# detection_speed -> (default score threshold, effective long-side cap).
 SPEED_PRESETS: dict[str, tuple[float, int]] = {
     "default": (0.5, 1333),
     "fast": (0.3, 667),
@@ -81,13 +111,13 @@ def inference_config(speed: str | None = None, confidence: float | None = None) 
     """Settings for a PixelLib speed mode; ``confidence`` overrides the mode's threshold."""
     key = "default" if speed is None else speed
     if key not in SPEED_PRESETS:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"unknown detection_speed {speed!r}: expected one of None, 'fast', 'rapid'"
         )
     thresh, max_size = SPEED_PRESETS[key]
     if confidence is not None:
         confidence = float(confidence)
         if not 0.0 <= confidence <= 1.0:
-            raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+            raise InvalidArgumentError(f"confidence must be between 0 and 1, got {confidence}")
         thresh = confidence
     return InferenceConfig(score_thresh=thresh, max_size=max_size)

@@ -1,14 +1,32 @@
-"""Exception types raised at pixellib's boundary.
+"""Exception types raised at pixellib's boundary, and what a batch skips.
 
-Every error a user can cause (a bad model file, an unreadable image, a wrong argument) is a
-:class:`PixellibError`. Each concrete type also derives from the builtin a Python user would
-catch (``ValueError``, ``FileNotFoundError``), so ``except ValueError`` keeps working.
+Every error a user can cause (a bad model file, an unreadable image, a wrong argument, a failed
+download) is a :class:`PixellibError`. Each concrete type also derives from the builtin a
+Python user would catch, so ``except ValueError`` / ``except OSError`` keep working:
+
+====================== ==================== ============================================
+class                  builtin base         raised for
+====================== ==================== ============================================
+InvalidArgumentError   ``ValueError``       a wrong argument or setting value
+ModelFileError         ``ValueError``       a model file that exists but cannot be used
+UnsafeModelFileError   ``ValueError``       (a ModelFileError) a pickle that would run code
+ImageReadError         ``ValueError``       an image or video that cannot be decoded
+ModelNotFoundError     ``FileNotFoundError`` a missing model path or unknown model name
+InputNotFoundError     ``FileNotFoundError`` a missing image, video or folder
+ModelDownloadError     ``OSError``          a download that failed or gave an unusable file
+====================== ==================== ============================================
+
+``tests/test_errors.py`` checks this table.
 """
 from __future__ import annotations
 
 
 class PixellibError(Exception):
     """Base class of every error pixellib raises on purpose."""
+
+
+class InvalidArgumentError(PixellibError, ValueError):
+    """An argument or setting has a value pixellib cannot use; the message names it."""
 
 
 class ModelFileError(PixellibError, ValueError):
@@ -21,6 +39,10 @@ class UnsafeModelFileError(ModelFileError):
 
 class ModelNotFoundError(PixellibError, FileNotFoundError):
     """A model path does not exist. The message says where to get the model."""
+
+
+class ModelDownloadError(PixellibError, OSError):
+    """A model could not be downloaded, or what was downloaded is not a usable checkpoint."""
 
 
 class ImageReadError(PixellibError, ValueError):
@@ -37,3 +59,15 @@ class InputNotFoundError(PixellibError, FileNotFoundError):
 
 class EffectError(PixellibError, ValueError):
     """An effect name or argument is not valid, or an effect cannot be applied to an output."""
+
+
+# What a batch (``segmentBatch``, the ``pixellib segment`` command) skips: our errors about one
+# input, and file-system errors (unreadable, unwritable, disk full). Anything else is a bug and
+# stops the batch with its traceback.
+BATCH_SKIPPED = (PixellibError, OSError)
+
+__all__ = [
+    "BATCH_SKIPPED", "EffectError", "ImageReadError", "InputNotFoundError", "InvalidArgumentError",
+    "ModelDownloadError", "ModelFileError", "ModelNotFoundError", "PixellibError",
+    "UnsafeModelFileError",
+]

@@ -2,7 +2,7 @@
 
 Conventions: images ``(H, W, 3)`` uint8 BGR; masks ``(H, W)`` or ``(N, H, W)`` bool; integer
 boxes ``(x1, y1, x2, y2)`` (PixelLib's ``r["boxes"]``); points are ``(x, y)`` = (column, row)
-pixel indices. PixelLib's behaviour is in spec §9.1 (polygons) and §9.3 (extraction).
+pixel indices. PixelLib's behaviour: docs/design.md, "PixelLib's results".
 """
 from __future__ import annotations
 
@@ -226,7 +226,7 @@ def to_coco_json(
     }
 
 
-#: File name prefixes of saved extracts, as the founding document names them:
+#: File name prefixes of saved extracts, as PixelLib's tutorial (tests/data/seed_doc.md) names them:
 #: ``segmented_object_1.jpg`` (mask cut-out) and ``object_extract_1.jpg`` (box crop).
 MASK_EXTRACT_PREFIX = "segmented_object"
 BOX_EXTRACT_PREFIX = "object_extract"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .classes import COCO_CLASSES
+from .errors import InvalidArgumentError
 
 
 @dataclass(frozen=True, eq=False)
@@ -24,17 +25,27 @@ class Detections:
     track_ids: np.ndarray | None = None
 
     def __post_init__(self):
+        """Check every field's shape and dtype (raises, so ``python -O`` keeps the checks)."""
         n = len(self.boxes)
         h, w = self.image_size
-        assert self.boxes.shape == (n, 4) and self.boxes.dtype == np.float32
-        assert self.scores.shape == (n,) and self.scores.dtype == np.float32
-        assert self.class_ids.shape == (n,) and self.class_ids.dtype == np.int64
-        assert self.masks.shape == (n, h, w) and self.masks.dtype == np.bool_
+        expected = {"boxes": ((n, 4), np.float32), "scores": ((n,), np.float32),
+                    "class_ids": ((n,), np.int64), "masks": ((n, h, w), np.bool_)}
+        for name, (shape, dtype) in expected.items():
+            value = getattr(self, name)
+            if not isinstance(value, np.ndarray) or value.shape != shape or value.dtype != dtype:
+                got = (f"{value.dtype} array of shape {value.shape}"
+                       if isinstance(value, np.ndarray) else type(value).__name__)
+                raise InvalidArgumentError(
+                    f"Detections.{name} must be a {np.dtype(dtype)} array of shape {shape}, "
+                    f"got a {got}")
         if self.track_ids is not None and (
-            self.track_ids.shape != (n,) or self.track_ids.dtype != np.int64
+            not isinstance(self.track_ids, np.ndarray)
+            or self.track_ids.shape != (n,) or self.track_ids.dtype != np.int64
         ):
-            raise ValueError(f"track_ids must be ({n},) int64, got {self.track_ids.dtype} "
-                             f"{self.track_ids.shape}")
+            raise InvalidArgumentError(
+                f"Detections.track_ids must be None or an int64 array of shape ({n},), got "
+                f"{getattr(self.track_ids, 'dtype', type(self.track_ids).__name__)} "
+                f"{getattr(self.track_ids, 'shape', '')}")
 
     @classmethod
     def empty(cls, image_size: tuple[int, int]) -> Detections:

@@ -1,9 +1,9 @@
 """Drawing detections: pure functions of (image, detections) that never mutate their input.
 
-Reproduces PixelLib's ``display_box_instances`` (spec §9.2) except for the colours: PixelLib
-shuffles evenly spaced hues with Python's unseeded global RNG, so its pictures change between
-runs and video flickers. Here instance ``i`` always gets the same colour
-(:func:`instance_colors`), whatever the number of instances.
+Reproduces PixelLib's ``display_box_instances`` (docs/design.md, "PixelLib's results") except
+for the colours: PixelLib shuffles evenly spaced hues with Python's unseeded global RNG, so its
+pictures change between runs and video flickers. Here instance ``i`` always gets the same
+colour (:func:`instance_colors`), whatever the number of instances.
 
 Conventions: images are ``(H, W, 3)`` uint8 **BGR**; masks ``(N, H, W)`` bool; integer boxes
 ``(N, 4)`` ``(x1, y1, x2, y2)`` in pixels, as PixelLib's ``r["boxes"]`` (float boxes truncated
@@ -11,6 +11,7 @@ to int64); colours are BGR uint8 triples.
 """
 from __future__ import annotations
 
+import colorsys
 from collections.abc import Sequence
 
 import cv2
@@ -32,23 +33,8 @@ def instance_colors(n: int) -> np.ndarray:
     """
     if n < 0:
         raise ValueError(f"number of colours must be >= 0, got {n}")
-    hue6 = (np.arange(n) * _GOLDEN_FRACTION % 1.0) * 6.0
-    sector = np.floor(hue6).astype(np.int64) % 6
-    rising = hue6 - np.floor(hue6)  # position inside the 60-degree sector, [0, 1)
-    falling = 1.0 - rising
-    one, zero = np.ones(n), np.zeros(n)
-    # HSV -> RGB with S = V = 1, one row per sector of the hue wheel.
-    table = np.stack(
-        [
-            np.stack([one, rising, zero], 1),
-            np.stack([falling, one, zero], 1),
-            np.stack([zero, one, rising], 1),
-            np.stack([zero, falling, one], 1),
-            np.stack([rising, zero, one], 1),
-            np.stack([one, zero, falling], 1),
-        ]
-    )  # (6, n, 3) RGB
-    rgb = table[sector, np.arange(n)]
+    hues = (i * _GOLDEN_FRACTION % 1.0 for i in range(n))
+    rgb = np.array([colorsys.hsv_to_rgb(h, 1.0, 1.0) for h in hues], np.float64).reshape(n, 3)
     return np.rint(rgb[:, ::-1] * 255.0).astype(np.uint8)
 
 
@@ -132,8 +118,9 @@ def annotate(
 
     :func:`draw_detections` with PixelLib's boxes and captions: boxes are truncated to int64
     and scores shown as ``trunc(score * 100)`` computed in float32, exactly like PixelLib's
-    results dict. Style options: ``show_masks=False`` draws no mask overlay (only boxes and
-    captions, when ``show_boxes``); ``show_labels=False`` draws boxes without captions;
+    results dict (docs/design.md, "PixelLib's results"). Style options: ``show_masks=False``
+    draws no mask overlay (only boxes and captions, when ``show_boxes``); ``show_labels=False``
+    draws boxes without captions;
     ``kwargs`` (``text_size``, ``text_thickness``, ``box_thickness``, ``colors``, ``alpha``)
     go to :func:`draw_detections`. Detections with ``track_ids`` (tracked video) are drawn in
     each id's colour (:func:`pixellib.media.tracking.track_colors`) with ``#id`` captions.

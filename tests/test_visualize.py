@@ -168,7 +168,7 @@ def test_label_text_and_annotate():
     )
     out = annotate(image, dets, show_boxes=True)
     expected = draw_detections(image, boxes, masks, ["person 99.00", "car 100.00"],
-                               show_boxes=True)  # truncated percent, spec §9.1
+                               show_boxes=True)  # truncated percent, like PixelLib
     np.testing.assert_array_equal(out, expected)
 
 

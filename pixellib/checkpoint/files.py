@@ -1,6 +1,6 @@
 """Reading model files safely: the format from the first bytes, then a restricted unpickler
 (``.pkl``), ``torch.load(weights_only=True)`` (torch files) or safetensors, and the weights
-taken out of whatever layout holds them (spec §10.1).
+taken out of whatever layout holds them (docs/design.md, "Safe loading").
 
 Nothing in a file is ever executed, and every failure is a :class:`ModelFileError` (or
 :class:`UnsafeModelFileError`, :class:`ModelNotFoundError`) that names the file.

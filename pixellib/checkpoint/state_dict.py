@@ -1,7 +1,7 @@
 """PointRend checkpoints: converting legacy key names, sniffing the architecture, checking
 keys and shapes, converting files (reading them safely is :mod:`pixellib.checkpoint.files`).
 
-Spec §10 (checkpoint loading) and §11.11. This mirrors detectron2's
+docs/design.md, "Checkpoint files" and "Key names". This mirrors detectron2's
 ``DetectionCheckpointer._load_file`` / ``_load_model``
 (``detectron2/checkpoint/detection_checkpoint.py``) with three deliberate differences:
 
@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import torch
 
 from pixellib.checkpoint.files import PathLike, read_checkpoint, to_tensor
 from pixellib.errors import ModelFileError
+from pixellib.media.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +39,18 @@ __all__ = [
 ]
 
 
-# Spec §10.5: pre-Nov-2020 PointRend names -> current ones. First matching prefix wins.
+# Pre-Nov-2020 PointRend names -> current ones (docs/design.md, "Key names"). First matching
+# prefix wins.
 LEGACY_PREFIXES: tuple[tuple[str, str], ...] = (
     ("roi_heads.mask_coarse_head.coarse_mask_fc", "roi_heads.mask_head.coarse_head.fc"),
     ("roi_heads.mask_coarse_head.", "roi_heads.mask_head.coarse_head."),
     ("roi_heads.mask_point_head.", "roi_heads.mask_head.point_head."),
-    # ConvFCHead before version 2 (spec §10.2 step 7), under the current parent name.
+    # ConvFCHead before version 2 (its detectron2 load hook renames these), under the current
+    # parent name.
     ("roi_heads.mask_head.coarse_head.coarse_mask_fc", "roi_heads.mask_head.coarse_head.fc"),
 )
-# Saved by the 2020-era training code but non-persistent (or unused) now (spec §10.4).
+# Saved by the 2020-era training code but non-persistent (or unused) now (docs/design.md,
+# "Checkpoint files").
 _IGNORED_PREFIXES = ("proposal_generator.anchor_generator.cell_anchors.",)
 _IGNORED_KEYS = frozenset({"pixel_mean", "pixel_std"})
 _IGNORED_SUFFIXES = ("num_batches_tracked",)
@@ -92,7 +95,7 @@ def _current_name(key: str) -> str:
 
 
 def convert_state_dict(raw: Mapping[str, Any]) -> tuple[dict[str, Any], ConversionReport]:
-    """Translate legacy PointRend names (spec §10.5) and drop known-unused keys.
+    """Translate legacy PointRend names (docs/design.md, "Key names") and drop known-unused keys.
 
     Pure: ``raw`` is not modified and values are passed through untouched. Raises
     ModelFileError if a legacy and a current name would give the same key.
@@ -123,7 +126,8 @@ def convert_state_dict(raw: Mapping[str, Any]) -> tuple[dict[str, Any], Conversi
 
 
 def detect_architecture(state_dict: Mapping[str, Any]) -> str:
-    """The ``config.ARCHITECTURES`` key a converted state dict belongs to (spec §10.6)."""
+    """The ``config.ARCHITECTURES`` key a converted state dict belongs to (docs/design.md,
+    "Architecture from the tensors")."""
     probe = state_dict.get(_PROBE_KEY)
     if probe is None:
         raise ModelFileError(f"not a PointRend/R-CNN checkpoint: it has no '{_PROBE_KEY}'")
@@ -215,7 +219,7 @@ def inspect_checkpoint(path: PathLike) -> CheckpointInfo:
 
 
 def save_safetensors(state_dict: Mapping[str, Any], path: PathLike) -> None:
-    """Write ``state_dict`` as float32 safetensors, atomically (temp file + ``os.replace``)."""
+    """Write ``state_dict`` as float32 safetensors, atomically (:mod:`pixellib.media.files`)."""
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
@@ -227,15 +231,8 @@ def save_safetensors(state_dict: Mapping[str, Any], path: PathLike) -> None:
             tensor = tensor.clone()
         storages.add(tensor.untyped_storage().data_ptr())
         tensors[key] = tensor
-    target = Path(os.fspath(path))
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    try:
+    with atomic_path(path) as temp:
         save_file(tensors, temp, metadata={"format": "pt"})
-        os.replace(temp, target)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            temp.unlink()
-        raise
 
 
 def convert_checkpoint(src: PathLike, dst: PathLike) -> CheckpointInfo:

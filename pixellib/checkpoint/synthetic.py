@@ -1,7 +1,7 @@
 """Deterministic synthetic checkpoints with the exact format, names and shapes of PixelLib's
 ``pointrend_resnet50.pkl`` / ``pointrend_resnet101.pkl``, for tests and benchmarks.
 
-The value recipe is the project's spec (``test-checkpoint.md``): random weights scaled so that
+The value recipe is docs/design.md, "Synthetic test checkpoints": random weights scaled so that
 activations stay O(1) on real photos, so detections and masks vary by image.
 
     python -m pixellib.checkpoint.synthetic ARCH SEED OUT.pkl [--legacy-names]
@@ -14,11 +14,11 @@ import hashlib
 import math
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..media.files import atomic_path
 from ..model.detector import state_dict_shapes
 from . import state_dict as weights
 
@@ -34,7 +34,7 @@ WEIGHT_FACTORS = (
 
 # Modern name prefix -> pre-Nov-2020 detectron2 name prefix (first match wins): the inverse
 # of the loader's rename table, without its entries for intermediate (same-parent) names.
-LEGACY_PREFIXES = tuple(
+CURRENT_TO_LEGACY = tuple(
     (new, old) for old, new in weights.LEGACY_PREFIXES
     if not old.startswith("roi_heads.mask_head.")
 )
@@ -97,9 +97,10 @@ def make_checkpoint(arch: str = "resnet50", seed: int = 0) -> dict[str, np.ndarr
 
 
 def to_legacy_names(model: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The same weights under pre-Nov-2020 detectron2 names (what old checkpoints hold)."""
     out = {}
     for key, value in model.items():
-        for new, old in LEGACY_PREFIXES:
+        for new, old in CURRENT_TO_LEGACY:
             if key.startswith(new):
                 key = old + key[len(new):]
                 break
@@ -108,7 +109,8 @@ def to_legacy_names(model: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def digest(model: dict[str, np.ndarray]) -> str:
-    """sha256 over sorted ``name + NUL + float32 bytes``: the spec's checkpoint digest."""
+    """sha256 over sorted ``name + NUL + float32 bytes``: the checkpoint's digest
+    (docs/design.md, "Synthetic test checkpoints")."""
     h = hashlib.sha256()
     for key in sorted(model):
         h.update(key.encode() + b"\0" + np.ascontiguousarray(model[key], np.float32).tobytes())
@@ -123,15 +125,8 @@ def write_checkpoint(
     if legacy_names:
         model = to_legacy_names(model)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump({"model": model, "__author__": "synthetic test checkpoint"}, f, protocol=4)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "xb") as f:
+        pickle.dump({"model": model, "__author__": "synthetic test checkpoint"}, f, protocol=4)
     return path
 
 

@@ -1,4 +1,4 @@
-"""A restricted unpickler for detectron2 model-zoo ``.pkl`` files (spec §10.1).
+"""A restricted unpickler for detectron2 model-zoo ``.pkl`` files (docs/design.md, "Safe loading").
 
 detectron2 reads these files with a plain ``pickle.load(f, encoding="latin1")``, which runs
 whatever callables the file names. A model-zoo file only needs numpy arrays inside dicts, so

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputNotFoundError
+from ..errors import InputNotFoundError, InvalidArgumentError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 DEFAULT_BATCH_FOLDER = "segmented"
@@ -90,20 +90,24 @@ def plan_jobs(inputs: list[str], output: str | None) -> list[Job]:
         src = sources[0]
         dst = Path(output) if output else src.with_name(f"{src.stem}_segmented{_output_ext(src)}")
         if dst.resolve() == src.resolve():
-            raise ValueError(f"output {str(dst)!r} is the input itself; choose another -o")
+            raise InvalidArgumentError(
+                f"output {str(dst)!r} is the input itself; choose another -o"
+            )
         allowed = VIDEO_CODECS if _is_video(src) else IMAGE_EXTENSIONS
         if dst.suffix.lower() not in allowed:
             kind = "a video" if _is_video(src) else "an image"
-            raise ValueError(f"output {str(dst)!r} needs {kind} extension: {', '.join(allowed)}")
+            raise InvalidArgumentError(
+                f"output {str(dst)!r} needs {kind} extension: {', '.join(allowed)}")
         return [Job(src, dst, _is_video(src))]
 
     folder = Path(output) if output else Path(DEFAULT_BATCH_FOLDER)
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"output {str(folder)!r} is a file; several inputs need a folder")
+        raise InvalidArgumentError(
+            f"output {str(folder)!r} is a file; several inputs need a folder")
     resolved = folder.resolve()
     for src in sources:
         if src.resolve().parent == resolved:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"output folder {str(folder)!r} holds the input {str(src)!r}; choose another "
                 "-o so that inputs are never overwritten"
             )

@@ -9,17 +9,14 @@ Output naming for ``segment``: :mod:`pixellib.cli.jobs`.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import PixellibError
+from ..errors import BATCH_SKIPPED, InvalidArgumentError
 from . import outputs
 from .jobs import DEFAULT_BATCH_FOLDER, VIDEO_EXTENSIONS, Job, plan_jobs
-
-_PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 @dataclass
@@ -141,24 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pixellib: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:
-        if not _is_user_error(e):
-            raise
+    except BATCH_SKIPPED as e:  # our errors and file-system errors: one line, no traceback
         print(f"pixellib: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
-
-
-def _is_user_error(e: BaseException) -> bool:
-    """Our typed errors, missing files and permissions, and ValueErrors raised by our code."""
-    if isinstance(e, (PixellibError, FileNotFoundError, PermissionError, IsADirectoryError,
-                      NotADirectoryError)):
-        return True
-    if isinstance(e, ValueError):
-        tb = e.__traceback__
-        while tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
-        return tb is not None and _PACKAGE_DIR in Path(tb.tb_frame.f_code.co_filename).parents
-    return False
 
 
 # ----------------------------------------------------------------------------- segment
@@ -224,19 +206,20 @@ def _load_predictor(args: argparse.Namespace):
     try:
         torch.device(args.device)
     except RuntimeError as e:
-        raise ValueError(f"invalid --device {args.device!r}: {e}") from None
+        raise InvalidArgumentError(f"invalid --device {args.device!r}: {e}") from None
     key = args.model.strip().lower()
     if not Path(args.model).exists() and key in MODEL_URLS and not cached_model_path(key).is_file():
         print(f"downloading {key} from {model_url(key)} (first use)", file=sys.stderr)
+    # The command owns its process: heap reuse is on (PIXELLIB_NO_HEAP_REUSE=1 turns it off).
     return Predictor(resolve_model(args.model), speed=args.speed, confidence=args.confidence,
-                     device=args.device)
+                     device=args.device, heap_reuse=True)
 
 
 def _attempt(fn, predictor, job: Job, args):
     """``(fn(...), None)``, or ``(None, error)`` for a bad input: the batch goes on."""
     try:
         return fn(predictor, job, args), None
-    except (PixellibError, OSError, ValueError) as e:
+    except BATCH_SKIPPED as e:
         return None, e
 
 
@@ -302,11 +285,10 @@ def _segment_video(predictor, job: Job, args) -> tuple[int, int]:
 
 
 def _segment(predictor, image, args, tracker=None):
-    """Detections (filtered by --classes; with a tracker, carrying track ids, which the
-    drawing follows) and the output picture of ``image``."""
-    det = predictor(image)
-    if args.classes is not None:
-        det = det.with_classes(args.classes)
+    """Detections (filtered by --classes, before the mask head: other classes cost no mask;
+    with a tracker, carrying track ids, which the drawing follows) and the output picture of
+    ``image``."""
+    det = predictor(image, classes=args.classes)
     if tracker is not None:
         det = tracker.update(det)
     return det, outputs.render(image, det, args)
@@ -315,7 +297,7 @@ def _segment(predictor, image, args, tracker=None):
 def _int_boxes(det):
     import numpy as np
 
-    return det.boxes.astype(np.int64)  # PixelLib truncates float boxes (spec §9.1)
+    return det.boxes.astype(np.int64)  # PixelLib truncates float boxes (docs/design.md)
 
 
 def _write_coco(path: Path, per_image: list[dict]) -> None:
@@ -323,6 +305,7 @@ def _write_coco(path: Path, per_image: list[dict]) -> None:
     import json
 
     from ..export import to_coco_json
+    from ..media.files import write_text
     from ..structures import Detections
 
     images, annotations = [], []
@@ -332,13 +315,7 @@ def _write_coco(path: Path, per_image: list[dict]) -> None:
             annotations.append({**ann, "id": len(annotations) + 1})
     categories = to_coco_json(Detections.empty((1, 1)))["categories"]
     text = json.dumps({"images": images, "annotations": annotations, "categories": categories})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text(path, text)
 
 
 def _summary(stats: _Stats, seconds: float) -> str:
@@ -390,9 +367,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     src, dst = resolve_model(args.src, download=False), Path(args.dst)
     if dst.suffix.lower() != ".safetensors":
-        raise ValueError(f"output {str(dst)!r} must end in .safetensors")
+        raise InvalidArgumentError(f"output {str(dst)!r} must end in .safetensors")
     if dst.exists() and dst.resolve() == src.resolve():
-        raise ValueError(f"output {str(dst)!r} is the input itself")
+        raise InvalidArgumentError(f"output {str(dst)!r} is the input itself")
     convert_checkpoint(src, dst)
     print(f"wrote {dst}")
     return 0

@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..errors import InvalidArgumentError
 from ..media.files import write_bytes
 from ..media.images import write_image
 from ..structures import Detections
@@ -28,11 +29,11 @@ def cutout_objects(image_bgr: np.ndarray, detections: Detections) -> list[np.nda
     """One ``(h, w, 4)`` uint8 BGRA cut-out per detection (``(0, 0, 4)`` for an empty mask)."""
     image = np.asarray(image_bgr)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"expected an (H, W, 3) uint8 BGR image, got {image.dtype} of shape {image.shape}"
         )
     if tuple(image.shape[:2]) != tuple(detections.image_size):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"image is {image.shape[1]}x{image.shape[0]} but the detections are for "
             f"{detections.image_size[1]}x{detections.image_size[0]}"
         )
@@ -61,7 +62,7 @@ def label_image(detections: Detections) -> np.ndarray:
     """``(H, W)`` instance ids: 0 background, ``k`` object ``k`` (uint8, uint16 if > 255)."""
     n = len(detections)
     if n > np.iinfo(np.uint16).max:
-        raise ValueError(f"a label image holds at most 65535 objects, got {n}")
+        raise InvalidArgumentError(f"a label image holds at most 65535 objects, got {n}")
     dtype = np.uint8 if n <= 255 else np.uint16
     labels = np.zeros(detections.image_size, dtype)
     for k in range(n, 0, -1):  # lower k painted last: it wins where masks overlap
@@ -95,6 +96,6 @@ def save_masks(detections: Detections, folder, *, prefix: str = "") -> list[Path
     labels = label_image(detections)
     ok, encoded = cv2.imencode(".png", labels)  # write_image takes 8-bit only; labels may be 16
     if not ok:  # pragma: no cover - PNG encodes any uint8/uint16 array
-        raise ValueError(f"cannot encode the label image for {str(folder)!r}")
+        raise InvalidArgumentError(f"cannot encode the label image for {str(folder)!r}")
     written.append(write_bytes(folder / f"{prefix}labels.png", encoded.tobytes()))
     return written

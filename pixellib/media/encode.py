@@ -29,6 +29,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..errors import InvalidArgumentError
+
 try:
     import av
 except ImportError:  # the OpenCV fallback; see VideoWriter
@@ -89,7 +91,7 @@ class PyAVEncoder:
         self.codec = VIDEO_ENCODERS[fmt]
         self.alpha = bool(alpha)
         if self.alpha and self.codec != "libvpx-vp9":
-            raise ValueError(f"transparent video needs .webm, not {container_ext}")
+            raise InvalidArgumentError(f"transparent video needs .webm, not {container_ext}")
         self.rate = rate
         width, height = frame_size
         if self.codec == "libx264":  # 4:2:0 H.264 needs even sizes: pad by one pixel
@@ -220,7 +222,7 @@ class OpenCVEncoder:
                  frame_size: tuple[int, int], *, alpha: bool = False,
                  audio_from: Path | None = None):
         if alpha:
-            raise ValueError("transparent video needs PyAV (pip install av)")
+            raise InvalidArgumentError("transparent video needs PyAV (pip install av)")
         self.codec = OPENCV_FOURCCS[container_ext]
         self.encoded_size = tuple(frame_size)
         self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*self.codec),
@@ -233,7 +235,7 @@ class OpenCVEncoder:
 
     def write(self, frame: np.ndarray) -> None:
         if frame.shape[2] == 4:
-            raise ValueError("transparent video needs PyAV (pip install av)")
+            raise InvalidArgumentError("transparent video needs PyAV (pip install av)")
         self._writer.write(np.ascontiguousarray(frame))
 
     def close(self) -> None:

@@ -1,10 +1,11 @@
 """Reading images the way PixelLib does, and writing them atomically.
 
 Every image leaves this module as an ``(H, W, 3)`` uint8 **BGR** C-contiguous array, the same
-thing PixelLib 0.7.1 gets from ``cv2.imread(path)`` (spec §9.1): alpha dropped, grey replicated
-to three channels, 16-bit scaled to 8-bit by keeping the high byte, palette expanded, CMYK
-converted, and the EXIF orientation applied. Files are decoded with ``np.fromfile`` +
-``cv2.imdecode`` so that paths with spaces or non-ASCII characters work on every platform.
+thing PixelLib 0.7.1 gets from ``cv2.imread(path)`` (docs/design.md, "PixelLib's results"):
+alpha dropped, grey replicated to three channels, 16-bit scaled to 8-bit by keeping the high
+byte, palette expanded, CMYK converted, and the EXIF orientation applied. Files are decoded
+with ``np.fromfile`` + ``cv2.imdecode`` so that paths with spaces or non-ASCII characters work
+on every platform.
 
 Differences from ``cv2.imread`` (on purpose):
 
@@ -35,7 +36,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..errors import ImageReadError, ImageTooLargeError, InputNotFoundError
+from ..errors import (
+    ImageReadError,
+    ImageTooLargeError,
+    InputNotFoundError,
+    InvalidArgumentError,
+)
 from .files import write_bytes
 
 logger = logging.getLogger(__name__)
@@ -72,11 +78,13 @@ def resolve_max_pixels(max_pixels: int | None = None) -> int:
         try:
             max_pixels = int(env.replace("_", ""))
         except ValueError:
-            raise ValueError(f"{source} must be a positive integer, got {env!r}") from None
+            raise InvalidArgumentError(
+                f"{source} must be a positive integer, got {env!r}"
+            ) from None
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)):
-        raise ValueError(f"{source} must be a positive integer, got {max_pixels!r}")
+        raise InvalidArgumentError(f"{source} must be a positive integer, got {max_pixels!r}")
     if max_pixels <= 0:
-        raise ValueError(f"{source} must be a positive integer, got {max_pixels}")
+        raise InvalidArgumentError(f"{source} must be a positive integer, got {max_pixels}")
     return int(max_pixels)
 
 
@@ -353,7 +361,7 @@ def write_image(path: PathLike, image_bgr: np.ndarray, params: Sequence[int] = (
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in IMAGE_EXTENSIONS:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"cannot write {str(path)!r}: unknown image extension {path.suffix!r}; "
             f"use one of {', '.join(IMAGE_EXTENSIONS)}"
         )
@@ -364,13 +372,13 @@ def write_image(path: PathLike, image_bgr: np.ndarray, params: Sequence[int] = (
         or (image.ndim == 3 and image.shape[2] not in (1, 3, 4))
         or image.size == 0
     ):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"cannot write {str(path)!r}: expected a non-empty uint8 (H, W), (H, W, 3) or "
             f"(H, W, 4) array, got {image.dtype} of shape {image.shape}"
         )
     ok, encoded = cv2.imencode(ext, image, list(params))
     if not ok:
-        raise ValueError(f"cannot write {str(path)!r}: OpenCV failed to encode {ext}")
+        raise InvalidArgumentError(f"cannot write {str(path)!r}: OpenCV failed to encode {ext}")
     return write_bytes(path, encoded.tobytes())
 
 

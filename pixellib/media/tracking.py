@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import InvalidArgumentError
 from ..structures import Detections
 from ..visualize import instance_colors
 
@@ -89,11 +90,11 @@ class Tracker:
     def __init__(self, *, iou_threshold: float = 0.3, max_age: int = 10, per_class: bool = True,
                  smoothing: float = 0.5):
         if not 0.0 < iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+            raise InvalidArgumentError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
         if max_age < 0:
-            raise ValueError(f"max_age must be >= 0, got {max_age}")
+            raise InvalidArgumentError(f"max_age must be >= 0, got {max_age}")
         if not 0.0 <= smoothing <= 1.0:
-            raise ValueError(f"smoothing must be in [0, 1], got {smoothing}")
+            raise InvalidArgumentError(f"smoothing must be in [0, 1], got {smoothing}")
         self.iou_threshold, self.max_age = float(iou_threshold), int(max_age)
         self.per_class, self.smoothing = bool(per_class), float(smoothing)
         self.reset()
@@ -146,7 +147,7 @@ def track_colors(track_ids) -> np.ndarray:
     if ids.size == 0:
         return np.zeros((0, 3), np.uint8)
     if ids.min() < 1:
-        raise ValueError(f"track ids start at 1, got {int(ids.min())}")
+        raise InvalidArgumentError(f"track ids start at 1, got {int(ids.min())}")
     return instance_colors(int(ids.max()))[ids - 1]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..errors import InvalidArgumentError
 from . import encode
 from .encode import pyav
 from .files import atomic_path
@@ -37,12 +38,12 @@ def as_rate(fps) -> Fraction:
         try:
             value = float(fps)
         except (TypeError, ValueError):
-            raise ValueError(f"fps must be a positive number, got {fps!r}") from None
+            raise InvalidArgumentError(f"fps must be a positive number, got {fps!r}") from None
         if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"fps must be a positive number, got {fps}")
+            raise InvalidArgumentError(f"fps must be a positive number, got {fps}")
         rate = Fraction(fps).limit_denominator(1001)
     if rate <= 0:
-        raise ValueError(f"fps must be a positive number, got {fps}")
+        raise InvalidArgumentError(f"fps must be a positive number, got {fps}")
     return rate
 
 
@@ -72,7 +73,7 @@ class VideoWriter:
         self.path = Path(path)
         self._ext = self.path.suffix.lower()
         if self._ext not in VIDEO_CODECS:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"cannot write video {str(self.path)!r}: unknown extension "
                 f"{self.path.suffix!r}; use one of {', '.join(VIDEO_CODECS)}"
             )
@@ -80,9 +81,11 @@ class VideoWriter:
         self.fps = float(self.rate)
         width, height = (int(v) for v in frame_size)
         if width <= 0 or height <= 0:
-            raise ValueError(f"frame_size must be (width, height) > 0, got {tuple(frame_size)}")
+            raise InvalidArgumentError(
+                f"frame_size must be (width, height) > 0, got {tuple(frame_size)}")
         if alpha and self._ext != ".webm":
-            raise ValueError(f"transparent video needs a .webm file, not {str(self.path)!r}")
+            raise InvalidArgumentError(
+                f"transparent video needs a .webm file, not {str(self.path)!r}")
         self.frame_size = (width, height)
         self.audio_from = Path(audio_from) if audio_from is not None else None
         self.alpha = alpha
@@ -114,7 +117,7 @@ class VideoWriter:
         """Append one ``(H, W, 3)`` uint8 BGR frame (``(H, W)`` grey; ``(H, W, 4)`` BGRA for
         ``.webm``)."""
         if self._closed:
-            raise ValueError(f"video writer for {str(self.path)!r} is closed")
+            raise InvalidArgumentError(f"video writer for {str(self.path)!r} is closed")
         frame = np.asarray(frame)
         channels = frame.shape[2] if frame.ndim == 3 else 1
         if frame.dtype != np.uint8 or frame.ndim not in (2, 3) or frame.size == 0 or (
@@ -122,8 +125,9 @@ class VideoWriter:
         ):
             expected = "(H, W, 3) BGR or (H, W, 4) BGRA" if self._ext == ".webm" else (
                 "(H, W, 3) BGR")
-            raise ValueError(f"expected an {expected} uint8 frame for {str(self.path)!r}, "
-                             f"got {frame.dtype} of shape {frame.shape}")
+            raise InvalidArgumentError(
+                f"expected an {expected} uint8 frame for {str(self.path)!r}, "
+                f"got {frame.dtype} of shape {frame.shape}")
         if frame.ndim == 2 or channels == 1:
             frame = cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2BGR)
         if (frame.shape[1], frame.shape[0]) != self.frame_size:

@@ -1,5 +1,6 @@
 """ResNet / ResNeXt bottom-up network and FPN, as detectron2's ``modeling/backbone/resnet.py``
-and ``fpn.py`` build them for PointRend (spec §3; He et al. 2016, Xie et al. 2017,
+and ``fpn.py`` build them for PointRend (docs/design.md, "Backbone and FPN"; He et al.
+2016, Xie et al. 2017,
 Lin et al. 2017 "Feature Pyramid Networks").
 """
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The whole PointRend R-CNN forward for one image (detectron2 ``GeneralizedRCNN`` at test
-time with PixelLib's PointRend config, spec §0): normalise and pad, backbone + FPN, RPN,
-box head, PointRend mask head, then rescale to the original image and paste the masks.
+time with PixelLib's PointRend config; docs/design.md walks through it): normalise and pad,
+backbone + FPN, RPN, box head, PointRend mask head, then rescale to the original image and
+paste the masks.
 """
 from __future__ import annotations
 
@@ -30,23 +31,28 @@ class RawDetections:
     masks: torch.Tensor  # (N, H0, W0) bool
 
 
+_DEFAULTS = InferenceConfig()
+
+
 class PointRendRCNN(nn.Module):
+    """``inference`` sets the search (RPN top-k, NMS thresholds, detections per image) at
+    build; the post-processing settings come with each call (the caller owns them)."""
+
     def __init__(self, config: ModelConfig, inference: InferenceConfig | None = None):
         super().__init__()
-        inference = inference or InferenceConfig()
+        inference = inference or _DEFAULTS
         self.config = config
         self.backbone = FPN(ResNet(
             blocks_per_stage=config.blocks_per_stage, num_groups=config.num_groups,
             width_per_group=config.width_per_group, stride_in_1x1=config.stride_in_1x1,
         ))
-        self.inference = inference
         self.proposal_generator = RPN(
             pre_nms_topk=inference.rpn_pre_nms_topk, post_nms_topk=inference.rpn_post_nms_topk,
             nms_thresh=inference.rpn_nms_thresh,
         )
         self.roi_heads = StandardROIHeads(
             mask_head=PointRendMaskHead(), num_classes=config.num_classes,
-            score_thresh=inference.score_thresh, nms_thresh=inference.box_nms_thresh,
+            nms_thresh=inference.box_nms_thresh,
             max_detections=inference.detections_per_image,
         )
         self.register_buffer("pixel_mean", torch.empty(3, 1, 1), persistent=False)
@@ -81,10 +87,18 @@ class PointRendRCNN(nn.Module):
 
     def forward(
         self, image: torch.Tensor, original_size: tuple[int, int], *,
-        score_thresh: float | None = None,
+        score_thresh: float = _DEFAULTS.score_thresh,
+        mask_threshold: float = _DEFAULTS.mask_threshold,
+        keep_classes: torch.Tensor | None = None,
     ) -> RawDetections:
         """``image``: the resized (3, h, w) BGR float image; ``original_size``: (H0, W0).
-        ``score_thresh`` overrides the model's default threshold for this call.
+        A detection needs a score strictly above ``score_thresh``; a mask pixel is foreground
+        where the pasted probability is at least ``mask_threshold``.
+
+        ``keep_classes`` (class ids): only detections of these classes, chosen before the mask
+        head, so no mask is computed or pasted for the others. The result is the same as
+        filtering afterwards: every box gets its mask on its own, and the mask head is told
+        how many boxes there were before filtering so that it computes the same way.
 
         Returns detections in original-image pixels, by descending score.
         """
@@ -94,17 +108,20 @@ class PointRendRCNN(nn.Module):
         boxes, scores, classes = self.roi_heads.detect(
             features, proposals, size, score_thresh=score_thresh
         )
-        masks = self.roi_heads.mask_head(features["p2"], boxes, classes)
-        return postprocess(
-            boxes, scores, classes, masks, size, original_size, self.inference.mask_threshold
-        )
+        found = len(boxes)
+        if keep_classes is not None:
+            keep = torch.isin(classes, keep_classes.to(classes.device))
+            boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+        masks = self.roi_heads.mask_head(features["p2"], boxes, classes, plan_boxes=found)
+        return postprocess(boxes, scores, classes, masks, size, original_size, mask_threshold)
 
 
 def postprocess(
     boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, masks: torch.Tensor,
     resized_size: tuple[int, int], original_size: tuple[int, int], mask_threshold: float = 0.5,
 ) -> RawDetections:
-    """Scale boxes to the original image, clip, drop empty boxes, paste masks (spec §8)."""
+    """Scale boxes to the original image, clip, drop empty boxes, paste masks
+    (detectron2's ``detector_postprocess``; docs/design.md, "Pasting masks")."""
     (h, w), (h0, w0) = resized_size, original_size
     boxes = boxes.clone()
     boxes[:, 0::2] *= w0 / w

@@ -1,5 +1,5 @@
 """Convolution with frozen batch norm, as detectron2's ``layers/wrappers.py`` and
-``layers/batch_norm.py`` build it (spec §3.1).
+``layers/batch_norm.py`` build it (docs/design.md, "Backbone and FPN").
 
 State-dict names follow detectron2: a conv ``conv1`` owns ``conv1.weight`` and its norm
 ``conv1.norm.{weight,bias,running_mean,running_var}``.

@@ -2,7 +2,8 @@
 
 Each function is a pure tensor function with the exact semantics of the op detectron2 calls
 (torchvision's CPU kernels for NMS and RoIAlign, ``grid_sample`` for points and pasting;
-spec §5.2, §5.3, §6.2, §7.1, §8). When torchvision's compiled ops load they are used for NMS
+docs/design.md, "Batched NMS and its rounding", "Box head", "Point sampling" and "Pasting
+masks"). When torchvision's compiled ops load they are used for NMS
 and RoIAlign instead (:data:`USE_TORCHVISION`); tests check that both paths agree.
 """
 from __future__ import annotations
@@ -139,7 +140,7 @@ def batched_nms(
 ) -> torch.Tensor:
     """NMS within each id (class or FPN level) independently; kept indices by descending
     score. This is the per-id loop, the mathematically clean form of torchvision's
-    ``batched_nms`` (spec §5.3)."""
+    ``batched_nms`` (docs/design.md, "Batched NMS and its rounding")."""
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
     keep_mask = torch.zeros_like(scores, dtype=torch.bool)
@@ -267,15 +268,6 @@ def roi_align_into(
 
 # ----------------------------------------------------------------------------- points
 
-def point_sample(features: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Bilinear samples of ``features`` (N, C, H, W) at normalised ``points`` (N, P, 2) in
-    [0, 1]² (x, y); returns (N, C, P). ``grid_sample`` semantics: ``align_corners=False``,
-    zero padding, so samples within half a pixel of the border are attenuated (spec §7.1).
-    """
-    grid = 2.0 * points.unsqueeze(2) - 1.0
-    return F.grid_sample(features, grid, mode="bilinear", align_corners=False).squeeze(3)
-
-
 def channels_last_rows(maps: torch.Tensor) -> torch.Tensor:
     """(M, C, H, W) maps -> (M*H*W, C) table, one row per position, for :func:`sample_rows`."""
     m, c, h, w = maps.shape
@@ -286,7 +278,8 @@ def sample_rows(
     table: torch.Tensor, height: int, width: int, points: torch.Tensor,
     map_offset: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """:func:`point_sample` of channels-last maps, returning (N, C) rows directly.
+    """Bilinear point samples of channels-last maps (detectron2's ``point_sample``, i.e.
+    ``grid_sample``), returning (N, C) rows directly.
 
     ``table``: (M*H*W, C) from :func:`channels_last_rows`; ``points``: (N, 2) normalised
     (x, y); ``map_offset``: (N,) first row of each point's map (``m * H * W``), or None for
@@ -335,7 +328,8 @@ def paste_masks(
     Each pixel centre is mapped into its box and sampled with ``grid_sample``
     (``align_corners=False``, zero padding); ``>= threshold`` is foreground. Only the box's
     integer neighbourhood is computed: outside the box every sample is below 0.5·p, so the
-    rest stays False (spec §8.5).
+    rest stays False (detectron2's ``paste_masks_in_image`` on the CPU; docs/design.md,
+    "Pasting masks").
     """
     h, w = image_size
     out = torch.zeros((len(masks), h, w), dtype=torch.bool, device=masks.device)

@@ -1,6 +1,6 @@
 """PointRend mask head (Kirillov et al. 2020, "PointRend: Image Segmentation as Rendering"),
 as detectron2's ``projects/PointRend/point_rend/{mask_head,point_head,point_features}.py`` run
-it at test time with PixelLib's config (spec §7).
+it at test time with PixelLib's config (docs/design.md, "PointRend mask head").
 
 A coarse 7x7 prediction per box (§3.1 of the paper's "coarse prediction"), then adaptive
 subdivision (§3.1, Fig. 4): start from a 28x28 point-head prediction on a regular grid and
@@ -102,33 +102,6 @@ class StandardPointHead(nn.Module):
             dim = fc_dim + num_classes
         self.predictor = nn.Conv1d(dim, num_classes, 1)
 
-    def hidden(self, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-        """Last hidden layer (R, P, fc_dim), points channels-last.
-
-        ``fc(cat(x, coarse))`` is computed as ``fc_x(x) + fc_coarse(coarse)`` with the weight
-        split by input channels, which is the same map without copying the concatenation.
-        """
-        x = fine
-        for k in range(1, self.num_fc + 1):
-            fc = getattr(self, f"fc{k}")
-            w = fc.weight[:, :, 0]
-            split = x.shape[-1]
-            x = F.relu(F.linear(x, w[:, :split]) + F.linear(coarse, w[:, split:], fc.bias))
-        return x
-
-    def class_logits(
-        self, fine: torch.Tensor, coarse: torch.Tensor, classes: torch.Tensor
-    ) -> torch.Tensor:
-        """Logits (R, P) of each box's own class only; fine (R, P, C), coarse (R, P, K).
-
-        The predictor's rows are independent, so evaluating one row per box is exact and
-        saves 79/80 of the last layer."""
-        x = self.hidden(fine, coarse)
-        w = self.predictor.weight[classes, :, 0]  # (R, fc_dim + K)
-        split = x.shape[-1]
-        logits = torch.bmm(x, w[:, :split, None]) + torch.bmm(coarse, w[:, split:, None])
-        return logits[:, :, 0] + self.predictor.bias[classes][:, None]
-
     def project_fine_map(self, fine_map: torch.Tensor) -> torch.Tensor:
         """fc1's fine-feature columns applied to the whole map: (1, C, H, W) -> (1, D, H, W).
 
@@ -145,7 +118,9 @@ class StandardPointHead(nn.Module):
         rows_per_chunk: int = 784,
     ) -> torch.Tensor:
         """Class logits (R, P) from samples of :meth:`project_fine_map`'s map
-        (R, P, D) and of the coarse logits (R, P, K); equal to :meth:`class_logits`.
+        (R, P, D) and of the coarse logits (R, P, K): the point head's MLP (per point, 1x1
+        convolutions over [fine features, coarse logits], the coarse logits concatenated again
+        after every hidden layer) evaluated for each box's own class only.
 
         Hidden layers live in one (n, D + K) buffer whose last K channels hold the coarse
         logits, so each layer after the first is a single matmul over [x, coarse]. Boxes go
@@ -170,13 +145,6 @@ class StandardPointHead(nn.Module):
                 buf[:, :d] = torch.addmm(bias, buf, weight).relu_()
             out[s:s + step] = torch.bmm(buf.view(-1, p, d + k), pred_w[s:s + step, :, None])[..., 0]
         return out + self.predictor.bias[classes][:, None]
-
-    def forward(self, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-        """All-class logits (R, num_classes, P) from fine (R, C, P) and coarse (R, K, P)."""
-        coarse = coarse.transpose(1, 2)
-        x = torch.cat((self.hidden(fine.transpose(1, 2), coarse), coarse), dim=2)
-        fc = self.predictor
-        return F.linear(x, fc.weight[:, :, 0], fc.bias).transpose(1, 2)
 
 
 class PointRendMaskHead(nn.Module):
@@ -235,21 +203,27 @@ class PointRendMaskHead(nn.Module):
         return p2, ops.channels_last_rows(p2), False
 
     def forward(
-        self, p2: torch.Tensor, boxes: torch.Tensor, classes: torch.Tensor
+        self, p2: torch.Tensor, boxes: torch.Tensor, classes: torch.Tensor, *,
+        plan_boxes: int | None = None,
     ) -> torch.Tensor:
         """Mask probabilities (R, S, S), S = 224, for boxes (R, 4) in resized-image pixels."""
-        return self.mask_logits(p2, boxes, classes).sigmoid()
+        return self.mask_logits(p2, boxes, classes, plan_boxes=plan_boxes).sigmoid()
 
     def mask_logits(
-        self, p2: torch.Tensor, boxes: torch.Tensor, classes: torch.Tensor
+        self, p2: torch.Tensor, boxes: torch.Tensor, classes: torch.Tensor, *,
+        plan_boxes: int | None = None,
     ) -> torch.Tensor:
-        """Logits (R, S, S) of each box's predicted class after subdivision."""
+        """Logits (R, S, S) of each box's predicted class after subdivision.
+
+        ``plan_boxes`` (default R): the box count that chooses how fc1 is applied
+        (:meth:`_fine_inputs`); a caller that dropped boxes passes the count before, so that
+        the remaining boxes get the very same numbers."""
         r = len(boxes)
         side = self.init_resolution * 2**self.steps
         if r == 0:
             return p2.new_zeros((0, side, side))
         coarse = self.coarse_logits(p2, boxes)
-        projected = self._fine_inputs(p2, r)
+        projected = self._fine_inputs(p2, r if plan_boxes is None else plan_boxes)
         res = self.init_resolution
         points = ops.regular_grid_points(r, res, p2.device)
         logits = self.point_logits(projected, coarse, boxes, classes, points).view(r, 1, res, res)

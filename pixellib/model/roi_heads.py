@@ -1,6 +1,7 @@
 """Box branch of the R-CNN head: multi-level RoIAlign, two FC layers, class scores and
 class-specific box deltas, then score filtering and per-class NMS (Girshick 2015 "Fast
-R-CNN"; detectron2 ``modeling/roi_heads/{roi_heads,box_head,fast_rcnn}.py``, spec §6).
+R-CNN"; detectron2 ``modeling/roi_heads/{roi_heads,box_head,fast_rcnn}.py``;
+docs/design.md, "Box head").
 """
 from __future__ import annotations
 
@@ -90,7 +91,8 @@ def detections_from_logits(
     image_size: tuple[int, int], *, score_thresh: float, nms_thresh: float, max_detections: int,
     box_weights=(10.0, 10.0, 5.0, 5.0),
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Boxes (K, 4), scores (K,), classes (K,) from the box head outputs (spec §6.4).
+    """Boxes (K, 4), scores (K,), classes (K,) from the box head outputs, as
+    detectron2's ``fast_rcnn_inference_single_image`` (docs/design.md, "Box head").
 
     Every (proposal, class) pair with softmax score strictly above ``score_thresh`` is a
     candidate, so one proposal may yield several classes; per-class NMS; best ``max``.
@@ -113,8 +115,8 @@ class StandardROIHeads(nn.Module):
     """Box branch plus the PointRend mask head (``mask_head``), on p2..p5."""
 
     def __init__(
-        self, *, mask_head: nn.Module, num_classes: int = 80, score_thresh: float = 0.5,
-        nms_thresh: float = 0.5, max_detections: int = 100,
+        self, *, mask_head: nn.Module, num_classes: int = 80, nms_thresh: float = 0.5,
+        max_detections: int = 100,
         in_features=("p2", "p3", "p4", "p5"),
     ):
         super().__init__()
@@ -122,7 +124,6 @@ class StandardROIHeads(nn.Module):
         self.box_head = FastRCNNConvFCHead()
         self.box_predictor = FastRCNNOutputLayers(num_classes=num_classes)
         self.mask_head = mask_head
-        self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
         self.max_detections = max_detections
 
@@ -135,12 +136,11 @@ class StandardROIHeads(nn.Module):
 
     def detect(
         self, features: dict[str, torch.Tensor], proposals: torch.Tensor,
-        image_size: tuple[int, int], *, score_thresh: float | None = None,
+        image_size: tuple[int, int], *, score_thresh: float,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Final boxes, scores and classes in resized-image pixels."""
+        """Final boxes, scores and classes in resized-image pixels; a (proposal, class) pair
+        is kept when its score is strictly above ``score_thresh``."""
         logits, deltas = self.box_logits(features, proposals)
-        if score_thresh is None:
-            score_thresh = self.score_thresh
         return detections_from_logits(
             logits, deltas, proposals, image_size, score_thresh=score_thresh,
             nms_thresh=self.nms_thresh, max_detections=self.max_detections,

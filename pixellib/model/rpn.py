@@ -1,5 +1,6 @@
 """Region proposal network over the FPN levels (Ren et al. 2015; Lin et al. 2017 §4.1), as
-detectron2's ``modeling/proposal_generator/rpn.py`` runs it at test time (spec §4, §5).
+detectron2's ``modeling/proposal_generator/rpn.py`` runs it at test time
+(docs/design.md, "Anchors" and "Proposal selection").
 """
 from __future__ import annotations
 

@@ -17,10 +17,13 @@ the kernel (``malloc_trim``) when the heap grew past its largest size so far or 
 than :data:`SURPLUS` free: the same 90 photos then peak at 1.9 GB, and a run of one size (or
 a cycle of a few sizes) keeps its heap and has no faults after the first calls.
 
-This is a process-wide malloc setting, made once when a CPU :class:`~pixellib.Predictor` is
-created (as allocators like jemalloc, which PyTorch's CPU tuning guides recommend, do for the
-whole process). ``PIXELLIB_NO_HEAP_REUSE=1`` leaves malloc alone. Elsewhere than Linux with
-glibc it does nothing.
+This is a process-wide malloc setting, so it is made only when asked for: by
+``Predictor(..., heap_reuse=True)``, which the entry points that own their process pass (the
+``pixellib`` command, PixelLib's ``instanceSegmentation``, the benchmark workers); a plain
+library ``Predictor`` leaves malloc alone. Allocators like jemalloc, which PyTorch's CPU tuning
+guides recommend, are likewise a choice made for the whole process. Once on, it stays on for
+the process. ``PIXELLIB_NO_HEAP_REUSE=1`` keeps it off even when asked. Elsewhere than Linux
+with glibc it does nothing.
 """
 from __future__ import annotations
 

@@ -18,6 +18,8 @@ from typing import TypeVar
 
 import torch
 
+from ..errors import InvalidArgumentError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -33,7 +35,9 @@ def batch_plan(device: str | torch.device = "cpu") -> tuple[int, int]:
     try:
         wanted = int(raw) if raw else DEFAULT_WORKERS
     except ValueError:
-        raise ValueError(f"PIXELLIB_BATCH_WORKERS must be a whole number, got {raw!r}") from None
+        raise InvalidArgumentError(
+            f"PIXELLIB_BATCH_WORKERS must be a whole number, got {raw!r}"
+        ) from None
     workers = max(1, min(wanted, threads))
     return workers, max(1, threads // workers)
 

@@ -1,7 +1,8 @@
 """PixelLib's formats: target-class dicts, the results dict, and extracted-object files.
 
 Pure functions between the core's :class:`~pixellib.structures.Detections` (boxes float32
-``(N, 4)``, masks ``(N, H, W)``) and what PixelLib 0.7.1 users index into (spec §9.1):
+``(N, 4)``, masks ``(N, H, W)``) and what PixelLib 0.7.1 users index into (docs/design.md,
+"PixelLib's results"):
 
 =====================  ==========================================================================
 ``boxes``              numpy int64 ``(N, 4)`` ``x1, y1, x2, y2``: the float boxes truncated
@@ -27,6 +28,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from ...classes import COCO_CLASSES, class_id
+from ...errors import InvalidArgumentError
 from ...export import extract_objects, mask_polygons, save_extracts  # noqa: F401 - re-export
 from ...structures import Detections
 from ...visualize import annotate
@@ -63,7 +65,7 @@ def target_class_ids(targets) -> np.ndarray | None:
             elif isinstance(flag, (bool, np.bool_)):
                 on = bool(flag)
             else:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"segment_target_classes[{name!r}] must be 'valid', 'invalid' or a bool, "
                     f"got {flag!r}; build it with select_target_classes(person=True, ...)"
                 )
@@ -75,7 +77,9 @@ def target_class_ids(targets) -> np.ndarray | None:
         for item in targets:
             if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
                 if not 0 <= int(item) < len(COCO_CLASSES):
-                    raise ValueError(f"class id must be in [0, {len(COCO_CLASSES)}), got {item}")
+                    raise InvalidArgumentError(
+                        f"class id must be in [0, {len(COCO_CLASSES)}), got {item}"
+                    )
                 ids.add(int(item))
             else:
                 ids.add(class_id(str(item)))

@@ -1,22 +1,24 @@
 """PixelLib 0.7.1's ``instanceSegmentation``, on this project's PointRend engine.
 
 The names, argument orders and results-dict formats of PixelLib's
-``pixellib.torchbackend.instance`` (spec §9) live here and only here: every method adapts its
-arguments and calls the core (:class:`pixellib.predictor.Predictor`, :mod:`pixellib.media.images`,
-:mod:`pixellib.visualize`, :mod:`pixellib.export`, :mod:`pixellib.media.video`). The results dict is
-described in :mod:`pixellib.torchbackend.instance.results`.
+``pixellib.torchbackend.instance`` (docs/design.md, "PixelLib's results") live here and only
+here: every method adapts its arguments and calls the core
+(:class:`pixellib.predictor.Predictor`, :mod:`pixellib.media.images`,
+:mod:`pixellib.visualize`, :mod:`pixellib.export`, :mod:`pixellib.media.video`). The results
+dict is described in :mod:`pixellib.torchbackend.instance.results`.
 
 Deliberate differences from PixelLib (it got these wrong):
 
-* Unknown ``detection_speed`` or ``network_backbone`` values raise ``ValueError`` (PixelLib
-  silently used a 0.05 threshold, or the X101 model). The architecture is read from the file;
-  a ``network_backbone`` that disagrees logs a warning. Each ``load_model`` call stands alone
-  (PixelLib's settings accumulated across calls, spec §1.4).
+* Unknown ``detection_speed`` or ``network_backbone`` values raise
+  :class:`~pixellib.errors.InvalidArgumentError`, a ``ValueError`` (PixelLib silently used a
+  0.05 threshold, or the X101 model). The architecture is read from the file; a
+  ``network_backbone`` that disagrees logs a warning. Each ``load_model`` call stands alone
+  (PixelLib's settings accumulated across calls; docs/design.md, "Speed modes").
 * The input image or frame is never modified; colours are deterministic per instance index.
 * ``scores`` is a float32 numpy array of whole percentages (PixelLib: an int64 torch tensor),
   and the dict has the same types whether or not classes are filtered.
 * Class filtering also applies to extraction in :meth:`~instanceSegmentation.segmentBatch`.
-* Box crops are saved as ``object_extract_<k>.jpg`` as the founding document names them
+* Box crops are saved as ``object_extract_<k>.jpg`` as PixelLib's tutorial names them
   (PixelLib 0.7.1 wrote ``box_extract_<k>.jpg``).
 * ``segmentBatch`` reads every common image type in any letter case, in sorted order, and
   goes on past unreadable files; videos get a progress bar, the source's frame rate and a
@@ -24,31 +26,32 @@ Deliberate differences from PixelLib (it got these wrong):
 """
 from __future__ import annotations
 
-import collections
 import logging
-import os
 import warnings
 from pathlib import Path
 
 from tqdm import tqdm
 
-from ...errors import PixellibError
+from ...errors import BATCH_SKIPPED, InvalidArgumentError
 from ...media.images import list_images, read_image, write_image
 from ...runtime.parallel import ordered_map
+from . import paths
 from . import results as fmt
 
 logger = logging.getLogger(__name__)
 
 
 class SkippedImageWarning(UserWarning):
-    """``segmentBatch`` skipped a file it could not read or write (the message says why).
+    """``segmentBatch`` skipped a file it could not read or write (the message names it and
+    says why).
 
-    Shown every time (not once per message). Turn it into an error to stop a batch at the
-    first bad file: ``warnings.simplefilter("error", SkippedImageWarning)``.
+    It is attributed to the line that called ``segmentBatch``. Python's default filter shows
+    each distinct message once per calling line, so a file skipped again from the same line is
+    not shown again; :attr:`instanceSegmentation.batch_failures` always lists every skipped
+    file. ``warnings.simplefilter("always", SkippedImageWarning)`` shows every one; turn it
+    into an error to stop a batch at the first bad file:
+    ``warnings.simplefilter("error", SkippedImageWarning)``.
     """
-
-
-warnings.filterwarnings("always", category=SkippedImageWarning, append=True)
 
 
 class instanceSegmentation:  # noqa: N801 - PixelLib's name
@@ -85,7 +88,8 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         * ``confidence``: score threshold in [0, 1]; ``None`` gives PixelLib's 0.5, or 0.3
           with ``detection_speed="fast"``, 0.2 with ``"rapid"``.
         * ``detection_speed``: ``None``, ``"fast"`` (long side scaled to 667 px) or
-          ``"rapid"`` (333 px), as PixelLib 0.7.1 really applies them (spec §1.3).
+          ``"rapid"`` (333 px), as PixelLib 0.7.1 really applies them (docs/design.md,
+          "Speed modes").
         * ``network_backbone``: ``"resnet50"`` or ``"resnet101"`` (PixelLib's name for its
           ResNeXt-101 32x8d file). The file decides; a mismatch logs a warning.
         * ``device`` (extension): torch device; default CUDA when available, else CPU, like
@@ -95,21 +99,22 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         share one model between instances. Reloading the same unchanged file reuses the
         model already loaded and only changes the settings.
 
-        Raises ``ValueError`` for an unknown speed or backbone or a confidence outside
-        [0, 1] (before reading anything), :class:`~pixellib.errors.ModelNotFoundError` (with
-        the download address) for a missing file, and
+        Raises :class:`~pixellib.errors.InvalidArgumentError` (a ``ValueError``) for an
+        unknown speed or backbone or a confidence outside [0, 1] (before reading anything),
+        :class:`~pixellib.errors.ModelNotFoundError` (with the download address) for a
+        missing file, and
         :class:`~pixellib.errors.ModelFileError` for an unusable one.
         """
         import torch
 
-        from ...config import inference_config
+        from ...checkpoint.loading import load_model as build_from_file
+        from ...config import BACKBONE_ALIASES, inference_config
         from ...model.detector import PointRendRCNN
-        from ...predictor import BACKBONE_ALIASES, Predictor
-        from ...predictor import load_model as build_from_file
+        from ...predictor import Predictor
 
         inference = inference_config(detection_speed, confidence)
         if network_backbone is not None and network_backbone not in BACKBONE_ALIASES:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"unknown network_backbone {network_backbone!r}: expected 'resnet50' or "
                 "'resnet101'"
             )
@@ -121,7 +126,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
                 logger.warning("network_backbone=%r but the model is a %s; using the model",
                                network_backbone, model.config.name)
         else:
-            key = _file_key(model_path, network_backbone)
+            key = paths.file_key(model_path, network_backbone)
             if key is not None and key == self._model_key:
                 model = self._predictor.model
             else:
@@ -130,7 +135,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         predictor = Predictor(model, speed=detection_speed, confidence=confidence,
-                              device=device)
+                              device=device, heap_reuse=True)
         self._predictor, self._model_key = predictor, key
 
     def select_target_classes(self, **flags) -> dict[str, str]:
@@ -181,7 +186,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         return self._segment(
             predictor, image, target_ids, show_bboxes=show_bboxes,
             extract=extract_segmented_objects, from_box=extract_from_box,
-            save_folder=_extract_folder(save_extracted_objects, extracted_objects_folder),
+            save_folder=paths.extract_folder(save_extracted_objects, extracted_objects_folder),
             mask_points=mask_points_values, output_name=output_image_name,
             style=(text_size, text_thickness, box_thickness), verbose=verbose,
         )
@@ -236,14 +241,14 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         target_ids = fmt.target_class_ids(segment_target_classes)
         files = list_images(input_folder)
         out_dir = None if output_folder_name is None else Path(output_folder_name)
-        if out_dir is not None and _same_folder(out_dir, Path(input_folder)):
-            raise ValueError(
+        if out_dir is not None and paths.same_folder(out_dir, Path(input_folder)):
+            raise InvalidArgumentError(
                 f"output_folder_name {str(out_dir)!r} is the input folder: the outputs would "
                 "overwrite the input images; choose another folder"
             )
         if not files:
             logger.warning("segmentBatch: no images in %s", input_folder)
-        extract_dirs = _extract_dirs(files, out_dir)
+        extract_dirs = paths.extract_dirs(files, out_dir)
 
         def work(path):
             try:
@@ -257,7 +262,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
                 )
                 if out_dir is not None:
                     write_image(out_dir / path.name, output)
-            except (PixellibError, OSError) as exc:
+            except BATCH_SKIPPED as exc:
                 return None, " ".join(str(exc).split())
             return (results, output), None
 
@@ -351,7 +356,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         ``frame_<index>_<name>`` so that frames do not overwrite each other."""
         predictor = self._require_predictor()
         target_ids = fmt.target_class_ids(targets)
-        save_folder = _extract_folder(save, folder)
+        save_folder = paths.extract_folder(save, folder)
 
         def segment(frame, index):
             return self._segment(
@@ -372,9 +377,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         """
         if verbose:
             print("Processing image...")
-        det = predictor(image)
-        if target_ids is not None:
-            det = det.with_classes(target_ids)
+        det = predictor(image, classes=target_ids)  # other classes cost no mask
         text_size, text_thickness, box_thickness = style
         output = fmt.draw(image, det, show_bboxes=show_bboxes, text_size=text_size,
                           text_thickness=text_thickness, box_thickness=box_thickness)
@@ -389,44 +392,6 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         results = fmt.results_dict(det, mask_points_values=bool(mask_points),
                                    extracted_objects=crops)
         return results, output
-
-
-def _file_key(model_path, backbone):
-    """What identifies a loaded checkpoint file, or None when it cannot be stat'ed."""
-    try:
-        path = Path(model_path).resolve()
-        st = path.stat()
-    except (OSError, TypeError, ValueError):
-        return None
-    return (str(path), st.st_mtime_ns, st.st_size, backbone)
-
-
-def _extract_folder(save: bool, folder) -> Path | None:
-    """Where saved extracts go: ``folder``, else the current directory; None when not saving."""
-    if not save:
-        return None
-    return Path(folder) if folder is not None else Path(os.curdir)
-
-
-def _extract_dirs(files: list[Path], out_dir: Path | None) -> dict[Path, Path]:
-    """``<folder>/<stem>_extracts`` per image, as PixelLib names them; images that share a
-    stem (``a.jpg``, ``a.png``) get ``<stem>_<ext>_extracts`` so that neither overwrites
-    the other's extracts."""
-    stems = collections.Counter(p.stem for p in files)
-    return {
-        p: (out_dir or p.parent) / (f"{p.stem}_extracts" if stems[p.stem] == 1
-                                    else f"{p.stem}_{p.suffix.lstrip('.')}_extracts")
-        for p in files
-    }
-
-
-def _same_folder(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return a.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 __all__ = ["SkippedImageWarning", "instanceSegmentation"]

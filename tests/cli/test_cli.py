@@ -21,8 +21,8 @@ import pytest
 
 from pixellib.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
-PHOTO_DIRS = [ROOT / "tests" / "data" / "images", ROOT.parent / "shared" / "golden" / "images"]
+ROOT = Path(__file__).resolve().parents[2]
+PHOTO_DIRS = [ROOT / "tests" / "data" / "images"]
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -36,7 +36,7 @@ def checkpoint(r50_checkpoint) -> Path:
 
 @pytest.fixture(scope="session")
 def photos() -> list[np.ndarray]:
-    """Three small BGR photos (real ones when the repo or ../shared has them)."""
+    """Three small BGR photos (tests/data/images)."""
     for folder in PHOTO_DIRS:
         files = sorted(folder.glob("*.jpg")) if folder.is_dir() else []
         if files:
@@ -302,7 +302,7 @@ class FakePredictor:
         FakePredictor.created.append({"model": Path(model), **kwargs})
         self.device = kwargs.get("device", "cpu")
 
-    def __call__(self, image):
+    def __call__(self, image, classes=None):
         from pixellib.structures import Detections
 
         h, w = image.shape[:2]
@@ -311,8 +311,9 @@ class FakePredictor:
         masks = np.zeros((3, h, w), bool)
         for k, (x0, y0, x1, y1) in enumerate(boxes.astype(int)):
             masks[k, y0:y1, x0:x1] = True
-        return Detections(boxes, np.array([0.9, 0.8, 0.7], np.float32),
-                          np.array(self.CLASSES, np.int64), masks, (h, w))
+        det = Detections(boxes, np.array([0.9, 0.8, 0.7], np.float32),
+                         np.array(self.CLASSES, np.int64), masks, (h, w))
+        return det if classes is None else det.with_classes(classes)
 
 
 @pytest.fixture
@@ -330,7 +331,8 @@ def test_options_reach_the_predictor(fake, folder, checkpoint, capsys):
                  "--speed", "fast", "--confidence", "0.25", "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
     assert FakePredictor.created == [
-        {"model": checkpoint, "speed": "fast", "confidence": 0.25, "device": "cpu"}
+        {"model": checkpoint, "speed": "fast", "confidence": 0.25, "device": "cpu",
+         "heap_reuse": True}  # the command owns its process
     ]
 
 

@@ -140,7 +140,7 @@ def test_the_model_runs_its_large_3x3_convolutions_this_way(r50_model, monkeypat
     real = winograd.conv3x3
     monkeypatch.setattr(winograd, "conv3x3",
                         lambda x, *a, **k: shapes.append(tuple(x.shape[1:])) or real(x, *a, **k))
-    image = cv2.imread(str(Path(__file__).parent / "data" / "images" / "small.jpg"))
+    image = cv2.imread(str(Path(__file__).parents[1] / "data" / "images" / "small.jpg"))
     Predictor(r50_model)(image)
     assert (256, 200, 272) in shapes and (256, 100, 136) in shapes
     assert shapes.count((256, 50, 68)) >= 6 and (512, 25, 34) in shapes

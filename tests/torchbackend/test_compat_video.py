@@ -11,7 +11,7 @@ from pixellib.errors import ImageReadError, InputNotFoundError
 from pixellib.media.video import VideoWriter, iter_frames, video_info
 from pixellib.torchbackend.instance import instanceSegmentation
 
-IMAGES = Path(__file__).parent / "data" / "images"
+IMAGES = Path(__file__).parents[1] / "data" / "images"
 SIZE = (160, 120)  # (width, height)
 
 

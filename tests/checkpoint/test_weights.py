@@ -1,4 +1,5 @@
-"""Checkpoint reading, key conversion, architecture sniffing and strict loading (spec §10)."""
+"""Checkpoint reading, key conversion, architecture sniffing and strict loading
+(docs/design.md, "Checkpoint files")."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from pixellib.checkpoint.state_dict import (
 )
 from pixellib.errors import ModelFileError
 
-KEYS_JSON = Path(__file__).parent / "data" / "pointrend_keys.json"
+KEYS_JSON = Path(__file__).parents[1] / "data" / "pointrend_keys.json"
 PROBE = "backbone.bottom_up.res2.0.conv2.weight"
 CELL_ANCHORS = [f"proposal_generator.anchor_generator.cell_anchors.{i}" for i in range(5)]
 
@@ -189,7 +190,7 @@ def test_module_prefix_is_stripped_only_when_every_key_has_it(tmp_path):
 
 # --- key conversion ------------------------------------------------------------------------
 
-# Spec §10.5, written out by hand: (current name, legacy name).
+# docs/design.md, "Key names", written out by hand: (current name, legacy name).
 LEGACY = [
     (
         "roi_heads.mask_head.coarse_head.reduce_spatial_dim_conv.weight",
@@ -423,6 +424,6 @@ def test_save_safetensors_handles_shared_tensors(tmp_path):
 
 @pytest.mark.parametrize("arch", ["resnet50", "resnet101", "resnext101_32x8d"])
 def test_model_shapes_match_the_reference_table(arch):
-    """The real hook (built from the model) agrees with spec §10.7's inventory."""
+    """The real hook (built from the model) agrees with the model's state-dict inventory."""
     pytest.importorskip("pixellib.model.detector")
     assert weights.expected_shapes(arch) == shapes_table(arch)

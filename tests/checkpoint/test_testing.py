@@ -1,4 +1,4 @@
-"""The synthetic checkpoint generator reproduces the spec's digests, in memory and on disk."""
+"""The synthetic checkpoint generator reproduces the known digests, in memory and on disk."""
 from __future__ import annotations
 
 import numpy as np

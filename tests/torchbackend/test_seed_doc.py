@@ -1,4 +1,5 @@
-"""Every Python block of the founding document runs verbatim, in order, and makes its files.
+"""Every Python block of PixelLib's tutorial (tests/data/seed_doc.md) runs verbatim, in order,
+and makes its files.
 
 ``tests/data/seed_doc.md`` is a copy of PixelLib's "Instance Segmentation of Images in
 Pytorch" page, the project's contract. Its blocks share one namespace (later ones use ``ins``
@@ -17,7 +18,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 DOC = DATA / "seed_doc.md"
 PHOTOS = {"image.jpg": "street.jpg", "sample.jpg": "small.jpg"}
 INPUT_FOLDER = {"test1.jpg": "small.jpg", "test2.jpg": "wide.jpg"}  # both have detections

@@ -1,0 +1,65 @@
+"""Loading a model: a checkpoint file (or a state dict already read) in, a ready
+:class:`~pixellib.model.detector.PointRendRCNN` out.
+
+Reading the file safely is :mod:`.files`; key names, architecture detection and shape checks
+are :mod:`.state_dict`. This module chains them: read, convert the names, detect the
+architecture from the tensors, build that model, load the weights, fold the frozen batch norms
+into the convolutions, and switch to channels-last memory.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import BACKBONE_ALIASES, InferenceConfig
+from ..errors import InvalidArgumentError
+from ..model.detector import PointRendRCNN, build_model
+from ..model.layers import fold_frozen_norms
+from . import state_dict as weights
+
+logger = logging.getLogger(__name__)
+
+
+def load_model(
+    source: str | os.PathLike | dict, *, backbone: str | None = None,
+    inference: InferenceConfig | None = None, fold_norms: bool = True,
+) -> PointRendRCNN:
+    """Build the model a checkpoint file (or a loaded state dict) describes and load it.
+
+    The architecture comes from the tensors; when ``backbone`` (a PixelLib
+    ``network_backbone`` name) disagrees, the file wins and a warning says so. An unknown
+    ``backbone`` raises :class:`~pixellib.errors.InvalidArgumentError` before anything is
+    read. ``inference`` sets the model's search settings (RPN top-k, NMS thresholds,
+    detections per image); the default is PixelLib's.
+    """
+    wanted = BACKBONE_ALIASES.get(backbone)
+    if backbone is not None and wanted is None:
+        raise InvalidArgumentError(
+            f"unknown network_backbone {backbone!r}: expected 'resnet50' or 'resnet101'"
+        )
+    if isinstance(source, dict):
+        path = None
+        raw = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+               for k, v in source.items()}
+    else:
+        path = Path(source)
+        raw = weights.read_checkpoint(path)
+    state_dict, _ = weights.convert_state_dict(raw)
+    arch = weights.detect_architecture(state_dict)
+    if backbone is not None and wanted != arch:
+        logger.warning(
+            "network_backbone=%r but %s holds a %s model; using %s",
+            backbone, path or "the checkpoint", arch, arch,
+        )
+    model = build_model(arch, inference)
+    weights.load_into(model, state_dict, path=path)
+    if fold_norms:
+        fold_frozen_norms(model)
+    return model.to(memory_format=torch.channels_last)
+
+
+__all__ = ["load_model"]

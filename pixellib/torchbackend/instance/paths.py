@@ -1,0 +1,45 @@
+"""Paths for PixelLib's API: what identifies a loaded checkpoint, where extracts go, and
+whether an output folder is the input folder."""
+from __future__ import annotations
+
+import collections
+import os
+from pathlib import Path
+
+
+def file_key(model_path, backbone):
+    """What identifies a loaded checkpoint file, or None when it cannot be stat'ed."""
+    try:
+        path = Path(model_path).resolve()
+        st = path.stat()
+    except (OSError, TypeError, ValueError):
+        return None
+    return (str(path), st.st_mtime_ns, st.st_size, backbone)
+
+
+def extract_folder(save: bool, folder) -> Path | None:
+    """Where saved extracts go: ``folder``, else the current directory; None when not saving."""
+    if not save:
+        return None
+    return Path(folder) if folder is not None else Path(os.curdir)
+
+
+def extract_dirs(files: list[Path], out_dir: Path | None) -> dict[Path, Path]:
+    """``<folder>/<stem>_extracts`` per image, as PixelLib names them; images that share a
+    stem (``a.jpg``, ``a.png``) get ``<stem>_<ext>_extracts`` so that neither overwrites
+    the other's extracts."""
+    stems = collections.Counter(p.stem for p in files)
+    return {
+        p: (out_dir or p.parent) / (f"{p.stem}_extracts" if stems[p.stem] == 1
+                                    else f"{p.stem}_{p.suffix.lstrip('.')}_extracts")
+        for p in files
+    }
+
+
+def same_folder(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False

@@ -1,0 +1,39 @@
+"""Every writer goes through pixellib.media.files: unique temporary names, nothing left behind."""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+
+def test_cli_coco_writers_do_not_collide(tmp_path):
+    """Two runs writing the same COCO file at once: each write is whole, none fails (a fixed
+    temporary name made one run's rename fail or publish the other's half-written file)."""
+    from pixellib.cli.main import _write_coco
+
+    path = tmp_path / "out" / "coco.json"
+    record = {"images": [{"id": 1, "file_name": "a.jpg", "height": 2, "width": 3}],
+              "annotations": []}
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: _write_coco(path, [record] * 200), range(32)))
+    assert len(json.loads(path.read_text())["images"]) == 200
+    assert [p.name for p in path.parent.iterdir()] == ["coco.json"]
+
+
+def test_synthetic_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    import pickle
+
+    from pixellib.checkpoint import synthetic
+
+    target = tmp_path / "ckpt.pkl"
+    target.write_bytes(b"previous")
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pickle, "dump", fail)
+    with pytest.raises(OSError, match="disk full"):
+        synthetic.write_checkpoint(target, "resnet50", 0)
+    assert target.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pkl"]

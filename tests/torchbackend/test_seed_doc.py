@@ -18,29 +18,14 @@ from pathlib import Path
 import cv2
 import pytest
 
+from doc_blocks import python_blocks
+
 DATA = Path(__file__).parents[1] / "data"
 DOC = DATA / "seed_doc.md"
 PHOTOS = {"image.jpg": "street.jpg", "sample.jpg": "small.jpg"}
 INPUT_FOLDER = {"test1.jpg": "small.jpg", "test2.jpg": "wide.jpg"}  # both have detections
 RESULT_KEYS = ["boxes", "class_ids", "class_names", "object_counts", "scores", "masks",
                "extracted_objects"]
-
-
-def python_blocks(text: str) -> list[tuple[int, str]]:
-    """``(first line number, code)`` of each fenced block opened by ```` ```python ````."""
-    blocks, current = [], None
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if current is None:
-            if re.fullmatch(r"```\s*python", stripped):
-                current = (number + 1, [])
-        elif stripped.startswith("```"):
-            blocks.append((current[0], "\n".join(current[1])))
-            current = None
-        else:
-            current[1].append(line)
-    assert current is None, "unclosed code block"
-    return blocks
 
 
 BLOCKS = python_blocks(DOC.read_text(encoding="utf-8"))

@@ -23,12 +23,12 @@ import cv2
 import numpy as np
 import pytest
 
+from doc_blocks import python_blocks
 from pixellib.classes import class_id
 from pixellib.errors import EffectError, ModelFileError, PixellibError
 from pixellib.tune_bg import alter_bg, detect_class_ids
-from test_seed_doc import python_blocks
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 DOCS = ("change_image_bg.md", "change_video_bg.md")
 OLD_MODEL, NEW_MODEL = '"xception_pascalvoc.pb"', '"pointrend_resnet50.pkl"'
 BLOCKS = [(doc, i, line, code) for doc in DOCS

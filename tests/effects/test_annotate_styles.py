@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from test_effects import make_detections, make_image
 
 from pixellib.cli import outputs
 from pixellib.torchbackend.instance import results
 from pixellib.visualize import annotate, draw_detections
-from test_effects import make_detections, make_image
 
 
 def test_no_overlay_draws_boxes_and_labels_only():

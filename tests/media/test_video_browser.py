@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_video_pyav import make_clip
 
 from pixellib.media.video import VideoWriter, run_frames
-from test_video_pyav import make_clip
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -25,7 +25,7 @@ from pixellib.media.video import (
 )
 
 NTSC = Fraction(30000, 1001)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _frame(i: int, size=(64, 48)) -> np.ndarray:

@@ -130,7 +130,7 @@ def test_helpers_and_detections_field():
 
 def _real_clip(path: Path, n: int) -> Path:
     """``n`` 160x120 frames of a photo panning slowly, at 30000/1001 fps, with a tone."""
-    photo = cv2.imread(str(Path(__file__).parent / "data" / "images" / "street.jpg"))
+    photo = cv2.imread(str(Path(__file__).parents[1] / "data" / "images" / "street.jpg"))
     h = photo.shape[0]
     with av.open(str(path), "w") as out:
         video = out.add_stream("libx264", rate=Fraction(30000, 1001))

@@ -19,9 +19,8 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import ray
-from ray import cloudpickle
 
+import ray
 from pixellib.cli import main
 from pixellib.errors import ImageReadError
 from pixellib.media.images import decode_image, read_image
@@ -34,10 +33,11 @@ from pixellib.ray import (
 )
 from pixellib.ray.job import OutputCheckError, check_output, read_shard, shard_paths, write_shard
 from pixellib.ray.rows import detections_row, error_row, rows_table
+from ray import cloudpickle
 
 pytestmark = pytest.mark.slow
 
-DATA = Path(__file__).parent / "data" / "images"
+DATA = Path(__file__).parents[1] / "data" / "images"
 OPTIONS = dict(speed="rapid", confidence=0.5)
 CRASH_AT = "good_04.jpg"  # the worker dies the first time it reaches this image
 

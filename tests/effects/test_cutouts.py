@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from test_effects import H, W, make_detections, make_image
 
 from pixellib import export
 from pixellib.structures import Detections
-from test_effects import H, W, make_detections, make_image
 
 
 def test_rgba_cutouts_decode_back_to_the_mask(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from pixellib.cli import main
 
-PHOTO = Path(__file__).parent / "data" / "images" / "small.jpg"
+PHOTO = Path(__file__).parents[1] / "data" / "images" / "small.jpg"
 
 
 def _cli(capsys, *argv) -> tuple[int, str, str]:

@@ -15,7 +15,6 @@ Python: outside Ray (a Spark ``mapInPandas``, a test) it works on any ``{"bytes"
 from __future__ import annotations
 
 import hashlib
-import inspect
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -95,13 +94,9 @@ class SegmentBatch:
             torch.set_num_threads(max(1, round(cpus)))
         if device is None:
             device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
-        options = {}
-        # The actor owns its process, so it may keep freed memory for reuse between images.
-        # TODO(lead): once Predictor takes heap_reuse=, this passes it (checked by name).
-        if "heap_reuse" in inspect.signature(Predictor).parameters:
-            options["heap_reuse"] = True
+        # The actor owns its process, so it keeps freed memory for reuse between images.
         self.predictor = Predictor(resolve_model(str(model)), speed=speed,
-                                   confidence=confidence, device=device, **options)
+                                   confidence=confidence, device=device, heap_reuse=True)
         self.classes = None if classes is None else [int(c) for c in classes]
         self.polygons = bool(polygons)
         self.annotate_dir = None if annotate_dir is None else Path(annotate_dir)

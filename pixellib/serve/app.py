@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import inspect
 import logging
 import math
 import platform
@@ -59,15 +58,10 @@ class _State:
 
 
 def _predictor_kwargs(settings: ServeSettings) -> dict:
-    from ..predictor import Predictor
-
-    kwargs = {"speed": settings.speed, "confidence": settings.confidence,
-              "device": settings.device}
-    # The server owns its process, so it turns malloc's heap reuse on where Predictor takes
-    # that as an option (TODO(lead): drop this check once Predictor(heap_reuse=) is merged).
-    if "heap_reuse" in inspect.signature(Predictor).parameters:
-        kwargs["heap_reuse"] = True
-    return kwargs
+    # The server owns its process, so it turns malloc's heap reuse on (Predictor's option;
+    # PIXELLIB_NO_HEAP_REUSE=1 turns it off).
+    return {"speed": settings.speed, "confidence": settings.confidence,
+            "device": settings.device, "heap_reuse": True}
 
 
 def _load(state: _State, predictors: list | None) -> None:

@@ -11,9 +11,14 @@ InvalidArgumentError   ``ValueError``       a wrong argument or setting value
 ModelFileError         ``ValueError``       a model file that exists but cannot be used
 UnsafeModelFileError   ``ValueError``       (a ModelFileError) a pickle that would run code
 ImageReadError         ``ValueError``       an image or video that cannot be decoded
+ImageTooLargeError     ``ValueError``       (an ImageReadError) an image over the pixel limit
+EffectError            ``ValueError``       a wrong effect name or argument
+ServeOptionError       ``ValueError``       (an InvalidArgumentError) a bad server option
+RayJobError            ``ValueError``       (an InvalidArgumentError) a Ray job that cannot start
 ModelNotFoundError     ``FileNotFoundError`` a missing model path or unknown model name
 InputNotFoundError     ``FileNotFoundError`` a missing image, video or folder
 ModelDownloadError     ``OSError``          a download that failed or gave an unusable file
+OutputCheckError       ``RuntimeError``     results that are not one row per input image
 ====================== ==================== ============================================
 
 ``tests/test_errors.py`` checks this table.
@@ -61,13 +66,26 @@ class EffectError(PixellibError, ValueError):
     """An effect name or argument is not valid, or an effect cannot be applied to an output."""
 
 
+class ServeOptionError(InvalidArgumentError):
+    """A server option out of range, or a public address without authentication."""
+
+
+class RayJobError(InvalidArgumentError):
+    """A Ray job that cannot start: unsupported inputs, an output folder that is a file or
+    already holds results (without ``skip_existing``), an unknown format."""
+
+
+class OutputCheckError(PixellibError, RuntimeError):
+    """A results folder that does not hold exactly one row per input image."""
+
+
 # What a batch (``segmentBatch``, the ``pixellib segment`` command) skips: our errors about one
 # input, and file-system errors (unreadable, unwritable, disk full). Anything else is a bug and
 # stops the batch with its traceback.
 BATCH_SKIPPED = (PixellibError, OSError)
 
 __all__ = [
-    "BATCH_SKIPPED", "EffectError", "ImageReadError", "InputNotFoundError", "InvalidArgumentError",
-    "ModelDownloadError", "ModelFileError", "ModelNotFoundError", "PixellibError",
-    "UnsafeModelFileError",
+    "BATCH_SKIPPED", "EffectError", "ImageReadError", "ImageTooLargeError", "InputNotFoundError",
+    "InvalidArgumentError", "ModelDownloadError", "ModelFileError", "ModelNotFoundError",
+    "OutputCheckError", "PixellibError", "RayJobError", "ServeOptionError", "UnsafeModelFileError",
 ]

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import ray
 
-from pixellib.errors import PixellibError
+import ray
+from pixellib.errors import OutputCheckError, RayJobError
 from pixellib.media.files import atomic_path, write_text
 
 from .rows import SCHEMA, rows_table
@@ -63,13 +63,6 @@ _RETRIES = ({} if _version(ray.__version__) >= (2, 60)
             else {"max_restarts": -1, "max_task_retries": -1})
 
 
-class RayJobError(PixellibError, ValueError):
-    """A job that cannot start: unsupported inputs, an output folder that is a file or
-    already holds results (without ``skip_existing``), an unknown format."""
-
-
-class OutputCheckError(PixellibError, RuntimeError):
-    """The output folder does not hold exactly one row per input image."""
 
 
 @dataclass

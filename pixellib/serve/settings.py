@@ -5,14 +5,12 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
-from ..errors import PixellibError
+from ..errors import ServeOptionError
 
 #: Environment variable read for the API key when ``--api-key`` is not given.
 API_KEY_ENV = "PIXELLIB_API_KEY"
 
 
-class ServeOptionError(PixellibError, ValueError):
-    """A server option out of range, or a public address without authentication."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ through our NMS (no torchvision needed at test time). Each case ``k`` stores ``k
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -44,18 +44,24 @@ def _use_torchvision_kernel(monkeypatch):
         pytest.skip("torchvision's compiled ops do not load here (the reference env has them)")
 
 
-@pytest.mark.parametrize("kernel", ["plain", "torchvision"])
+def _replay(c):
+    return ops.batched_nms(torch.from_numpy(c["boxes"]), torch.from_numpy(c["scores"]),
+                           torch.from_numpy(c["ids"]), float(c["thr"]))
+
+
 @pytest.mark.parametrize("k", range(len(CASES)))
-def test_batched_nms_reproduces_torchvision(k, kernel, monkeypatch):
+def test_batched_nms_reproduces_torchvision(k):
     c = CASES[k]
-    if kernel == "torchvision":
-        _use_torchvision_kernel(monkeypatch)
-    else:
-        assert ops.torchvision_ops() is None  # conftest turns torchvision's kernels off
-    got = ops.batched_nms(torch.from_numpy(c["boxes"]), torch.from_numpy(c["scores"]),
-                          torch.from_numpy(c["ids"]), float(c["thr"]))
+    assert ops.torchvision_ops() is None  # conftest turns torchvision's kernels off
+    got = _replay(c)
     assert got.dtype == torch.int64
     assert got.tolist() == c["keep"].tolist()
+
+
+def test_torchvision_kernel_path_agrees(monkeypatch):
+    """Where torchvision's kernels load (the reference environment), they give the same."""
+    _use_torchvision_kernel(monkeypatch)
+    assert [_replay(c).tolist() for c in CASES] == [c["keep"].tolist() for c in CASES]
 
 
 def test_threshold_compared_as_double():

@@ -29,3 +29,7 @@ class ImageReadError(PixellibError, ValueError):
 
 class InputNotFoundError(PixellibError, FileNotFoundError):
     """An image, video or folder path does not exist."""
+
+
+class AnnotationFileError(PixellibError, ValueError):
+    """A COCO annotation file is unreadable or lacks what evaluation needs."""

@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("src", metavar="IN", help="checkpoint file, or resnet50 / resnet101")
     conv.add_argument("dst", metavar="OUT.safetensors")
     conv.set_defaults(func=_cmd_convert)
+
+    from .evaluate import add_evaluate_parser
+
+    add_evaluate_parser(sub, _probability)
     return parser
 
 

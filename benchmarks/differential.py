@@ -123,7 +123,13 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", default=str(ROOT / "bench_out" / "differential"))
     p.add_argument("--out", default=str(ROOT / "docs" / "fidelity.md"),
                    help="report (markdown); 'none' prints only")
+    p.add_argument("--report-from", metavar="RESULTS.json",
+                   help="only write the report from a (possibly partial) run's results.json")
     args = p.parse_args(argv)
+    if args.report_from:
+        results = json.loads(Path(args.report_from).read_text())
+        names = results["args"]["images"].split(",")
+        return _write_report(results, [Path(n) for n in names], args.out, args.report_from)
 
     work = Path(args.workdir)
     run_dir = work / time.strftime("run-%Y%m%d-%H%M%S")
@@ -155,17 +161,21 @@ def main(argv=None) -> int:
                           f"ref {row['expected']:3d} ours {row['actual']:3d} "
                           f"unmatched {row['unmatched']} worst IoU {row['worst_iou']}",
                           flush=True)
-            results["elapsed_s"] = time.time() - started
-            json_path.write_text(json.dumps(results))  # partial results survive a stop
+                results["elapsed_s"] = time.time() - started
+                json_path.write_text(json.dumps(results))  # partial results survive a stop
     results["finished"] = True
     json_path.write_text(json.dumps(results))
+    return _write_report(results, photos, args.out, json_path)
+
+
+def _write_report(results: dict, photos, out: str, raw) -> int:
     text = format_report(results, photos)
     print(text)
-    if args.out != "none":
+    if out != "none":
         from pixellib.media.files import write_text
 
-        write_text(args.out, text)
-        print(f"written: {args.out} (raw: {json_path})", file=sys.stderr)
+        write_text(out, text)
+        print(f"written: {out} (raw: {raw})", file=sys.stderr)
     return 0 if all(c["ok"] for c in results["cases"]) else 1
 
 
@@ -176,7 +186,8 @@ def format_report(results: dict, photos) -> str:
              f"Run {results['started']}, {results.get('elapsed_s', 0) / 60:.0f} min, "
              f"{'complete' if results.get('finished') else 'PARTIAL (stopped early)'}. "
              "Command: `python benchmarks/differential.py` "
-             f"(`--models {a['models']} --modes {a['modes']} --confidence {a['confidence']}`).",
+             f"(`--models {a['models']} --modes {a['modes']} --confidence {a['confidence']} "
+             f"--images {a['images']}`).",
              "", "Every case is one photo x checkpoint x speed mode, compared with the live "
              "reference under the golden rule (`tests/golden.py`).", "",
              "| our kernels | cases | pass | detections matched | mean mask IoU | "
@@ -199,6 +210,11 @@ def format_report(results: dict, photos) -> str:
               f"Photos ({len(photos)}): " + ", ".join(ph.name for ph in photos)
               + " (tests/data/images and scikit-image's `skimage/data`).",
               f"Confidence {a['confidence']}; modes {a['modes']}; {a['threads']} threads, CPU."]
+    planned = 1
+    for key in ("models", "modes", "images", "ways"):
+        planned *= len([v for v in a[key].split(",") if v])
+    lines.append(f"Cases compared: {len(cases)} of the {planned} this command plans "
+                 "(photos x checkpoints x modes x our two ways).")
     capped = sum(c["expected"] == 100 for c in cases)
     lines.append(f"Cases at the 100-detection cap: {capped} of {len(cases)}.")
     failed = [c for c in cases if not c["ok"]]

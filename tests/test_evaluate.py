@@ -151,7 +151,7 @@ def test_missing_image_names_file_and_entry(dataset, tmp_path, capsys):
     data = copy.deepcopy(dataset["gt"])
     data["images"][1]["file_name"] = "gone.jpg"
     path = _write(tmp_path, data)
-    with pytest.raises(InputNotFoundError, match=r"images\[2\] .*'gone.jpg'"):
+    with pytest.raises(InputNotFoundError, match=r"images\[1\] \(id 9\): file 'gone.jpg'"):
         evaluate(dataset["predictor"], path, dataset["images"], progress=False)
     # the command fails before loading any model, with one clear line
     assert main(["evaluate", str(path), str(dataset["images"]), "--model", "nope.pkl"]) == 1

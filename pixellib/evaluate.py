@@ -71,6 +71,7 @@ def load_annotations(path: str | os.PathLike) -> dict:
         if ann["category_id"] not in category_ids:
             raise AnnotationFileError(
                 f"{where}: category_id {ann['category_id']} is not in 'categories'")
+        ann.setdefault("iscrowd", 0)  # COCOeval reads it; absent means a plain object
     return data
 
 
@@ -157,7 +158,10 @@ def coco_evaluate(annotations: dict, results: list[dict],
             class_ap = {cid: 0.0 for cid in names if gt.getAnnIds(imgIds=ids, catIds=[cid])}
         else:
             with contextlib.redirect_stdout(quiet):
-                dt = gt.loadRes([dict(r) for r in results])
+                # Mask AP measures object size by mask area: without the box, loadRes takes
+                # the area from the mask instead of the box (as detectron2's evaluator does).
+                dt = gt.loadRes([{k: v for k, v in r.items()
+                                  if iou_type == "bbox" or k != "bbox"} for r in results])
                 ev = COCOeval(gt, dt, iou_type)
                 ev.params.imgIds = ids
                 ev.evaluate()

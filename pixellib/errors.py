@@ -13,6 +13,7 @@ UnsafeModelFileError   ``ValueError``       (a ModelFileError) a pickle that wou
 ImageReadError         ``ValueError``       an image or video that cannot be decoded
 ImageTooLargeError     ``ValueError``       (an ImageReadError) an image over the pixel limit
 EffectError            ``ValueError``       a wrong effect name or argument
+AnnotationFileError    ``ValueError``       a COCO annotation file evaluation cannot use
 ServeOptionError       ``ValueError``       (an InvalidArgumentError) a bad server option
 RayJobError            ``ValueError``       (an InvalidArgumentError) a Ray job that cannot start
 ModelNotFoundError     ``FileNotFoundError`` a missing model path or unknown model name
@@ -66,6 +67,10 @@ class EffectError(PixellibError, ValueError):
     """An effect name or argument is not valid, or an effect cannot be applied to an output."""
 
 
+class AnnotationFileError(PixellibError, ValueError):
+    """A COCO annotation file is unreadable or lacks what evaluation needs."""
+
+
 class ServeOptionError(InvalidArgumentError):
     """A server option out of range, or a public address without authentication."""
 
@@ -85,7 +90,7 @@ class OutputCheckError(PixellibError, RuntimeError):
 BATCH_SKIPPED = (PixellibError, OSError)
 
 __all__ = [
-    "BATCH_SKIPPED", "EffectError", "ImageReadError", "ImageTooLargeError", "InputNotFoundError",
-    "InvalidArgumentError", "ModelDownloadError", "ModelFileError", "ModelNotFoundError",
+    "AnnotationFileError", "BATCH_SKIPPED", "EffectError", "ImageReadError", "ImageTooLargeError",
+    "InputNotFoundError", "InvalidArgumentError", "ModelDownloadError", "ModelFileError", "ModelNotFoundError",
     "OutputCheckError", "PixellibError", "RayJobError", "ServeOptionError", "UnsafeModelFileError",
 ]

@@ -24,6 +24,7 @@ BUILTIN_BASE = {
     "ModelDownloadError": OSError,
     "ImageTooLargeError": ValueError,
     "EffectError": ValueError,
+    "AnnotationFileError": ValueError,
     "ServeOptionError": ValueError,
     "RayJobError": ValueError,
     "OutputCheckError": RuntimeError,

@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     conv.set_defaults(func=_cmd_convert)
     from .serve import add_serve_parser
     add_serve_parser(sub)
+
+    from .evaluate import add_evaluate_parser
+
+    add_evaluate_parser(sub, _probability)
     return parser
 
 

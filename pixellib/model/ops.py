@@ -3,8 +3,9 @@
 Each function is a pure tensor function with the exact semantics of the op detectron2 calls
 (torchvision's CPU kernels for NMS and RoIAlign, ``grid_sample`` for points and pasting;
 docs/design.md, "Batched NMS and its rounding", "Box head", "Point sampling" and "Pasting
-masks"). When torchvision's compiled ops load they are used for NMS
-and RoIAlign instead (:data:`USE_TORCHVISION`); tests check that both paths agree.
+masks"). When torchvision's compiled ops load they are used for NMS and RoIAlign instead
+(:func:`torchvision_ops`); tests check that both paths agree. NMS lives in
+:mod:`pixellib.model.nms` and is re-exported here.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import os
 
 import torch
 import torch.nn.functional as F
+
+from pixellib.model.nms import batched_nms, nms, pairwise_iou  # noqa: F401 (re-exported)
 
 # torch's fused add + ReLU kernel (aten::_add_relu, made for its JIT fuser), when it has one;
 # it has a CPU kernel only, for full-precision types only (not under bf16 autocast).
@@ -33,6 +36,12 @@ def add_relu(a: torch.Tensor, b: torch.Tensor, *, alpha=1, out: torch.Tensor) ->
 SCALE_CLAMP = math.log(1000.0 / 16)
 
 
+_UNSET = object()
+_TV_OPS = _UNSET  # torchvision.ops once probed (None when its compiled kernels do not load)
+# Set to False to force the plain-torch ops even where torchvision's kernels load (tests do).
+USE_TORCHVISION = True
+
+
 def _load_torchvision_ops():
     if os.environ.get("PIXELLIB_NO_TORCHVISION"):
         return None
@@ -45,8 +54,16 @@ def _load_torchvision_ops():
         return None
 
 
-_TV_OPS = _load_torchvision_ops()
-USE_TORCHVISION = _TV_OPS is not None
+def torchvision_ops():
+    """``torchvision.ops`` when its compiled kernels load and :data:`USE_TORCHVISION` is
+    true, else None. Probed once, on first use (importing this module loads nothing);
+    ``PIXELLIB_NO_TORCHVISION=1`` in the environment turns them off."""
+    global _TV_OPS
+    if not USE_TORCHVISION:
+        return None
+    if _TV_OPS is _UNSET:
+        _TV_OPS = _load_torchvision_ops()
+    return _TV_OPS
 
 
 # ----------------------------------------------------------------------------- boxes
@@ -98,57 +115,6 @@ def clip_boxes(boxes: torch.Tensor, height: float, width: float) -> torch.Tensor
 def nonempty(boxes: torch.Tensor) -> torch.Tensor:
     """Bool (N,): width > 0 and height > 0."""
     return (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-
-
-def pairwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU matrix (N, M) computed as torchvision's NMS kernel does (no +1, float32)."""
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
-
-
-# ----------------------------------------------------------------------------- NMS
-
-def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy NMS. Returns kept indices (int64), by descending score.
-
-    A box is suppressed by any higher-scoring kept box with IoU > ``iou_threshold``.
-    """
-    if boxes.numel() == 0:
-        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
-    if USE_TORCHVISION:
-        return _TV_OPS.nms(boxes.float(), scores.float(), iou_threshold)
-    order = torch.sort(scores, descending=True).indices
-    sorted_boxes = boxes[order].float()
-    # over[i, j]: box j (later in score order) would be suppressed by box i.
-    over = (pairwise_iou(sorted_boxes, sorted_boxes) > iou_threshold).triu_(1).cpu().numpy()
-    removed = over[0] & False
-    keep = []
-    for i in range(len(over)):
-        if not removed[i]:
-            keep.append(i)
-            removed |= over[i]
-    return order[torch.as_tensor(keep, dtype=torch.int64, device=order.device)]
-
-
-def batched_nms(
-    boxes: torch.Tensor, scores: torch.Tensor, ids: torch.Tensor, iou_threshold: float
-) -> torch.Tensor:
-    """NMS within each id (class or FPN level) independently; kept indices by descending
-    score. This is the per-id loop, the mathematically clean form of torchvision's
-    ``batched_nms`` (docs/design.md, "Batched NMS and its rounding")."""
-    if boxes.numel() == 0:
-        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
-    keep_mask = torch.zeros_like(scores, dtype=torch.bool)
-    for i in torch.unique(ids).tolist():
-        idx = torch.nonzero(ids == i).view(-1)
-        keep_mask[idx[nms(boxes[idx], scores[idx], iou_threshold)]] = True
-    keep = torch.nonzero(keep_mask).view(-1)
-    return keep[torch.sort(scores[keep], descending=True).indices]
 
 
 # ----------------------------------------------------------------------------- RoIAlign
@@ -223,9 +189,10 @@ def roi_align_into(
     dev = features.device
     if rows is None:
         rows = torch.arange(r, device=dev)
-    if USE_TORCHVISION:
+    tv = torchvision_ops()
+    if tv is not None:
         rois = torch.cat([boxes.new_zeros((r, 1)), boxes], dim=1)
-        out[rows] = _TV_OPS.roi_align(
+        out[rows] = tv.roi_align(
             features, rois, (output_size, output_size), spatial_scale, sampling_ratio, aligned
         ).permute(0, 2, 3, 1)
         return

@@ -91,6 +91,7 @@ BATCH_SKIPPED = (PixellibError, OSError)
 
 __all__ = [
     "AnnotationFileError", "BATCH_SKIPPED", "EffectError", "ImageReadError", "ImageTooLargeError",
-    "InputNotFoundError", "InvalidArgumentError", "ModelDownloadError", "ModelFileError", "ModelNotFoundError",
+    "InputNotFoundError", "InvalidArgumentError", "ModelDownloadError", "ModelFileError",
+    "ModelNotFoundError",
     "OutputCheckError", "PixellibError", "RayJobError", "ServeOptionError", "UnsafeModelFileError",
 ]

@@ -13,7 +13,7 @@ from golden import IMAGES, match
 from pixellib.checkpoint.synthetic import make_checkpoint
 from pixellib.predictor import Predictor, load_model
 
-CASES = sorted((Path(__file__).parent / "data" / "fidelity").glob("*.npz"))
+CASES = sorted((Path(__file__).parents[1] / "data" / "fidelity").glob("*.npz"))
 ARCH = {"r50": ("resnet50", "resnet50"), "x101": ("resnext101_32x8d", "resnet101")}
 
 

@@ -17,7 +17,7 @@ from pixellib.evaluate import coco_evaluate, evaluate, format_report, load_annot
 from pixellib.export import mask_to_rle, rle_to_mask, to_coco_json
 from pixellib.predictor import Predictor
 
-DATA = Path(__file__).parent / "data" / "images"
+DATA = Path(__file__).parents[1] / "data" / "images"
 
 
 def _nonempty(results):

@@ -37,6 +37,7 @@ from pixellib.predictor import resize_image
 TRACED = [("r50_seed0", "street.jpg", "r50_model"), ("x101_seed1", "small.jpg", "x101_model")]
 FPN_CH0_TOL = 2e-3
 LOGIT_TOL = 1e-3
+DELTA_TOL = 1e-4  # box deltas: noise ~1e-6, a half-pixel shift ~1e-2
 PROB_TOL = 1e-3  # twice the float16 step of the trace near 0.5 (4.9e-4)
 TIE_EPS = 1e-3  # cells this close to the k-th uncertainty may swap rank under LOGIT_TOL noise
 
@@ -146,13 +147,13 @@ def _box_head_errors(model, golden, features, shift=0.0):
 def test_box_head_on_reference_proposals(traced):
     model, golden, features, _, _, _ = traced
     logit_err, delta_err = _box_head_errors(model, golden, features)
-    assert logit_err < LOGIT_TOL and delta_err < LOGIT_TOL
+    assert logit_err < LOGIT_TOL and delta_err < DELTA_TOL
 
 
 def test_box_head_tolerance_catches_a_half_pixel_shift(traced):
     model, golden, features, _, _, _ = traced
     logit_err, delta_err = _box_head_errors(model, golden, features, shift=0.5)
-    assert logit_err > 10 * LOGIT_TOL and delta_err > 10 * LOGIT_TOL
+    assert logit_err > 100 * LOGIT_TOL and delta_err > 100 * DELTA_TOL
 
 
 def _detect(model, golden, features, size, shift=0.0):
@@ -162,23 +163,23 @@ def _detect(model, golden, features, size, shift=0.0):
         return model.roi_heads.detect(features, proposals, size, score_thresh=0.5)
 
 
+def _detections_agree(model, golden, features, size, shift=0.0) -> bool:
+    boxes, scores, classes = _detect(model, golden, features, size, shift)
+    ref_boxes, ref_scores = golden["trace_detections_boxes"], golden["trace_detections_scores"]
+    return (np.array_equal(classes.numpy(), golden["trace_detections_classes"])
+            and np.abs(boxes.numpy() - ref_boxes).max() < 1e-2
+            and np.abs(scores.numpy() - ref_scores).max() < 1e-4)
+
+
 def test_detections_before_masks(traced):
     model, golden, features, size, _, _ = traced
-    boxes, scores, classes = _detect(model, golden, features, size)
-    np.testing.assert_array_equal(classes.numpy(), golden["trace_detections_classes"])
-    np.testing.assert_allclose(boxes.numpy(), golden["trace_detections_boxes"], atol=1e-2)
-    np.testing.assert_allclose(scores.numpy(), golden["trace_detections_scores"], atol=1e-4)
+    assert _detections_agree(model, golden, features, size)
 
 
 def test_detections_tolerance_catches_a_half_pixel_shift(traced):
+    """Shifted proposals change the detections (r50: 36 instead of 34; x101: boxes)."""
     model, golden, features, size, _, _ = traced
-    boxes, scores, classes = _detect(model, golden, features, size, shift=0.5)
-    ref_boxes, ref_scores = golden["trace_detections_boxes"], golden["trace_detections_scores"]
-    if len(boxes) != len(ref_boxes) or not np.array_equal(classes.numpy(),
-                                                          golden["trace_detections_classes"]):
-        return  # the shift already changed which objects are detected: caught
-    assert np.abs(boxes.numpy() - ref_boxes).max() > 10 * 1e-2
-    assert np.abs(scores.numpy() - ref_scores).max() > 10 * 1e-4
+    assert not _detections_agree(model, golden, features, size, shift=0.5)
 
 
 def _subdivided_probs(head, p2, boxes, classes):

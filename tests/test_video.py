@@ -146,7 +146,12 @@ def test_closing_the_generator_early_releases(tmp_path):
     frames = iter_frames(path)
     next(frames)
     assert _open_fds(path) >= 1  # FFmpeg holds the file while frames are left
+    # Hold the generator's capture, so that only an explicit release() (not garbage
+    # collection of the generator's frame) can close it.
+    capture = frames.gi_frame.f_locals["capture"]
+    assert capture.isOpened()
     frames.close()  # the capture is released in the generator's finally
+    assert not capture.isOpened()
     assert _open_fds(path) == 0
 
 

@@ -153,7 +153,7 @@ def test_box_head_on_reference_proposals(traced):
 def test_box_head_tolerance_catches_a_half_pixel_shift(traced):
     model, golden, features, _, _, _ = traced
     logit_err, delta_err = _box_head_errors(model, golden, features, shift=0.5)
-    assert logit_err > 100 * LOGIT_TOL and delta_err > 100 * DELTA_TOL
+    assert logit_err > 100 * LOGIT_TOL and delta_err > 50 * DELTA_TOL  # measured 180x, 108x
 
 
 def _detect(model, golden, features, size, shift=0.0):

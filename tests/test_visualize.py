@@ -63,8 +63,13 @@ def test_input_is_never_modified_and_result_is_deterministic():
 
 def test_read_only_input_is_fine():
     image, boxes, masks, labels = _scene()
+    before = image.copy()
+    want = draw_detections(before.copy(), boxes, masks, labels, show_boxes=True)
     image.setflags(write=False)
-    draw_detections(image, boxes, masks, labels, show_boxes=True)
+    got = draw_detections(image, boxes, masks, labels, show_boxes=True)
+    np.testing.assert_array_equal(got, want)  # same drawing as from a writable image
+    np.testing.assert_array_equal(image, before)
+    assert not np.array_equal(got, before)
 
 
 def test_blend_on_a_known_pixel_truncates():

@@ -310,7 +310,9 @@ class FakePredictor:
                          np.float32)
         masks = np.zeros((3, h, w), bool)
         for k, (x0, y0, x1, y1) in enumerate(boxes.astype(int)):
-            masks[k, y0:y1, x0:x1] = True
+            # Smaller than the box (one row off the top, two columns off the left), so that
+            # mask and box extraction give different crops.
+            masks[k, y0 + 1:y1, x0 + 2:x1] = True
         det = Detections(boxes, np.array([0.9, 0.8, 0.7], np.float32),
                          np.array(self.CLASSES, np.int64), masks, (h, w))
         return det if classes is None else det.with_classes(classes)
@@ -389,8 +391,13 @@ def test_extract(fake, folder, tmp_path, mode, prefix):
     assert code == 0, err
     extracts = sorted((tmp_path / "res_extracts").iterdir())
     assert [p.name for p in extracts] == [f"{prefix}_{k}.jpg" for k in (1, 2, 3)]
-    shapes = [cv2.imread(str(p)).shape for p in extracts]
-    assert shapes[0] == (75, 100, 3) and shapes[2][:2] == ((6, 8) if mode == "mask" else (6, 8))
+    shapes = [cv2.imread(str(p)).shape[:2] for p in extracts]
+    # Box 1 is (0, 0, 100, 75) and box 3 (1.5, 2.5, 9.9, 8.2), truncated to (1, 2, 9, 8); each
+    # mask is its box less one row at the top and two columns at the left.
+    if mode == "mask":
+        assert shapes[0] == (74, 98) and shapes[2] == (5, 6)
+    else:
+        assert shapes[0] == (75, 100) and shapes[2] == (6, 8)
 
 
 def test_skip_existing(fake, folder, tmp_path):

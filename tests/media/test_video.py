@@ -1,6 +1,8 @@
 """pixellib.media.video: frame generator, header info, atomic writer with codec choice."""
 from __future__ import annotations
 
+import os
+
 import av
 import numpy as np
 import pytest
@@ -146,7 +148,28 @@ def test_closing_the_generator_early_releases(tmp_path):
             writer.write(frame)
     frames = iter_frames(path)
     next(frames)
-    frames.close()  # no error, capture released in the generator's finally
+    assert _open_fds(path) >= 1  # FFmpeg holds the file while frames are left
+    # Hold the generator's capture, so that only an explicit release() (not garbage
+    # collection of the generator's frame) can close it.
+    capture = frames.gi_frame.f_locals["capture"]
+    assert capture.isOpened()
+    frames.close()  # the capture is released in the generator's finally
+    assert not capture.isOpened()
+    assert _open_fds(path) == 0
+
+
+def _open_fds(path) -> int:
+    """How many of this process's file descriptors point at ``path`` (Linux /proc)."""
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd to see open files")
+    target = os.path.realpath(path)
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.path.realpath(f"/proc/self/fd/{fd}") == target
+        except OSError:
+            continue
+    return count
 
 
 def test_unavailable_camera_index():

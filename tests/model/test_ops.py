@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 import reference_ops
 from pixellib.model import ops
@@ -247,22 +246,88 @@ def _torchvision_ops():
         tv.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
         return tv
     except Exception:
-        pytest.skip("torchvision's compiled ops do not load with this torch build")
+        pytest.skip("torchvision's compiled ops do not load with this torch build "
+                    "(.ci/torchvision-check runs these tests where they do)")
 
 
-def test_torchvision_fast_path_agrees(monkeypatch):
-    tv = _torchvision_ops()
-    monkeypatch.setattr(ops, "USE_TORCHVISION", False)
+class _CountingOps:
+    """torchvision.ops with a call count, to prove our branch really called it."""
+
+    def __init__(self, tv):
+        self.tv, self.calls = tv, {"nms": 0, "roi_align": 0}
+
+    def nms(self, *args):
+        self.calls["nms"] += 1
+        return self.tv.nms(*args)
+
+    def roi_align(self, *args):
+        self.calls["roi_align"] += 1
+        return self.tv.roi_align(*args)
+
+
+@pytest.fixture
+def branch(monkeypatch):
+    """``branch(True)`` switches ops.py to its torchvision branch (as when torchvision's ops
+    load at import), ``branch(False)`` to the plain-torch one. The suite's conftest disables
+    torchvision at import, so without this fixture the branch never runs."""
+    counting = _CountingOps(_torchvision_ops())
+
+    def use(on: bool) -> _CountingOps:
+        monkeypatch.setattr(ops, "USE_TORCHVISION", on)
+        monkeypatch.setattr(ops, "_TV_OPS", counting if on else None)
+        return counting
+
+    return use
+
+
+def test_torchvision_branch_nms_agrees(branch):
     rng = np.random.default_rng(5)
     boxes = _random_boxes(rng, 300, extent=200.0)
     scores = torch.tensor(rng.permutation(300) / 300.0, dtype=torch.float32)
-    assert ops.nms(boxes, scores, 0.5).tolist() == tv.nms(boxes, scores, 0.5).tolist()
+    ids = torch.tensor(rng.integers(0, 5, 300))
+    plain = [ops.nms(boxes, scores, 0.5), ops.batched_nms(boxes, scores, ids, 0.7)]
+    assert branch(False).calls["nms"] == 0
+    counting = branch(True)
+    fast = [ops.nms(boxes, scores, 0.5), ops.batched_nms(boxes, scores, ids, 0.7)]
+    assert counting.calls["nms"] >= 2
+    assert [t.tolist() for t in fast] == [t.tolist() for t in plain]
+    assert fast[0].tolist() == slow_nms(boxes, scores, 0.5)
+
+
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+def test_torchvision_branch_roi_align_agrees(branch, sampling_ratio):
+    rng = np.random.default_rng(6)
+    boxes = _random_boxes(rng, 200, extent=200.0)
     feat = torch.tensor(rng.normal(size=(1, 8, 40, 50)), dtype=torch.float32)
-    rois = torch.cat([torch.zeros(len(boxes), 1), boxes], 1)
-    want = tv.roi_align(feat, rois, (7, 7), 0.25, 0, True)
-    got = ops.roi_align(feat, boxes, output_size=7, spatial_scale=0.25)
-    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
-    assert F.grid_sample is not None
+    kwargs = {"output_size": 7, "spatial_scale": 0.25, "sampling_ratio": sampling_ratio}
+    branch(False)
+    plain = ops.roi_align(feat, boxes, **kwargs)
+    counting = branch(True)
+    fast = ops.roi_align(feat, boxes, **kwargs)
+    assert counting.calls["roi_align"] == 1
+    np.testing.assert_allclose(fast.numpy(), plain.numpy(), atol=1e-5)
+    assert np.abs(plain.numpy()).max() > 0.1  # a real comparison, not of zeros
+
+
+def test_torchvision_branch_whole_model_agrees(branch, r50_model):
+    """The full pipeline (RPN and box-head NMS, RoIAlign on every level) on a photo."""
+    import cv2
+
+    from golden import IMAGES
+    from pixellib.predictor import Predictor
+
+    image = cv2.imread(str(IMAGES / "street.jpg"))
+    branch(False)
+    plain = Predictor(r50_model, speed="rapid")(image)
+    counting = branch(True)
+    fast = Predictor(r50_model, speed="rapid")(image)
+    assert counting.calls["nms"] > 0 and counting.calls["roi_align"] > 0
+    assert len(plain) > 0 and len(fast) == len(plain)
+    np.testing.assert_array_equal(fast.class_ids, plain.class_ids)
+    np.testing.assert_allclose(fast.boxes, plain.boxes, atol=0.05)
+    np.testing.assert_allclose(fast.scores, plain.scores, atol=1e-4)
+    for a, b in zip(fast.masks, plain.masks):
+        assert (a & b).sum() / max((a | b).sum(), 1) > 0.99
 
 
 # ----------------------------------------------------------------------------- add + ReLU

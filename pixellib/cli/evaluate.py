@@ -17,8 +17,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def add_evaluate_parser(sub, probability) -> None:
+def add_evaluate_parser(sub) -> None:
     """Register the ``evaluate`` subcommand on ``sub`` (argparse subparsers)."""
+    from .args import probability
+
     ev = sub.add_parser(
         "evaluate", help="COCO box and mask AP on an annotated image folder",
         description="Run the model over the images of a COCO-format annotation file and "

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import BATCH_SKIPPED, InvalidArgumentError
 from . import outputs
+from .args import probability
 from .jobs import DEFAULT_BATCH_FOLDER, VIDEO_EXTENSIONS, Job, plan_jobs
 
 
@@ -31,16 +32,6 @@ class _Stats:
 
 
 # ----------------------------------------------------------------------------- arguments
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
 
 
 def _class_list(text: str) -> list[int]:
@@ -78,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--speed", choices=("fast", "rapid"),
                      help="PixelLib detection_speed: the long side is scaled to 667 px (fast) "
                           "or 333 px (rapid); default: short side 800 px, long side <= 1333")
-    seg.add_argument("--confidence", type=_probability, metavar="F",
+    seg.add_argument("--confidence", type=probability, metavar="F",
                      help="score threshold in [0, 1] (default: 0.5, fast 0.3, rapid 0.2)")
     seg.add_argument("--classes", type=_class_list, metavar="NAMES",
                      help="keep only these classes, comma separated (e.g. person,car)")
@@ -123,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .evaluate import add_evaluate_parser
 
-    add_evaluate_parser(sub, _probability)
+    add_evaluate_parser(sub)
     return parser
 
 

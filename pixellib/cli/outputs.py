@@ -17,6 +17,7 @@ import numpy as np
 
 from ..effects import EFFECTS, Effect, apply_effect, load_background, parse_effect
 from ..errors import EffectError
+from .args import number_between
 from .jobs import Job
 
 #: Image formats that keep an alpha channel.
@@ -45,14 +46,6 @@ def _effect(text: str) -> Effect:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _pixels(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value <= 10_000:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 10000 pixels, got {text}")
-    return value
 
 
 def add_arguments(seg: argparse.ArgumentParser) -> None:
@@ -60,7 +53,8 @@ def add_arguments(seg: argparse.ArgumentParser) -> None:
     seg.add_argument("--effect", type=_effect, metavar="NAME[=ARG]",
                      help="apply an effect instead of the mask overlay; --classes selects the "
                           f"objects ({', '.join(EFFECTS)})")
-    seg.add_argument("--feather", type=_pixels, default=0, metavar="PX",
+    seg.add_argument("--feather", type=number_between(0, 10_000, " pixels"), default=0,
+                     metavar="PX",
                      help="soften the effect's edge over PX pixels (default 0: hard edge)")
     seg.add_argument("--cutouts", metavar="DIR",
                      help="also save each object as a transparent PNG cropped to its mask")

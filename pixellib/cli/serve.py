@@ -32,7 +32,7 @@ def _count(minimum: int):
 def add_serve_parser(sub) -> None:
     """Add the ``serve`` subcommand to ``build_parser``'s subparsers."""
     from ..serve.settings import API_KEY_ENV
-    from .main import _probability
+    from .args import probability
 
     p = sub.add_parser(
         "serve", help="serve the model over HTTP (API + web page)",
@@ -41,7 +41,7 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--model", default="resnet50", metavar="PATH_OR_NAME",
                    help="checkpoint file, or resnet50 / resnet101 (default: resnet50)")
     p.add_argument("--speed", choices=("fast", "rapid"), help="PixelLib detection_speed")
-    p.add_argument("--confidence", type=_probability, metavar="F",
+    p.add_argument("--confidence", type=probability, metavar="F",
                    help="score threshold; requests may raise it, never lower it")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     p.add_argument("--host", default="127.0.0.1",

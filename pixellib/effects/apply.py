@@ -102,16 +102,7 @@ def apply_effect(image_bgr: np.ndarray, detections: Detections, effect, *, class
     ``remove-bg``. Neither ``image_bgr`` nor ``detections`` is modified.
     """
     effect = parse_effect(effect)
-    image = np.asarray(image_bgr)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise EffectError(
-            f"expected an (H, W, 3) uint8 BGR image, got {image.dtype} of shape {image.shape}"
-        )
-    if tuple(image.shape[:2]) != tuple(detections.image_size):
-        raise EffectError(
-            f"image is {image.shape[1]}x{image.shape[0]} but the detections are for "
-            f"{detections.image_size[1]}x{detections.image_size[0]}"
-        )
+    image = checked_image(image_bgr, detections, EffectError)
     try:
         feather = float(feather)
     except (TypeError, ValueError):
@@ -202,3 +193,19 @@ def _blend(keep: np.ndarray, changed: np.ndarray, weight: np.ndarray) -> np.ndar
     wgt = weight[:, :, None]
     out = keep.astype(np.float32) * wgt + changed.astype(np.float32) * (1.0 - wgt)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def checked_image(image_bgr, detections: Detections, error: type[Exception]) -> np.ndarray:
+    """``image_bgr`` as an array, checked to be (H, W, 3) uint8 BGR of the detections' size;
+    raises ``error`` saying what is wrong."""
+    image = np.asarray(image_bgr)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise error(
+            f"expected an (H, W, 3) uint8 BGR image, got {image.dtype} of shape {image.shape}"
+        )
+    if tuple(image.shape[:2]) != tuple(detections.image_size):
+        raise error(
+            f"image is {image.shape[1]}x{image.shape[0]} but the detections are for "
+            f"{detections.image_size[1]}x{detections.image_size[0]}"
+        )
+    return image

@@ -23,20 +23,12 @@ from ..errors import InvalidArgumentError
 from ..media.files import write_bytes
 from ..media.images import write_image
 from ..structures import Detections
+from .apply import checked_image
 
 
 def cutout_objects(image_bgr: np.ndarray, detections: Detections) -> list[np.ndarray]:
     """One ``(h, w, 4)`` uint8 BGRA cut-out per detection (``(0, 0, 4)`` for an empty mask)."""
-    image = np.asarray(image_bgr)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise InvalidArgumentError(
-            f"expected an (H, W, 3) uint8 BGR image, got {image.dtype} of shape {image.shape}"
-        )
-    if tuple(image.shape[:2]) != tuple(detections.image_size):
-        raise InvalidArgumentError(
-            f"image is {image.shape[1]}x{image.shape[0]} but the detections are for "
-            f"{detections.image_size[1]}x{detections.image_size[0]}"
-        )
+    image = checked_image(image_bgr, detections, InvalidArgumentError)
     out = []
     for mask in detections.masks:
         rows = np.flatnonzero(mask.any(axis=1))

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-
 import ray
+
 from pixellib.errors import OutputCheckError, RayJobError
 from pixellib.media.files import atomic_path, write_text
 

@@ -19,8 +19,9 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 import ray
+from ray import cloudpickle
+
 from pixellib.cli import main
 from pixellib.errors import ImageReadError
 from pixellib.media.images import decode_image, read_image
@@ -33,7 +34,6 @@ from pixellib.ray import (
 )
 from pixellib.ray.job import OutputCheckError, check_output, read_shard, shard_paths, write_shard
 from pixellib.ray.rows import detections_row, error_row, rows_table
-from ray import cloudpickle
 
 pytestmark = pytest.mark.slow
 

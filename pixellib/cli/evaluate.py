@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import InvalidArgumentError
+
 
 def _positive_int(text: str) -> int:
     try:
@@ -48,7 +50,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         import pycocotools  # noqa: F401
     except ImportError:
-        raise ValueError("pixellib evaluate needs pycocotools: "
+        raise InvalidArgumentError("pixellib evaluate needs pycocotools: "
                          "pip install 'pixellib[eval]'") from None
     from ..evaluate import evaluate, format_report, image_paths, load_annotations
     from ..media.files import write_text

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import RayJobError
 from .jobs import DEFAULT_BATCH_FOLDER
 from .main import _Stats, _summary
 
@@ -23,12 +24,12 @@ def run_ray(args: argparse.Namespace) -> int:
     unsupported = [flag for flag, used in (("--extract", args.extract), ("--coco", args.coco),
                                            ("--boxes", args.boxes)) if used]
     if unsupported:
-        raise ValueError(f"{', '.join(unsupported)} cannot be combined with --ray, which writes "
+        raise RayJobError(f"{', '.join(unsupported)} cannot be combined with --ray, which writes "
                          "result rows (masks as COCO RLE), not annotated copies")
     try:
         from ..ray import segment_to_parquet
     except ImportError as e:
-        raise ValueError(f"--ray needs Ray: pip install 'pixellib[ray]' ({e})") from None
+        raise RayJobError(f"--ray needs Ray: pip install 'pixellib[ray]' ({e})") from None
     summary = segment_to_parquet(
         args.inputs, args.output or DEFAULT_BATCH_FOLDER, model=args.model, speed=args.speed,
         confidence=args.confidence, classes=args.classes, address=args.ray,

@@ -5,6 +5,8 @@ import argparse
 import os
 import sys
 
+from ..errors import InvalidArgumentError
+
 
 def _positive_float(text: str) -> float:
     try:
@@ -79,8 +81,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
         from ..serve.app import create_app
     except ImportError as e:
-        raise ValueError(f"pixellib serve needs its extra: pip install 'pixellib[serve]' ({e})") \
-            from None
+        raise InvalidArgumentError(
+            f"pixellib serve needs its extra: pip install 'pixellib[serve]' ({e})") from None
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
     settings = ServeSettings(
         model="", speed=args.speed, confidence=args.confidence, device=args.device,
@@ -99,7 +101,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         torch.device(args.device)
     except RuntimeError as e:
-        raise ValueError(f"invalid --device {args.device!r}: {e}") from None
+        raise InvalidArgumentError(f"invalid --device {args.device!r}: {e}") from None
     settings = replace(settings, model=str(resolve_model(args.model)))
     # This process is the server's own: split the cores between the replicas.
     torch.set_num_threads(settings.threads_per_replica)

@@ -149,13 +149,12 @@ def test_closing_the_generator_early_releases(tmp_path):
     frames = iter_frames(path)
     next(frames)
     assert _open_fds(path) >= 1  # FFmpeg holds the file while frames are left
-    # Hold the generator's capture, so that only an explicit release() (not garbage
-    # collection of the generator's frame) can close it.
-    capture = frames.gi_frame.f_locals["capture"]
-    assert capture.isOpened()
-    frames.close()  # the capture is released in the generator's finally
-    assert not capture.isOpened()
+    # Hold the generator's PyAV container, so that only an explicit close() in the
+    # generator's finally (not garbage collection of the generator's frame) can let go of it.
+    container = frames.gi_frame.f_locals["container"]
+    frames.close()
     assert _open_fds(path) == 0
+    assert container is not None  # still referenced here: the file was closed, not collected
 
 
 def _open_fds(path) -> int:

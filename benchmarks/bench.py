@@ -35,7 +35,7 @@ IMAGES = ROOT / "tests" / "data" / "images"
 GOLDEN_IMAGES = ("street.jpg", "small.jpg", "small_gray.png", "wide.jpg", "car_rgba.png")
 X101_IMAGES = ("street.jpg", "small.jpg")  # the golden X101 cases
 MODES = ("default", "fast", "rapid")
-PARTS = ("image", "model", "crowded", "batch", "matmul")
+PARTS = ("image", "model", "crowded", "batch", "video", "matmul")
 CHECKPOINTS = {"r50": ("resnet50", 0, "resnet50"), "x101": ("resnext101_32x8d", 1, "resnet101")}
 CROWDED_IMAGE, CROWDED_CONFIDENCE = "street.jpg", 0.05
 
@@ -51,6 +51,7 @@ class Job:
     confidence: float | None = None
     images: list[str] = field(default_factory=list)
     folder: str | None = None
+    video: str | None = None
     impls: tuple[str, ...] = ("ours",)
     runs: int = 5
     warmup: int = 1
@@ -129,6 +130,7 @@ def run_job(job: Job, args, ckpts: dict, run_dir: Path) -> None:
         spec = {
             "key": job.key, "impl": impl, "task": job.task, "mode": job.mode,
             "confidence": job.confidence, "images": job.images, "folder": job.folder,
+            "video": job.video,
             "threads": args.threads, "device": args.device, "warmup": job.warmup,
             "count_flops": job.flops, "autocast": job.autocast,
             "matmul_n": args.matmul_n,
@@ -237,6 +239,27 @@ def make_batch_folder(folder: Path, images: list[str], count: int) -> Path:
     return folder
 
 
+def make_clip(path: Path, image: str, frames: int) -> Path:
+    """A ``frames``-frame 1280x720 clip (MPEG-4 through OpenCV, which both sides read): a
+    slow pan and zoom over a golden photo, so that every frame differs."""
+    import cv2
+
+    photo = cv2.imread(str(IMAGES / image))
+    h, w = photo.shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (1280, 720))
+    try:
+        for i in range(frames):
+            t = i / max(1, frames - 1)
+            keep = 0.9 - 0.15 * t
+            ch, cw = int(h * keep), int(w * keep)
+            y, x = int((h - ch) * 0.5), int((w - cw) * t)
+            writer.write(cv2.resize(photo[y:y + ch, x:x + cw], (1280, 720),
+                                    interpolation=cv2.INTER_AREA))
+    finally:
+        writer.release()
+    return path
+
+
 def plan(args, run_dir: Path) -> list[Job]:
     """The jobs the options ask for, in running order."""
     impls = ("ours", "ref") if args.reference else ("ours",)
@@ -273,6 +296,10 @@ def plan(args, run_dir: Path) -> list[Job]:
     if "batch" in args.parts:
         folder = make_batch_folder(run_dir / "batch_in", list(args.images), args.batch_size)
         jobs.append(Job("r50/batch/default", "batch", "r50", "default", folder=str(folder),
+                        impls=impls, runs=args.batch_runs, warmup=args.warmup))
+    if "video" in args.parts:
+        clip = make_clip(run_dir / "clip.mp4", CROWDED_IMAGE, args.video_frames)
+        jobs.append(Job("r50/video/default", "video", "r50", "default", video=str(clip),
                         impls=impls, runs=args.batch_runs, warmup=args.warmup))
     if "matmul" in args.parts and len(jobs) > 1:
         # Again at the end: the best of both is kept, so a busy moment does not set the peak.
@@ -368,6 +395,8 @@ def parse_args(argv=None):
                    help=f"comma list of {','.join(PARTS)} (default: all)")
     p.add_argument("--batch-size", type=int, help="photos in the segmentBatch folder (20)")
     p.add_argument("--batch-runs", type=int, help="timed segmentBatch calls (2)")
+    p.add_argument("--video-frames", type=int,
+                   help="frames of the process_video clip (100; timed runs: --batch-runs)")
     p.add_argument("--matmul-n", type=int, default=4096, help="matmul size for the fp32 peak")
     p.add_argument("--matmul-runs", type=int, help="matmul timings, best is kept (5)")
     p.add_argument("--x101", action="store_true", help="also the ResNeXt-101 checkpoint")
@@ -387,6 +416,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     quick = args.quick
     defaults = {"runs": (1, 5), "warmup": (0, 1), "batch_size": (4, 20), "batch_runs": (1, 2),
+                "video_frames": (4, 100),
                 "matmul_runs": (2, 5)}
     for name, (q, full) in defaults.items():
         if getattr(args, name) is None:

@@ -7,6 +7,13 @@ import pytest
 
 os.environ.setdefault("PIXELLIB_NO_TORCHVISION", "1")  # the plain-torch ops are the ones tested
 
+if os.environ.get("PIXELLIB_TEST_DEVICE", "cpu").startswith("cuda"):
+    import torch
+
+    # fp32 means fp32 for parity: no TF32 in cuDNN's convolutions or cuBLAS's matmuls.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
 
 @pytest.fixture(scope="session")
 def r50_checkpoint(tmp_path_factory):

@@ -6,6 +6,8 @@ key conversion, folded norms) on the photo read as PixelLib reads it.
 """
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -14,13 +16,16 @@ from golden import CASES, IMAGES, load_case, match
 from pixellib.predictor import Predictor
 
 _results: dict = {}
+# benchmarks/gpu_check.sh runs these cases on CUDA (the same code, another device).
+DEVICE = os.environ.get("PIXELLIB_TEST_DEVICE", "cpu")
 
 
 def _run(request, model_dir, image, mode):
     key = (model_dir, image, mode)
     if key not in _results:
         model = request.getfixturevalue("r50_model" if model_dir == "r50_seed0" else "x101_model")
-        predictor = Predictor(model, speed=None if mode == "default" else mode)
+        predictor = Predictor(model, speed=None if mode == "default" else mode,
+                              device=DEVICE)
         dets = predictor(cv2.imread(str(IMAGES / image)))
         golden = load_case(*key)
         _results[key] = (golden, dets, match(golden, dets.boxes, dets.scores, dets.class_ids,

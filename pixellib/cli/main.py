@@ -161,14 +161,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                 j.video for j in todo):
             print("pixellib: warning: --extract, --coco, --cutouts and --masks apply to images; "
                   "videos are only annotated", file=sys.stderr)
-        from ..runtime.parallel import ordered_map
-
         predictor = _load_predictor(args)
         images = [j for j in todo if not j.video]
-        done = ordered_map(lambda job: _attempt(_segment_image, predictor, job, args), images,
-                           device=predictor.device)
-        with tqdm(done, total=len(images), unit="img", disable=len(images) <= 1,
-                  file=sys.stderr) as bar:
+        with tqdm(_image_outcomes(predictor, images, args), total=len(images), unit="img",
+                  disable=len(images) <= 1, file=sys.stderr) as bar:
             for job, (det, error) in bar:
                 if error is None:
                     _count_image(job, det, args, stats)
@@ -227,12 +223,43 @@ def _report_failure(job: Job, error: BaseException, stats: _Stats, bar) -> None:
         print(message, file=sys.stderr)
 
 
+def _image_outcomes(predictor, jobs: list[Job], args):
+    """``(job, (detections, None))`` or ``(job, (None, error))`` per image job, in order.
+
+    ``PIXELLIB_BATCH_WORKERS`` > 1: several images at once (:mod:`pixellib.runtime.parallel`).
+    Otherwise one at a time, with reading ahead and drawing/writing behind the model where
+    that pays (:func:`pixellib.runtime.pipeline.overlap_enabled`)."""
+    from ..media.images import read_image
+    from ..runtime.parallel import batch_plan, ordered_map
+    from ..runtime.pipeline import overlap_enabled, pipelined
+
+    if batch_plan(predictor.device)[0] > 1:
+        yield from ordered_map(lambda job: _attempt(_segment_image, predictor, job, args), jobs,
+                               device=predictor.device)
+        return
+    done = pipelined(jobs, lambda job: read_image(job.source),
+                     lambda job, image: (image, predictor(image, classes=args.classes)),
+                     lambda job, found: _finish_image(job, *found, args),
+                     overlap=overlap_enabled(predictor.device))
+    for job, outcome in done:
+        if outcome.error is not None and not isinstance(outcome.error, BATCH_SKIPPED):
+            raise outcome.error
+        yield job, (outcome.value, outcome.error)
+
+
 def _segment_image(predictor, job: Job, args):
     """Read, segment, draw and write one image (runs in a batch worker); its detections."""
-    from ..media.images import read_image, write_image
+    from ..media.images import read_image
 
     image = read_image(job.source)
-    det, drawn = _segment(predictor, image, args)
+    return _finish_image(job, image, predictor(image, classes=args.classes), args)
+
+
+def _finish_image(job: Job, image, det, args):
+    """Draw and write one image's outputs; its detections."""
+    from ..media.images import write_image
+
+    drawn = outputs.render(image, det, args)
     if args.extract:
         from ..export import extract_objects, save_extracts
 
@@ -259,6 +286,7 @@ def _segment_video(predictor, job: Job, args) -> tuple[int, int]:
     """Segment every frame into the output video (the shared frame loop); ``(frames,
     objects)``."""
     from ..media.video import run_frames
+    from ..runtime.pipeline import overlap_enabled
 
     tracker = None
     if args.track:
@@ -275,7 +303,8 @@ def _segment_video(predictor, job: Job, args) -> tuple[int, int]:
         objects += len(det)
         return det, drawn
 
-    _, frames = run_frames(job.source, step, output=job.output, progress=job.source.name)
+    _, frames = run_frames(job.source, step, output=job.output, progress=job.source.name,
+                           overlap=overlap_enabled(predictor.device))
     return frames, objects
 
 

@@ -3,7 +3,7 @@
 :class:`PyAVEncoder` is the normal path. PyAV's wheels carry their own FFmpeg with libx264 and
 libvpx, so it writes what browsers and editors play:
 
-* ``.mp4`` ``.m4v`` ``.mov`` ``.mkv``: H.264 (libx264, ``yuv420p``, preset ``superfast``,
+* ``.mp4`` ``.m4v`` ``.mov`` ``.mkv``: H.264 (libx264, ``yuv420p``, preset ``ultrafast``,
   CRF 20); MP4/MOV get ``+faststart`` so a browser can start playing before the download ends.
   4:2:0 needs even sizes: an odd width or height is **padded** by one pixel that repeats the
   last column or row (no input pixel is lost, the picture looks the same; the file is 1 px
@@ -57,7 +57,7 @@ CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska",
 VIDEO_ENCODERS = {"mp4": "libx264", "mov": "libx264", "matroska": "libx264",
                   "webm": "libvpx-vp9", "avi": "mjpeg"}
 _ENCODER_OPTIONS = {
-    "libx264": {"preset": "superfast", "crf": "20"},
+    "libx264": {"preset": "ultrafast", "crf": "20"},
     # realtime deadline with a high cpu-used: VP9 is otherwise many times slower than x264
     "libvpx-vp9": {"crf": "32", "b": "0", "deadline": "realtime", "cpu-used": "8",
                    "row-mt": "1"},

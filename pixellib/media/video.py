@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from ..errors import ImageReadError, InputNotFoundError
+from ..runtime.pipeline import WriteBehind, prefetch
 from . import encode
 from .encode import pyav
 from .writer import VIDEO_CODECS, VideoWriter, as_rate
@@ -216,7 +217,7 @@ def frame_rate(requested, reported) -> Fraction:
 
 def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=None,
                progress: str | None = None, stop: Callable | None = None,
-               keep_on_interrupt: bool = False):
+               keep_on_interrupt: bool = False, overlap: bool = False):
     """The frame loop of every video command; returns ``(last, count)``.
 
     For each frame of ``source`` (as :func:`iter_frames`), ``last = step(frame, index)``
@@ -228,6 +229,10 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
     An exception discards the output, except ``KeyboardInterrupt`` with
     ``keep_on_interrupt``: the video so far is kept and the interrupt re-raised.
     Nothing is released that the caller passed in.
+
+    ``overlap``: decode the next frames and encode the previous ones on background threads
+    while ``step`` runs (:mod:`pixellib.runtime.pipeline`; worth it on a GPU, where ``step``
+    is fast). Frames, outputs and errors are the same, in the same order.
     """
     is_file = isinstance(source, (str, os.PathLike))
     info = probe_video(source) if is_file else None
@@ -244,36 +249,47 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
         else:
             logger.warning("audio not carried over: the output runs at %s fps, the source "
                            "at %s", rate, info.rate)
+    source_frames = prefetch(frames) if overlap else frames
     bar = None
     if progress is not None:
         from tqdm import tqdm
 
         total = info.frame_count if info is not None else None
-        bar = tqdm(frames, total=total or None, unit="frame", desc=progress)
+        bar = tqdm(source_frames, total=total or None, unit="frame", desc=progress)
+    writes = WriteBehind(enabled=overlap)
     writer, last, count, interrupted = None, (None, None), 0, None
     try:
-        for frame in bar if bar is not None else frames:
+        for frame in bar if bar is not None else source_frames:
             count += 1
             last = step(frame, count)
             if output is not None and last[1] is not None:
                 if writer is None:
                     size = (last[1].shape[1], last[1].shape[0])
                     writer = VideoWriter(output, rate, size, audio_from=audio)
-                writer.write(last[1])
+                writes.submit(writer.write, last[1])
             if stop is not None and stop(last):
                 break
     except KeyboardInterrupt as exc:
         if not keep_on_interrupt:
+            writes.close()
             _discard(writer)
             raise
         interrupted = exc
     except BaseException:
+        writes.close()
         _discard(writer)
         raise
     finally:
         if bar is not None:
             bar.close()
+        if source_frames is not frames:
+            source_frames.close()  # joins the decoding thread before the decoder is closed
         frames.close()
+    try:
+        writes.wait()
+    except BaseException:
+        _discard(writer)
+        raise
     if writer is not None:
         writer.close()
     if interrupted is not None:

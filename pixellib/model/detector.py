@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import ARCHITECTURES, InferenceConfig, ModelConfig
@@ -76,11 +75,17 @@ class PointRendRCNN(nn.Module):
     def preprocess(self, image: torch.Tensor) -> torch.Tensor:
         """(3, h, w) BGR float 0..255 -> (1, 3, Hp, Wp): normalised, then zero-padded at the
         bottom/right to multiples of 32 (zero = the mean colour)."""
-        x = (image.to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std
-        h, w = x.shape[-2:]
-        hp = -(-h // SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY
-        wp = -(-w // SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY
-        x = F.pad(x, (0, wp - w, 0, hp - h), value=0.0)[None]
+        return self.preprocess_batch([image])
+
+    def preprocess_batch(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """(3, h_i, w_i) BGR float images -> (N, 3, Hp, Wp), each normalised and zero-padded
+        at the bottom/right to the largest padded size of the batch (multiples of 32)."""
+        hp, wp = (max(padded_size(tuple(im.shape[-2:]))[k] for im in images) for k in (0, 1))
+        x = torch.zeros((len(images), 3, hp, wp), dtype=torch.float32, device=self.device)
+        for i, image in enumerate(images):
+            h, w = image.shape[-2:]
+            x[i, :, :h, :w] = (image.to(self.device, torch.float32) - self.pixel_mean) \
+                / self.pixel_std
         # NHWC throughout: oneDNN's convolutions run ~30% faster on CPU, and every later
         # gather (RoIAlign windows, point rows) reads each position's channels contiguously.
         return x.contiguous(memory_format=torch.channels_last)
@@ -102,8 +107,42 @@ class PointRendRCNN(nn.Module):
 
         Returns detections in original-image pixels, by descending score.
         """
-        size = tuple(image.shape[-2:])
-        features = self.backbone(self.preprocess(image))
+        return self.forward_batch([image], [original_size], score_thresh=score_thresh,
+                                  mask_threshold=mask_threshold, keep_classes=keep_classes)[0]
+
+    def forward_batch(
+        self, images: list[torch.Tensor], original_sizes: list[tuple[int, int]], *,
+        score_thresh: float = _DEFAULTS.score_thresh,
+        mask_threshold: float = _DEFAULTS.mask_threshold,
+        keep_classes: torch.Tensor | None = None,
+    ) -> list[RawDetections]:
+        """:meth:`forward` for several images: one backbone + FPN pass over the images
+        padded into one tensor, then the heads image by image, each on its own padded extent
+        of the feature maps (what a one-image pass would see).
+
+        Images of the same padded size (multiples of 32) get the numbers of one-image calls,
+        up to float rounding. A smaller image padded up to a larger one's size sees the
+        padding's features near its bottom/right border instead of the convolutions' zero
+        padding, which can move its results slightly (detectron2's batches do the same);
+        :meth:`pixellib.predictor.Predictor.predict_batch` groups images by padded size so
+        that its results equal one-image calls.
+        """
+        sizes = [tuple(image.shape[-2:]) for image in images]
+        features = self.backbone(self.preprocess_batch(images))
+        out = []
+        for i, (size, original_size) in enumerate(zip(sizes, original_sizes)):
+            own = _image_features(features, i, padded_size(size))
+            out.append(self._detect_one(own, size, original_size, score_thresh=score_thresh,
+                                        mask_threshold=mask_threshold,
+                                        keep_classes=keep_classes))
+        return out
+
+    def _detect_one(
+        self, features: dict[str, torch.Tensor], size: tuple[int, int],
+        original_size: tuple[int, int], *, score_thresh: float, mask_threshold: float,
+        keep_classes: torch.Tensor | None,
+    ) -> RawDetections:
+        """RPN, box head, mask head and pasting for one image's (1, C, h, w) feature maps."""
         proposals, _ = self.proposal_generator(features, size)
         boxes, scores, classes = self.roi_heads.detect(
             features, proposals, size, score_thresh=score_thresh
@@ -114,6 +153,26 @@ class PointRendRCNN(nn.Module):
             boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
         masks = self.roi_heads.mask_head(features["p2"], boxes, classes, plan_boxes=found)
         return postprocess(boxes, scores, classes, masks, size, original_size, mask_threshold)
+
+
+FEATURE_STRIDES = {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64}
+
+
+def padded_size(size: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) rounded up to multiples of :data:`SIZE_DIVISIBILITY`: the backbone's input."""
+    return tuple(-(-n // SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY for n in size)
+
+
+def _image_features(features: dict[str, torch.Tensor], index: int,
+                    padded: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Image ``index``'s maps, cropped to what its own padded input would give."""
+    own = {}
+    for name, fmap in features.items():
+        stride = FEATURE_STRIDES[name]
+        h, w = -(-padded[0] // stride), -(-padded[1] // stride)
+        own[name] = fmap[index:index + 1, :, :h, :w].contiguous(
+            memory_format=torch.channels_last)
+    return own
 
 
 def postprocess(

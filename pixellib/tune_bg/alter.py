@@ -158,8 +158,12 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
         def segment(frame, _index):
             return None, self._tune(frame, effect, detect, background)
 
+        from ..runtime.pipeline import overlap_enabled
+
+        device = self.predictor.device if self.predictor is not None else "cpu"
         return run_video(segment, video_path, output_video_name=output_video_name,
-                         frames_per_second=frames_per_second)[1]
+                         frames_per_second=frames_per_second,
+                         overlap=overlap_enabled(device))[1]
 
     def _camera(self, cam, effect, detect, background=None, **options):
         from ..torchbackend.instance.streams import run_camera

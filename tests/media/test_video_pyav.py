@@ -260,3 +260,56 @@ def test_loop_stop_interrupt_and_errors(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_frames(_Capture([_frame(i) for i in range(5)]), interrupt, output=lost)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cam.mp4", "kept.mp4"]
+
+
+def _decoded(path: Path) -> list[np.ndarray]:
+    return list(iter_frames(path))
+
+
+def test_overlapped_loop_writes_the_same_video(tmp_path):
+    """``overlap=True`` decodes and encodes on background threads: same frames, same order,
+    same audio, the same steps called from this thread."""
+    import threading
+
+    src = make_clip(tmp_path / "src.mp4", n=30)
+    calls = []
+
+    def step(frame, index):
+        calls.append((index, threading.current_thread().name))
+        return index, frame
+
+    plain, overlapped = tmp_path / "plain.mp4", tmp_path / "overlap.mp4"
+    assert run_frames(src, _copy, output=plain)[1] == 30
+    last, count = run_frames(src, step, output=overlapped, overlap=True)
+    assert (last[0], count) == (30, 30)
+    assert [i for i, _ in calls] == list(range(1, 31))
+    assert {name for _, name in calls} == {threading.current_thread().name}
+    a, b = _decoded(plain), _decoded(overlapped)
+    assert len(a) == len(b) == 30
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)  # same encoder, same frames: same pixels
+    assert _audio_packets(overlapped) == _audio_packets(plain)
+
+
+def test_overlapped_loop_discards_on_error_and_stops_early(tmp_path):
+    import threading
+
+    src = make_clip(tmp_path / "src.mp4", n=30, audio=None)
+    out = tmp_path / "out.mp4"
+    before = threading.active_count()
+
+    def failing(frame, index):
+        if index == 12:
+            raise RuntimeError("step failed at frame 12")
+        return index, frame
+
+    with pytest.raises(RuntimeError, match="frame 12"):
+        run_frames(src, failing, output=out, overlap=True)
+    assert not out.exists() and list(tmp_path.iterdir()) == [src]
+    assert threading.active_count() == before
+
+    last, count = run_frames(src, _copy, output=out, overlap=True,
+                             stop=lambda last: last[0] == 7)
+    assert (last[0], count) == (7, 7)
+    assert probe_video(out).frame_count == 7
+    assert threading.active_count() == before

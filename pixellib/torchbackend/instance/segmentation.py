@@ -34,7 +34,8 @@ from tqdm import tqdm
 
 from ...errors import BATCH_SKIPPED, InvalidArgumentError
 from ...media.images import list_images, read_image, write_image
-from ...runtime.parallel import ordered_map
+from ...runtime.parallel import batch_plan, ordered_map
+from ...runtime.pipeline import Outcome, overlap_enabled, pipelined
 from . import paths
 from . import results as fmt
 
@@ -234,8 +235,10 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         :class:`~pixellib.errors.InputNotFoundError`.
 
         ``PIXELLIB_BATCH_WORKERS=2`` processes two images at a time on the CPU, each with
-        half of torch's threads (:mod:`pixellib.runtime.parallel`); results and outputs keep the
-        sorted order either way.
+        half of torch's threads (:mod:`pixellib.runtime.parallel`). Otherwise, on CUDA (or
+        with ``PIXELLIB_OVERLAP=1``), the next images are read and the previous ones drawn and
+        written on background threads while the model runs (:mod:`pixellib.runtime.pipeline`).
+        Results and outputs keep the sorted order either way.
         """
         predictor = self._require_predictor()
         target_ids = fmt.target_class_ids(segment_target_classes)
@@ -250,33 +253,44 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
             logger.warning("segmentBatch: no images in %s", input_folder)
         extract_dirs = paths.extract_dirs(files, out_dir)
 
-        def work(path):
-            try:
-                image = read_image(path)
-                results, output = self._segment(
-                    predictor, image, target_ids, show_bboxes=show_bboxes,
-                    extract=extract_segmented_objects, from_box=extract_from_box,
-                    save_folder=extract_dirs[path] if save_extracted_objects else None,
-                    mask_points=mask_points_values, output_name=None,
-                    style=(text_size, text_thickness, box_thickness), verbose=verbose,
-                )
-                if out_dir is not None:
-                    write_image(out_dir / path.name, output)
-            except BATCH_SKIPPED as exc:
-                return None, " ".join(str(exc).split())
-            return (results, output), None
+        style = (text_size, text_thickness, box_thickness)
 
+        def finish(path, image, det):
+            results, output = self._finish(
+                image, det, show_bboxes=show_bboxes, extract=extract_segmented_objects,
+                from_box=extract_from_box,
+                save_folder=extract_dirs[path] if save_extracted_objects else None,
+                mask_points=mask_points_values, output_name=None, style=style,
+            )
+            if out_dir is not None:
+                write_image(out_dir / path.name, output)
+            return results, output
+
+        def segment(path, image):
+            if verbose:
+                print("Processing image...")
+            return image, predictor(image, classes=target_ids)
+
+        if batch_plan(predictor.device)[0] > 1:  # PIXELLIB_BATCH_WORKERS: images in parallel
+            done = ordered_map(lambda path: _outcome(
+                lambda: finish(path, *segment(path, read_image(path)))), files,
+                device=predictor.device)
+        else:  # reading ahead and writing behind the model where that pays (overlap_enabled)
+            done = pipelined(files, read_image, segment, lambda path, x: finish(path, *x),
+                             overlap=overlap_enabled(predictor.device))
         all_results, outputs, failures = [], [], []
-        done = ordered_map(work, files, device=predictor.device)
-        for path, (result, reason) in tqdm(done, total=len(files), desc="segmentBatch",
-                                           unit="image", disable=not files):
-            if reason is not None:
+        for path, outcome in tqdm(done, total=len(files), desc="segmentBatch",
+                                  unit="image", disable=not files):
+            if outcome.error is not None:
+                if not isinstance(outcome.error, BATCH_SKIPPED):
+                    raise outcome.error
+                reason = " ".join(str(outcome.error).split())
                 failures.append((str(path), reason))
                 warnings.warn(f"segmentBatch skipped {str(path)!r}: {reason}",
                               SkippedImageWarning, stacklevel=2)
                 continue
-            all_results.append(result[0])
-            outputs.append(result[1])
+            all_results.append(outcome.value[0])
+            outputs.append(outcome.value[1])
         self.batch_failures = failures
         return all_results, outputs
 
@@ -294,6 +308,8 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         the annotated video there, at ``frames_per_second`` or, when None, the source's
         frame rate, with a codec the container holds (:data:`pixellib.media.video.VIDEO_CODECS`).
         The file appears only when the video is complete. A progress bar shows the frames.
+        On CUDA (or with ``PIXELLIB_OVERLAP=1``) frames are decoded and encoded on background
+        threads while the model runs.
         Saved extracts are named ``frame_<f>_segmented_object_<k>.jpg`` (``f`` from 1) so
         that frames do not overwrite each other.
 
@@ -307,7 +323,8 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
             save_extracted_objects, mask_points_values, text_thickness, text_size,
             box_thickness, extracted_objects_folder)
         return run_video(segment, video_path, output_video_name=output_video_name,
-                         frames_per_second=frames_per_second)
+                         frames_per_second=frames_per_second,
+                         overlap=overlap_enabled(self._predictor.device))
 
     def process_camera(self, cam, show_bboxes=False, segment_target_classes=None,
                        extract_segmented_objects=False, extract_from_box=False,
@@ -378,6 +395,16 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         if verbose:
             print("Processing image...")
         det = predictor(image, classes=target_ids)  # other classes cost no mask
+        return instanceSegmentation._finish(
+            image, det, show_bboxes=show_bboxes, extract=extract, from_box=from_box,
+            save_folder=save_folder, mask_points=mask_points, output_name=output_name,
+            style=style, extract_prefix=extract_prefix)
+
+    @staticmethod
+    def _finish(image, det, *, show_bboxes, extract, from_box, save_folder, mask_points,
+                output_name, style, extract_prefix=""):
+        """PixelLib's ``(results, output)`` from an image and its detections: draw, write,
+        extract (everything after the model)."""
         text_size, text_thickness, box_thickness = style
         output = fmt.draw(image, det, show_bboxes=show_bboxes, text_size=text_size,
                           text_thickness=text_thickness, box_thickness=box_thickness)
@@ -392,6 +419,14 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         results = fmt.results_dict(det, mask_points_values=bool(mask_points),
                                    extracted_objects=crops)
         return results, output
+
+
+def _outcome(fn) -> Outcome:
+    """``fn()`` as an :class:`Outcome` (its error kept) for the parallel batch path."""
+    try:
+        return Outcome(fn())
+    except Exception as exc:  # noqa: BLE001 - sorted by the batch loop
+        return Outcome(error=exc)
 
 
 __all__ = ["SkippedImageWarning", "instanceSegmentation"]

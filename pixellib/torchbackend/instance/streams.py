@@ -20,12 +20,14 @@ from ...media.video import run_frames
 DEFAULT_WINDOW_NAME = "pixellib"
 
 
-def run_video(segment, video_path, *, output_video_name=None, frames_per_second=None):
+def run_video(segment, video_path, *, output_video_name=None, frames_per_second=None,
+              overlap=False):
     """Segment each frame of a video file under a progress bar; return the last
     ``(results, output)``. The output video, if named, runs at ``frames_per_second`` or the
-    source's exact rate (keeping its audio); an exception discards it."""
+    source's exact rate (keeping its audio); an exception discards it. ``overlap``: decode
+    and encode on background threads (``run_frames``)."""
     last, _ = run_frames(video_path, segment, output=output_video_name, fps=frames_per_second,
-                         progress=Path(video_path).name)
+                         progress=Path(video_path).name, overlap=overlap)
     return last
 
 

@@ -1,0 +1,170 @@
+"""Our backbone + FPN against the runtimes a user might pick instead, on the same weights.
+
+    .venv/bin/python benchmarks/peers.py                  # every contender that is installed
+    .venv/bin/python benchmarks/peers.py --quick          # smoke test: small input, 1 run
+
+The ResNet-50 backbone + FPN of the synthetic checkpoint (seed 0) on ``street.jpg`` resized as
+the model resizes it (800 px short side, padded to multiples of 32), fp32, ``--threads``
+threads everywhere. Contenders, each skipped with a note when its package is missing:
+
+* ``ours``: eager PyTorch, as ``Predictor`` runs it (channels-last, Winograd 3x3 where it pays);
+* ``torch.compile``: inductor on the same module (``PIXELLIB_NO_WINOGRAD=1``: it compiles
+  plain convolutions);
+* ``ONNX Runtime``: the module exported with ``torch.onnx.export``, CPU provider,
+  all graph optimisations;
+* ``OpenVINO``: ``openvino.convert_model`` of the module, compiled for the CPU with an
+  explicit ``INFERENCE_PRECISION_HINT=f32`` (it would otherwise pick bf16 where the CPU has it).
+
+Runs alternate between contenders (round robin) after two warm-up calls each; the table
+gives the median seconds, the ratio to ours (> 1: ours is faster) and the largest relative
+difference of the five maps from ours (they must agree to ~1e-5). Peer runtimes are not
+dependencies of pixellib; install them to measure them (``pip install onnxruntime onnx
+onnxscript openvino``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pixellib.checkpoint.synthetic import write_checkpoint  # noqa: E402
+from pixellib.predictor import Predictor, resize_image  # noqa: E402
+
+LEVELS = ("p2", "p3", "p4", "p5", "p6")
+
+
+class Maps(torch.nn.Module):
+    """The backbone + FPN returning a tuple (exporters want tensors, not a dict)."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x):
+        out = self.backbone(x)
+        return tuple(out[k] for k in LEVELS)
+
+
+def contenders(module, x, threads: int, workdir: Path) -> dict:
+    found, skipped = {}, {}
+
+    def ours():
+        with torch.inference_mode():
+            return [t.numpy() for t in module(x)]
+
+    found["ours (eager)"] = ours
+
+    plain = Maps(module.backbone).eval()
+    os.environ["PIXELLIB_NO_WINOGRAD"] = "1"  # exporters and inductor see plain convolutions
+    try:
+        try:
+            compiled = torch.compile(plain)
+            with torch.inference_mode():
+                compiled(x)
+
+            def run_compiled():
+                with torch.inference_mode():
+                    return [t.numpy() for t in compiled(x)]
+
+            found["torch.compile (inductor)"] = run_compiled
+        except Exception as exc:  # noqa: BLE001 - a contender that cannot run is reported
+            skipped["torch.compile"] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        dense = x.contiguous()
+        try:
+            import onnxruntime as ort
+
+            path = workdir / "backbone_fpn.onnx"
+            torch.onnx.export(plain, (dense,), str(path), input_names=["x"],
+                              output_names=list(LEVELS), dynamo=True, external_data=False)
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            feed = {"x": dense.numpy()}
+            found[f"ONNX Runtime {ort.__version__}"] = lambda: session.run(None, feed)
+        except ImportError as exc:
+            skipped["ONNX Runtime"] = f"not installed ({exc.name})"
+        except Exception as exc:  # noqa: BLE001
+            skipped["ONNX Runtime"] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        try:
+            import openvino as ov
+
+            model = ov.convert_model(plain, example_input=dense)
+            compiled_ov = ov.Core().compile_model(model, "CPU", {
+                "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads,
+                "PERFORMANCE_HINT": "LATENCY"})
+            request = compiled_ov.create_infer_request()
+            array = dense.numpy()
+
+            def run_ov():
+                result = request.infer({0: array})
+                return [result[out] for out in compiled_ov.outputs]
+
+            found[f"OpenVINO {ov.__version__.split('-')[0]} (f32 hint)"] = run_ov
+        except ImportError as exc:
+            skipped["OpenVINO"] = f"not installed ({exc.name})"
+        except Exception as exc:  # noqa: BLE001
+            skipped["OpenVINO"] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    finally:
+        os.environ.pop("PIXELLIB_NO_WINOGRAD", None)
+    return found, skipped
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="a 320 px input, 1 run")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    ckpt = Path(tempfile.gettempdir()) / "pixellib_peers_resnet50_seed0.pkl"
+    if not ckpt.exists():
+        write_checkpoint(ckpt, "resnet50", 0)
+    predictor = Predictor(ckpt)
+    image = cv2.imread(str(ROOT / "tests" / "data" / "images" / "street.jpg"))
+    short, long = (320, 480) if args.quick else (800, 1333)
+    runs = 1 if args.quick else args.runs
+    resized = resize_image(image, short, long)
+    x = predictor.model.preprocess(
+        torch.from_numpy(resized.transpose(2, 0, 1).astype(np.float32)))
+    module = Maps(predictor.model.backbone).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        found, skipped = contenders(module, x, args.threads, Path(tmp))
+        reference = found["ours (eager)"]()
+        diffs, times = {}, {name: [] for name in found}
+        for name, fn in found.items():
+            fn()  # second warm-up (the first was the build/compile)
+            out = fn()
+            diffs[name] = max(float(np.abs(np.asarray(a) - b).max() / (np.abs(b).max() or 1))
+                              for a, b in zip(out, reference))
+        for _ in range(runs):
+            for name, fn in found.items():
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+    ours = statistics.median(times["ours (eager)"])
+    print(f"backbone + FPN, ResNet-50, input {tuple(x.shape[-2:])}, fp32, {args.threads} "
+          f"threads, median of {runs} runs (torch {torch.__version__})\n")
+    print("| contender | seconds | ours faster by | max relative difference from ours |")
+    print("|---|---|---|---|")
+    for name in found:
+        m = statistics.median(times[name])
+        print(f"| {name} | {m:.3f} | {m / ours:.2f}x | {diffs[name]:.1e} |")
+    for name, why in skipped.items():
+        print(f"| {name} | skipped: {why} | | |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""``Predictor.predict_batch``: several images per backbone forward, the results of one-image
+calls. The same code runs on every device; CUDA joins the parametrisation where present."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from golden import match
+from pixellib.errors import ImageReadError, InvalidArgumentError
+from pixellib.model.detector import padded_size
+from pixellib.predictor import Predictor, resized_shape
+
+IMAGES = Path(__file__).parent / "data" / "images"
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def as_golden(det) -> dict:
+    return {"boxes": det.boxes, "scores": det.scores, "classes": det.class_ids,
+            "masks": det.masks}
+
+
+def assert_same(one, batched) -> None:
+    assert batched.image_size == one.image_size
+    result = match(as_golden(one), batched.boxes, batched.scores, batched.class_ids,
+                   batched.masks)
+    assert result.ok, str(result)
+    assert result.unmatched == 0, str(result)
+
+
+@pytest.fixture(scope="module")
+def photos():
+    street = cv2.imread(str(IMAGES / "street.jpg"))
+    small = cv2.imread(str(IMAGES / "small.jpg"))
+    wide = cv2.imread(str(IMAGES / "wide.jpg"))
+    return {"street": street, "street_flipped": street[:, ::-1].copy(), "small": small,
+            "wide": wide}
+
+
+@pytest.fixture(scope="module", params=DEVICES)
+def predictor(request, r50_model):
+    # Predictor moves a built model to its device: the shared fixture stays on the CPU
+    model = r50_model if request.param == "cpu" else copy.deepcopy(r50_model)
+    return Predictor(model, device=request.param)
+
+
+@pytest.fixture(scope="module")
+def one_by_one(predictor, photos):
+    return {name: predictor(image) for name, image in photos.items()}
+
+
+def test_same_size_images_share_a_forward_and_equal_one_image_calls(predictor, photos,
+                                                                    one_by_one):
+    names = ["street", "street_flipped"]
+    assert padded_size(resized_shape(*photos["street"].shape[:2], 800, 1333)) == \
+        padded_size(resized_shape(*photos["street_flipped"].shape[:2], 800, 1333))
+    batched = predictor.predict_batch([photos[n] for n in names], batch_size=2)
+    assert len(batched) == 2
+    assert len(one_by_one["street"]) > 0
+    for name, det in zip(names, batched):
+        assert_same(one_by_one[name], det)
+        # same padded size: the forward saw what a one-image pass sees, up to float rounding
+        np.testing.assert_allclose(det.boxes, one_by_one[name].boxes, atol=1e-2)
+
+
+def test_mixed_sizes_keep_their_order_and_results(predictor, photos, one_by_one):
+    names = ["small", "street", "wide", "street_flipped"]
+    batched = predictor.predict_batch([photos[n] for n in names], batch_size=4)
+    assert [d.image_size for d in batched] == [photos[n].shape[:2] for n in names]
+    for name, det in zip(names, batched):
+        assert_same(one_by_one[name], det)
+
+
+def test_paths_and_class_filter_like_single_calls(predictor, one_by_one):
+    paths = [IMAGES / "street.jpg", str(IMAGES / "small.jpg")]
+    classes = sorted(set(one_by_one["street"].class_ids.tolist()))[:2]
+    batched = predictor.predict_batch(paths, classes=classes, batch_size=2)
+    for name, det in zip(["street", "small"], batched):
+        assert set(det.class_ids.tolist()) <= set(classes)
+        assert_same(one_by_one[name].with_classes(classes), det)
+
+
+def test_pad_mixed_puts_different_sizes_in_one_forward(predictor, photos, one_by_one,
+                                                       monkeypatch):
+    calls = []
+    forward = predictor.model.forward_batch
+
+    def counting(images, *args, **kwargs):
+        calls.append([tuple(t.shape) for t in images])
+        return forward(images, *args, **kwargs)
+
+    monkeypatch.setattr(predictor.model, "forward_batch", counting)
+    names = ["street", "wide"]
+    grouped = predictor.predict_batch([photos[n] for n in names], batch_size=2)
+    assert len(calls) == 2  # different padded sizes: one forward each
+    calls.clear()
+    padded = predictor.predict_batch([photos[n] for n in names], batch_size=2, pad_mixed=True)
+    assert len(calls) == 1 and len(calls[0]) == 2
+    for name, det in zip(names, grouped):
+        assert_same(one_by_one[name], det)
+    for name, det in zip(names, padded):
+        assert det.image_size == one_by_one[name].image_size
+        # padding moves results near the border a little; most detections stay
+        result = match(as_golden(one_by_one[name]), det.boxes, det.scores, det.class_ids,
+                       det.masks)
+        assert len(result.mask_ious) >= 0.8 * len(one_by_one[name]), str(result)
+
+
+def test_batch_size_bounds_each_forward(predictor, photos, monkeypatch):
+    calls = []
+    forward = predictor.model.forward_batch
+
+    def counting(images, *args, **kwargs):
+        calls.append(len(images))
+        return forward(images, *args, **kwargs)
+
+    monkeypatch.setattr(predictor.model, "forward_batch", counting)
+    small = photos["small"]
+    out = predictor.predict_batch([small, small[:, ::-1].copy(), small], batch_size=2)
+    assert calls == [2, 1]
+    assert len(out) == 3
+
+
+def test_default_batch_size_is_one_on_the_cpu(r50_model, photos, monkeypatch):
+    predictor = Predictor(r50_model)
+    calls = []
+    forward = predictor.model.forward_batch
+    monkeypatch.setattr(predictor.model, "forward_batch",
+                        lambda images, *a, **k: calls.append(len(images)) or forward(images, *a,
+                                                                                      **k))
+    predictor.predict_batch([photos["small"]] * 2)
+    assert calls == [1, 1]
+
+
+def test_empty_input_gives_no_detections(predictor):
+    assert predictor.predict_batch([]) == []
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, True, "4"])
+def test_bad_batch_size_is_refused(predictor, bad):
+    with pytest.raises(InvalidArgumentError, match="batch_size"):
+        predictor.predict_batch([np.zeros((8, 8, 3), np.uint8)], batch_size=bad)
+
+
+def test_unreadable_image_is_named_before_any_forward(predictor, tmp_path, monkeypatch):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    monkeypatch.setattr(predictor.model, "forward_batch",
+                        lambda *a, **k: pytest.fail("forward ran before reading finished"))
+    with pytest.raises(ImageReadError, match="broken.jpg"):
+        predictor.predict_batch([IMAGES / "small.jpg", bad])

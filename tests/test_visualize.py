@@ -1,8 +1,6 @@
 """pixellib.visualize: purity, determinism, PixelLib's blend maths, boxes only on request."""
 from __future__ import annotations
 
-import time
-
 import cv2
 import numpy as np
 import pytest
@@ -177,14 +175,22 @@ def test_label_text_and_annotate():
     np.testing.assert_array_equal(out, expected)
 
 
-def test_many_masks_on_a_large_image_is_fast():
+def test_many_masks_touch_only_their_regions_and_equal_a_full_frame_blend():
+    """Blending works on each mask's bounding region only (what keeps 100 masks on a large
+    photo cheap; timed in benchmarks/effects_overhead.py, not here): the result must equal
+    blending every mask over the whole frame, and pixels outside every mask stay as they
+    were."""
     h, w = 669, 1000
     image = RNG.integers(0, 256, (h, w, 3), np.uint8)
     masks = np.zeros((100, h, w), bool)
     for i in range(100):
         y, x = RNG.integers(0, h - 80), RNG.integers(0, w - 120)
-        masks[i, y : y + 80, x : x + 120] = True
+        masks[i, y : y + 80, x : x + 120] = RNG.random((80, 120)) < 0.7
     boxes = np.zeros((100, 4), np.int64)
-    start = time.perf_counter()
-    draw_detections(image, boxes, masks, ["x"] * 100, show_boxes=True)
-    assert time.perf_counter() - start < 0.25
+    out = draw_detections(image, boxes, masks, ["x"] * 100, show_boxes=True)
+    expected = image.copy()
+    for mask, color in zip(masks, instance_colors(100)):
+        expected[mask] = (expected[mask] * 0.5 + 0.5 * color.astype(np.float64)).astype(np.uint8)
+    np.testing.assert_array_equal(out, expected)
+    untouched = ~masks.any(axis=0)
+    np.testing.assert_array_equal(out[untouched], image[untouched])

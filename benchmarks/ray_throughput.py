@@ -7,8 +7,8 @@ Three runs over the same N photos (variants of the golden photos at 640x480, JPE
 fresh process, one after the other:
 
 * ``cli``: ``pixellib segment IN -o OUT`` (one process, torch on every core);
-* ``ray``: ``pixellib.ray.segment_to_parquet`` on a local cluster it starts (one actor per
-  core, one torch thread each);
+* ``ray``: ``pixellib.ray.segment_to_parquet`` on a local cluster it starts (the default
+  actor pool: actors of a node's CPUs less one for reading, up to 4 threads each);
 * ``two-node``: the same on a ``ray.cluster_utils.Cluster`` of two nodes on this machine.
 
 Each reports the wall time from process start to the last result (model loading and cluster

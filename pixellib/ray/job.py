@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -49,6 +50,21 @@ FORMATS = {"parquet": ".parquet", "jsonl": ".jsonl"}
 SHARD_PREFIX = "part-"
 #: Logical CPUs a default-sized actor pool leaves free for Ray Data's read tasks.
 READ_CPUS = 1.0
+#: Most CPUs (torch threads) a default CPU actor takes. On the 2-core machine measured
+#: (docs/scale-out.md) one 2-thread actor beat two 1-thread actors, as one 2-thread process
+#: beats two 1-thread ones; the cap gives a big node several actors rather than one.
+MAX_ACTOR_CPUS = 4
+
+
+def default_actor_cpus() -> float:
+    """CPUs per CPU actor by default: a node's CPUs less :data:`READ_CPUS`, shared evenly by
+    as few actors as keep each at or under :data:`MAX_ACTOR_CPUS` (2 CPUs: one actor of 1;
+    3: one of 2; 16: four of 3.75, each running 4 torch threads). The largest node of the
+    cluster decides."""
+    per_node = max((n.get("Resources", {}).get("CPU", 0.0) for n in ray.nodes()
+                    if n.get("Alive")), default=1.0)
+    usable = max(1.0, per_node - READ_CPUS)
+    return usable / math.ceil(usable / MAX_ACTOR_CPUS)
 
 
 
@@ -221,19 +237,22 @@ def _checked_model(model, speed: str | None, confidence: float | None) -> str:
 def segment_dataset(
     ds: ray.data.Dataset, *, model: str, speed: str | None = None,
     confidence: float | None = None, classes: Sequence[int] | None = None,
-    concurrency: int | None = None, batch_size: int = 8, num_cpus: float = 1.0,
+    concurrency: int | None = None, batch_size: int = 8, num_cpus: float | None = None,
     num_gpus: float = 0, polygons: bool = False, annotate_dir: str | None = None,
     worker: type = SegmentBatch,
 ) -> ray.data.Dataset:
     """``ds`` (rows of ``read_binary_files`` / ``read_images`` with paths) mapped to result
-    rows by a pool of ``concurrency`` actors of ``num_cpus`` CPUs and ``num_gpus`` GPUs each
-    (default: as many as the cluster holds, leaving :data:`READ_CPUS` for reading)."""
+    rows by a pool of ``concurrency`` actors of ``num_cpus`` CPUs and ``num_gpus`` GPUs each.
+    Defaults: ``num_cpus`` 1 for a GPU actor, else :func:`default_actor_cpus`; as many
+    actors as the cluster holds, leaving :data:`READ_CPUS` for reading."""
+    if num_cpus is None:
+        num_cpus = 1.0 if num_gpus else default_actor_cpus()
     if concurrency is None:
         res = ray.cluster_resources()
         if num_gpus:
             concurrency = int(res.get("GPU", 0) // num_gpus)
         else:
-            concurrency = int((res.get("CPU", 1) - READ_CPUS) // num_cpus)
+            concurrency = int((res.get("CPU", 1) - READ_CPUS) / num_cpus + 1e-9)
         concurrency = max(1, concurrency)
     model = _checked_model(model, speed, confidence)
     kwargs = dict(model=str(model), speed=speed, confidence=confidence, polygons=polygons,
@@ -250,7 +269,7 @@ def segment_to_parquet(
     inputs, output_dir: str | os.PathLike, *, model: str, speed: str | None = None,
     confidence: float | None = None, classes: Sequence[int] | None = None,
     concurrency: int | None = None, batch_size: int = 8, num_gpus: float = 0,
-    address: str | None = None, num_cpus: float = 1.0, format: str = "parquet",
+    address: str | None = None, num_cpus: float | None = None, format: str = "parquet",
     skip_existing: bool = False, polygons: bool = False, annotate_dir: str | None = None,
     rows_per_shard: int = 1000, worker: type = SegmentBatch,
 ) -> Summary:

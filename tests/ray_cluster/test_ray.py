@@ -293,3 +293,25 @@ def test_inputs_are_folders_globs_lists_and_uris(tmp_path):
     (tmp_path / "clip.mp4").write_bytes(b"x")
     with pytest.raises(RayJobError, match="videos"):
         resolve_inputs([str(tmp_path / "clip.mp4")])
+
+
+def test_default_actor_size_leaves_the_read_cpu_and_caps_threads(cluster):
+    from pixellib.ray.job import MAX_ACTOR_CPUS, READ_CPUS, default_actor_cpus
+
+    # this cluster has one node of 2 CPUs: one actor of 1 CPU, the other CPU for reading
+    assert default_actor_cpus() == 2 - READ_CPUS == 1
+    assert 1 <= default_actor_cpus() <= MAX_ACTOR_CPUS
+
+
+@pytest.mark.parametrize("cpus,per_actor,actors", [
+    (2, 1.0, 1), (3, 2.0, 1), (5, 4.0, 1), (6, 2.5, 2), (16, 3.75, 4), (64, 63 / 16, 16)])
+def test_default_actor_size_on_bigger_nodes(monkeypatch, cpus, per_actor, actors):
+    from pixellib.ray import job
+
+    monkeypatch.setattr(job.ray, "nodes", lambda: [
+        {"Alive": True, "Resources": {"CPU": float(cpus)}},
+        {"Alive": False, "Resources": {"CPU": 999.0}}])  # a dead node does not count
+    size = job.default_actor_cpus()
+    assert size == pytest.approx(per_actor)
+    assert size <= job.MAX_ACTOR_CPUS
+    assert int((cpus - job.READ_CPUS) / size + 1e-9) == actors  # the pool fills the node

@@ -166,34 +166,11 @@ def crowded_section(data: dict) -> list[str]:
             ] + table(head, rows)
 
 
-def batch_section(data: dict) -> list[str]:
+def rate_rows(data: dict, task: str) -> list[list]:
+    """Per job of ``task``: items, our rate, and with the reference its rate and our gain."""
     ref = has_ref(data)
     rows = []
-    for job in jobs_of(data, "batch"):
-        r = job["results"]
-        per = {}
-        for impl in ("ours", "ref"):
-            reps = (r.get(impl) or {}).get("reps") or []
-            per[impl] = [rep["counts"][0] / rep["times"][0] for rep in reps if rep["times"][0]]
-        n = item_count(r.get("ours"), 0)
-        row = [n, fmt_rate(per["ours"])]
-        if ref:
-            row += [fmt_rate(per["ref"]), fmt_ratio(ratio(med(per["ours"]), med(per["ref"])))]
-        rows.append(row)
-    if not rows:
-        return []
-    head = ["photos", "ours images/s"] + (["PixelLib images/s", "gain (ours ÷ ref)"]
-                                          if ref else [])
-    return ["## segmentBatch", "",
-            "`segmentBatch(folder, show_bboxes=True, output_folder_name=...)`, default mode, "
-            "over flipped/cropped copies of the golden photos; whole call timed.", ""
-            ] + table(head, rows)
-
-
-def video_section(data: dict) -> list[str]:
-    ref = has_ref(data)
-    rows = []
-    for job in jobs_of(data, "video"):
+    for job in jobs_of(data, task):
         r = job["results"]
         per = {}
         for impl in ("ours", "ref"):
@@ -203,14 +180,31 @@ def video_section(data: dict) -> list[str]:
         if ref:
             row += [fmt_rate(per["ref"]), fmt_ratio(ratio(med(per["ours"]), med(per["ref"])))]
         rows.append(row)
+    return rows
+
+
+def rate_section(data: dict, task: str, unit: str, title: str, text: str) -> list[str]:
+    rows = rate_rows(data, task)
     if not rows:
         return []
-    head = ["frames", "ours frames/s"] + (["PixelLib frames/s", "gain (ours ÷ ref)"]
-                                          if ref else [])
-    return ["## process_video", "",
-            "`process_video(clip, show_bboxes=True, output_video_name=...)`, default mode, on a "
-            "1280x720 clip panning over `street.jpg` (decode, model, drawing, encoding); whole "
-            "call timed.", ""] + table(head, rows)
+    head = [unit, f"ours {unit}/s"] + ([f"PixelLib {unit}/s", "gain (ours ÷ ref)"]
+                                       if has_ref(data) else [])
+    return [f"## {title}", "", text, ""] + table(head, rows)
+
+
+def batch_section(data: dict) -> list[str]:
+    return rate_section(
+        data, "batch", "images", "segmentBatch",
+        "`segmentBatch(folder, show_bboxes=True, output_folder_name=...)`, default mode, "
+        "over flipped/cropped copies of the golden photos; whole call timed.")
+
+
+def video_section(data: dict) -> list[str]:
+    return rate_section(
+        data, "video", "frames", "process_video",
+        "`process_video(clip, show_bboxes=True, output_video_name=...)`, default mode, on a "
+        "1280x720 clip panning over `street.jpg` (decode, model, drawing, encoding); whole "
+        "call timed.")
 
 
 def fmt_rate(values: list[float]) -> str:

@@ -24,6 +24,7 @@ onnxscript openvino``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -38,7 +39,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import torch.nn.functional as F  # noqa: E402
+
 from pixellib.checkpoint.synthetic import write_checkpoint  # noqa: E402
+from pixellib.model import backbone  # noqa: E402
 from pixellib.predictor import Predictor, resize_image  # noqa: E402
 
 LEVELS = ("p2", "p3", "p4", "p5", "p6")
@@ -66,15 +70,14 @@ def contenders(module, x, threads: int, workdir: Path) -> dict:
     found["ours (eager)"] = ours
 
     plain = Maps(module.backbone).eval()
-    os.environ["PIXELLIB_NO_WINOGRAD"] = "1"  # exporters and inductor see plain convolutions
-    try:
+    with plain_ops():
         try:
             compiled = torch.compile(plain)
             with torch.inference_mode():
                 compiled(x)
 
             def run_compiled():
-                with torch.inference_mode():
+                with plain_ops(), torch.inference_mode():  # what it was traced with
                     return [t.numpy() for t in compiled(x)]
 
             found["torch.compile (inductor)"] = run_compiled
@@ -116,9 +119,30 @@ def contenders(module, x, threads: int, workdir: Path) -> dict:
             skipped["OpenVINO"] = f"not installed ({exc.name})"
         except Exception as exc:  # noqa: BLE001
             skipped["OpenVINO"] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-    finally:
-        os.environ.pop("PIXELLIB_NO_WINOGRAD", None)
     return found, skipped
+
+
+@contextlib.contextmanager
+def plain_ops():
+    """The model as the exporters and inductor can take it, same maths: direct convolutions
+    (``PIXELLIB_NO_WINOGRAD``), and two in-place fusions of ours that the converters do not
+    know (``aten::_add_relu``; a 6-d view add for the FPN's upsampling) as plain ops."""
+    saved = backbone.add_relu, backbone.add_upsampled, os.environ.get("PIXELLIB_NO_WINOGRAD")
+    os.environ["PIXELLIB_NO_WINOGRAD"] = "1"
+    backbone.add_relu = lambda a, b, out=None: F.relu(a + b)
+    backbone.add_upsampled = _plain_add_upsampled
+    try:
+        yield
+    finally:
+        backbone.add_relu, backbone.add_upsampled = saved[:2]
+        if saved[2] is None:
+            os.environ.pop("PIXELLIB_NO_WINOGRAD", None)
+        else:
+            os.environ["PIXELLIB_NO_WINOGRAD"] = saved[2]
+
+
+def _plain_add_upsampled(x, small):
+    x += F.interpolate(small, scale_factor=2.0, mode="nearest")
 
 
 def main(argv=None) -> None:

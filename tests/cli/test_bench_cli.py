@@ -29,10 +29,11 @@ def test_help(bench, capsys):
 def test_quick_defaults(bench):
     args = bench.parse_args(["--quick"])
     assert (args.runs, args.warmup, args.batch_size, args.images) == (1, 0, 4, ["street.jpg"])
+    assert args.video_frames == 4 and "video" in args.parts
     assert args.out is None  # a smoke run does not overwrite docs/benchmarks.md
 
 
-@pytest.mark.parametrize("argv", [["--modes", "slow"], ["--parts", "video"],
+@pytest.mark.parametrize("argv", [["--modes", "slow"], ["--parts", "videos"],
                                   ["--images", "nope.jpg"], ["--runs", "0"]])
 def test_bad_options(bench, argv):
     with pytest.raises(SystemExit) as exc:
@@ -53,9 +54,18 @@ def test_render_and_write(bench, tmp_path):
                      "warmup": 1, "load_before": "0", "load_after": "0", "reference": "py",
                      "matmul_n": 4096},
             "jobs": [bench.asdict(job)]}
+    video = bench.Job("r50/video/default", "video", video="clip.mp4", impls=("ours", "ref"),
+                      runs=1)
+    video.results = {"ours": {"reps": [{"times": [50.0], "counts": [100]}], "done": done},
+                     "ref": {"reps": [{"times": [100.0], "counts": [100]}], "done": done}}
+    data["jobs"].append(bench.asdict(video))
     text = report.render(data)
     assert "| r50 | default | street.jpg | 2.000 | 5.000 | 2.50× | 34 / 34 |" in text
-    assert "segmentImage default, speed-up (median of photos) | 2.50× | 1.60× | met" in text
+    assert "segmentImage default, speed-up (median of photos) | 2.50× | 2.40× | met" in text
+    assert "## process_video" in text
+    assert "| 100 | 2.000 | 1.000 | 2.00× |" in text  # frames, ours/s, PixelLib/s, gain
+    assert ("process_video frames/s, gain | 2.00× | 2.60× | **short** (2.00× vs 2.60×)"
+            in text)
     out = tmp_path / "benchmarks.md"
     out.write_text("# Benchmarks\n\nNotes kept.\n")
     report.write(out, text)

@@ -344,7 +344,11 @@ def test_bad_device_is_a_user_error(fake, folder):
     _assert_one_line_error(err, "gpu7")
 
 
-def test_strict_and_all_failed(fake, folder, tmp_path):
+@pytest.mark.parametrize("overlap", ["0", "1"])
+def test_strict_and_all_failed(fake, folder, tmp_path, monkeypatch, overlap):
+    """Also with reading and writing on background threads (PIXELLIB_OVERLAP=1): the same
+    failures, named, and the same outputs."""
+    monkeypatch.setenv("PIXELLIB_OVERLAP", overlap)
     (folder / "empty.png").write_bytes(b"")
     code, out, err = fake(folder, "-o", tmp_path / "strict", "--strict")
     assert code == 1  # any failure with --strict; the good files are still written
@@ -359,10 +363,12 @@ def test_strict_and_all_failed(fake, folder, tmp_path):
     assert _summary(out)["failed"] == 2 and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_glob_classes_coco(fake, folder, tmp_path, monkeypatch, workers):
-    """COCO ids follow the input order, also with two images in flight."""
+@pytest.mark.parametrize(("workers", "overlap"), [("1", "0"), ("1", "1"), ("2", "0")])
+def test_glob_classes_coco(fake, folder, tmp_path, monkeypatch, workers, overlap):
+    """COCO ids follow the input order, also with two images in flight or with reading and
+    writing overlapping the model."""
     monkeypatch.setenv("PIXELLIB_BATCH_WORKERS", workers)
+    monkeypatch.setenv("PIXELLIB_OVERLAP", overlap)
     (folder / "notes.txt").write_text("matched by the glob, but not an image")
     coco = tmp_path / "all.json"
     code, out, err = fake(str(folder / "*"), "-o", tmp_path / "all", "--coco", coco)

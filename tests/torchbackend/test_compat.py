@@ -345,7 +345,12 @@ def test_batch_output_folder_equal_to_input_is_refused(ins, tmp_path):
 # --------------------------------------------------------------------------- batch
 
 
-def test_segment_batch_mixed_extensions_bad_files_filter_and_extracts(ins, tmp_path):
+@pytest.mark.parametrize("overlap", ["0", "1"])
+def test_segment_batch_mixed_extensions_bad_files_filter_and_extracts(ins, tmp_path,
+                                                                      monkeypatch, overlap):
+    """Also with PIXELLIB_OVERLAP=1 (reading ahead, drawing and writing behind the model on
+    background threads): the same results, order, warnings and files."""
+    monkeypatch.setenv("PIXELLIB_OVERLAP", overlap)
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     small = (IMAGES / "small.jpg").read_bytes()

@@ -68,6 +68,8 @@ def test_same_size_images_share_a_forward_and_equal_one_image_calls(predictor, p
 
 
 def test_mixed_sizes_keep_their_order_and_results(predictor, photos, one_by_one):
+    # street and wide differ in size (1196 and 1211 px wide once resized) but both pad to
+    # 1216: one forward; small pads to 1088: its own
     names = ["small", "street", "wide", "street_flipped"]
     batched = predictor.predict_batch([photos[n] for n in names], batch_size=4)
     assert [d.image_size for d in batched] == [photos[n].shape[:2] for n in names]
@@ -94,7 +96,7 @@ def test_pad_mixed_puts_different_sizes_in_one_forward(predictor, photos, one_by
         return forward(images, *args, **kwargs)
 
     monkeypatch.setattr(predictor.model, "forward_batch", counting)
-    names = ["street", "wide"]
+    names = ["street", "small"]  # padded to 800x1216 and 800x1088
     grouped = predictor.predict_batch([photos[n] for n in names], batch_size=2)
     assert len(calls) == 2  # different padded sizes: one forward each
     calls.clear()

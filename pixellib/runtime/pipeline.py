@@ -53,7 +53,8 @@ class Outcome:
         self.value, self.error = value, error
 
 
-def _run(fn: Callable, *args) -> Outcome:
+def run_outcome(fn: Callable, *args) -> Outcome:
+    """``fn(*args)`` as an :class:`Outcome`, its ``Exception`` kept rather than raised."""
     try:
         return Outcome(fn(*args))
     except Exception as exc:  # noqa: BLE001 - handed to the caller with its item
@@ -72,11 +73,11 @@ def pipelined(items: Iterable, read: Callable, compute: Callable, finish: Callab
     """
     if not overlap:
         for item in items:
-            outcome = _run(read, item)
+            outcome = run_outcome(read, item)
             if outcome.error is None:
-                outcome = _run(compute, item, outcome.value)
+                outcome = run_outcome(compute, item, outcome.value)
             if outcome.error is None:
-                outcome = _run(finish, item, outcome.value)
+                outcome = run_outcome(finish, item, outcome.value)
             yield item, outcome
         return
     if depth < 1:
@@ -94,15 +95,15 @@ def pipelined(items: Iterable, read: Callable, compute: Callable, finish: Callab
                 if item is _END:
                     exhausted = True
                 else:
-                    reading.append((item, readers.submit(_run, read, item)))
+                    reading.append((item, readers.submit(run_outcome, read, item)))
             if not reading:
                 break
             item, future = reading.popleft()
             outcome = future.result()
             if outcome.error is None:
-                outcome = _run(compute, item, outcome.value)
+                outcome = run_outcome(compute, item, outcome.value)
             if outcome.error is None:
-                finishing.append((item, finishers.submit(_run, finish, item, outcome.value)))
+                finishing.append((item, finishers.submit(run_outcome, finish, item, outcome.value)))
             else:
                 finishing.append((item, outcome))
             while len(finishing) > depth:

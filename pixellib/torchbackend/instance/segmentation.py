@@ -35,7 +35,7 @@ from tqdm import tqdm
 from ...errors import BATCH_SKIPPED, InvalidArgumentError
 from ...media.images import list_images, read_image, write_image
 from ...runtime.parallel import batch_plan, ordered_map
-from ...runtime.pipeline import Outcome, overlap_enabled, pipelined
+from ...runtime.pipeline import overlap_enabled, pipelined, run_outcome
 from . import paths
 from . import results as fmt
 
@@ -272,7 +272,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
             return image, predictor(image, classes=target_ids)
 
         if batch_plan(predictor.device)[0] > 1:  # PIXELLIB_BATCH_WORKERS: images in parallel
-            done = ordered_map(lambda path: _outcome(
+            done = ordered_map(lambda path: run_outcome(
                 lambda: finish(path, *segment(path, read_image(path)))), files,
                 device=predictor.device)
         else:  # reading ahead and writing behind the model where that pays (overlap_enabled)
@@ -419,14 +419,6 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         results = fmt.results_dict(det, mask_points_values=bool(mask_points),
                                    extracted_objects=crops)
         return results, output
-
-
-def _outcome(fn) -> Outcome:
-    """``fn()`` as an :class:`Outcome` (its error kept) for the parallel batch path."""
-    try:
-        return Outcome(fn())
-    except Exception as exc:  # noqa: BLE001 - sorted by the batch loop
-        return Outcome(error=exc)
 
 
 __all__ = ["SkippedImageWarning", "instanceSegmentation"]

@@ -17,7 +17,7 @@ from pixellib.runtime import heap
 
 ROOT = Path(__file__).parents[2]
 
-# Page faults of twelve rounds of what a forward pass does: each op makes a new 64 MB map
+# Page faults of sixteen rounds of what a forward pass does: each op makes a new 64 MB map
 # from the previous one, which is then freed.
 PROBE = """
 import json, resource, sys
@@ -31,7 +31,7 @@ def faults():
         x = x * 2
     del x
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(json.dumps({"on": on, "faults": [faults() for _ in range(12)]}))
+print(json.dumps({"on": on, "faults": [faults() for _ in range(16)]}))
 """
 
 # release_surplus after rounds of the same work: the first round grows the heap (trim);
@@ -81,9 +81,11 @@ def test_freed_blocks_are_reused_without_page_faults():
     baseline = _probe("none")
     reused = _probe("enable")
     assert baseline["on"] is None and reused["on"] is True
-    # The heap grows over the first rounds (how many varies with what is already in it);
-    # after that a round reuses it and faults (almost) nothing, whatever the page size.
-    steady = slice(4, None)
+    # The heap grows over the first rounds: how many varies with what is already in it and
+    # with where the interpreter's own small allocations land (under load it has grown once
+    # more at round 5). Once it has the room, rounds reuse it and fault (almost) nothing,
+    # whatever the page size: the last eight together fault less than one fresh round.
+    steady = slice(-8, None)
     assert min(baseline["faults"][steady]) >= FRESH_FAULTS, baseline
     assert sum(reused["faults"][steady]) < FRESH_FAULTS, reused
 

@@ -125,10 +125,14 @@ def main(argv=None) -> int:
                    help="report (markdown); 'none' prints only")
     p.add_argument("--report-from", metavar="RESULTS.json",
                    help="only write the report from a (possibly partial) run's results.json")
+    p.add_argument("--explain", action="store_true",
+                   help="with --report-from: look into each failing mask (near_ties)")
     args = p.parse_args(argv)
     if args.report_from:
         results = json.loads(Path(args.report_from).read_text())
         names = results["args"]["images"].split(",")
+        if args.explain:
+            explain_failures(results, Path(args.report_from).parent)
         return _write_report(results, [Path(n) for n in names], args.out, args.report_from)
 
     work = Path(args.workdir)
@@ -166,6 +170,84 @@ def main(argv=None) -> int:
     results["finished"] = True
     json_path.write_text(json.dumps(results))
     return _write_report(results, photos, args.out, json_path)
+
+
+def explain_failures(results: dict, run_dir: Path) -> None:
+    """For each failing case of the plain way, run our model again in this process, keep the
+    pre-paste probability maps, and record for every pair below the golden mask IoU what our
+    probability is at the pixels that differ from the reference, and what it becomes when the
+    map is pasted with the reference's box (``case["near_ties"]``). A float near-tie shows as
+    probabilities within a hair of 0.5 that the reference's box moves to the other side."""
+    import numpy as np
+    import torch
+
+    import pixellib.model.detector as detector
+    from pixellib.model import ops
+    from pixellib.predictor import Predictor
+
+    args = results["args"]
+    work = Path(args["workdir"])
+    golden = _parity.golden_module()
+    captured = {}
+    original_postprocess = detector.postprocess
+
+    def keep_maps(boxes, scores, classes, masks, *rest):
+        out = original_postprocess(boxes, scores, classes, masks, *rest)
+        captured.update(maps=masks.detach().float(), boxes=out.boxes)
+        return out
+
+    def sample(prob_map, box, pixels):
+        box = torch.as_tensor(box, dtype=torch.float32)[None]
+        x0, y0, x1, y1 = box.split(1, dim=1)
+        ys = torch.tensor([p[0] for p in pixels], dtype=torch.float32) + 0.5
+        xs = torch.tensor([p[1] for p in pixels], dtype=torch.float32) + 0.5
+        grid = torch.stack([(xs - x0) / (x1 - x0) * 2 - 1, (ys - y0) / (y1 - y0) * 2 - 1],
+                           dim=-1)[None]
+        return torch.nn.functional.grid_sample(prob_map[None, None], grid,
+                                               align_corners=False).flatten().tolist()
+
+    detector.postprocess = keep_maps
+    try:
+        for case in results["cases"]:
+            if case["ok"] or case["way"] != "plain":
+                continue
+            key = f"{case['model']}_seed{case['seed']}/{case['mode']}"
+            ref = _parity.load(run_dir / "outputs" / key / "ref" / f"{case['photo']}.npz")
+            ckpt = checkpoint(case["model"], case["seed"], work / "checkpoints")
+            photo = next((work / "photos").glob(case["photo"] + ".*"))
+            predictor = Predictor(str(ckpt), speed=None if case["mode"] == "default"
+                                  else case["mode"], confidence=args["confidence"])
+            det = predictor(str(photo))
+            maps, boxes, masks = captured["maps"], captured["boxes"].numpy(), det.masks
+            assert len(maps) == len(masks), "the Predictor dropped detections after pasting"
+            ties = []
+            ious = golden.box_iou(ref["boxes"], boxes)
+            for g in range(len(ref["boxes"])):
+                same = np.flatnonzero(det.class_ids == ref["classes"][g])
+                if not len(same):
+                    continue
+                o = int(same[np.argmax(ious[g, same])])
+                if golden.mask_iou(ref["masks"][g], masks[o]) >= 0.95:
+                    continue
+                differing = np.argwhere(ref["masks"][g] != masks[o]).tolist()
+                ours_p = sample(maps[o], boxes[o], differing)
+                with_ref = sample(maps[o], ref["boxes"][g], differing)
+                repasted = ops.paste_masks(maps[o][None], torch.as_tensor(ref["boxes"][g])[None],
+                                           ref["masks"].shape[1:])[0].numpy()
+                ties.append({
+                    "class": int(ref["classes"][g]),
+                    "box_size": "x".join(f"{v:.2f}" for v in (ref["boxes"][g][2:] -
+                                                              ref["boxes"][g][:2])),
+                    "ref_pixels": int(ref["masks"][g].sum()), "our_pixels": int(masks[o].sum()),
+                    "box_diff": float(np.abs(ref["boxes"][g] - boxes[o]).max()),
+                    "differing": len(differing),
+                    "probabilities": ", ".join(f"{v:.5f}" for v in ours_p),
+                    "with_ref_box": ", ".join(f"{v:.5f}" for v in with_ref),
+                    "ref_box_equal": bool((repasted == ref["masks"][g]).all())})
+            case["near_ties"] = ties
+            print(f"{key} {case['photo']}: {ties}", flush=True)
+    finally:
+        detector.postprocess = original_postprocess
 
 
 def _write_report(results: dict, photos, out: str, raw) -> int:
@@ -226,6 +308,23 @@ def format_report(results: dict, photos) -> str:
             lines.append(f"| {c['model']} seed {c['seed']} | {c['mode']} | {c['photo']} | "
                          f"{c['way']} | {c['expected']} | {c['actual']} | {c['unmatched']} | "
                          f"{c['worst_iou']} | {c['max_score_diff']} |")
+        explained = [c for c in failed if c.get("near_ties")]
+        if explained:
+            lines += ["", "What differs in the failing masks (`--explain`: our mask head's "
+                      "probabilities re-sampled at the differing pixels, and our probability "
+                      "map pasted with the reference's box):", ""]
+            for c in explained:
+                for t in c["near_ties"]:
+                    lines.append(
+                        f"- {c['model']} seed {c['seed']} {c['mode']} {c['photo']} "
+                        f"({c['way']}): detection of class {t['class']}, box "
+                        f"{t['box_size']} px, masks of {t['ref_pixels']} (ref) and "
+                        f"{t['our_pixels']} (ours) pixels, box corners differing by at most "
+                        f"{t['box_diff']:.1e} px; at the {t['differing']} differing pixels our "
+                        f"probability is {t['probabilities']} (threshold 0.5); pasted with the "
+                        f"reference's box it is {t['with_ref_box']}, and the mask "
+                        f"{'equals' if t['ref_box_equal'] else 'still differs from'} the "
+                        "reference's.")
     return "\n".join(lines) + "\n"
 
 

@@ -224,35 +224,19 @@ def _report_failure(job: Job, error: BaseException, stats: _Stats, bar) -> None:
 
 
 def _image_outcomes(predictor, jobs: list[Job], args):
-    """``(job, (detections, None))`` or ``(job, (None, error))`` per image job, in order.
-
-    ``PIXELLIB_BATCH_WORKERS`` > 1: several images at once (:mod:`pixellib.runtime.parallel`).
-    Otherwise one at a time, with reading ahead and drawing/writing behind the model where
-    that pays (:func:`pixellib.runtime.pipeline.overlap_enabled`)."""
+    """``(job, (detections, None))`` or ``(job, (None, error))`` per image job, in order:
+    :func:`pixellib.runtime.pipeline.run_batch` (several images at once with
+    ``PIXELLIB_BATCH_WORKERS`` > 1, else reading ahead and writing behind the model where that
+    pays)."""
     from ..media.images import read_image
-    from ..runtime.parallel import batch_plan, ordered_map
-    from ..runtime.pipeline import overlap_enabled, pipelined
+    from ..runtime.pipeline import run_batch
 
-    if batch_plan(predictor.device)[0] > 1:
-        yield from ordered_map(lambda job: _attempt(_segment_image, predictor, job, args), jobs,
-                               device=predictor.device)
-        return
-    done = pipelined(jobs, lambda job: read_image(job.source),
+    done = run_batch(jobs, lambda job: read_image(job.source),
                      lambda job, image: (image, predictor(image, classes=args.classes)),
                      lambda job, found: _finish_image(job, *found, args),
-                     overlap=overlap_enabled(predictor.device))
+                     device=predictor.device, skip=BATCH_SKIPPED)
     for job, outcome in done:
-        if outcome.error is not None and not isinstance(outcome.error, BATCH_SKIPPED):
-            raise outcome.error
         yield job, (outcome.value, outcome.error)
-
-
-def _segment_image(predictor, job: Job, args):
-    """Read, segment, draw and write one image (runs in a batch worker); its detections."""
-    from ..media.images import read_image
-
-    image = read_image(job.source)
-    return _finish_image(job, image, predictor(image, classes=args.classes), args)
 
 
 def _finish_image(job: Job, image, det, args):

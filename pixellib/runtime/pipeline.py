@@ -120,6 +120,31 @@ def pipelined(items: Iterable, read: Callable, compute: Callable, finish: Callab
         finishers.shutdown(wait=True)
 
 
+def run_batch(items: Iterable, read: Callable, compute: Callable, finish: Callable, *,
+              device="cpu", skip: type[BaseException] | tuple = ()
+              ) -> Iterator[tuple[Any, Outcome]]:
+    """``(item, Outcome)`` per item, in order: how the image batch loops (``segmentBatch``,
+    ``pixellib segment``) run their three stages.
+
+    With ``PIXELLIB_BATCH_WORKERS`` > 1 (:func:`pixellib.runtime.parallel.batch_plan`) several
+    items go at once, each through all three stages on a worker; otherwise :func:`pipelined`,
+    overlapping where :func:`overlap_enabled` says it pays on ``device``. An error of a
+    ``skip`` type (a bad input) is its item's ``Outcome.error`` and the batch goes on; any
+    other error is raised here (a bug, not a bad file).
+    """
+    from .parallel import batch_plan, ordered_map
+
+    if batch_plan(device)[0] > 1:
+        done = ordered_map(lambda item: run_outcome(
+            lambda: finish(item, compute(item, read(item)))), items, device=device)
+    else:
+        done = pipelined(items, read, compute, finish, overlap=overlap_enabled(device))
+    for item, outcome in done:
+        if outcome.error is not None and not isinstance(outcome.error, skip):
+            raise outcome.error
+        yield item, outcome
+
+
 _END = object()
 
 

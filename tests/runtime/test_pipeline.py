@@ -7,7 +7,13 @@ import time
 import pytest
 
 from pixellib.errors import ImageReadError, InvalidArgumentError
-from pixellib.runtime.pipeline import WriteBehind, overlap_enabled, pipelined, prefetch
+from pixellib.runtime.pipeline import (
+    WriteBehind,
+    overlap_enabled,
+    pipelined,
+    prefetch,
+    run_batch,
+)
 
 
 def stages(log, in_flight, peak, fail_read=(), fail_compute=(), fail_finish=()):
@@ -159,3 +165,38 @@ def test_overlap_switch(monkeypatch):
     monkeypatch.setenv("PIXELLIB_OVERLAP", "maybe")
     with pytest.raises(InvalidArgumentError, match="PIXELLIB_OVERLAP"):
         overlap_enabled("cpu")
+
+
+@pytest.mark.parametrize("workers,overlap", [("1", "0"), ("1", "1"), ("2", "0")])
+def test_run_batch_skips_bad_inputs_and_raises_bugs(monkeypatch, workers, overlap):
+    """segmentBatch's and the CLI's loop: in parallel with PIXELLIB_BATCH_WORKERS > 1, else
+    pipelined; a bad input is its item's outcome, any other error stops the batch."""
+    import torch
+
+    monkeypatch.setenv("PIXELLIB_BATCH_WORKERS", workers)
+    monkeypatch.setenv("PIXELLIB_OVERLAP", overlap)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        log, in_flight, peak = [], set(), []
+        read, compute, finish = stages(log, in_flight, peak, fail_read={2}, fail_finish={4})
+        out = list(run_batch(range(8), read, compute, finish, skip=(ImageReadError, OSError)))
+        assert [item for item, _ in out] == list(range(8))
+        assert isinstance(out[2][1].error, ImageReadError)
+        assert isinstance(out[4][1].error, OSError)
+        assert all(o.error is None and o.value == (i * 10 + 1) * 2
+                   for i, o in out if i not in (2, 4))
+        threads = {t for _, _, t in log}
+        if workers == "2":
+            assert all(t.startswith("pixellib-batch") for t in threads), threads
+        elif overlap == "1":
+            assert any(t.startswith("pixellib-read") for t in threads), threads
+        else:
+            assert threads == {threading.current_thread().name}
+
+        read, compute, finish = stages([], set(), [], fail_compute={5})
+        with pytest.raises(ValueError, match="bad item 5"):
+            list(run_batch(range(8), read, compute, finish, skip=(ImageReadError, OSError)))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)

@@ -34,8 +34,7 @@ from tqdm import tqdm
 
 from ...errors import BATCH_SKIPPED, InvalidArgumentError
 from ...media.images import list_images, read_image, write_image
-from ...runtime.parallel import batch_plan, ordered_map
-from ...runtime.pipeline import overlap_enabled, pipelined, run_outcome
+from ...runtime.pipeline import overlap_enabled, run_batch
 from . import paths
 from . import results as fmt
 
@@ -271,19 +270,14 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
                 print("Processing image...")
             return image, predictor(image, classes=target_ids)
 
-        if batch_plan(predictor.device)[0] > 1:  # PIXELLIB_BATCH_WORKERS: images in parallel
-            done = ordered_map(lambda path: run_outcome(
-                lambda: finish(path, *segment(path, read_image(path)))), files,
-                device=predictor.device)
-        else:  # reading ahead and writing behind the model where that pays (overlap_enabled)
-            done = pipelined(files, read_image, segment, lambda path, x: finish(path, *x),
-                             overlap=overlap_enabled(predictor.device))
+        # In parallel (PIXELLIB_BATCH_WORKERS), or reading ahead and writing behind the model
+        # where that pays: pixellib.runtime.pipeline.run_batch.
+        done = run_batch(files, read_image, segment, lambda path, x: finish(path, *x),
+                         device=predictor.device, skip=BATCH_SKIPPED)
         all_results, outputs, failures = [], [], []
         for path, outcome in tqdm(done, total=len(files), desc="segmentBatch",
                                   unit="image", disable=not files):
             if outcome.error is not None:
-                if not isinstance(outcome.error, BATCH_SKIPPED):
-                    raise outcome.error
                 reason = " ".join(str(outcome.error).split())
                 failures.append((str(path), reason))
                 warnings.warn(f"segmentBatch skipped {str(path)!r}: {reason}",

@@ -108,6 +108,15 @@ def run_outputs(way: str, python: str, ckpt: Path, backbone: str, mode: str, pho
     return out
 
 
+def earlier_reference(run_dirs: list[str], key: str, stems: list[str]) -> Path | None:
+    """The folder of an earlier run's reference outputs for ``key`` holding every photo."""
+    for run_dir in run_dirs:
+        folder = Path(run_dir) / "outputs" / key / "ref"
+        if all((folder / f"{stem}.npz").is_file() for stem in stems):
+            return folder
+    return None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reference", default=os.environ.get("PIXELLIB_REFERENCE_PYTHON",
@@ -123,6 +132,10 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", default=str(ROOT / "bench_out" / "differential"))
     p.add_argument("--out", default=str(ROOT / "docs" / "fidelity.md"),
                    help="report (markdown); 'none' prints only")
+    p.add_argument("--reuse-reference", metavar="RUN_DIR", action="append", default=[],
+                   help="take the reference's outputs from an earlier run's folder where it "
+                        "has them for a checkpoint and mode (PixelLib's side does not change "
+                        "with our code); repeatable")
     p.add_argument("--report-from", metavar="RESULTS.json",
                    help="only write the report from a (possibly partial) run's results.json")
     p.add_argument("--explain", action="store_true",
@@ -150,8 +163,13 @@ def main(argv=None) -> int:
         ckpt = checkpoint(model, int(seed), work / "checkpoints")
         for mode in args.modes.split(","):
             key = f"{model}_seed{seed}/{mode}"
-            ref = run_outputs("ref", args.reference, ckpt, ARCHS[model][1], mode, photos, args,
-                              run_dir, key)
+            ref = earlier_reference(args.reuse_reference, key, stems)
+            if ref is None:
+                ref = run_outputs("ref", args.reference, ckpt, ARCHS[model][1], mode, photos,
+                                  args, run_dir, key)
+            else:
+                print(f"{key}: the reference's outputs of {ref}", flush=True)
+            results.setdefault("reference_outputs", {})[key] = str(ref)
             for way in ways:
                 python = args.reference if way == "torchvision" else args.python
                 ours = run_outputs(way, python, ckpt, ARCHS[model][1], mode, photos, args,
@@ -212,7 +230,9 @@ def explain_failures(results: dict, run_dir: Path) -> None:
             if case["ok"] or case["way"] != "plain":
                 continue
             key = f"{case['model']}_seed{case['seed']}/{case['mode']}"
-            ref = _parity.load(run_dir / "outputs" / key / "ref" / f"{case['photo']}.npz")
+            ref_dir = Path(results.get("reference_outputs", {}).get(
+                key, run_dir / "outputs" / key / "ref"))
+            ref = _parity.load(ref_dir / f"{case['photo']}.npz")
             ckpt = checkpoint(case["model"], case["seed"], work / "checkpoints")
             photo = next((work / "photos").glob(case["photo"] + ".*"))
             predictor = Predictor(str(ckpt), speed=None if case["mode"] == "default"

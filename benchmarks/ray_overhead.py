@@ -70,12 +70,15 @@ class CpuSampler:
         self.exclude = exclude
         self.first = cpu_seconds_by_process(exclude)
         self.last = dict(self.first)
+        self.series = [(time.time(), dict(self.first))]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         while not self._stop.wait(0.5):
-            self.last.update(cpu_seconds_by_process(self.exclude))
+            snap = cpu_seconds_by_process(self.exclude)
+            self.last.update(snap)
+            self.series.append((time.time(), snap))
 
     def __enter__(self):
         self._thread.start()
@@ -85,6 +88,18 @@ class CpuSampler:
         self._stop.set()
         self._thread.join()
         self.last.update(cpu_seconds_by_process(self.exclude))
+
+    def rates(self, start: float, end: float) -> dict[str, float]:
+        """Cores each label used between two wall-clock times (the samples nearest inside)."""
+        inside = [(t, snap) for t, snap in self.series if start <= t <= end]
+        if len(inside) < 2:
+            return {}
+        (t0, a), (t1, b) = inside[0], inside[-1]
+        used: dict[str, float] = {}
+        for pid, (label, seconds) in b.items():
+            used[label] = used.get(label, 0.0) + seconds - a.get(pid, (label, seconds))[1]
+        return {k: round(v / (t1 - t0), 3) for k, v in sorted(used.items(), key=lambda kv: -kv[1])
+                if v / (t1 - t0) > 0.002}
 
     def used(self) -> dict[str, float]:
         used: dict[str, float] = {}
@@ -98,13 +113,16 @@ def _timed_loop(worker, paths: list[str]) -> list[float]:
     """Per-image seconds of what ``SegmentBatch.__call__`` does for one row."""
     from pixellib.media.images import decode_image
 
-    times = []
-    for path in paths:
+    times, window = [], []
+    for k, path in enumerate(paths):
         data = Path(path).read_bytes()
         start = time.perf_counter()
+        if k == min(WARMUP, len(paths) - 1):
+            window.append(time.time())
         worker._segment(path, decode_image(data, path))
         times.append(time.perf_counter() - start)
-    return times
+    window.append(time.time())
+    return {"times": times, "window": window}
 
 
 def _facts() -> dict:
@@ -126,7 +144,7 @@ def child(mode: str, paths: list[str], model: str, threads: int, stamps: str) ->
 
         torch.set_num_threads(threads)
         worker = SegmentBatch(model)
-        return {"times": _timed_loop(worker, paths), "facts": _facts()}
+        return {**_timed_loop(worker, paths), "facts": _facts()}
 
     import ray
 
@@ -142,7 +160,7 @@ def child(mode: str, paths: list[str], model: str, threads: int, stamps: str) ->
                     self.worker = SegmentBatch(model)
 
                 def run(self, paths):
-                    return {"times": _timed_loop(self.worker, paths), "facts": _facts()}
+                    return {**_timed_loop(self.worker, paths), "facts": _facts()}
 
             actor = Timed.remote()
             return ray.get(actor.run.remote(paths))
@@ -154,13 +172,12 @@ def child(mode: str, paths: list[str], model: str, threads: int, stamps: str) ->
             """Appends (path, start, end) of each image's work to the stamps file."""
 
             def _segment(self, path, image):
-                start = time.perf_counter()
+                start = time.time()
                 try:
                     return super()._segment(path, image)
                 finally:
                     with open(stamps, "a") as f:
-                        f.write(json.dumps([path, start, time.perf_counter(),
-                                            _facts()]) + "\n")
+                        f.write(json.dumps([path, start, time.time(), _facts()]) + "\n")
 
         with tempfile.TemporaryDirectory() as out:
             segment_to_parquet(paths, out, model=model, num_cpus=threads, concurrency=1,
@@ -168,7 +185,10 @@ def child(mode: str, paths: list[str], model: str, threads: int, stamps: str) ->
         rows = [json.loads(line) for line in Path(stamps).read_text().splitlines()]
         order = {p: k for k, p in enumerate(paths)}
         rows.sort(key=lambda r: order[r[0]])
-        return {"times": [r[2] - r[1] for r in rows], "facts": rows[-1][3]}
+        ends = sorted(r[2] for r in rows)
+        steady = sorted(r[1] for r in rows)[min(WARMUP, len(rows) - 1)]
+        return {"times": [r[2] - r[1] for r in rows], "window": [steady, ends[-1]],
+                "facts": rows[-1][3]}
 
 
 def run_mode(mode: str, paths: list[str], args) -> dict:
@@ -193,7 +213,7 @@ def run_mode(mode: str, paths: list[str], args) -> dict:
     return {"mode": mode, "wall_s": round(wall, 1), "images": len(out["times"]),
             "median_s": round(statistics.median(steady), 3),
             "mean_s": round(statistics.fmean(steady), 3), "facts": out["facts"],
-            "cpu_s_by_process": used}
+            "cpu_s_by_process": used, "cores_while_steady": sampler.rates(*out["window"])}
 
 
 def main(argv=None) -> None:
@@ -233,9 +253,9 @@ def main(argv=None) -> None:
         print(json.dumps(r), flush=True)
     base = results[0]["median_s"]
     print(f"\n{'mode':8s} {'median s/img':>12s} {'vs ' + results[0]['mode']:>10s} {'wall s':>8s}"
-          "  other processes' CPU s (top 6)")
+          "  cores used while images ran after warm-up, by process (top 8)")
     for r in results:
-        top = ", ".join(f"{k} {v}" for k, v in list(r["cpu_s_by_process"].items())[:6])
+        top = ", ".join(f"{k} {v}" for k, v in list(r["cores_while_steady"].items())[:8])
         print(f"{r['mode']:8s} {r['median_s']:12.3f} {base / r['median_s']:9.2f}x "
               f"{r['wall_s']:8.1f}  {top}")
 

@@ -125,6 +125,12 @@ def _timed_loop(worker, paths: list[str]) -> list[float]:
     return {"times": times, "window": window}
 
 
+def _faults() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _facts() -> dict:
     import torch
 
@@ -172,12 +178,13 @@ def child(mode: str, paths: list[str], model: str, threads: int, stamps: str) ->
             """Appends (path, start, end) of each image's work to the stamps file."""
 
             def _segment(self, path, image):
-                start = time.time()
+                start, faults = time.time(), _faults()
                 try:
                     return super()._segment(path, image)
                 finally:
+                    facts = {**_facts(), "page_faults": _faults() - faults}
                     with open(stamps, "a") as f:
-                        f.write(json.dumps([path, start, time.time(), _facts()]) + "\n")
+                        f.write(json.dumps([path, start, time.time(), facts]) + "\n")
 
         with tempfile.TemporaryDirectory() as out:
             segment_to_parquet(paths, out, model=model, num_cpus=threads, concurrency=1,
@@ -187,8 +194,10 @@ def child(mode: str, paths: list[str], model: str, threads: int, stamps: str) ->
         rows.sort(key=lambda r: order[r[0]])
         ends = sorted(r[2] for r in rows)
         steady = sorted(r[1] for r in rows)[min(WARMUP, len(rows) - 1)]
+        facts = rows[-1][3]
+        facts["page_faults"] = [r[3]["page_faults"] for r in rows]
         return {"times": [r[2] - r[1] for r in rows], "window": [steady, ends[-1]],
-                "facts": rows[-1][3]}
+                "facts": facts}
 
 
 def run_mode(mode: str, paths: list[str], args) -> dict:

@@ -40,6 +40,7 @@ import ray
 
 from pixellib.errors import OutputCheckError, RayJobError
 from pixellib.media.files import atomic_path, write_text
+from pixellib.runtime import heap
 
 from .rows import SCHEMA, rows_table
 from .worker import SegmentBatch
@@ -79,6 +80,24 @@ _RETRIES = ({} if _version(ray.__version__) >= (2, 60)
             else {"max_restarts": -1, "max_task_retries": -1})
 
 
+
+
+def _own_thread_option() -> dict:
+    """``ActorPoolStrategy`` keywords that run the model on the actor's own thread.
+
+    By default Ray Data (2.4x on) calls an actor's callable on a helper thread, so that
+    batching can overlap it. torch runs slower there: measured on this project's 2-core
+    machine (docs/scale-out.md, ``benchmarks/ray_overhead.py``), the actor's two torch threads
+    kept only ~1.6 cores busy instead of ~2, and an image took 3.5-3.8 s instead of 2.8-3.0 s.
+    ``enable_true_multi_threading=True`` calls it directly; with one call at a time per actor
+    (Ray Data's default ``max_concurrency`` of 1) nothing runs concurrently either way."""
+    import inspect
+
+    params = inspect.signature(ray.data.ActorPoolStrategy.__init__).parameters
+    return {"enable_true_multi_threading": True} if "enable_true_multi_threading" in params else {}
+
+
+_OWN_THREAD = _own_thread_option()
 
 
 @dataclass
@@ -258,10 +277,14 @@ def segment_dataset(
     kwargs = dict(model=str(model), speed=speed, confidence=confidence, polygons=polygons,
                   classes=None if classes is None else [int(c) for c in classes],
                   annotate_dir=None if annotate_dir is None else str(Path(annotate_dir).absolute()))
+    # Actors reuse freed memory between images (SegmentBatch) but run on a pool thread: one
+    # malloc arena lets that thread reuse it (pixellib.runtime.heap.worker_env).
+    env = heap.worker_env()
     return ds.map_batches(
         worker, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=num_cpus,
-        num_gpus=num_gpus or None, **_RETRIES,
+        compute=ray.data.ActorPoolStrategy(size=concurrency, **_OWN_THREAD), num_cpus=num_cpus,
+        num_gpus=num_gpus or None, **({"runtime_env": {"env_vars": env}} if env else {}),
+        **_RETRIES,
     )
 
 

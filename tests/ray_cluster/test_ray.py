@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import cv2
@@ -49,6 +50,10 @@ class CrashOnce(SegmentBatch):
     marker_dir = ""
 
     def before_image(self, path: str) -> None:
+        with open(Path(self.marker_dir) / "calls.jsonl", "a") as f:  # where each call ran
+            f.write(json.dumps({"main_thread": threading.current_thread()
+                                is threading.main_thread(), "pid": os.getpid(),
+                                "arena_max": os.environ.get("MALLOC_ARENA_MAX")}) + "\n")
         marker = Path(self.marker_dir) / "crashed"
         if Path(path).name == CRASH_AT and not marker.exists():
             marker.write_text(f"{os.getpid()}\n")
@@ -172,6 +177,17 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(crashed_run, images)
     assert sorted(paths) == sorted(str(p) for p in images.iterdir())  # each exactly once
     check_output(out, paths)
     assert len(shard_paths(out)) == len(summary.shards) >= 2  # rows_per_shard=2
+
+
+def test_actors_segment_on_their_own_thread_with_one_malloc_arena(crashed_run):
+    """Ray Data would call the model on a helper thread, where torch kept ~1.6 of 2 cores
+    busy and large freed blocks were not reused (docs/scale-out.md): every call must run on
+    the actor's main thread, in a process started with MALLOC_ARENA_MAX=1."""
+    _, _, marker = crashed_run
+    calls = [json.loads(line) for line in (marker.parent / "calls.jsonl").read_text().splitlines()]
+    assert len(calls) >= 12 and len({c["pid"] for c in calls}) >= 2
+    assert all(c["main_thread"] for c in calls), calls
+    assert all(c["arena_max"] == "1" for c in calls), calls
 
 
 def test_cli_skip_existing_completes_a_partial_output_as_parquet(crashed_run, images,

@@ -58,12 +58,21 @@ for mb in [64] * 16 + [256]:
 print(json.dumps({"on": on, "steps": steps}))
 """
 
+# The same rounds on a thread other than the main one (a Ray Data actor's, a server's).
+THREAD_PROBE = PROBE.replace(
+    'print(json.dumps({"on": on, "faults": [faults() for _ in range(16)]}))',
+    "from concurrent.futures import ThreadPoolExecutor\n"
+    "with ThreadPoolExecutor(1) as pool:\n"
+    "    found = pool.submit(lambda: [faults() for _ in range(16)]).result()\n"
+    'print(json.dumps({"on": on, "faults": found}))')
+
 glibc_only = pytest.mark.skipif(heap._glibc() is None, reason="needs Linux with glibc")
 
 
 def _probe(action: str, code: str = PROBE, **extra) -> dict:
     env = dict(os.environ)
     env.pop("PIXELLIB_NO_HEAP_REUSE", None)
+    env.pop("MALLOC_ARENA_MAX", None)
     env.update(PYTHONPATH=str(ROOT), **extra)
     out = subprocess.run([sys.executable, "-c", code, action], env=env, cwd=ROOT,
                          capture_output=True, text=True, check=True)
@@ -88,6 +97,31 @@ def test_freed_blocks_are_reused_without_page_faults():
     steady = slice(-8, None)
     assert min(baseline["faults"][steady]) >= FRESH_FAULTS, baseline
     assert sum(reused["faults"][steady]) < FRESH_FAULTS, reused
+
+
+@glibc_only
+def test_a_thread_reuses_freed_blocks_only_with_one_arena():
+    """A thread's own malloc arena caps its heaps at 64 MB, so 64 MB blocks are mapped afresh
+    each time; heap.worker_env() (MALLOC_ARENA_MAX=1) sends the thread to the main heap."""
+    assert THREAD_PROBE != PROBE
+    steady = slice(-8, None)
+    own_arena = _probe("enable", THREAD_PROBE)
+    assert own_arena["on"] is True
+    assert min(own_arena["faults"][steady]) >= FRESH_FAULTS, own_arena
+    one_arena = _probe("enable", THREAD_PROBE, MALLOC_ARENA_MAX="1")
+    assert one_arena["on"] is True
+    assert sum(one_arena["faults"][steady]) < FRESH_FAULTS, one_arena
+
+
+def test_worker_env_names_one_arena_unless_reuse_is_off_or_set(monkeypatch):
+    monkeypatch.delenv("PIXELLIB_NO_HEAP_REUSE", raising=False)
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert heap.worker_env() == {"MALLOC_ARENA_MAX": "1"}
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")  # the caller's choice stands
+    assert heap.worker_env() == {}
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    monkeypatch.setenv("PIXELLIB_NO_HEAP_REUSE", "1")
+    assert heap.worker_env() == {}
 
 
 @glibc_only

@@ -32,6 +32,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
+from ray_throughput import Poller, make_images  # noqa: E402
+
 MODES = ("inproc", "actor", "data")
 WARMUP = 2  # images left out of the per-image figures (first calls allocate and warm caches)
 TICK = os.sysconf("SC_CLK_TCK")
@@ -60,34 +62,21 @@ def cpu_seconds_by_process(exclude: set[int]) -> dict[int, tuple[str, float]]:
     return out
 
 
-class CpuSampler:
+class CpuSampler(Poller):
     """Samples every process's CPU time twice a second while it runs, so processes that start
     and end meanwhile (a Ray cluster) are counted; ``used()``: CPU seconds by label."""
 
     def __init__(self, exclude: set[int]):
-        import threading
-
+        super().__init__()
         self.exclude = exclude
         self.first = cpu_seconds_by_process(exclude)
         self.last = dict(self.first)
         self.series = [(time.time(), dict(self.first))]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self):
-        while not self._stop.wait(0.5):
-            snap = cpu_seconds_by_process(self.exclude)
-            self.last.update(snap)
-            self.series.append((time.time(), snap))
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.last.update(cpu_seconds_by_process(self.exclude))
+    def poll(self):
+        snap = cpu_seconds_by_process(self.exclude)
+        self.last.update(snap)
+        self.series.append((time.time(), snap))
 
     def rates(self, start: float, end: float) -> dict[str, float]:
         """Cores each label used between two wall-clock times (the samples nearest inside)."""
@@ -240,8 +229,6 @@ def main(argv=None) -> None:
                        spec["stamps"])
         Path(args.child[1]).write_text(json.dumps(result))
         return
-
-    from ray_throughput import make_images
 
     work = Path(args.workdir)
     if args.model is None:

@@ -80,30 +80,47 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-class PeakMemory:
-    """Polls the resident memory of the processes whose command line matches; keeps each
-    one's peak (MiB). Ray names an actor's process after it: ``ray::MapWorker(...)``."""
+class Poller:
+    """Calls ``poll()`` on a background thread every ``interval`` seconds while in a ``with``
+    block, and once more on leaving it."""
 
-    def __init__(self, match):
-        self.match, self.peaks = match, {}
+    interval = 0.5
+
+    def __init__(self):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def poll(self) -> None:
+        raise NotImplementedError
+
     def _run(self):
-        while not self._stop.is_set():
-            for entry in os.listdir("/proc"):
-                if entry.isdigit() and self.match(_cmdline(int(entry))):
-                    pid = int(entry)
-                    self.peaks[pid] = max(self.peaks.get(pid, 0.0), _rss_mib(pid))
-            self._stop.wait(0.5)
+        while not self._stop.wait(self.interval):
+            self.poll()
 
     def __enter__(self):
+        self.poll()
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+        self.poll()
+
+
+class PeakMemory(Poller):
+    """Polls the resident memory of the processes whose command line matches; keeps each
+    one's peak (MiB). Ray names an actor's process after it: ``ray::MapWorker(...)``."""
+
+    def __init__(self, match):
+        super().__init__()
+        self.match, self.peaks = match, {}
+
+    def poll(self):
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and self.match(_cmdline(int(entry))):
+                pid = int(entry)
+                self.peaks[pid] = max(self.peaks.get(pid, 0.0), _rss_mib(pid))
 
 
 def _is_actor(cmd: str) -> bool:

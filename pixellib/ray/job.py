@@ -277,8 +277,9 @@ def segment_dataset(
     kwargs = dict(model=str(model), speed=speed, confidence=confidence, polygons=polygons,
                   classes=None if classes is None else [int(c) for c in classes],
                   annotate_dir=None if annotate_dir is None else str(Path(annotate_dir).absolute()))
-    # Actors reuse freed memory between images (SegmentBatch) but run on a pool thread: one
-    # malloc arena lets that thread reuse it (pixellib.runtime.heap.worker_env).
+    # Actors reuse freed memory between images (SegmentBatch); one malloc arena keeps that
+    # working whichever thread Ray calls them on (a helper thread in Ray versions without
+    # enable_true_multi_threading): pixellib.runtime.heap.worker_env.
     env = heap.worker_env()
     return ds.map_batches(
         worker, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="numpy",

@@ -84,19 +84,26 @@ def _probe(action: str, code: str = PROBE, **extra) -> dict:
 # at least FRESH_FAULTS per round on any Linux (80,000 with 4 KB pages).
 FRESH_FAULTS = 5 * (64 >> 1)
 
+# The heap grows over the first rounds: how many varies with what is already in it and with
+# where the interpreter's own small allocations land, and now and then a later round still
+# maps one more block (seen at rounds 5 to 9, more often under load). With reuse, rounds past
+# the first eight are quiet all but that once or twice; without it, not one of them is.
+STEADY = slice(-8, None)
+MOST = 6
+
+
+def _quiet(found: dict) -> int:
+    """How many of the last eight rounds faulted less than a fresh round's pages."""
+    return sum(faults < FRESH_FAULTS for faults in found["faults"][STEADY])
+
 
 @glibc_only
 def test_freed_blocks_are_reused_without_page_faults():
     baseline = _probe("none")
     reused = _probe("enable")
     assert baseline["on"] is None and reused["on"] is True
-    # The heap grows over the first rounds: how many varies with what is already in it and
-    # with where the interpreter's own small allocations land (under load it has grown once
-    # more at round 5). Once it has the room, rounds reuse it and fault (almost) nothing,
-    # whatever the page size: the last eight together fault less than one fresh round.
-    steady = slice(-8, None)
-    assert min(baseline["faults"][steady]) >= FRESH_FAULTS, baseline
-    assert sum(reused["faults"][steady]) < FRESH_FAULTS, reused
+    assert _quiet(baseline) == 0, baseline
+    assert _quiet(reused) >= MOST, reused
 
 
 @glibc_only
@@ -104,13 +111,12 @@ def test_a_thread_reuses_freed_blocks_only_with_one_arena():
     """A thread's own malloc arena caps its heaps at 64 MB, so 64 MB blocks are mapped afresh
     each time; heap.worker_env() (MALLOC_ARENA_MAX=1) sends the thread to the main heap."""
     assert THREAD_PROBE != PROBE
-    steady = slice(-8, None)
     own_arena = _probe("enable", THREAD_PROBE)
     assert own_arena["on"] is True
-    assert min(own_arena["faults"][steady]) >= FRESH_FAULTS, own_arena
+    assert _quiet(own_arena) == 0, own_arena
     one_arena = _probe("enable", THREAD_PROBE, MALLOC_ARENA_MAX="1")
     assert one_arena["on"] is True
-    assert sum(one_arena["faults"][steady]) < FRESH_FAULTS, one_arena
+    assert _quiet(one_arena) >= MOST, one_arena
 
 
 def test_worker_env_names_one_arena_unless_reuse_is_off_or_set(monkeypatch):

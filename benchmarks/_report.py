@@ -454,8 +454,41 @@ def targets_section(data: dict) -> list[str]:
     return ["## Targets (issue 17)", ""] + table(["target", "measured", "wanted", "status"], rows)
 
 
+def peers_section(data: dict) -> list[str]:
+    """``peers.py``'s table: our backbone + FPN against the runtimes a user might pick."""
+    peers = data["meta"].get("peers")
+    if not peers:
+        return []
+    lines = ["## Keeping the lead: backbone + FPN against the peer runtimes", ""]
+    if "error" in peers:
+        return lines + [f"Not measured: {peers['error']}", ""]
+    h, w = peers["input"]
+    lines += [f"The synthetic ResNet-50's backbone + FPN on street.jpg resized to {w}x{h}, "
+              f"fp32, {peers['threads']} threads each, torch {peers['torch']}; median of "
+              f"{peers['runs']} runs, contenders alternating after two warm-up calls "
+              "(`benchmarks/peers.py`). A ratio above 1 means ours is faster; a contender "
+              "that is not installed is listed as skipped.", ""]
+    return lines + peers_table(peers)
+
+
+def peers_table(peers: dict) -> list[str]:
+    """Median seconds per contender of ``peers.py``'s figures, and the ratio to ours."""
+    rows = []
+    ours = next(med(c["seconds"]) for c in peers["contenders"] if c["name"].startswith("ours"))
+    for c in peers["contenders"]:
+        m = med(c["seconds"])
+        rows.append([c["name"], f"{m:.3f}", fmt_ratio(m / ours), f"{c['max_rel_diff']:.1e}"])
+    for name, why in peers["skipped"].items():
+        rows.append([name, f"skipped: {why}", "", ""])
+    return table(["contender", "seconds (median)", "ours faster by",
+                  "max relative difference from ours"], rows)
+
+
 def problems_section(data: dict) -> list[str]:
     lines = []
+    peers = data["meta"].get("peers") or {}
+    if "error" in peers:
+        lines.append(f"- `peers`: {peers['error']}")
     for job in data["jobs"]:
         for impl, res in job["results"].items():
             for what in ("error", "unsupported"):
@@ -478,7 +511,8 @@ def render(data: dict) -> str:
         "resize, forward, full-image masks).")
     lines += crowded_section(data) + batch_section(data) + video_section(data)
     lines += memory_section(data)
-    lines += arithmetic_section(data) + parity_section(data) + autocast_section(data)
+    lines += arithmetic_section(data) + peers_section(data)
+    lines += parity_section(data) + autocast_section(data)
     lines += problems_section(data)
     return "\n".join(lines).rstrip() + "\n"
 

@@ -35,7 +35,7 @@ IMAGES = ROOT / "tests" / "data" / "images"
 GOLDEN_IMAGES = ("street.jpg", "small.jpg", "small_gray.png", "wide.jpg", "car_rgba.png")
 X101_IMAGES = ("street.jpg", "small.jpg")  # the golden X101 cases
 MODES = ("default", "fast", "rapid")
-PARTS = ("image", "model", "crowded", "batch", "video", "matmul")
+PARTS = ("image", "model", "crowded", "batch", "video", "matmul", "peers")
 CHECKPOINTS = {"r50": ("resnet50", 0, "resnet50"), "x101": ("resnext101_32x8d", 1, "resnet101")}
 CROWDED_IMAGE, CROWDED_CONFIDENCE = "street.jpg", 0.05
 
@@ -311,6 +311,21 @@ def plan(args, run_dir: Path) -> list[Job]:
 # --------------------------------------------------------------------------- parity
 
 
+def run_peers(args, run_dir: Path) -> dict:
+    """``peers.py`` in its own process with our interpreter: its figures, or the error."""
+    out = run_dir / "peers.json"
+    cmd = [args.python, str(HERE / "peers.py"), "--threads", str(args.threads),
+           "--runs", str(max(args.runs, 3)), "--json", str(out)]
+    cmd += ["--quick"] if args.quick else []
+    log = run_dir / "peers.log"
+    with open(log, "w") as f:
+        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+    if done.returncode or not out.exists():
+        tail = log.read_text().strip().splitlines()[-1:] or ["no output"]
+        return {"error": f"peers.py exited with {done.returncode}: {tail[0]} (log: {log})"}
+    return json.loads(out.read_text())
+
+
 def check_parity(job: Job, run_dir: Path) -> None:
     if not job.save:
         return
@@ -466,6 +481,12 @@ def main(argv=None) -> int:
         (run_dir / "results.json").write_text(json.dumps(data, indent=1))
         return data
 
+    peers = None
+    if "peers" in args.parts:
+        progress("peers: our backbone + FPN against torch.compile, ONNX Runtime, OpenVINO")
+        peers = run_peers(args, run_dir)
+        meta["peers"] = peers
+        save()
     for i, job in enumerate(jobs, 1):
         progress(f"[{i}/{len(jobs)}] {job.key} ({', '.join(job.impls)}; {job.runs} runs, "
                  f"{job.warmup} warm-up)")
@@ -485,6 +506,8 @@ def main(argv=None) -> int:
         _report.write(Path(args.out), markdown)
         progress(f"bench: wrote {args.out}")
     failed = [j.key for j in jobs for r in j.results.values() if "error" in r]
+    if peers and "error" in peers:
+        failed.append("peers")
     if failed:
         progress(f"bench: {len(failed)} measurement(s) failed: {', '.join(failed)}")
     return 1 if failed else 0

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -36,9 +36,12 @@ import cv2
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
 
+import _report  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from pixellib.checkpoint.synthetic import write_checkpoint  # noqa: E402
@@ -46,6 +49,7 @@ from pixellib.model import backbone  # noqa: E402
 from pixellib.predictor import Predictor, resize_image  # noqa: E402
 
 LEVELS = ("p2", "p3", "p4", "p5", "p6")
+OURS = "ours (eager)"
 
 
 class Maps(torch.nn.Module):
@@ -67,7 +71,7 @@ def contenders(module, x, threads: int, workdir: Path) -> dict:
         with torch.inference_mode():
             return [t.numpy() for t in module(x)]
 
-    found["ours (eager)"] = ours
+    found[OURS] = ours
 
     plain = Maps(module.backbone).eval()
     with plain_ops():
@@ -145,28 +149,24 @@ def _plain_add_upsampled(x, small):
     x += F.interpolate(small, scale_factor=2.0, mode="nearest")
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", type=int, default=7)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--quick", action="store_true", help="a 320 px input, 1 run")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    cv2.setNumThreads(args.threads)
+def measure(runs: int = 7, threads: int = 2, quick: bool = False) -> dict:
+    """Time every installed contender (round robin); the figures :func:`render` tabulates."""
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
     ckpt = Path(tempfile.gettempdir()) / "pixellib_peers_resnet50_seed0.pkl"
     if not ckpt.exists():
         write_checkpoint(ckpt, "resnet50", 0)
     predictor = Predictor(ckpt)
     image = cv2.imread(str(ROOT / "tests" / "data" / "images" / "street.jpg"))
-    short, long = (320, 480) if args.quick else (800, 1333)
-    runs = 1 if args.quick else args.runs
+    short, long = (320, 480) if quick else (800, 1333)
+    runs = 1 if quick else runs
     resized = resize_image(image, short, long)
     x = predictor.model.preprocess(
         torch.from_numpy(resized.transpose(2, 0, 1).astype(np.float32)))
     module = Maps(predictor.model.backbone).eval()
     with tempfile.TemporaryDirectory() as tmp:
-        found, skipped = contenders(module, x, args.threads, Path(tmp))
-        reference = found["ours (eager)"]()
+        found, skipped = contenders(module, x, threads, Path(tmp))
+        reference = found[OURS]()
         diffs, times = {}, {name: [] for name in found}
         for name, fn in found.items():
             fn()  # second warm-up (the first was the build/compile)
@@ -178,16 +178,26 @@ def main(argv=None) -> None:
                 t0 = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - t0)
-    ours = statistics.median(times["ours (eager)"])
-    print(f"backbone + FPN, ResNet-50, input {tuple(x.shape[-2:])}, fp32, {args.threads} "
-          f"threads, median of {runs} runs (torch {torch.__version__})\n")
-    print("| contender | seconds | ours faster by | max relative difference from ours |")
-    print("|---|---|---|---|")
-    for name in found:
-        m = statistics.median(times[name])
-        print(f"| {name} | {m:.3f} | {m / ours:.2f}x | {diffs[name]:.1e} |")
-    for name, why in skipped.items():
-        print(f"| {name} | skipped: {why} | | |")
+    return {"input": list(x.shape[-2:]), "threads": threads, "runs": runs,
+            "torch": torch.__version__,
+            "contenders": [{"name": name, "seconds": times[name], "max_rel_diff": diffs[name]}
+                           for name in found],
+            "skipped": skipped}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="a 320 px input, 1 run")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    args = p.parse_args(argv)
+    result = measure(args.runs, args.threads, args.quick)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    print(f"backbone + FPN, ResNet-50, input {tuple(result['input'])}, fp32, {args.threads} "
+          f"threads, median of {result['runs']} runs (torch {result['torch']})\n")
+    print("\n".join(_report.peers_table(result)))
 
 
 if __name__ == "__main__":

@@ -66,6 +66,21 @@ def test_render_and_write(bench, tmp_path):
     assert "| 100 | 2.000 | 1.000 | 2.00× |" in text  # frames, ours/s, PixelLib/s, gain
     assert ("process_video frames/s, gain | 2.00× | 2.60× | **short** (2.00× vs 2.60×)"
             in text)
+    assert "peer runtimes" not in text  # not asked for: no section
+    data["meta"]["peers"] = {
+        "input": [800, 1216], "threads": 2, "runs": 3, "torch": "2.13.0",
+        "contenders": [{"name": "ours (eager)", "seconds": [2.0, 2.2, 1.9], "max_rel_diff": 0.0},
+                       {"name": "OpenVINO 2026.4.1 (f32 hint)", "seconds": [3.0, 2.9, 3.3],
+                        "max_rel_diff": 3.2e-6}],
+        "skipped": {"ONNX Runtime": "not installed (onnxruntime)"}}
+    text = report.render(data)
+    assert "## Keeping the lead: backbone + FPN against the peer runtimes" in text
+    assert "street.jpg resized to 1216x800" in text
+    assert "| ours (eager) | 2.000 | 1.00× | 0.0e+00 |" in text
+    assert "| OpenVINO 2026.4.1 (f32 hint) | 3.000 | 1.50× | 3.2e-06 |" in text
+    assert "| ONNX Runtime | skipped: not installed (onnxruntime) |  |  |" in text
+    failed = {**data, "meta": {**data["meta"], "peers": {"error": "peers.py exited with 1"}}}
+    assert "- `peers`: peers.py exited with 1" in report.render(failed)
     out = tmp_path / "benchmarks.md"
     out.write_text("# Benchmarks\n\nNotes kept.\n")
     report.write(out, text)

@@ -96,8 +96,13 @@ def header(data: dict) -> list[str]:
         "reference alternating (ABBA) in separate fresh processes",
         f"- Load average before / after: {meta['load_before']} / {meta['load_after']}",
         f"- Source measured: {meta.get('source', '?')}",
-        "",
     ]
+    for more in meta.get("added", []):
+        lines.append(f"- Measured into the same run later by `{more['command']}` on "
+                     f"{more['started']} (finished {more.get('finished', '?')}; load average "
+                     f"{more['load_before']} / {more.get('load_after', '?')}; source "
+                     f"{more['source']}): its jobs replace the first command's of the same name")
+    lines.append("")
     rows = []
     for key in ("python", "torch", "numpy", "cv2", "pixellib", "threads", "cuda_device"):
         vals = [versions.get(impl, {}).get(key) for impl in ("ours", "ref")]

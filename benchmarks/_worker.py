@@ -113,8 +113,11 @@ class Ours:
         results, _ = self.ins.segmentBatch(folder, show_bboxes=True, output_folder_name=out_dir)
         return len(results)
 
-    def process_video(self, path: str, out: str) -> None:
-        self.ins.process_video(path, show_bboxes=True, output_video_name=out)
+    def process_video(self, path: str, out: str, fps: float) -> None:
+        # PixelLib opens its writer only when frames_per_second is given (its tutorials
+        # always pass it): the clip's own rate.
+        self.ins.process_video(path, show_bboxes=True, output_video_name=out,
+                               frames_per_second=fps)
 
 
 class Reference:
@@ -147,8 +150,11 @@ class Reference:
         results, _ = self.ins.segmentBatch(folder, show_bboxes=True, output_folder_name=out_dir)
         return len(results)
 
-    def process_video(self, path: str, out: str) -> None:
-        self.ins.process_video(path, show_bboxes=True, output_video_name=out)
+    def process_video(self, path: str, out: str, fps: float) -> None:
+        # PixelLib opens its writer only when frames_per_second is given (its tutorials
+        # always pass it): the clip's own rate.
+        self.ins.process_video(path, show_bboxes=True, output_video_name=out,
+                               frames_per_second=fps)
 
 
 class Unsupported(Exception):
@@ -298,6 +304,7 @@ class VideoTask(Task):
         self.out = str(Path(spec["out_dir"]) / "video_out.mp4")
         capture = cv2.VideoCapture(spec["video"])
         self.frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
         capture.release()
 
     def warmup(self):
@@ -312,7 +319,7 @@ class VideoTask(Task):
         self.impl.segment_image(still, str(Path(self.spec["out_dir"]) / "warm_out.jpg"))
 
     def run(self):
-        t, _ = self.timed(self.impl.process_video, self.spec["video"], self.out)
+        t, _ = self.timed(self.impl.process_video, self.spec["video"], self.out, self.fps)
         return {"times": [t], "counts": [self.frames]}
 
 

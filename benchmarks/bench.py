@@ -426,6 +426,10 @@ def parse_args(argv=None):
                         "writes no file unless --out is given")
     p.add_argument("--out", help="markdown file to write (default docs/benchmarks.md)")
     p.add_argument("--json", help="also write every raw figure to this JSON file")
+    p.add_argument("--add-to", metavar="RUN_DIR",
+                   help="measure what the options ask into an earlier run: its results.json "
+                        "keeps its other jobs, a job measured again replaces its old figures, "
+                        "and the report covers them all")
     p.add_argument("--workdir", default=str(ROOT / "bench_out"),
                    help="checkpoints, logs, outputs (default ./bench_out)")
     args = p.parse_args(argv)
@@ -446,6 +450,8 @@ def parse_args(argv=None):
             p.error(f"--{what}: unknown {bad}; choose from {', '.join(allowed)}")
     if args.out is None and not quick:
         args.out = str(ROOT / "docs" / "benchmarks.md")
+    if args.add_to and not (Path(args.add_to) / "results.json").is_file():
+        p.error(f"--add-to: {args.add_to} has no results.json")
     if args.reference and not Path(args.reference).exists():
         p.error(f"--reference: {args.reference} does not exist")
     if args.runs < 1 or args.threads < 1:
@@ -458,7 +464,13 @@ def main(argv=None) -> int:
     started = dt.datetime.now(dt.timezone.utc)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(tempfile.mkdtemp(prefix=started.strftime("run-%Y%m%d-%H%M%S-"), dir=workdir))
+    if args.add_to:
+        run_dir = Path(args.add_to).resolve()
+        earlier = json.loads((run_dir / "results.json").read_text())
+    else:
+        run_dir = Path(tempfile.mkdtemp(prefix=started.strftime("run-%Y%m%d-%H%M%S-"),
+                                        dir=workdir))
+        earlier = None
     progress(f"bench: working in {run_dir}")
     load_before = load_average()
     models = ["r50"] + (["x101"] if args.x101 else [])
@@ -474,10 +486,21 @@ def main(argv=None) -> int:
         "matmul_n": args.matmul_n, "run_dir": str(run_dir),
     }
 
+    if earlier:  # the earlier run's header stands; what this command added is noted in it
+        meta = {**earlier["meta"], "added": earlier["meta"].get("added", []) + [
+                    {k: meta[k] for k in ("command", "started", "source", "load_before")}]}
+        redone = {job.key for job in jobs}
+        kept = [job for job in earlier["jobs"] if job["key"] not in redone]
+    else:
+        kept = []
+
     def save() -> dict:
-        meta.update(finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    load_after=load_average())
-        data = {"meta": meta, "jobs": [asdict(job) for job in jobs]}
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        if earlier:
+            meta["added"][-1].update(finished=now, load_after=load_average())
+        else:
+            meta.update(finished=now, load_after=load_average())
+        data = {"meta": meta, "jobs": kept + [asdict(job) for job in jobs]}
         (run_dir / "results.json").write_text(json.dumps(data, indent=1))
         return data
 

@@ -168,10 +168,7 @@ def parse_options(raw: dict[str, str], allowed: dict[str, str], server_confidenc
     for name, text in raw.items():
         text = text.strip()
         if name == "confidence":
-            try:
-                value = float(text)
-            except ValueError:
-                raise _bad(name, f"not a number: {text!r}") from None
+            value = _number(name, text, float)
             if not 0.0 <= value <= 1.0:
                 raise _bad(name, f"must be between 0 and 1, got {text}")
             if value < server_confidence:
@@ -183,27 +180,18 @@ def parse_options(raw: dict[str, str], allowed: dict[str, str], server_confidenc
         elif name in ("polygons", "boxes"):
             out[name] = _boolean(name, text)
         elif name == "max_detections":
-            try:
-                value = int(text)
-            except ValueError:
-                raise _bad(name, f"not an integer: {text!r}") from None
+            value = _number(name, text, int)
             if not 0 <= value <= max_detections:
                 raise _bad(name, f"must be between 0 and {max_detections}, got {value}")
             out[name] = value
         elif name == "timeout":
-            try:
-                value = float(text)
-            except ValueError:
-                raise _bad(name, f"not a number: {text!r}") from None
+            value = _number(name, text, float)
             if not 0 < value <= server_timeout:
                 raise _bad(name, f"must be in (0, {server_timeout:g}] seconds (the server's "
                            f"--timeout), got {text}")
             out[name] = value
         elif name == "feather":
-            try:
-                value = float(text)
-            except ValueError:
-                raise _bad(name, f"not a number: {text!r}") from None
+            value = _number(name, text, float)
             if not 0 <= value <= 100:
                 raise _bad(name, f"must be between 0 and 100 pixels, got {text}")
             out[name] = value
@@ -214,6 +202,14 @@ def parse_options(raw: dict[str, str], allowed: dict[str, str], server_confidenc
         elif name == "effect":
             out[name] = text or None
     return out
+
+
+def _number(name: str, text: str, kind: type) -> float | int:
+    """``text`` as ``kind`` (float or int), or a 422 naming the option."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise _bad(name, f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
 
 
 def _boolean(name: str, text: str) -> bool:

@@ -113,8 +113,8 @@ class Predictor:
 
         ``images``: an iterable of what :meth:`__call__` accepts. Up to ``batch_size`` images
         go through the backbone + FPN in one forward (default: 8 on CUDA; 1 on the CPU, where
-        one short run measured batches of 2-4 only 6-9 % faster, not yet confirmed:
-        docs/benchmarks.md), then the heads, pasting and conversion run image by image.
+        batches of 2 and 3 measured 4-5 % slower: docs/benchmarks.md), then the heads,
+        pasting and conversion run image by image.
 
         Images are grouped by resized size (rounded up to multiples of 32), so that a
         forward never pads an image beyond what a one-image call does and the results equal

@@ -71,7 +71,25 @@ def _pack(boxes, scores, classes, masks) -> dict:
     }
 
 
-class Ours:
+class ScriptApi:
+    """PixelLib's script API, the same calls on either implementation's ``self.ins``."""
+
+    def segment_image(self, path: str, out: str) -> int:
+        results, _ = self.ins.segmentImage(path, show_bboxes=True, output_image_name=out)
+        return len(results["class_ids"])
+
+    def segment_batch(self, folder: str, out_dir: str) -> int:
+        results, _ = self.ins.segmentBatch(folder, show_bboxes=True, output_folder_name=out_dir)
+        return len(results)
+
+    def process_video(self, path: str, out: str, fps: float) -> None:
+        # PixelLib opens its writer only when frames_per_second is given (its tutorials
+        # always pass it): the clip's own rate.
+        self.ins.process_video(path, show_bboxes=True, output_video_name=out,
+                               frames_per_second=fps)
+
+
+class Ours(ScriptApi):
     """This project: ``instanceSegmentation`` for the API, ``Predictor`` for the model."""
 
     name = "ours"
@@ -105,22 +123,8 @@ class Ours:
         d = self.predictor(image)
         return d.boxes, d.scores, d.class_ids, d.masks
 
-    def segment_image(self, path: str, out: str) -> int:
-        results, _ = self.ins.segmentImage(path, show_bboxes=True, output_image_name=out)
-        return len(results["class_ids"])
 
-    def segment_batch(self, folder: str, out_dir: str) -> int:
-        results, _ = self.ins.segmentBatch(folder, show_bboxes=True, output_folder_name=out_dir)
-        return len(results)
-
-    def process_video(self, path: str, out: str, fps: float) -> None:
-        # PixelLib opens its writer only when frames_per_second is given (its tutorials
-        # always pass it): the clip's own rate.
-        self.ins.process_video(path, show_bboxes=True, output_video_name=out,
-                               frames_per_second=fps)
-
-
-class Reference:
+class Reference(ScriptApi):
     """PixelLib 0.7.1: its ``instanceSegmentation``; the model alone is its detectron2
     ``DefaultPredictor.segment(bgr_image)`` (resize, forward, paste masks), which
     ``segmentImage`` calls as ``ins.predictor.segment(image)``."""
@@ -141,20 +145,6 @@ class Reference:
         inst = self.ins.predictor.segment(image)["instances"]
         return (inst.pred_boxes.tensor.cpu().numpy(), inst.scores.cpu().numpy(),
                 inst.pred_classes.cpu().numpy(), inst.pred_masks.cpu().numpy())
-
-    def segment_image(self, path: str, out: str) -> int:
-        results, _ = self.ins.segmentImage(path, show_bboxes=True, output_image_name=out)
-        return len(results["class_ids"])
-
-    def segment_batch(self, folder: str, out_dir: str) -> int:
-        results, _ = self.ins.segmentBatch(folder, show_bboxes=True, output_folder_name=out_dir)
-        return len(results)
-
-    def process_video(self, path: str, out: str, fps: float) -> None:
-        # PixelLib opens its writer only when frames_per_second is given (its tutorials
-        # always pass it): the clip's own rate.
-        self.ins.process_video(path, show_bboxes=True, output_video_name=out,
-                               frames_per_second=fps)
 
 
 class Unsupported(Exception):

@@ -504,11 +504,9 @@ def main(argv=None) -> int:
         (run_dir / "results.json").write_text(json.dumps(data, indent=1))
         return data
 
-    peers = None
     if "peers" in args.parts:
         progress("peers: our backbone + FPN against torch.compile, ONNX Runtime, OpenVINO")
-        peers = run_peers(args, run_dir)
-        meta["peers"] = peers
+        meta["peers"] = run_peers(args, run_dir)
         save()
     for i, job in enumerate(jobs, 1):
         progress(f"[{i}/{len(jobs)}] {job.key} ({', '.join(job.impls)}; {job.runs} runs, "
@@ -529,7 +527,7 @@ def main(argv=None) -> int:
         _report.write(Path(args.out), markdown)
         progress(f"bench: wrote {args.out}")
     failed = [j.key for j in jobs for r in j.results.values() if "error" in r]
-    if peers and "error" in peers:
+    if "error" in (meta.get("peers") or {}):
         failed.append("peers")
     if failed:
         progress(f"bench: {len(failed)} measurement(s) failed: {', '.join(failed)}")

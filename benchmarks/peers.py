@@ -150,7 +150,8 @@ def _plain_add_upsampled(x, small):
 
 
 def measure(runs: int = 7, threads: int = 2, quick: bool = False) -> dict:
-    """Time every installed contender (round robin); the figures :func:`render` tabulates."""
+    """Time every installed contender (round robin); ``_report.peers_table`` tabulates the
+    figures."""
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     ckpt = Path(tempfile.gettempdir()) / "pixellib_peers_resnet50_seed0.pkl"

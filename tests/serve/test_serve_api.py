@@ -137,20 +137,20 @@ def test_bad_requests_get_json_errors(cli_server, photo_bytes):
     assert "1200x1000" in _error(post(content=_png_header(1200, 1000)), 413)["detail"]
     malformed = f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nabc"
     _error(post(content=malformed.encode(), headers=multipart), 400)
-    for params, says in (({"confidence": "abc"}, "not a number: 'abc'"),
-                         ({"confidence": "0.1"}, "below the server's threshold"),
-                         ({"classes": "dragon"}, "dragon"),
-                         ({"max_detections": "-1"}, "between 0 and"),
-                         ({"max_detections": "two"}, "not an integer: 'two'"),
-                         ({"polygons": "maybe"}, "true or false"),
-                         ({"timeout": "1e9"}, "--timeout"),
-                         ({"feather": "1"}, "unknown option; this endpoint takes"),
-                         ({"foo": "1"}, "unknown option"),
-                         ({"feather": "soft", "/": "render"}, "not a number: 'soft'"),
-                         ({"feather": "nan", "/": "render"}, "between 0 and 100")):
-        where = url.replace("segment", params.pop("/", "segment"))
-        body = _error(httpx.post(where, headers=h, params=params, content=photo_bytes,
-                                 timeout=60), 422)
+    for endpoint, params, says in (
+            ("segment", {"confidence": "abc"}, "not a number: 'abc'"),
+            ("segment", {"confidence": "0.1"}, "below the server's threshold"),
+            ("segment", {"classes": "dragon"}, "dragon"),
+            ("segment", {"max_detections": "-1"}, "between 0 and"),
+            ("segment", {"max_detections": "two"}, "not an integer: 'two'"),
+            ("segment", {"polygons": "maybe"}, "true or false"),
+            ("segment", {"timeout": "1e9"}, "--timeout"),
+            ("segment", {"feather": "1"}, "unknown option; this endpoint takes"),
+            ("segment", {"foo": "1"}, "unknown option"),
+            ("render", {"feather": "soft"}, "not a number: 'soft'"),
+            ("render", {"feather": "nan"}, "between 0 and 100")):
+        body = _error(httpx.post(f"{cli_server.url}/v1/{endpoint}", headers=h, params=params,
+                                 content=photo_bytes, timeout=60), 422)
         assert body["error"] == "invalid option", body
         assert body["detail"].startswith(next(iter(params)) + ":") and says in body["detail"], body
     _error(httpx.post(cli_server.url + "/v1/render", headers=h, params={"format": "gif"},

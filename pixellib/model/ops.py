@@ -254,6 +254,15 @@ def sample_rows(
     ``align_corners=False``; the four taps are summed by ``embedding_bag`` in one pass, an
     order of magnitude faster than ``grid_sample`` plus a transpose for 256 channels.
     """
+    idx, weights = bilinear_taps(height, width, points, map_offset)
+    return F.embedding_bag(idx, table, per_sample_weights=weights.to(table.dtype), mode="sum")
+
+
+def bilinear_taps(
+    height: int, width: int, points: torch.Tensor, map_offset: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sample_rows`' four taps per point: table rows (N, 4) and weights (N, 4), zero
+    for taps outside the map, in ``grid_sample``'s order (nw, ne, sw, se)."""
     g = 2.0 * points - 1.0
     x = ((g[:, 0] + 1) * width - 1) / 2
     y = ((g[:, 1] + 1) * height - 1) / 2
@@ -262,7 +271,7 @@ def sample_rows(
     wx = (x1 - x, x - x0)
     wy = (y1 - y, y - y0)
     idx, weights = [], []
-    for yi, wyi in ((y0, wy[0]), (y1, wy[1])):  # nw, ne, sw, se as grid_sample sums them
+    for yi, wyi in ((y0, wy[0]), (y1, wy[1])):
         for xi, wxi in ((x0, wx[0]), (x1, wx[1])):
             inside = (xi >= 0) & (xi <= width - 1) & (yi >= 0) & (yi <= height - 1)
             flat = yi.clamp(0, height - 1) * width + xi.clamp(0, width - 1)
@@ -271,8 +280,7 @@ def sample_rows(
     idx = torch.stack(idx, dim=1)
     if map_offset is not None:
         idx += map_offset.view(-1, 1)
-    weights = torch.stack(weights, dim=1).to(table.dtype)  # bf16/fp16 tables under autocast
-    return F.embedding_bag(idx, table, per_sample_weights=weights, mode="sum")
+    return idx, torch.stack(weights, dim=1)
 
 
 def regular_grid_points(num_boxes: int, side: int, device=None) -> torch.Tensor:

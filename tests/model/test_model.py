@@ -137,7 +137,8 @@ def test_postprocess_scales_clips_and_drops_empty():
 
 
 def test_projected_point_head_equals_sampling_then_mlp():
-    """project_fine_map + projected_class_logits == sample the features, then the MLP."""
+    """project_fine_map, coarse_table + projected_class_logits == sample the features and the
+    coarse logits, then the MLP."""
     from pixellib.model.point_rend import sample_image_features
 
     head = StandardPointHead(fine_channels=6, num_classes=5, fc_dim=4, num_fc=3)
@@ -151,19 +152,24 @@ def test_projected_point_head_equals_sampling_then_mlp():
     fine = sample_image_features(fine_map, 4, boxes, points)
     want = reference_ops.point_head_class_logits(head, fine, coarse_at, classes)
     projected = sample_image_features(head.project_fine_map(fine_map), 4, boxes, points)
-    got = head.projected_class_logits(projected, coarse_at, classes)
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    table = head.coarse_table(coarse, classes)
+    for chunk in (1, 17, 40):  # one box per chunk, several, all
+        got = head.projected_class_logits(projected, table, 7, points, classes, chunk)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
 def test_sample_rows_equals_grid_sample():
     from pixellib.model import ops
-    from pixellib.model.point_rend import sample_box_maps
+    from pixellib.model.point_rend import box_map_taps
 
     g = torch.Generator().manual_seed(0)
     maps = torch.randn(3, 5, 7, 7, generator=g)
     points = torch.rand(3, 40, 2, generator=g) * 1.3 - 0.15  # past the borders: zero padding
     want = reference_ops.point_sample(maps, points).transpose(1, 2)
-    torch.testing.assert_close(sample_box_maps(maps, points), want, rtol=1e-5, atol=1e-5)
+    taps, weights = box_map_taps(7, points)
+    got = F.embedding_bag(taps, ops.channels_last_rows(maps), per_sample_weights=weights,
+                          mode="sum").view(3, 40, 5)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     fmap = torch.randn(1, 4, 9, 13, generator=g)
     rows = ops.sample_rows(ops.channels_last_rows(fmap), 9, 13, points[0])
     torch.testing.assert_close(rows, reference_ops.point_sample(fmap, points[:1])[0].t(), rtol=1e-5,

@@ -188,7 +188,7 @@ def _subdivided_probs(head, p2, boxes, classes):
     within TIE_EPS of the k-th uncertainty, and after each x2 bilinear upsampling everything
     such a cell feeds (its 2x2 children and their neighbours)."""
     r = len(boxes)
-    coarse = head.coarse_logits(p2, boxes)
+    coarse = head.point_head.coarse_table(head.coarse_logits(p2, boxes), classes)
     fine = head._fine_inputs(p2, r)
     res = head.init_resolution
     points = ops.regular_grid_points(r, res, p2.device)

@@ -215,11 +215,9 @@ def explain_failures(results: dict, run_dir: Path) -> None:
         return out
 
     def sample(prob_map, box, pixels):
-        box = torch.as_tensor(box, dtype=torch.float32)[None]
-        x0, y0, x1, y1 = box.split(1, dim=1)
         ys = torch.tensor([p[0] for p in pixels], dtype=torch.float32) + 0.5
         xs = torch.tensor([p[1] for p in pixels], dtype=torch.float32) + 0.5
-        grid = torch.stack([(xs - x0) / (x1 - x0) * 2 - 1, (ys - y0) / (y1 - y0) * 2 - 1],
+        grid = torch.stack(ops.box_grid(torch.as_tensor(box, dtype=torch.float32)[None], xs, ys),
                            dim=-1)[None]
         return torch.nn.functional.grid_sample(prob_map[None, None], grid,
                                                align_corners=False).flatten().tolist()

@@ -295,6 +295,13 @@ def regular_grid_points(num_boxes: int, side: int, device=None) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- pasting
 
+def box_grid(box: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor):
+    """Image coordinates (pixel centres) -> ``grid_sample`` coordinates in [-1, 1] relative to
+    a (1, 4) box, in detectron2's op order: ``(gx, gy)``, each (1, N)."""
+    x0, y0, x1, y1 = box.split(1, dim=1)
+    return (xs - x0) / (x1 - x0) * 2 - 1, (ys - y0) / (y1 - y0) * 2 - 1
+
+
 def paste_masks(
     masks: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int], threshold: float = 0.5
 ) -> torch.Tensor:
@@ -316,11 +323,9 @@ def paste_masks(
         y1i = min(int(math.ceil(box[0, 3].item())) + 1, h)
         if x1i <= x0i or y1i <= y0i:
             continue
-        x0, y0, x1, y1 = box.split(1, dim=1)
         ys = torch.arange(y0i, y1i, device=masks.device, dtype=torch.float32) + 0.5
         xs = torch.arange(x0i, x1i, device=masks.device, dtype=torch.float32) + 0.5
-        gy = (ys - y0) / (y1 - y0) * 2 - 1
-        gx = (xs - x0) / (x1 - x0) * 2 - 1
+        gx, gy = box_grid(box, xs, ys)
         shape = (1, len(ys), len(xs))
         grid = torch.stack([gx[:, None, :].expand(shape), gy[:, :, None].expand(shape)], dim=3)
         pasted = F.grid_sample(masks[i][None, None].float(), grid, align_corners=False)

@@ -255,7 +255,8 @@ def sample_rows(
     order of magnitude faster than ``grid_sample`` plus a transpose for 256 channels.
     """
     idx, weights = bilinear_taps(height, width, points, map_offset)
-    return F.embedding_bag(idx, table, per_sample_weights=weights.to(table.dtype), mode="sum")
+    weights = weights.to(table.dtype)  # bf16/fp16 tables under autocast
+    return F.embedding_bag(idx, table, per_sample_weights=weights, mode="sum")
 
 
 def bilinear_taps(

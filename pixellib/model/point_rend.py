@@ -156,7 +156,7 @@ class StandardPointHead(nn.Module):
         out = fine_projected.new_empty((r, p))
         step = max(1, rows_per_chunk // max(p, 1))
         for s in range(0, r, step):
-            n, rows = len(out[s:s + step]), slice(s * p, (s + step) * p)
+            n, rows = min(step, r - s), slice(s * p, (s + step) * p)
             sampled = F.embedding_bag(taps[rows], coarse_table, mode="sum",
                                       per_sample_weights=weights[rows])
             x = fine_projected[s:s + step].reshape(-1, d) + self.fc1.bias

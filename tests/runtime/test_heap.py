@@ -139,10 +139,15 @@ def test_off_switch_leaves_malloc_alone():
 
 @glibc_only
 def test_surplus_goes_back_when_the_heap_grows_past_its_largest_size():
+    """The first rounds trim what the heap grew by; once it holds the working size, rounds of
+    the same size mostly do not (like the reuse tests, a late round may still grow the heap
+    by a block, seen once in CI: at most 8 - MOST of the last eight trim); a larger round
+    trims again."""
     steps = _probe("enable", SURPLUS_PROBE)["steps"]
-    first, settled, larger = steps[0], steps[-4:-1], steps[-1]
+    first, settled, larger = steps[0], steps[:-1][STEADY], steps[-1]
+    assert [step["mb"] for step in settled] == [64] * 8 and larger["mb"] == 256
     assert first["trimmed"] and first["freed_mb"] >= 100, steps
-    assert not any(step["trimmed"] for step in settled), steps
+    assert sum(step["trimmed"] for step in settled) <= 8 - MOST, steps
     assert larger["trimmed"] and larger["freed_mb"] >= 400, steps
 
 

@@ -244,16 +244,16 @@ class PointRendMaskHead(nn.Module):
         side = self.init_resolution * 2**self.steps
         if r == 0:
             return p2.new_zeros((0, side, side))
-        coarse = self.point_head.coarse_table(self.coarse_logits(p2, boxes), classes)
+        table = self.point_head.coarse_table(self.coarse_logits(p2, boxes), classes)
         projected = self._fine_inputs(p2, r if plan_boxes is None else plan_boxes)
         res = self.init_resolution
         points = ops.regular_grid_points(r, res, p2.device)
-        logits = self.point_logits(projected, coarse, boxes, classes, points).view(r, 1, res, res)
+        logits = self.point_logits(projected, table, boxes, classes, points).view(r, 1, res, res)
         for _ in range(self.steps):
             logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
             res *= 2
             idx, points = uncertain_grid_points(logits, self.num_points)
-            values = self.point_logits(projected, coarse, boxes, classes, points)
+            values = self.point_logits(projected, table, boxes, classes, points)
             logits = logits.view(r, res * res).scatter_(1, idx, values).view(r, 1, res, res)
         return logits[:, 0]
 

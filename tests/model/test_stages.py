@@ -188,11 +188,11 @@ def _subdivided_probs(head, p2, boxes, classes):
     within TIE_EPS of the k-th uncertainty, and after each x2 bilinear upsampling everything
     such a cell feeds (its 2x2 children and their neighbours)."""
     r = len(boxes)
-    coarse = head.point_head.coarse_table(head.coarse_logits(p2, boxes), classes)
+    table = head.point_head.coarse_table(head.coarse_logits(p2, boxes), classes)
     fine = head._fine_inputs(p2, r)
     res = head.init_resolution
     points = ops.regular_grid_points(r, res, p2.device)
-    logits = head.point_logits(fine, coarse, boxes, classes, points).view(r, 1, res, res)
+    logits = head.point_logits(fine, table, boxes, classes, points).view(r, 1, res, res)
     ties = torch.zeros((r, 1, res, res))
     for _ in range(head.steps):
         logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
@@ -203,7 +203,7 @@ def _subdivided_probs(head, p2, boxes, classes):
         near = ((uncertainty - kth).abs() <= TIE_EPS).view(r, 1, res, res)
         ties = torch.maximum(ties, near.float())
         idx, points = uncertain_grid_points(logits, head.num_points)
-        values = head.point_logits(fine, coarse, boxes, classes, points)
+        values = head.point_logits(fine, table, boxes, classes, points)
         logits = logits.view(r, res * res).scatter_(1, idx, values).view(r, 1, res, res)
     return logits[:, 0], ties[:, 0] > 0
 

@@ -462,7 +462,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = dt.datetime.now(dt.timezone.utc)
-    workdir = Path(args.workdir)
+    workdir = Path(args.workdir).resolve()  # workers run in their own folders
     workdir.mkdir(parents=True, exist_ok=True)
     if args.add_to:
         run_dir = Path(args.add_to).resolve()

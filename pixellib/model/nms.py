@@ -11,10 +11,10 @@ import numpy as np
 import torch
 
 
-def _tv():
+def _tv(device: torch.device):
     from pixellib.model.ops import torchvision_ops  # the one switch, shared with RoIAlign
 
-    return torchvision_ops()
+    return torchvision_ops(device)
 
 
 def pairwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -36,6 +36,9 @@ _TRICK_LIMIT_CPU = 4000
 _TRICK_LIMIT_OTHER = 100_000
 # PixelLib's own wrapper loops over ids itself from this many boxes up.
 _WRAPPER_LOOP_FROM = 40000
+# The plain kernel builds an N x N IoU matrix: above this many shifted boxes (only off the
+# CPU, where the trick runs up to 25000 boxes: gigabytes) it runs per id instead.
+_DENSE_NMS_MAX = 1000
 
 
 def _strictly_above(threshold: float) -> float:
@@ -55,7 +58,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     """
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
-    tv = _tv()
+    tv = _tv(boxes.device)
     if tv is not None:
         return tv.nms(boxes.float(), scores.float(), iou_threshold)
     order = torch.sort(scores, stable=True, descending=True).indices
@@ -73,6 +76,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
 
 
 def _nms_per_id(boxes, scores, ids, iou_threshold):
+    """Indices kept by NMS within each id, in ascending index order."""
     keep_mask = torch.zeros_like(scores, dtype=torch.bool)
     for i in torch.unique(ids).tolist():
         idx = torch.nonzero(ids == i).view(-1)
@@ -103,4 +107,12 @@ def batched_nms(
         keep = _nms_per_id(boxes, scores, ids, iou_threshold)
         return keep[scores[keep].sort(descending=True)[1]]
     offsets = ids.to(boxes) * (boxes.max() + torch.tensor(1).to(boxes))
-    return nms(boxes + offsets[:, None], scores, iou_threshold)
+    shifted = boxes + offsets[:, None]
+    if len(boxes) <= _DENSE_NMS_MAX or _tv(boxes.device) is not None:
+        return nms(shifted, scores, iou_threshold)
+    # Shifted boxes of different ids never overlap (coordinates are >= 0 and each id's range
+    # starts past the previous one's largest coordinate; rounding is monotonic), so one NMS
+    # over all of them keeps exactly what NMS within each id keeps, on the same rounded
+    # coordinates. Their order: descending score, equal scores by index, as one NMS gives.
+    keep = _nms_per_id(shifted, scores, ids, iou_threshold)
+    return keep[torch.sort(scores[keep], stable=True, descending=True).indices]

@@ -42,28 +42,46 @@ _TV_OPS = _UNSET  # torchvision.ops once probed (None when its compiled kernels 
 USE_TORCHVISION = True
 
 
+_TV_DEVICES: dict[str, bool] = {}  # device type -> whether torchvision's kernels run there
+
+
+def _probe(tv_ops, device: str | torch.device = "cpu") -> None:
+    """Raises when torchvision's compiled ``nms`` does not run on ``device``."""
+    tv_ops.nms(torch.zeros(1, 4, device=device), torch.zeros(1, device=device), 0.5)
+
+
 def _load_torchvision_ops():
     if os.environ.get("PIXELLIB_NO_TORCHVISION"):
         return None
     try:
         import torchvision.ops as tv_ops
 
-        tv_ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)  # raises when the C++ ops are missing
+        _probe(tv_ops)  # raises when the C++ ops are missing
         return tv_ops
     except Exception:  # ImportError, RuntimeError "operator torchvision::nms does not exist"
         return None
 
 
-def torchvision_ops():
+def torchvision_ops(device: torch.device | None = None):
     """``torchvision.ops`` when its compiled kernels load and :data:`USE_TORCHVISION` is
     true, else None. Probed once, on first use (importing this module loads nothing);
-    ``PIXELLIB_NO_TORCHVISION=1`` in the environment turns them off."""
+    ``PIXELLIB_NO_TORCHVISION=1`` in the environment turns them off. With a non-CPU
+    ``device``, also None when its kernels do not run there (a CPU-only torchvision beside a
+    CUDA torch), probed once per device type."""
     global _TV_OPS
     if not USE_TORCHVISION:
         return None
     if _TV_OPS is _UNSET:
         _TV_OPS = _load_torchvision_ops()
-    return _TV_OPS
+    if _TV_OPS is None or device is None or device.type == "cpu":
+        return _TV_OPS
+    if device.type not in _TV_DEVICES:
+        try:
+            _probe(_TV_OPS, device)
+            _TV_DEVICES[device.type] = True
+        except Exception:  # NotImplementedError: no kernel for this backend
+            _TV_DEVICES[device.type] = False
+    return _TV_OPS if _TV_DEVICES[device.type] else None
 
 
 # ----------------------------------------------------------------------------- boxes
@@ -189,7 +207,7 @@ def roi_align_into(
     dev = features.device
     if rows is None:
         rows = torch.arange(r, device=dev)
-    tv = torchvision_ops()
+    tv = torchvision_ops(dev)
     if tv is not None:
         rois = torch.cat([boxes.new_zeros((r, 1)), boxes], dim=1)
         out[rows] = tv.roi_align(
@@ -316,12 +334,13 @@ def paste_masks(
     """
     h, w = image_size
     out = torch.zeros((len(masks), h, w), dtype=torch.bool, device=masks.device)
-    for i in range(len(masks)):
+    corners = boxes.float().cpu().tolist()  # one copy to the host, not one per box
+    for i, (bx0, by0, bx1, by1) in enumerate(corners):
         box = boxes[i : i + 1].float()
-        x0i = max(int(math.floor(box[0, 0].item())) - 1, 0)
-        y0i = max(int(math.floor(box[0, 1].item())) - 1, 0)
-        x1i = min(int(math.ceil(box[0, 2].item())) + 1, w)
-        y1i = min(int(math.ceil(box[0, 3].item())) + 1, h)
+        x0i = max(int(math.floor(bx0)) - 1, 0)
+        y0i = max(int(math.floor(by0)) - 1, 0)
+        x1i = min(int(math.ceil(bx1)) + 1, w)
+        y1i = min(int(math.ceil(by1)) + 1, h)
         if x1i <= x0i or y1i <= y0i:
             continue
         ys = torch.arange(y0i, y1i, device=masks.device, dtype=torch.float32) + 0.5

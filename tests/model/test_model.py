@@ -153,7 +153,7 @@ def test_projected_point_head_equals_sampling_then_mlp():
     want = reference_ops.point_head_class_logits(head, fine, coarse_at, classes)
     projected = sample_image_features(head.project_fine_map(fine_map), 4, boxes, points)
     table = head.coarse_table(coarse, classes)
-    for chunk in (1, 17, 40):  # one box per chunk, several, all
+    for chunk in (1, 17, 40, None):  # one box per chunk, several, all, the device's
         got = head.projected_class_logits(projected, table, 7, points, classes, chunk)
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 

@@ -92,6 +92,52 @@ def test_branch_limits(monkeypatch):
     assert ops.batched_nms(*args).tolist() == c["keep_loop"].tolist()
 
 
+def test_large_shifted_nms_runs_per_id_with_the_same_answer(monkeypatch):
+    """Off the CPU the offset trick takes up to 25000 boxes; past _DENSE_NMS_MAX the plain
+    kernel runs per id on the shifted boxes instead of one N x N IoU matrix. Same kept
+    boxes, same order (equal scores by index), on the recorded near-ties and on random
+    boxes with tied scores."""
+    g = torch.Generator().manual_seed(3)
+    n = 1500
+    xy = torch.rand(n, 2, generator=g) * 300
+    wh = torch.rand(n, 2, generator=g) * 60 + 1
+    random_case = {"boxes": torch.cat([xy, xy + wh], 1).numpy(),
+                   "scores": (torch.randint(0, 40, (n,), generator=g) / 40.0).numpy(),
+                   "ids": torch.randint(0, 7, (n,), generator=g).numpy(), "thr": 0.5}
+    monkeypatch.setattr(nms_mod, "_TRICK_LIMIT_CPU", 10**9)  # the trick at any size
+    cases = [c for c in CASES if len(c["boxes"]) > 1] + [random_case]
+    monkeypatch.setattr(nms_mod, "_DENSE_NMS_MAX", 10**9)
+    dense = [_replay(c).tolist() for c in cases]
+    monkeypatch.setattr(nms_mod, "_DENSE_NMS_MAX", 1)
+    calls = []
+    real = nms_mod._nms_per_id
+    monkeypatch.setattr(nms_mod, "_nms_per_id", lambda *a: calls.append(1) or real(*a))
+    assert [_replay(c).tolist() for c in cases] == dense
+    assert len(calls) == len(cases)
+    assert len(dense[-1]) > 100  # the random case keeps many boxes, in several ids
+
+
+def test_torchvision_probed_per_device(monkeypatch):
+    """A torchvision whose kernels run on the CPU but not on another device (a CPU-only
+    build beside a CUDA torch) is used on the CPU only."""
+
+    class CpuOnlyOps:
+        @staticmethod
+        def nms(boxes, scores, thr):
+            if boxes.device.type != "cpu":
+                raise NotImplementedError("Could not run 'torchvision::nms' with arguments "
+                                          f"from the '{boxes.device.type}' backend")
+            return torch.zeros(0, dtype=torch.int64)
+
+    fake = CpuOnlyOps()
+    monkeypatch.setattr(ops, "_TV_OPS", fake)
+    monkeypatch.setattr(ops, "_TV_DEVICES", {})
+    assert ops.torchvision_ops() is fake
+    assert ops.torchvision_ops(torch.device("cpu")) is fake
+    assert ops.torchvision_ops(torch.device("meta")) is None
+    assert ops._TV_DEVICES == {"meta": False}
+
+
 def test_torchvision_import_is_lazy():
     import subprocess
     import sys

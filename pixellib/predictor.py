@@ -26,7 +26,9 @@ PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.floa
 
 def resized_shape(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
     """(h, w) after scaling the short side to ``min_size`` and capping the long side at
-    ``max_size``, rounded half up; computed in float64 like detectron2."""
+    ``max_size``, rounded half up; computed in float64 like detectron2. Each side is at
+    least 1 px: a strip thinner than ``max_size / min_size`` : 1 rounds to 0 there (and
+    fails in the resize); here it stays 1 px thick."""
     scale = min_size / min(height, width)
     if height < width:
         h, w = float(min_size), scale * width
@@ -35,7 +37,7 @@ def resized_shape(height: int, width: int, min_size: int, max_size: int) -> tupl
     if max(h, w) > max_size:
         s = max_size / max(h, w)
         h, w = h * s, w * s
-    return int(h + 0.5), int(w + 0.5)
+    return max(int(h + 0.5), 1), max(int(w + 0.5), 1)
 
 
 def resize_image(image: np.ndarray, min_size: int, max_size: int) -> np.ndarray:

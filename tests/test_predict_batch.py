@@ -155,3 +155,18 @@ def test_unreadable_image_is_named_before_any_forward(predictor, tmp_path, monke
                         lambda *a, **k: pytest.fail("forward ran before reading finished"))
     with pytest.raises(ImageReadError, match="broken.jpg"):
         predictor.predict_batch([IMAGES / "small.jpg", bad])
+
+
+def test_thin_strips_are_resized_to_at_least_one_pixel(r50_model):
+    """A strip thinner than 1 : 2 * max_size / min_size would round its short side to 0;
+    it stays 1 px thick and segments like any photo."""
+    assert resized_shape(1, 1000, 800, 1333) == (1, 1333)
+    assert resized_shape(5000, 1, 800, 1333) == (1333, 1)
+    predictor = Predictor(r50_model, confidence=0.01)
+    rng = np.random.default_rng(0)
+    for shape in ((1, 1000, 3), (3000, 1, 3)):
+        det = predictor(rng.integers(0, 256, shape, dtype=np.uint8))
+        assert det.image_size == shape[:2]
+        assert det.masks.shape == (len(det.boxes), *shape[:2])
+        assert len(det.boxes) > 0
+        assert (det.boxes[:, [0, 2]] <= shape[1]).all() and (det.boxes[:, [1, 3]] <= shape[0]).all()

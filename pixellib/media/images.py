@@ -16,8 +16,9 @@ Differences from ``cv2.imread`` (on purpose):
   a libjpeg warning on stderr; ``cv2.imdecode`` returns ``None`` for it.
 * Images whose header claims more than ``max_pixels`` pixels are refused **before** the pixels
   are decoded (the header is read lazily with Pillow), see :func:`resolve_max_pixels`. The
-  two formats OpenCV reads and Pillow cannot size (Radiance ``.hdr``, ``.pfm``) are checked
-  after decoding, within OpenCV's own limit of 2**30 pixels.
+  two formats OpenCV reads and Pillow cannot open (Radiance ``.hdr``, ``.pfm``) are sized
+  from their text headers; one whose header cannot be read is checked after decoding,
+  within OpenCV's own limit of 2**30 pixels.
 * A PNG whose chunk lengths run past the end of the file is refused as truncated: besides
   naming the problem, this keeps one corrupt length field (which can claim gigabytes) from
   reaching OpenCV 5's PNG reader, which allocates what a chunk claims (a 60-byte file found
@@ -57,6 +58,18 @@ MAX_PIXELS_ENV = "PIXELLIB_MAX_PIXELS"
 
 #: Extensions :func:`list_images` picks up and :func:`write_image` can encode (any letter case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+#: The largest width or height each format's encoder takes (libjpeg 65500, libwebp 16383).
+MAX_SIDE = {".jpg": 65500, ".jpeg": 65500, ".webp": 16383}
+
+
+def side_limit_error(ext: str, shape: tuple[int, ...]) -> str | None:
+    """Why an image of ``shape`` cannot be encoded as ``ext`` (".jpg", ".webp"...): its width
+    or height is past the format's limit; None when it fits."""
+    limit = MAX_SIDE.get(ext.lower())
+    h, w = shape[:2]
+    if limit is None or max(h, w) <= limit:
+        return None
+    return f"{w}x{h} is past {ext.lstrip('.').upper()}'s limit of {limit} px a side"
 
 # A JPEG marker inside entropy-coded data: 0xFF followed by anything but a stuffed zero, a
 # restart marker RSTn (0xD0-0xD7) or another 0xFF fill byte.
@@ -227,14 +240,34 @@ def _header_size(
     # the size that the IHDR chunk (always first, at a fixed offset) claims.
     try:
         if isinstance(path, bytes):
-            head = path[:24]
+            head = path[:_TEXT_HEADER_BYTES]
         else:
             with open(path, "rb") as f:
-                head = f.read(24)
+                head = f.read(_TEXT_HEADER_BYTES)
     except OSError:
         return None
-    if len(head) == 24 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+    if len(head) >= 24 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
         return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return _text_header_size(head)
+
+
+# Radiance .hdr and .pfm, which Pillow cannot open, state their size in a short text header.
+_TEXT_HEADER_BYTES = 4096
+_HDR_SIZE = re.compile(rb"\n\n([-+][XY]) (\d+) ([-+][XY]) (\d+)\s")
+_PFM_SIZE = re.compile(rb"P[Ff]\s+(\d+)\s+(\d+)\s")
+
+
+def _text_header_size(head: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` a Radiance (``#?RADIANCE``/``#?RGBE``) or PFM header states."""
+    if head.startswith(b"#?"):
+        match = _HDR_SIZE.search(head.replace(b"\r\n", b"\n"))
+        if match:  # "-Y 480 +X 640": the first axis named is the slow one
+            first, second = int(match.group(2)), int(match.group(4))
+            return (second, first) if match.group(1).endswith(b"Y") else (first, second)
+    elif head.startswith((b"PF", b"Pf")):
+        match = _PFM_SIZE.match(head)
+        if match:
+            return int(match.group(1)), int(match.group(2))
     return None
 
 
@@ -376,6 +409,10 @@ def write_image(path: PathLike, image_bgr: np.ndarray, params: Sequence[int] = (
             f"cannot write {str(path)!r}: expected a non-empty uint8 (H, W), (H, W, 3) or "
             f"(H, W, 4) array, got {image.dtype} of shape {image.shape}"
         )
+    too_wide = side_limit_error(ext, image.shape)
+    if too_wide:
+        raise InvalidArgumentError(
+            f"cannot write {str(path)!r}: {too_wide}; write it as .png or .tif")
     ok, encoded = cv2.imencode(ext, image, list(params))
     if not ok:
         raise InvalidArgumentError(f"cannot write {str(path)!r}: OpenCV failed to encode {ext}")

@@ -16,11 +16,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from pixellib.errors import ImageReadError, InputNotFoundError, PixellibError
+from pixellib.errors import ImageReadError, ImageTooLargeError, InputNotFoundError, PixellibError
 from pixellib.media import images as pio
 from pixellib.media.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
+    decode_image,
     list_images,
     read_image,
     resolve_max_pixels,
@@ -165,6 +166,32 @@ def test_bad_files_raise_image_read_error_naming_the_file(tmp_path, name):
     assert time.perf_counter() - start < 1.0  # refused from the header, nothing allocated
     assert str(path) in str(info.value)
     assert phrase in str(info.value)
+
+
+@pytest.mark.parametrize("name, header", [
+    ("claims.hdr", b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 2000 +X 3000\n"),
+    ("claims_rotated.hdr", b"#?RGBE\r\nEXPOSURE=1\r\n\r\n+X 3000 -Y 2000\r\n"),
+    ("claims.pfm", b"PF\n3000 2000\n-1.0\n"),
+])
+def test_radiance_and_pfm_sizes_come_from_their_headers(tmp_path, name, header):
+    """Pillow cannot open these; their text header still states the size, so an image past
+    the limit is refused before OpenCV decodes (and allocates) anything."""
+    path = _write(tmp_path / name, header + bytes(64))
+    with pytest.raises(ImageTooLargeError, match="3000x2000"):
+        read_image(path, max_pixels=1_000_000)
+    with pytest.raises(ImageTooLargeError, match="3000x2000"):
+        decode_image(path.read_bytes(), max_pixels=1_000_000)
+
+
+def test_write_image_names_the_side_limit_of_jpeg_and_webp(tmp_path):
+    wide = np.zeros((2, 16384, 3), np.uint8)
+    with pytest.raises(ValueError, match="WEBP's limit of 16383 px") as info:
+        write_image(tmp_path / "wide.webp", wide)
+    assert "wide.webp" in str(info.value) and ".png" in str(info.value)
+    assert write_image(tmp_path / "wide.jpg", wide).stat().st_size > 0  # JPEG takes 65500
+    with pytest.raises(ValueError, match="JPG's limit of 65500 px"):
+        write_image(tmp_path / "wider.jpg", np.zeros((65501, 1), np.uint8))
+    assert list(tmp_path.iterdir()) == [tmp_path / "wide.jpg"]  # nothing half-written
 
 
 def test_missing_file_raises_input_not_found(tmp_path):

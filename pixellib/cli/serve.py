@@ -52,6 +52,9 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--workers", type=_count(1), default=1, metavar="N",
                    help="model replicas run in parallel; torch threads are divided between "
                         "them (default 1)")
+    p.add_argument("--threads", type=_count(1), default=None, metavar="N",
+                   help="torch threads per replica (default: the cores divided between the "
+                        "replicas)")
     p.add_argument("--max-queue", type=_count(0), default=8, metavar="N",
                    help="requests waiting for a replica before 503 (default 8)")
     p.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S",
@@ -91,6 +94,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=int(args.max_megapixels * 1_000_000), api_key=api_key,
         insecure_no_auth=args.insecure_no_auth, cors_origins=tuple(args.cors_origin),
+        torch_threads=args.threads,
     )  # checks the options (host vs. key) before any download
     from dataclasses import replace
 
@@ -106,11 +110,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # This process is the server's own: split the cores between the replicas.
     torch.set_num_threads(settings.threads_per_replica)
     app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, server_header=False,
+        limit_concurrency=max(64, 4 * (settings.replicas + settings.max_queue))))
+    state = app.state.pixellib
+    # A model that cannot load will not load later: stop rather than serve 503 for ever.
+    state.on_load_error = lambda: setattr(server, "should_exit", True)
     print(f"pixellib: serving on http://{_url_host(args.host)}:{args.port}/ "
           f"({settings.replicas} replica(s), auth {'on' if api_key else 'off'})", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                server_header=False,
-                limit_concurrency=max(64, 4 * (settings.replicas + settings.max_queue)))
+    server.run()
+    if state.error is not None:
+        print(f"pixellib: error: the model failed to load: {state.error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -30,6 +30,9 @@ _STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
 _PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; script-src 'self'; "
              "style-src 'self'; connect-src 'self' blob:; object-src 'none'; base-uri 'none'; "
              "frame-ancestors 'none'")
+# Metrics label requests by method only for these (any other counts as "other": a client
+# cannot grow the series without bound).
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 _ENDPOINTS = {"/", "/healthz", "/readyz", "/metrics", "/v1/info", "/v1/segment", "/v1/render",
               "/docs", "/openapi.json", "/static/app.js", "/static/app.css"}
 _COMMON_OPTIONS = {
@@ -44,7 +47,8 @@ _RENDER_OPTIONS = {
     "effect": "an effect such as blur-bg or color-bg=#00ff00 (see /v1/info); none: annotate",
     "boxes": "draw boxes and labels",
     "feather": "soften the effect's border over this many pixels (0 to 100; default 0)",
-    "format": "jpeg, png or webp (default: jpeg, png for a transparent result)",
+    "format": "jpeg, png or webp (default: jpeg; png for a transparent result or past "
+              "JPEG's 65500 px)",
 }
 
 
@@ -53,8 +57,16 @@ class _State:
         self.settings = settings
         self.metrics = Metrics()
         self.pool: InferencePool | None = None
-        self.error: str | None = None
+        self.error: str | None = None  # why the model failed to load (for good)
         self.model_info: dict = {}
+        # Called (on the loader thread) when the model fails to load: `pixellib serve` stops.
+        self.on_load_error = None
+
+    def not_ready(self) -> ApiError:
+        """503 while the model loads (come back later), or for good when it failed to."""
+        if self.error is not None:
+            return ApiError(503, "not ready", f"the model failed to load: {self.error}")
+        return ApiError(503, "not ready", "the model is loading", {"Retry-After": "5"})
 
 
 def _predictor_kwargs(settings: ServeSettings) -> dict:
@@ -87,6 +99,8 @@ def _load(state: _State, predictors: list | None) -> None:
     except Exception as e:  # noqa: BLE001 - reported by /readyz and the log
         state.error = f"{type(e).__name__}: {e}"
         logger.exception("the model failed to load")
+        if state.on_load_error is not None:
+            state.on_load_error()
 
 
 def _authorize(state: _State, request: Request) -> None:
@@ -121,8 +135,11 @@ class _Observe:
         path = scope["path"]
         status = [500]
 
+        started_response = [False]
+
         async def send_observed(message):
             if message["type"] == "http.response.start":
+                started_response[0] = True
                 status[0] = message["status"]
                 headers = MutableHeaders(scope=message)
                 headers["X-Content-Type-Options"] = "nosniff"
@@ -132,9 +149,18 @@ class _Observe:
 
         try:
             await self.app(scope, receive, send_observed)
+        except Exception as exc:
+            # Answered here rather than by Starlette's last-resort handler, which re-raises
+            # into uvicorn: that drops the connection, and a client's next request on it
+            # (keep-alive) would fail too.
+            if started_response[0]:  # too late for an answer of our own
+                raise
+            logger.error("error answering %s %s", scope["method"], path, exc_info=exc)
+            await _error(500, "internal error", type(exc).__name__)(scope, receive, send_observed)
         finally:
             endpoint = path if path in _ENDPOINTS else "other"
-            self.state.metrics.observe_request(scope["method"], endpoint, status[0],
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            self.state.metrics.observe_request(method, endpoint, status[0],
                                                time.perf_counter() - started)
 
 
@@ -201,25 +227,26 @@ def create_app(settings: ServeSettings, *, predictors: list | None = None) -> Fa
 
     # ------------------------------------------------------------------ page and probes
 
-    @app.get("/", include_in_schema=False)
+    # GET and HEAD (uptime monitors probe with HEAD) on the page and the probes.
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page():
         return HTMLResponse(_static_text("index.html"))
 
-    @app.get("/static/{name}", include_in_schema=False)
+    @app.api_route("/static/{name}", methods=["GET", "HEAD"], include_in_schema=False)
     async def static(name: str):
         if name not in _STATIC:  # a fixed list: no client-chosen path reaches the disk
             raise ApiError(404, "not found", f"no static file {name!r}")
         return Response(_static_text(name), media_type=_STATIC[name])
 
-    @app.get("/healthz", summary="Liveness: the process answers")
+    @app.api_route("/healthz", methods=["GET", "HEAD"], summary="Liveness: the process answers")
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: 503 until the model is loaded")
+    @app.api_route("/readyz", methods=["GET", "HEAD"],
+                   summary="Readiness: 503 until the model is loaded")
     async def readyz():
         if state.pool is None:
-            detail = state.error or "the model is loading"
-            return _error(503, "not ready", detail, {"Retry-After": "5"})
+            raise state.not_ready()
         return {"status": "ready"}
 
     @app.get("/v1/info", summary="Model, device, speed mode, versions and limits")
@@ -298,8 +325,7 @@ async def _request_input(state: _State, request: Request, allowed: dict,
     """Authorize, then read and check the upload and the options (all before inference)."""
     _authorize(state, request)
     if state.pool is None:
-        raise ApiError(503, "not ready", state.error or "the model is loading",
-                       {"Retry-After": "5"})
+        raise state.not_ready()
     s = state.settings
     body = await read_body(request, s.max_upload_bytes, s.upload_timeout)
     files, fields = split_body(request.headers.get("content-type", ""), body)

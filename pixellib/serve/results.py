@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import ImageReadError, ImageTooLargeError
 from ..export import mask_polygons, mask_to_rle
-from ..media.images import decode_image
+from ..media.images import decode_image, side_limit_error
 from ..structures import Detections
 from .uploads import ApiError
 
@@ -87,7 +87,15 @@ def render_job(files: dict, opts: dict, max_pixels: int, effect):
     background = files.get("background")
 
     def job(predictor):
+        # Everything a request can get wrong is checked before the inference runs.
         image = decode_upload(data, name, max_pixels)
+        bg = None
+        if effect is not None and background is not None:
+            bg = decode_upload(background[1], background[0], max_pixels)
+        if opts["format"]:
+            too_wide = side_limit_error("." + opts["format"], image.shape)
+            if too_wide:
+                raise ApiError(422, "invalid option", f"format: {too_wide}; ask for png")
         det = select(predictor(image), opts)
         if effect is None:
             from ..visualize import annotate
@@ -96,9 +104,6 @@ def render_job(files: dict, opts: dict, max_pixels: int, effect):
         else:
             from ..effects import apply_effect
 
-            bg = None
-            if background is not None:
-                bg = decode_upload(background[1], background[0], max_pixels)
             try:
                 out = apply_effect(image, det, effect, background=bg,
                                    feather=opts["feather"])
@@ -109,8 +114,11 @@ def render_job(files: dict, opts: dict, max_pixels: int, effect):
 
                 if out.ndim == 3 and out.shape[2] == 3:
                     out = annotate(out, det, show_boxes=True, alpha=0.0)
-        fmt = opts["format"] or ("png" if out.ndim == 3 and out.shape[2] == 4 else "jpeg")
-        if fmt == "jpeg" and out.ndim == 3 and out.shape[2] == 4:
+        transparent = out.ndim == 3 and out.shape[2] == 4
+        # Unasked, transparency comes as PNG, and so does a photo too wide for JPEG.
+        fmt = opts["format"] or ("png" if transparent or side_limit_error(".jpeg", out.shape)
+                                 else "jpeg")
+        if fmt == "jpeg" and transparent:
             raise ApiError(422, "invalid option", "format: this effect makes a transparent "
                            "image; ask for png or webp")
         params = [cv2.IMWRITE_WEBP_QUALITY, 101] if fmt == "webp" else []

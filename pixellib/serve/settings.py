@@ -55,6 +55,12 @@ class ServeSettings:
             raise ServeOptionError("max_pixels must be positive")
         if self.api_key is not None and not self.api_key.strip():
             raise ServeOptionError("the API key is empty")
+        if self.api_key is not None and not all(33 <= ord(c) <= 126 for c in self.api_key):
+            # HTTP header values are bytes read as latin-1: other characters (curl sends
+            # UTF-8) or spaces could never match what a client sends.
+            raise ServeOptionError("the API key must be printable ASCII without spaces")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ServeOptionError(f"--threads must be at least 1, got {self.torch_threads}")
         if not is_loopback(self.host) and self.api_key is None and not self.insecure_no_auth:
             raise ServeOptionError(
                 f"--host {self.host} accepts connections from other machines: give --api-key "

@@ -227,7 +227,7 @@ def _classes(text: str) -> list[int]:
         raise _bad("classes", "expected class names or ids, e.g. person,car")
     ids = []
     for item in items:
-        if item.isdigit():
+        if item.isascii() and item.isdigit():  # not '²' or '①', which int() refuses
             if int(item) >= len(COCO_CLASSES):
                 raise _bad("classes", f"class id {item} is not below {len(COCO_CLASSES)}")
             ids.append(int(item))

@@ -141,6 +141,8 @@ def test_bad_requests_get_json_errors(cli_server, photo_bytes):
             ("segment", {"confidence": "abc"}, "not a number: 'abc'"),
             ("segment", {"confidence": "0.1"}, "below the server's threshold"),
             ("segment", {"classes": "dragon"}, "dragon"),
+            ("segment", {"classes": "\u00b2"}, "unknown class name"),  # isdigit(), not int()
+            ("render", {"classes": "person,\u2460"}, "unknown class name"),
             ("segment", {"max_detections": "-1"}, "between 0 and"),
             ("segment", {"max_detections": "two"}, "not an integer: 'two'"),
             ("segment", {"polygons": "maybe"}, "true or false"),
@@ -158,6 +160,35 @@ def test_bad_requests_get_json_errors(cli_server, photo_bytes):
     _error(httpx.get(cli_server.url + "/nowhere"), 404)
     _error(httpx.get(cli_server.url + "/static/../../etc/passwd"), 404)
     assert httpx.get(cli_server.url + "/healthz").status_code == 200
+
+
+def test_odd_shapes_and_format_limits(cli_server):
+    """A 1000x1 strip is segmented (its short side would round to 0 px); a WebP past the
+    format's 16383 px a side is refused with a 422, and the default format of the same image
+    (JPEG, 65500 px) is fine."""
+    h = cli_server.headers()
+    strip = cv2.imencode(".png", np.full((1, 1000, 3), 128, np.uint8))[1].tobytes()
+    r = httpx.post(cli_server.url + "/v1/segment", headers=h, content=strip, timeout=120)
+    assert r.status_code == 200, r.text
+    assert r.json()["image"] == {"width": 1000, "height": 1}
+    long = cv2.imencode(".png", np.full((2, 16384, 3), 128, np.uint8))[1].tobytes()
+    body = _error(httpx.post(cli_server.url + "/v1/render", headers=h, params={"format": "webp"},
+                             content=long, timeout=120), 422)
+    assert body["detail"].startswith("format:") and "16383" in body["detail"], body
+    r = httpx.post(cli_server.url + "/v1/render", headers=h, content=long, timeout=120)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg", r.text
+    assert cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR).shape == (2, 16384, 3)
+
+
+def test_probes_answer_head_and_methods_are_labelled(cli_server):
+    for path in ("/healthz", "/readyz", "/", "/static/app.js"):
+        r = httpx.head(cli_server.url + path)
+        assert r.status_code == 200 and r.content == b"", (path, r.status_code)
+    for method in ("XABC", "XDEF"):
+        httpx.request(method, cli_server.url + "/healthz")
+    text = httpx.get(cli_server.url + "/metrics", headers=cli_server.headers()).text
+    assert 'method="XABC"' not in text and 'method="other",endpoint="/healthz"' in text
+    assert 'pixellib_requests_total{method="HEAD",endpoint="/healthz",status="200"}' in text
 
 
 def test_info_metrics_docs(cli_server):
@@ -193,3 +224,25 @@ def test_public_host_needs_a_key(r50_checkpoint, capsys, monkeypatch):
     monkeypatch.delenv("PIXELLIB_API_KEY", raising=False)
     assert main(["serve", "--model", str(r50_checkpoint), "--host", "0.0.0.0"]) == 1
     assert "--api-key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key", ["cl\u00e9", "two words", "tab\there"])
+def test_api_key_must_be_printable_ascii(key):
+    from pixellib.serve.settings import ServeOptionError, ServeSettings
+
+    with pytest.raises(ServeOptionError, match="printable ASCII"):
+        ServeSettings(api_key=key)
+    assert ServeSettings(api_key="Abc-123_~!").api_key == "Abc-123_~!"
+
+
+def test_threads_option(r50_checkpoint):
+    from pixellib.cli.main import build_parser
+    from pixellib.serve.settings import ServeOptionError, ServeSettings
+
+    args = build_parser().parse_args(["serve", "--model", str(r50_checkpoint), "--threads", "1"])
+    assert args.threads == 1
+    assert ServeSettings(torch_threads=1, replicas=2).threads_per_replica == 1
+    with pytest.raises(ServeOptionError, match="--threads"):
+        ServeSettings(torch_threads=0)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--threads", "0"])

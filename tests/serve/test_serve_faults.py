@@ -184,3 +184,66 @@ def test_cors_only_when_asked(serve_predictor):
         other = httpx.options(s.url + "/v1/segment",
                               headers={"Origin": "https://evil.example", **preflight})
         assert "access-control-allow-origin" not in other.headers
+
+
+class _Exploding:
+    """The shared Predictor, except that every inference raises (a bug, as far as the server
+    can tell): what reaches the client, and whether its connection survives."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def __call__(self, image):
+        raise RuntimeError("boom")
+
+
+def test_internal_error_is_json_and_keeps_the_connection(serve_predictor):
+    from pixellib.serve.settings import ServeSettings
+
+    settings = ServeSettings(replicas=1, max_queue=1, timeout=60, api_key=KEY,
+                             torch_threads=torch.get_num_threads())
+    with thread_server(settings, [_Exploding(serve_predictor)]) as s, \
+            httpx.Client(base_url=s.url, headers=s.headers()) as client:
+        r = client.post("/v1/segment", content=PHOTO.read_bytes(),
+                        headers={"Content-Type": "image/jpeg"})
+        assert r.status_code == 500, r.text
+        assert r.json() == {"error": "internal error", "detail": "RuntimeError"}
+        # The same keep-alive connection answers the next request (it used to be reset).
+        assert client.get("/healthz").json() == {"status": "ok"}
+        assert s.metric('pixellib_requests_total{method="POST",endpoint="/v1/segment",'
+                        'status="500"}') == 1
+
+
+def test_a_model_that_cannot_load_stops_the_server(tmp_path):
+    """`pixellib serve` with a corrupt model file exits with status 1 and says why, rather
+    than answering 503 'loading' for ever."""
+    import os
+    import subprocess
+    import sys
+
+    from serve_support import ROOT, free_port
+
+    bad = tmp_path / "pointrend_resnet50.pkl"
+    bad.write_bytes(b"\x80\x04 this is not a checkpoint")
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run(
+        [sys.executable, "-m", "pixellib", "serve", "--model", str(bad), "--port",
+         str(free_port()), "--log-level", "critical"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
+    assert "the model failed to load" in done.stderr and "pointrend_resnet50.pkl" in done.stderr
+
+
+def test_not_ready_answers():
+    from pixellib.serve.app import _State
+    from pixellib.serve.settings import ServeSettings
+
+    state = _State(ServeSettings())
+    loading = state.not_ready()
+    assert loading.status == 503 and loading.headers == {"Retry-After": "5"}
+    state.error = "UnpicklingError: bad file"
+    failed = state.not_ready()
+    assert failed.status == 503 and not failed.headers and "bad file" in failed.detail

@@ -336,8 +336,11 @@ async def _request_input(state: _State, request: Request, allowed: dict,
     if "image" not in files or not files["image"][1]:
         raise ApiError(400, "no image", "send the image as multipart field 'image' or as the "
                        "raw request body")
-    raw = dict(request.query_params)
-    raw.update(fields)
+    query = request.query_params
+    twice = sorted({k for k in query if len(query.getlist(k)) > 1} | (set(query) & set(fields)))
+    if twice:  # which one was meant? (the query string and the form are merged)
+        raise ApiError(422, "invalid option", f"{twice[0]}: given twice")
+    raw = {**dict(query), **fields}
     info = state.model_info
     opts = parse_options(raw, allowed, info["confidence"], info["max_detections"], s.timeout)
     return files, opts

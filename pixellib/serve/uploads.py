@@ -140,6 +140,8 @@ def split_body(content_type: str, body: bytes) -> tuple[dict[str, tuple[str, byt
             if len(part["data"]) > MAX_FIELD_BYTES:
                 raise ApiError(413, "payload too large", f"form field {name!r} is over "
                                f"{MAX_FIELD_BYTES} bytes")
+            if name in fields:
+                raise _bad(name, "given twice")
             fields[name] = part["data"].decode("utf-8", "replace")
     return files, fields
 

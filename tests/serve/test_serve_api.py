@@ -157,6 +157,16 @@ def test_bad_requests_get_json_errors(cli_server, photo_bytes):
         assert body["detail"].startswith(next(iter(params)) + ":") and says in body["detail"], body
     _error(httpx.post(cli_server.url + "/v1/render", headers=h, params={"format": "gif"},
                       content=photo_bytes), 422)
+    # An option given twice (query, form, or one of each) is ambiguous: 422 naming it.
+    for params, data in (([("max_detections", "1"), ("max_detections", "2")], None),
+                         ({"max_detections": "1"}, {"max_detections": "4"})):
+        body = _error(httpx.post(url, headers=h, params=params, data=data,
+                                 files={"image": ("a.jpg", photo_bytes)}), 422)
+        assert body["detail"] == "max_detections: given twice", body
+    twice = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"polygons\"\r\n\r\n1\r\n"
+             * 2 + f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; "
+             f"filename=\"a.jpg\"\r\n\r\n").encode() + photo_bytes + f"\r\n--{boundary}--\r\n".encode()
+    assert _error(post(content=twice, headers=multipart), 422)["detail"] == "polygons: given twice"
     _error(httpx.get(cli_server.url + "/nowhere"), 404)
     _error(httpx.get(cli_server.url + "/static/../../etc/passwd"), 404)
     assert httpx.get(cli_server.url + "/healthz").status_code == 200

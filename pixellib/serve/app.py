@@ -207,6 +207,8 @@ def create_app(settings: ServeSettings, *, predictors: list | None = None) -> Fa
 
     @app.exception_handler(ApiError)
     async def _api_error(request, exc: ApiError):
+        if exc.status == 499:  # the client left during its upload
+            state.metrics.disconnects += 1
         return _error(exc.status, exc.error, exc.detail, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)

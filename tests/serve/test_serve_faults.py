@@ -91,8 +91,10 @@ def test_faults_during_an_inference(server, photo_bytes, reference):
     _wait_for(server, "pixellib_inferences_running", 1)
     url, h = server.url + "/v1/segment", server.headers()
 
+    gone = server.metric("pixellib_disconnects_total")
     s = _socket(server, _head(50_000) + photo_bytes[:1000])  # leaves mid-upload
     s.close()
+    _wait_for(server, "pixellib_disconnects_total", gone + 1)  # counted like any other leaver
     bad = httpx.post(url, headers={**h, "Content-Type": "multipart/form-data; boundary=zz"},
                      content=b"--zz\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\n")
     assert bad.status_code == 400 and bad.json()["error"] == "malformed multipart"

@@ -163,9 +163,10 @@ def test_bad_requests_get_json_errors(cli_server, photo_bytes):
         body = _error(httpx.post(url, headers=h, params=params, data=data,
                                  files={"image": ("a.jpg", photo_bytes)}), 422)
         assert body["detail"] == "max_detections: given twice", body
-    twice = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"polygons\"\r\n\r\n1\r\n"
-             * 2 + f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; "
-             f"filename=\"a.jpg\"\r\n\r\n").encode() + photo_bytes + f"\r\n--{boundary}--\r\n".encode()
+    field = f"--{boundary}\r\nContent-Disposition: form-data; name=\"polygons\"\r\n\r\n1\r\n"
+    image = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; "
+             f"filename=\"a.jpg\"\r\n\r\n")
+    twice = (2 * field + image).encode() + photo_bytes + f"\r\n--{boundary}--\r\n".encode()
     assert _error(post(content=twice, headers=multipart), 422)["detail"] == "polygons: given twice"
     _error(httpx.get(cli_server.url + "/nowhere"), 404)
     _error(httpx.get(cli_server.url + "/static/../../etc/passwd"), 404)

@@ -17,12 +17,34 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from .errors import InvalidArgumentError
 from .structures import Detections
 
 # 1/phi: stepping the hue by this fraction spreads any number of colours evenly and puts
 # consecutive instances far apart on the colour wheel.
 _GOLDEN_FRACTION = 0.6180339887498949
 _WHITE = (255, 255, 255)
+# Largest caption scale and line thickness taken. OpenCV 5.0's putText crashes the process
+# (segmentation fault) from a font scale of a few thousand; 1000 is a caption ~22000 px tall.
+MAX_TEXT_SIZE = 1000.0
+MAX_THICKNESS = 1000
+
+
+def check_style(text_size: float, text_thickness: int, box_thickness: int) -> None:
+    """Refuse drawing sizes OpenCV cannot draw, naming the argument (an
+    :class:`~pixellib.errors.InvalidArgumentError`)."""
+    try:
+        size = float(text_size)
+    except (TypeError, ValueError):
+        size = float("nan")
+    if isinstance(text_size, bool) or not 0.0 <= size <= MAX_TEXT_SIZE:
+        raise InvalidArgumentError(
+            f"text_size must be a number from 0 to {MAX_TEXT_SIZE:g}, got {text_size!r}")
+    for name, value in (("text_thickness", text_thickness), ("box_thickness", box_thickness)):
+        if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                or not 0 <= value <= MAX_THICKNESS):
+            raise InvalidArgumentError(
+                f"{name} must be a whole number from 0 to {MAX_THICKNESS}, got {value!r}")
 
 
 def instance_colors(n: int) -> np.ndarray:
@@ -78,6 +100,8 @@ def draw_detections(
         )
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if show_boxes:
+        check_style(text_size, text_thickness, box_thickness)
     if show_boxes and boxes_int is None:
         raise ValueError("show_boxes=True needs boxes_int")
     h, w = image.shape[:2]

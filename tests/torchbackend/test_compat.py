@@ -19,7 +19,12 @@ import pytest
 import torch
 
 from pixellib.classes import COCO_CLASSES
-from pixellib.errors import ImageReadError, InputNotFoundError, ModelNotFoundError
+from pixellib.errors import (
+    ImageReadError,
+    InputNotFoundError,
+    InvalidArgumentError,
+    ModelNotFoundError,
+)
 from pixellib.media.images import read_image
 from pixellib.predictor import Predictor
 from pixellib.torchbackend.instance import SkippedImageWarning, instanceSegmentation
@@ -340,6 +345,33 @@ def test_batch_output_folder_equal_to_input_is_refused(ins, tmp_path):
         with pytest.raises(ValueError, match="input folder"):
             ins.segmentBatch(tmp_path, output_folder_name=out)
     assert image.read_bytes() == before and sorted(tmp_path.iterdir()) == [image]
+    a_file = tmp_path / "afile.txt"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match="afile.txt.* is a file, not a folder"):
+        ins.segmentBatch(tmp_path, output_folder_name=a_file)
+
+
+@pytest.mark.parametrize("style, name", [
+    ({"text_size": 5000}, "text_size"),      # OpenCV's putText crashed the process at this
+    ({"text_size": float("nan")}, "text_size"),
+    ({"text_size": -1}, "text_size"),
+    ({"box_thickness": 10**6}, "box_thickness"),
+    ({"box_thickness": -1}, "box_thickness"),  # OpenCV would fill the boxes
+    ({"text_thickness": 1.5}, "text_thickness"),
+])
+def test_drawing_sizes_opencv_cannot_draw_are_refused_up_front(ins, tmp_path, style, name):
+    out = tmp_path / "out.jpg"
+    with pytest.raises(InvalidArgumentError, match=name):
+        ins.segmentImage(str(tmp_path / "not read.jpg"), show_bboxes=True,
+                         output_image_name=out, **style)  # refused before reading the image
+    with pytest.raises(InvalidArgumentError, match=name):
+        ins.segmentBatch(tmp_path, show_bboxes=True, **style)
+    with pytest.raises(InvalidArgumentError, match=name):
+        ins.process_video(str(tmp_path / "v.mp4"), show_bboxes=True, **style)
+    assert not out.exists()
+    # Without boxes nothing is drawn, so nothing is checked (as PixelLib).
+    with pytest.raises(InputNotFoundError):
+        ins.segmentImage(str(tmp_path / "not read.jpg"), **style)
 
 
 # --------------------------------------------------------------------------- batch

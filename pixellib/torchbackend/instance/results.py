@@ -31,7 +31,7 @@ from ...classes import COCO_CLASSES, class_id
 from ...errors import InvalidArgumentError
 from ...export import extract_objects, mask_polygons, save_extracts  # noqa: F401 - re-export
 from ...structures import Detections
-from ...visualize import annotate
+from ...visualize import annotate, check_style
 
 
 def target_flags(**flags) -> dict[str, str]:
@@ -94,6 +94,17 @@ def target_class_ids(targets) -> np.ndarray | None:
 def score_percent(scores: np.ndarray) -> np.ndarray:
     """PixelLib's integer percentages: ``trunc(score * 100)`` with the product in float32."""
     return (np.asarray(scores, np.float32) * np.float32(100)).astype(np.int64)
+
+
+def checked_style(show_bboxes, text_size, text_thickness, box_thickness) -> tuple:
+    """``(text_size, text_thickness, box_thickness)``, refused up front (before any image is
+    read or segmented) when boxes are drawn and OpenCV could not draw them: an
+    :class:`~pixellib.errors.InvalidArgumentError` naming the argument."""
+    if show_bboxes:
+        whole = [int(v) if isinstance(v, float) and v.is_integer() else v
+                 for v in (text_thickness, box_thickness)]
+        check_style(text_size, *whole)
+    return text_size, text_thickness, box_thickness
 
 
 def draw(image: np.ndarray, det: Detections, *, show_bboxes: bool, text_size: float,

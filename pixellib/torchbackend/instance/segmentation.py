@@ -182,13 +182,14 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         """
         predictor = self._require_predictor()
         target_ids = fmt.target_class_ids(segment_target_classes)
+        style = fmt.checked_style(show_bboxes, text_size, text_thickness, box_thickness)
         image = read_image(image_path)
         return self._segment(
             predictor, image, target_ids, show_bboxes=show_bboxes,
             extract=extract_segmented_objects, from_box=extract_from_box,
             save_folder=paths.extract_folder(save_extracted_objects, extracted_objects_folder),
             mask_points=mask_points_values, output_name=output_image_name,
-            style=(text_size, text_thickness, box_thickness), verbose=verbose,
+            style=style, verbose=verbose,
         )
 
     def segmentFrame(self, frame, segment_target_classes=None, show_bboxes=False,  # noqa: N802
@@ -248,11 +249,14 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
                 f"output_folder_name {str(out_dir)!r} is the input folder: the outputs would "
                 "overwrite the input images; choose another folder"
             )
+        if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+            raise InvalidArgumentError(
+                f"output_folder_name {str(out_dir)!r} is a file, not a folder")
         if not files:
             logger.warning("segmentBatch: no images in %s", input_folder)
         extract_dirs = paths.extract_dirs(files, out_dir)
 
-        style = (text_size, text_thickness, box_thickness)
+        style = fmt.checked_style(show_bboxes, text_size, text_thickness, box_thickness)
 
         def finish(path, image, det):
             results, output = self._finish(
@@ -368,12 +372,13 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         predictor = self._require_predictor()
         target_ids = fmt.target_class_ids(targets)
         save_folder = paths.extract_folder(save, folder)
+        style = fmt.checked_style(show_bboxes, text_size, text_thickness, box_thickness)
 
         def segment(frame, index):
             return self._segment(
                 predictor, frame, target_ids, show_bboxes=show_bboxes, extract=extract,
                 from_box=from_box, save_folder=save_folder, mask_points=mask_points,
-                output_name=None, style=(text_size, text_thickness, box_thickness),
+                output_name=None, style=style,
                 extract_prefix=f"frame_{index}_",
             )
 

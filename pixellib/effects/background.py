@@ -15,14 +15,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from PIL import Image
+
 from ..errors import ImageReadError, InputNotFoundError
+from ..media.images import read_image
 
 
 def load_background(background, *, what: str | None = None) -> np.ndarray:
     """``background`` (a path or an array) as an ``(H, W, 3)`` uint8 BGR array.
 
     Raises :class:`InputNotFoundError` for a missing file and :class:`ImageReadError` naming
-    the picture when it is not an image, is empty, or has transparent pixels.
+    the picture when it is not an image, is empty, truncated or over the pixel limit
+    (:func:`~pixellib.media.images.read_image`'s checks, EXIF orientation applied too), or
+    has transparent pixels.
     """
     if isinstance(background, (str, os.PathLike)):
         path = Path(background).expanduser()
@@ -31,14 +36,26 @@ def load_background(background, *, what: str | None = None) -> np.ndarray:
             raise InputNotFoundError(f"{what} not found")
         if path.is_dir():
             raise ImageReadError(f"{what} is a folder, not a picture")
-        data = np.fromfile(str(path), dtype=np.uint8)
-        array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-        if array is None:
-            raise ImageReadError(f"{what} is not an image OpenCV can decode")
+        # Read as photos are: the pixel limit from the header, truncation named, and the
+        # EXIF orientation applied (a phone's portrait background stays upright).
+        image = read_image(path)
+        _refuse_transparency(path, what)
+        return image
     else:
         what = what or "background picture"
         array = np.asarray(background)
     return _to_bgr(array, what)
+
+
+def _refuse_transparency(path: Path, what: str) -> None:
+    """Raise when the picture at ``path`` has an alpha channel with transparent pixels."""
+    try:
+        with Image.open(path) as im:
+            alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+    except Exception:  # noqa: BLE001 - a format Pillow cannot open has no alpha OpenCV keeps
+        return
+    if alpha:
+        _to_bgr(cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_UNCHANGED), what)
 
 
 def _to_bgr(array: np.ndarray, what: str) -> np.ndarray:

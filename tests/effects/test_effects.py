@@ -17,6 +17,7 @@ from pixellib.effects import (
     pixelate,
 )
 from pixellib.errors import EffectError, ImageReadError, InputNotFoundError, PixellibError
+from pixellib.media.images import read_image
 from pixellib.structures import Detections
 
 H, W = 60, 80
@@ -201,6 +202,31 @@ def test_bad_background_pictures_are_named(scene, tmp_path):
     rgba[..., 3] = 255
     rgba[..., 2] = 200
     assert np.array_equal(load_background(rgba), rgba[..., :3])
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(cv2.imencode(".png", image)[1].tobytes()[:400])
+    with pytest.raises(ImageReadError, match="cut.png.*truncated"):
+        apply_effect(image, det, f"replace-bg={cut}")
+
+
+def test_background_pictures_are_read_like_photos(tmp_path):
+    """EXIF orientation applied (a phone's portrait stays upright) and the pixel limit read
+    from the header, as for the photo itself."""
+    from PIL import Image
+
+    left_right = np.zeros((100, 400, 3), np.uint8)
+    left_right[:, 200:] = 255
+    upright = Image.fromarray(left_right)
+    exif = upright.getexif()
+    exif[0x0112] = 6  # stored sideways: "rotate 90 degrees clockwise to view"
+    upright.save(tmp_path / "phone.jpg", exif=exif.tobytes())
+    loaded = load_background(tmp_path / "phone.jpg")
+    assert loaded.shape == (400, 100, 3)
+    assert np.array_equal(loaded, read_image(tmp_path / "phone.jpg"))
+    Image.new("RGB", (3000, 2000)).save(tmp_path / "large.png")
+    with pytest.raises(ImageReadError, match="3000x2000"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("PIXELLIB_MAX_PIXELS", "1000000")
+            load_background(tmp_path / "large.png")
 
 
 # ----------------------------------------------------------------------------- objects

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from PIL import Image
 
 from ..errors import ImageReadError, InputNotFoundError

@@ -23,6 +23,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import EffectError
 
 #: Every effect name, background effects first.
@@ -143,17 +145,41 @@ def _block(text: str, arg: str) -> int:
     return b
 
 
+def _color_values(arg) -> tuple[int, int, int] | None:
+    """Three whole numbers 0-255 from an ordered sequence (not a set, no bools, no 0.5)."""
+    if isinstance(arg, (set, frozenset, dict)) or not hasattr(arg, "__iter__"):
+        return None
+    values = []
+    for v in arg:
+        if isinstance(v, (bool, np.bool_)):
+            return None
+        if isinstance(v, (float, np.floating)) and not float(v).is_integer():
+            return None
+        try:
+            number = int(v)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        values.append(number)
+    if len(values) != 3 or not all(0 <= v <= 255 for v in values):
+        return None
+    return tuple(values)
+
+
 def parse_color(arg, text: str | None = None) -> tuple[int, int, int]:
     """An RGB triple from ``#rrggbb``, ``#rgb``, ``R,G,B``, a colour name, or a 3-sequence."""
     where = f" in {text!r}" if text else ""
     if not isinstance(arg, str):
-        try:
-            values = [int(v) for v in arg]
-        except (TypeError, ValueError):
-            values = []
-        if len(values) != 3 or not all(0 <= v <= 255 for v in values):
-            raise EffectError(f"a colour is three values from 0 to 255 (R, G, B), got {arg!r}")
-        return tuple(values)
+        values = _color_values(arg)
+        if values is None:
+            hint = ""
+            try:
+                if all(0 <= float(v) <= 1 for v in arg):
+                    hint = " (0-1 values? multiply them by 255)"
+            except (TypeError, ValueError):
+                pass
+            raise EffectError(f"a colour is three whole numbers from 0 to 255 (R, G, B), "
+                              f"got {arg!r}{hint}")
+        return values
     key = arg.strip().lower()
     if key in COLOR_NAMES:
         return COLOR_NAMES[key]

@@ -96,6 +96,19 @@ def test_parse_effect_rejects_bad_text_naming_it(text):
 # ----------------------------------------------------------------------------- background
 
 
+def test_colour_sequences_are_three_whole_numbers():
+    from pixellib.effects.spec import parse_color
+
+    assert parse_color((0, 128, 255)) == (0, 128, 255)
+    assert parse_color(np.array([10.0, 20.0, 30.0])) == (10, 20, 30)  # whole floats are fine
+    assert parse_color([np.uint8(1), 2, 3]) == (1, 2, 3)
+    with pytest.raises(EffectError, match=r"multiply them by 255"):
+        parse_color((0.2, 0.5, 0.9))  # was read as (0, 0, 0): black, silently
+    for bad in [(254.9, 0.7, 10.5), (True, False, True), {1, 2, 3}, (1, 2), (1, 2, 256), 7]:
+        with pytest.raises(EffectError, match="three whole numbers"):
+            parse_color(bad)
+
+
 def test_background_effects_change_only_the_background(scene):
     image, det, image0, masks0 = scene
     obj = det.masks[:2].any(0)  # person + car

@@ -7,7 +7,8 @@ Output naming for ``segment`` (never overwrites an input):
   folder, or ending in ``/``, puts the output inside it).
 * anything else (several inputs, a folder, a glob): a folder, ``-o DIR`` or ``./segmented``,
   holding ``<stem><ext>`` per image and ``<stem>.mp4`` per video (``<stem>_2...`` when two
-  inputs share a name). An output folder that holds inputs is refused.
+  inputs share a stem, such as ``a.jpg`` and ``a.png``: the extras below are named after
+  the output's stem). An output folder that holds inputs is refused.
 * ``--extract``: cut-outs in ``<output stem>_extracts/`` beside each output image.
 """
 from __future__ import annotations
@@ -111,12 +112,14 @@ def plan_jobs(inputs: list[str], output: str | None) -> list[Job]:
                 f"output folder {str(folder)!r} holds the input {str(src)!r}; choose another "
                 "-o so that inputs are never overwritten"
             )
+    # Unique stems, not just names: a.jpg and a.png would otherwise share the outputs named
+    # after the stem (--extract, --cutouts and --masks files, and a.png after remove-bg).
     jobs, used = [], set()
     for src in sources:
-        ext, name, k = _output_ext(src), src.stem, 1
-        while f"{name}{ext}".lower() in used:
+        name, k = src.stem, 1
+        while name.lower() in used:
             k += 1
             name = f"{src.stem}_{k}"
-        used.add(f"{name}{ext}".lower())
-        jobs.append(Job(src, folder / f"{name}{ext}", _is_video(src)))
+        used.add(name.lower())
+        jobs.append(Job(src, folder / f"{name}{_output_ext(src)}", _is_video(src)))
     return jobs

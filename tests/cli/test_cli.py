@@ -439,6 +439,26 @@ def test_output_equal_to_input_is_refused(fake, folder):
     _assert_one_line_error(err, "is the input itself")
 
 
+def test_inputs_sharing_a_stem_get_their_own_outputs_and_extras(fake, tmp_path, photos):
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    cv2.imwrite(str(pics / "a.jpg"), photos[0])
+    cv2.imwrite(str(pics / "a.png"), photos[1])
+    code, _, err = fake(pics, "-o", tmp_path / "out", "--masks", tmp_path / "masks",
+                        "--effect", "remove-bg")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "a_2.png"]
+    for out, src in (("a.png", "a.jpg"), ("a_2.png", "a.png")):  # each from its own input
+        bgra = cv2.imread(str(tmp_path / "out" / out), cv2.IMREAD_UNCHANGED)
+        kept = bgra[..., 3] > 0
+        assert kept.any()
+        assert np.array_equal(bgra[..., :3][kept], cv2.imread(str(pics / src))[kept]), out
+    masks = sorted(p.name for p in (tmp_path / "masks").iterdir())
+    assert masks == sorted([f"{s}_mask_{k}_{c}.png" for s in ("a", "a_2")
+                            for k, c in ((1, "umbrella"), (2, "person"), (3, "cat"))]
+                           + ["a_labels.png", "a_2_labels.png"])
+
+
 def test_single_output_needs_image_extension(fake, folder, tmp_path):
     code, _, err = fake(folder / "photo0.jpg", "-o", tmp_path / "result")
     assert code == 1

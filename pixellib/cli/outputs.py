@@ -3,7 +3,8 @@
 The output picture of each input is, in order: the effect applied to the objects selected by
 ``--classes`` (all detections without it), or else the usual annotation; then, with
 ``--boxes`` (or ``--no-overlay``), boxes and captions drawn on top. ``remove-bg`` makes a
-transparent picture, so image outputs that cannot hold transparency are written as PNG.
+transparent picture, so image outputs that cannot hold transparency are written as PNG, and
+videos as WebM (VP9 with alpha).
 Cut-outs and masks (images only) go to ``DIR/<output stem>_object_<k>_<class>.png``,
 ``DIR/<output stem>_mask_<k>_<class>.png`` and ``DIR/<output stem>_labels.png``.
 """
@@ -16,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..effects import EFFECTS, Effect, apply_effect, load_background, parse_effect
-from ..errors import EffectError
+from ..errors import EffectError, InvalidArgumentError
+from ..media.files import output_path_problem
 from .args import number_between
 from .jobs import Job
 
@@ -66,30 +68,53 @@ def add_arguments(seg: argparse.ArgumentParser) -> None:
 
 
 def prepare(jobs: list[Job], args: argparse.Namespace) -> list[Job]:
-    """Check the options once for the run (a bad background picture stops it here, named)
-    and give transparent image outputs an extension that keeps alpha."""
+    """Check the options once for the run, before the model loads (a bad background picture
+    or an output path that cannot be written stops it here, named), and give transparent
+    outputs an extension that keeps alpha (.png for images, .webm for videos)."""
     args.effect_background = None
+    jobs = _transparent_outputs(jobs, args)
+    _check_output_paths(jobs, args)
     effect = args.effect
-    if effect is None:
-        return jobs
-    if effect.name == "replace-bg":
+    if effect is not None and effect.name == "replace-bg":
         if effect.background is None:
             raise EffectError("replace-bg needs a picture: --effect replace-bg=PATH")
         args.effect_background = load_background(effect.background)
-    if not effect.transparent:
+    return jobs
+
+
+def _transparent_outputs(jobs: list[Job], args: argparse.Namespace) -> list[Job]:
+    if args.effect is None or not args.effect.transparent:
         return jobs
     explicit = args.output is not None and len(jobs) == 1 and Path(args.output).suffix
     out = []
     for job in jobs:
-        if not job.video and job.output.suffix.lower() not in ALPHA_EXTENSIONS:
+        keeps = job.output.suffix == ".webm" if job.video else (
+            job.output.suffix.lower() in ALPHA_EXTENSIONS)
+        if not keeps:
             if explicit:
+                check_video(job, args)
                 raise EffectError(
                     f"remove-bg makes a transparent picture, which {job.output.suffix} cannot "
                     f"hold: name the output {job.output.with_suffix('.png').name}"
                 )
-            job = dataclasses.replace(job, output=job.output.with_suffix(".png"))
+            job = dataclasses.replace(
+                job, output=job.output.with_suffix(".webm" if job.video else ".png"))
         out.append(job)
     return out
+
+
+def _check_output_paths(jobs: list[Job], args: argparse.Namespace) -> None:
+    """Refuse, before any work, outputs that cannot be written: a file where a folder is
+    needed or the other way round (a failure after every image was segmented otherwise)."""
+    problems = [output_path_problem(j.output) for j in jobs]
+    if getattr(args, "coco", None):
+        problems.append(output_path_problem(args.coco))
+    for option in ("cutouts", "masks"):
+        if getattr(args, option, None):
+            problems.append(output_path_problem(getattr(args, option), folder=True))
+    problem = next((p for p in problems if p), None)
+    if problem:
+        raise InvalidArgumentError(f"cannot write {problem}")
 
 
 def check_video(job: Job, args: argparse.Namespace) -> None:

@@ -7,6 +7,7 @@ writing the same output never collide), which then replaces the destination with
 """
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from collections.abc import Iterator
@@ -34,14 +35,43 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
             encode_to(tmp)
     """
     path = Path(path)
+    problem = output_path_problem(path)
+    if problem:
+        raise (IsADirectoryError if path.is_dir() else NotADirectoryError)(
+            errno.EISDIR if path.is_dir() else errno.ENOTDIR, f"cannot write {problem}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is not None and str(exc.filename) == str(tmp) and exc.errno:
+            # Name the file the caller asked for, not our hidden temporary one.
+            raise type(exc)(exc.errno, f"cannot write {str(path)!r}: {exc.strerror}") from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def output_path_problem(path: PathLike, *, folder: bool = False) -> str | None:
+    """Why nothing can be written at ``path`` (a file, or with ``folder`` a folder to create
+    or fill), found before any work is done: ``"'x': it is a folder"``, ``"'x': 'a' is a
+    file, not a folder"``; None when nothing stands in the way. (Permissions are left to the
+    write itself, which names the path.)"""
+    path = Path(path)
+    if path.exists():
+        if folder and not path.is_dir():
+            return f"{str(path)!r}: it is a file, not a folder"
+        if not folder and path.is_dir():
+            return f"{str(path)!r}: it is a folder"
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{str(path)!r}: {str(parent)!r} is a file, not a folder"
+            break
+    return None
 
 
 def write_bytes(path: PathLike, data: bytes | bytearray | memoryview) -> Path:

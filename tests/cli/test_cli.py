@@ -459,6 +459,23 @@ def test_inputs_sharing_a_stem_get_their_own_outputs_and_extras(fake, tmp_path, 
                            + ["a_labels.png", "a_2_labels.png"])
 
 
+def test_unwritable_outputs_are_refused_before_the_model_loads(run, folder, tmp_path):
+    blocker = tmp_path / "afile.txt"
+    blocker.write_text("x")
+    (tmp_path / "cocodir").mkdir()
+    for extra, says in (
+            (["--coco", tmp_path / "cocodir"], "cocodir': it is a folder"),
+            (["--coco", blocker / "x.json"], "afile.txt' is a file, not a folder"),
+            (["--masks", blocker], "afile.txt': it is a file, not a folder"),
+            (["--cutouts", blocker / "sub"], "afile.txt' is a file, not a folder"),
+            (["-o", blocker / "out.jpg"], "afile.txt' is a file, not a folder")):
+        inputs = [folder / "photo0.jpg"] if "-o" in extra else [folder]
+        code, out, err = run(*inputs, *extra, model="nowhere.pkl")  # never reached
+        assert code == 1, (extra, err)
+        _assert_one_line_error(err, says)
+        assert "nowhere" not in err and out == ""
+
+
 def test_single_output_needs_image_extension(fake, folder, tmp_path):
     code, _, err = fake(folder / "photo0.jpg", "-o", tmp_path / "result")
     assert code == 1

@@ -110,8 +110,15 @@ def test_remove_bg_on_video_needs_webm(capsys, tmp_path, r50_checkpoint):
 
     with VideoWriter(tmp_path / "clip.mp4", 10, (64, 48)) as writer:
         writer.write(np.zeros((48, 64, 3), np.uint8))
+    code, _, err = _cli(capsys, "segment", tmp_path / "clip.mp4", "--model", "nowhere.pkl",
+                        "-o", tmp_path / "cut.mp4", "--effect", "remove-bg")
+    assert code == 1  # refused before the model (here a missing file) is even looked at
+    assert "remove-bg on video needs .webm output" in err and "cut.mp4" in err
+    assert "nowhere" not in err
+    assert not (tmp_path / "cut.mp4").exists()
+    # Named by the command itself, the output gets the extension that holds transparency.
     code, _, err = _cli(capsys, "segment", tmp_path / "clip.mp4", "--model", r50_checkpoint,
                         "--effect", "remove-bg")
-    assert code == 1
-    assert "remove-bg on video needs .webm output" in err and "clip.mp4" in err
+    assert code == 0, err
+    assert (tmp_path / "clip_segmented.webm").is_file()
     assert not (tmp_path / "clip_segmented.mp4").exists()

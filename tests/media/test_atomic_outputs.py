@@ -37,3 +37,26 @@ def test_synthetic_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         synthetic.write_checkpoint(target, "resnet50", 0)
     assert target.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pkl"]
+
+
+def test_writes_name_the_path_asked_for_not_the_temporary_file(tmp_path, monkeypatch):
+    from pixellib.media import files
+
+    blocker = tmp_path / "afile.txt"
+    blocker.write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"afile.txt' is a file, not a folder"):
+        files.write_bytes(blocker / "out.png", b"data")
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"'.*adir': it is a folder"):
+        files.write_bytes(tmp_path / "adir", b"data")
+    assert files.output_path_problem(tmp_path / "new" / "deeper" / "x.png") is None
+    assert "is a file" in files.output_path_problem(blocker, folder=True)
+
+    def refuse(path, mode="r", *args, **kwargs):  # what a read-only folder does to a write
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("builtins.open", refuse)
+    with pytest.raises(PermissionError) as info:
+        files.write_bytes(tmp_path / "out.png", b"data")
+    assert str(tmp_path / "out.png") in str(info.value) and ".tmp" not in str(info.value)
+    assert list((tmp_path).glob(".*")) == []  # nothing left behind

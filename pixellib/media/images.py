@@ -43,7 +43,7 @@ from ..errors import (
     InputNotFoundError,
     InvalidArgumentError,
 )
-from .files import write_bytes
+from .files import output_path_problem, write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -379,6 +379,21 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     )
 
 
+def check_image_output(path: PathLike) -> None:
+    """Raise the :class:`InvalidArgumentError` :func:`write_image` would raise for ``path``
+    itself (an extension outside :data:`IMAGE_EXTENSIONS`, a folder there, a file where a
+    folder is needed), so that callers can refuse it before doing the work."""
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise InvalidArgumentError(
+            f"cannot write {str(path)!r}: unknown image extension {path.suffix!r}; "
+            f"use one of {', '.join(IMAGE_EXTENSIONS)}"
+        )
+    problem = output_path_problem(path)
+    if problem:
+        raise InvalidArgumentError(f"cannot write {problem}")
+
+
 def write_image(path: PathLike, image_bgr: np.ndarray, params: Sequence[int] = ()) -> Path:
     """Encode ``image_bgr`` by the file extension and write it atomically; return the path.
 
@@ -393,11 +408,7 @@ def write_image(path: PathLike, image_bgr: np.ndarray, params: Sequence[int] = (
     """
     path = Path(path)
     ext = path.suffix.lower()
-    if ext not in IMAGE_EXTENSIONS:
-        raise InvalidArgumentError(
-            f"cannot write {str(path)!r}: unknown image extension {path.suffix!r}; "
-            f"use one of {', '.join(IMAGE_EXTENSIONS)}"
-        )
+    check_image_output(path)
     image = np.asarray(image_bgr)
     if (
         image.dtype != np.uint8

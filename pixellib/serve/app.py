@@ -338,6 +338,8 @@ async def _request_input(state: _State, request: Request, allowed: dict,
     if "image" not in files or not files["image"][1]:
         raise ApiError(400, "no image", "send the image as multipart field 'image' or as the "
                        "raw request body")
+    if "background" in files and not files["background"][1]:
+        raise ApiError(400, "no image", "the multipart field 'background' is empty")
     query = request.query_params
     twice = sorted({k for k in query if len(query.getlist(k)) > 1} | (set(query) & set(fields)))
     if twice:  # which one was meant? (the query string and the form are merged)

@@ -19,8 +19,8 @@ from .uploads import ApiError
 # Leading bytes of the formats OpenCV decodes: data that starts otherwise is not an image
 # (415); data that does but cannot be decoded is a broken image (422).
 _MAGIC = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF", b"P1",
-          b"P2", b"P3", b"P4", b"P5", b"P6", b"\x00\x00\x00\x0cjP", b"#?RADIANCE", b"PF",
-          b"Pf", b"\x76\x2f\x31\x01")
+          b"P2", b"P3", b"P4", b"P5", b"P6", b"\x00\x00\x00\x0cjP", b"#?RADIANCE", b"#?RGBE",
+          b"PF", b"Pf", b"\x76\x2f\x31\x01")
 
 _MIME = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
@@ -32,9 +32,12 @@ def decode_upload(data: bytes, name: str, max_pixels: int) -> np.ndarray:
         raise ApiError(413, "image too large", str(e).split(";")[0]) from None
     except ImageReadError as e:
         if not data.startswith(_MAGIC):
+            what = "the request body" if name == "body" else repr(name)
+            how = ("; send the image itself as the body, or as the multipart/form-data field "
+                   "'image'" if name == "body" else "")
             raise ApiError(415, "unsupported media type",
-                           f"{name!r} is not an image in a format the server reads (JPEG, PNG, "
-                           "WebP, BMP, TIFF, ...)") from None
+                           f"{what} is not an image in a format the server reads (JPEG, PNG, "
+                           f"WebP, BMP, TIFF, ...){how}") from None
         raise ApiError(422, "unreadable image", str(e)) from None
 
 

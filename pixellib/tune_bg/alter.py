@@ -142,12 +142,14 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
         return apply_effect(image, det, effect, background=background)
 
     def _image(self, image, effect, output_image_name, verbose, detect, background=None):
+        from ..media.images import check_image_output, write_image
+
+        if output_image_name is not None:
+            check_image_output(output_image_name)  # before the inference, not after
         if verbose is not None:
             print("processing image......")
         out = self._tune(image, effect, detect, background)
         if output_image_name is not None:
-            from ..media.images import write_image
-
             write_image(output_image_name, out)
         return out
 

@@ -74,6 +74,21 @@ def test_blur_needs_a_level_and_calls_need_a_model(tmp_path):
         alter_bg().gray_bg(str(DATA / "images" / "small.jpg"))
 
 
+def test_output_names_are_checked_before_the_inference(tmp_path):
+    from pixellib.errors import InvalidArgumentError
+    from pixellib.torchbackend.instance import instanceSegmentation
+
+    photo = str(DATA / "images" / "small.jpg")
+    # No model is loaded: the name is refused before anything would need one.
+    for name in ("out.gif", "out", tmp_path):
+        with pytest.raises(InvalidArgumentError, match="cannot write"):
+            alter_bg().gray_bg(photo, output_image_name=str(name))
+    ins = instanceSegmentation()
+    ins._predictor = object()  # "loaded": the check must come before reading the image
+    with pytest.raises(InvalidArgumentError, match="unknown image extension '.gif'"):
+        ins.segmentImage(str(tmp_path / "not there.jpg"), output_image_name="out.gif")
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, r50_checkpoint):
     from pixellib.media.video import VideoWriter

@@ -132,6 +132,14 @@ def test_bad_requests_get_json_errors(cli_server, photo_bytes):
     assert "image" in _error(post(content=fields_only.encode(), headers=multipart), 400)["detail"]
     _error(post(content=b"plain text, not a picture", headers={"Content-Type": "text/plain"}),
            415)
+    says = _error(post(content=b'{"image": "x.jpg"}',
+                       headers={"Content-Type": "application/json"}), 415)["detail"]
+    assert says.startswith("the request body is not an image") and "'image'" in says, says
+    empty_bg = _error(httpx.post(cli_server.url + "/v1/render", headers=h,
+                                 data={"effect": "replace-bg"},
+                                 files={"image": ("a.jpg", photo_bytes),
+                                        "background": ("b.jpg", b"")}), 400)
+    assert "'background' is empty" in empty_bg["detail"]
     assert "truncated" in _error(post(content=photo_bytes[: len(photo_bytes) // 2]), 422)["detail"]
     assert "over the limit" in _error(post(content=_png_header(100_000, 100_000)), 413)["detail"]
     assert "1200x1000" in _error(post(content=_png_header(1200, 1000)), 413)["detail"]

@@ -33,7 +33,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ...errors import BATCH_SKIPPED, InvalidArgumentError
-from ...media.images import list_images, read_image, write_image
+from ...media.images import check_image_output, list_images, read_image, write_image
 from ...runtime.pipeline import overlap_enabled, run_batch
 from . import paths
 from . import results as fmt
@@ -183,6 +183,8 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         predictor = self._require_predictor()
         target_ids = fmt.target_class_ids(segment_target_classes)
         style = fmt.checked_style(show_bboxes, text_size, text_thickness, box_thickness)
+        if output_image_name is not None:
+            check_image_output(output_image_name)  # before the inference, not after
         image = read_image(image_path)
         return self._segment(
             predictor, image, target_ids, show_bboxes=show_bboxes,

@@ -244,6 +244,7 @@ def _finish_image(job: Job, image, det, args):
     from ..media.images import write_image
 
     drawn = outputs.render(image, det, args)
+    outputs.clear_previous_extras(job, args)
     if args.extract:
         from ..export import extract_objects, save_extracts
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,26 @@ def render(image: np.ndarray, det, args: argparse.Namespace) -> np.ndarray:
                          show_masks=False)
         return np.dstack([drawn, out[:, :, 3]])
     return annotate(out, det, show_boxes=True, show_masks=False)
+
+
+def clear_previous_extras(job: Job, args: argparse.Namespace) -> None:
+    """Delete the files an earlier run wrote for this output (its ``--extract`` crops,
+    ``--cutouts`` and ``--masks``), so that a re-run with fewer objects leaves no stale
+    object files beside the new ones. Only names this command writes are touched."""
+    stem = re.escape(job.output.stem)
+    targets = []
+    if args.extract:
+        targets.append((job.output.with_name(f"{job.output.stem}_extracts"),
+                        r"(segmented_object|object_extract)_\d+\.jpg"))
+    if args.cutouts:
+        targets.append((Path(args.cutouts), rf"{stem}_object_\d+_[a-z_]+\.png"))
+    if args.masks:
+        targets.append((Path(args.masks), rf"{stem}_(mask_\d+_[a-z_]+|labels)\.png"))
+    for folder, pattern in targets:
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if re.fullmatch(pattern, path.name) and path.is_file():
+                    path.unlink()
 
 
 def save_extras(image: np.ndarray, det, job: Job, args: argparse.Namespace) -> None:

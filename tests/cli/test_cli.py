@@ -476,6 +476,25 @@ def test_unwritable_outputs_are_refused_before_the_model_loads(run, folder, tmp_
         assert "nowhere" not in err and out == ""
 
 
+def test_a_re_run_replaces_the_earlier_runs_object_files(fake, folder, tmp_path):
+    """With fewer objects the second time (--classes), no object file of the first run is
+    left beside the new ones; files the command did not name are kept."""
+    out, masks, cuts = tmp_path / "o.jpg", tmp_path / "masks", tmp_path / "cuts"
+    args = (folder / "photo0.jpg", "-o", out, "--extract", "mask", "--masks", masks,
+            "--cutouts", cuts)
+    assert fake(*args)[0] == 0
+    assert len(list(masks.iterdir())) == 4 and len(list(cuts.iterdir())) == 3
+    (masks / "notes.png").write_bytes(b"mine")
+    (masks / "other_mask_1_cat.png").write_bytes(b"another output's")
+    code, _, err = fake(*args, "--classes", "cat")
+    assert code == 0, err
+    assert sorted(p.name for p in masks.iterdir()) == [
+        "notes.png", "o_labels.png", "o_mask_1_cat.png", "other_mask_1_cat.png"]
+    assert sorted(p.name for p in cuts.iterdir()) == ["o_object_1_cat.png"]
+    assert sorted(p.name for p in (tmp_path / "o_extracts").iterdir()) == [
+        "segmented_object_1.jpg"]
+
+
 def test_single_output_needs_image_extension(fake, folder, tmp_path):
     code, _, err = fake(folder / "photo0.jpg", "-o", tmp_path / "result")
     assert code == 1

@@ -71,19 +71,25 @@ class Predictor:
         backbone: str | None = None, precision: str = "float32", heap_reuse: bool = False,
     ):
         self.inference = inference_config(speed, confidence)
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
             raise InvalidArgumentError(f"device {device!r} requested but CUDA is not available")
         if precision not in PRECISIONS:
             raise InvalidArgumentError(
                 f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}"
             )
         self.precision = precision
-        self.heap_reuse = bool(heap_reuse and self.device.type == "cpu"
+        self.heap_reuse = bool(heap_reuse and device.type == "cpu"
                                and heap.reuse_freed_memory())
         if not isinstance(model, PointRendRCNN):
             model = load_model(model, backbone=backbone, inference=self.inference)
-        self.model = model.to(self.device)
+        self.model = model.to(device)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model is now (read from it: a model shared by several predictors and
+        moved by one of them is where all of them run, and autocast follows it)."""
+        return self.model.device
 
     def _autocast(self):
         """Reduced precision (opt-in, never the default): matmuls and convs in bf16/fp16

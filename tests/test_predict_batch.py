@@ -170,3 +170,13 @@ def test_thin_strips_are_resized_to_at_least_one_pixel(r50_model):
         assert det.masks.shape == (len(det.boxes), *shape[:2])
         assert len(det.boxes) > 0
         assert (det.boxes[:, [0, 2]] <= shape[1]).all() and (det.boxes[:, [1, 3]] <= shape[0]).all()
+
+
+def test_predictors_sharing_a_model_follow_it(r50_model):
+    """A model shared by two predictors and moved by one is where both run: each reads its
+    device (and autocast's device type) from the model, not from its own argument."""
+    model = copy.deepcopy(r50_model)
+    first, second = Predictor(model), Predictor(model)
+    assert first.device == second.device == torch.device("cpu")
+    model.to("meta")  # as Predictor(model, device="cuda") would move it
+    assert first.device.type == second.device.type == "meta"

@@ -236,19 +236,40 @@ def roi_align_into(
     # Similar-sized boxes together, so padding every window of a chunk to its largest is cheap.
     order = torch.argsort(roi_w.clamp(min=0) * roi_h.clamp(min=0))
     chunk = 64
+    plans = []  # per chunk, on the host: (boxes, window positions, Wy, Wx)
     for idx in order.split(chunk):
         y0, wy = _axis_weights(start_y[idx], bin_h[idx], grid_h[idx], h, output_size)
         x0, wx = _axis_weights(start_x[idx], bin_w[idx], grid_w[idx], w, output_size)
-        n, hw, ww = len(idx), wy.shape[2], wx.shape[2]
+        hw, ww = wy.shape[2], wx.shape[2]
         ys = (y0.view(-1, 1) + torch.arange(hw)).clamp(max=h - 1)
         xs = (x0.view(-1, 1) + torch.arange(ww)).clamp(max=w - 1)
-        flat = (ys[:, :, None] * w + xs[:, None, :]).to(dev)
-        window = torch.index_select(table, 0, flat.view(-1)).view(n, hw, ww * c)  # 2x `[]`
+        flat = ys[:, :, None] * w + xs[:, None, :]
         wy = wy / count[idx].view(-1, 1, 1)  # the average over samples, folded into Wy
-        t = torch.bmm(wy.to(dev), window).view(n * output_size, ww, c)  # rows -> bins
-        wx_rep = wx.to(dev).repeat_interleave(output_size, dim=0)  # (n*P, P, ww)
+        plans.append((idx, flat, wy, wx))
+    if dev.type != "cpu":
+        plans = _to_device(plans, dev)
+    for idx, flat, wy, wx in plans:
+        n, hw, ww = flat.shape
+        window = torch.index_select(table, 0, flat.view(-1)).view(n, hw, ww * c)  # 2x `[]`
+        t = torch.bmm(wy, window).view(n * output_size, ww, c)  # rows -> bins
+        wx_rep = wx.repeat_interleave(output_size, dim=0)  # (n*P, P, ww)
         res = torch.bmm(wx_rep, t).view(n, output_size, output_size, c)  # columns -> bins
-        out[rows[idx.to(dev)]] = res
+        out[rows[idx]] = res
+
+
+def _to_device(tensors: list[tuple[torch.Tensor, ...]], dev: torch.device) -> list[tuple]:
+    """``tensors`` (a list of tuples of host tensors) on ``dev`` with one copy per dtype: a
+    copy from pageable host memory waits for the device, so one per tensor and chunk would
+    stall it dozens of times per image."""
+    flat = [t for group in tensors for t in group]
+    moved: list[torch.Tensor | None] = [None] * len(flat)
+    for dtype in {t.dtype for t in flat}:
+        members = [i for i, t in enumerate(flat) if t.dtype == dtype]
+        packed = torch.cat([flat[i].reshape(-1) for i in members]).to(dev)
+        for i, part in zip(members, packed.split([flat[i].numel() for i in members])):
+            moved[i] = part.view(flat[i].shape)
+    it = iter(moved)
+    return [tuple(next(it) for _ in group) for group in tensors]
 
 
 # ----------------------------------------------------------------------------- points

@@ -146,6 +146,24 @@ def test_roi_align_matches_loop(aligned, sampling_ratio, scale):
         np.testing.assert_allclose(got[k].numpy(), want, atol=1e-5, err_msg=f"box {box}")
 
 
+def test_host_tensors_go_to_the_device_one_copy_per_dtype(monkeypatch):
+    """RoIAlign's per-chunk plans reach a GPU in one copy per dtype (each copy from pageable
+    memory waits for the device); the same tensors come out, shapes and values."""
+    g = torch.Generator().manual_seed(0)
+    plans = [(torch.arange(5), torch.randint(0, 99, (5, 3, 4), generator=g),
+              torch.rand(5, 7, 3, generator=g), torch.rand(5, 7, 4, generator=g))
+             for _ in range(3)]
+    copies = []
+    real_to = torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "to", lambda t, *a, **k: copies.append(t.dtype)
+                        or real_to(t, *a, **k))
+    moved = ops._to_device(plans, torch.device("cpu"))
+    assert sorted(map(str, copies)) == ["torch.float32", "torch.int64"]
+    for got, want in zip(moved, plans):
+        for a, b in zip(got, want):
+            assert a.dtype == b.dtype and torch.equal(a, b)
+
+
 def test_roi_align_empty():
     out = ops.roi_align(torch.zeros(1, 4, 5, 5), torch.zeros(0, 4), output_size=7,
                         spatial_scale=1.0)

@@ -284,6 +284,9 @@ def create_app(settings: ServeSettings, *, predictors: list | None = None) -> Fa
         files, opts = await _request_input(state, request, _RENDER_OPTIONS,
                                            ("image", "background"))
         effect = _parse_effect(opts["effect"], files)
+        if effect is None and opts["feather"]:
+            raise ApiError(422, "invalid option", "feather: softens an effect's border; give "
+                           "an effect too")
         if effect is not None and effect.name == "remove-bg" and opts["format"] == "jpeg":
             raise ApiError(422, "invalid option", "format: remove-bg makes a transparent image; "
                            "ask for png or webp")

@@ -38,6 +38,11 @@ def test_render_effects_match_apply_effect(cli_server, photo_bytes, photo_bgr, r
     got = _decode(r.content)
     assert got.shape == (*photo_bgr.shape[:2], 4)
     assert np.array_equal(got, apply_effect(photo_bgr, reference, parse_effect("remove-bg")))
+    # boxes=true on a transparent result: drawn on the colours, the transparency kept.
+    boxed = _decode(_render(cli_server, photo_bytes, {"effect": "remove-bg",
+                                                      "boxes": "true"}).content)
+    assert boxed.shape == got.shape and np.array_equal(boxed[..., 3], got[..., 3])
+    assert not np.array_equal(boxed[..., :3], got[..., :3])
 
     background = BACKGROUND.read_bytes()
     r = _render(cli_server, photo_bytes, {"effect": "replace-bg", "format": "png"},
@@ -56,6 +61,7 @@ def test_render_effect_errors(cli_server, photo_bytes):
         ({"effect": "replace-bg"}, None, "background"),
         ({"effect": "remove-bg", "format": "jpeg"}, None, "png"),
         ({"effect": "gray-bg", "feather": "1000"}, None, "feather"),
+        ({"feather": "2"}, None, "give an effect too"),  # would be silently ignored
         ({}, {"background": ("bg.png", b"x")}, "replace-bg"),
     ]
     for data, files, word in cases:

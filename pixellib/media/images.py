@@ -150,6 +150,9 @@ def _from_file(path: Path, max_pixels: int) -> np.ndarray:
     except (OSError, ValueError):  # e.g. an embedded NUL byte or a name too long
         exists = False
     if not exists:
+        if path.is_symlink():
+            raise InputNotFoundError(f"image not found: {str(path)!r} is a broken link (to "
+                                     f"{str(os.readlink(path))!r})")
         raise InputNotFoundError(f"image not found: {str(path)!r}")
     if path.is_dir():
         raise ImageReadError(f"cannot read image {str(path)!r}: it is a directory")
@@ -433,16 +436,20 @@ def write_image(path: PathLike, image_bgr: np.ndarray, params: Sequence[int] = (
 def list_images(folder: PathLike) -> list[Path]:
     """Image files directly in ``folder`` (not recursive) sorted by name.
 
-    A file counts when its extension is in :data:`IMAGE_EXTENSIONS`, in any letter case.
-    Raises :class:`InputNotFoundError` when the folder does not exist and
-    :class:`ImageReadError` when it is not a folder.
+    A file counts when its extension is in :data:`IMAGE_EXTENSIONS`, in any letter case
+    (a broken link with such a name too, so that a batch reports it). Raises
+    :class:`InputNotFoundError` when the folder does not exist and :class:`ImageReadError`
+    when it is not a folder.
     """
     folder = Path(folder)
     if not folder.exists():
         raise InputNotFoundError(f"folder not found: {str(folder)!r}")
     if not folder.is_dir():
         raise ImageReadError(f"not a folder: {str(folder)!r}")
+    # A broken link named like an image is listed too: reading it then fails, naming it,
+    # instead of the file silently missing from the batch.
     found = [
-        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
+        and (p.is_file() or (p.is_symlink() and not p.exists()))
     ]
     return sorted(found, key=lambda p: p.name)

@@ -393,6 +393,7 @@ def test_segment_batch_mixed_extensions_bad_files_filter_and_extracts(ins, tmp_p
     (src / "e_truncated.png").write_bytes((IMAGES / "small_gray.png").read_bytes()[:200])
     (src / "notes.txt").write_text("ignored")
     (src / "sub.jpg").mkdir()  # a folder with an image-like name is not an image
+    (src / "f_link.jpg").symlink_to(tmp_path / "gone.jpg")  # broken: reported, not dropped
     inputs = {p.name: p.read_bytes() for p in src.iterdir() if p.is_file()}
 
     targets = ins.select_target_classes(umbrella=True)
@@ -402,10 +403,12 @@ def test_segment_batch_mixed_extensions_bad_files_filter_and_extracts(ins, tmp_p
             extract_segmented_objects=True, save_extracted_objects=True,
             output_folder_name=out)
     messages = [str(w.message) for w in caught]
-    assert len(messages) == 2
+    assert len(messages) == 3
     assert "d_broken.jpg" in messages[0] and "e_truncated.png" in messages[1]
     assert "truncated" in messages[1]
-    assert [Path(p).name for p, _ in ins.batch_failures] == ["d_broken.jpg", "e_truncated.png"]
+    assert "f_link.jpg" in messages[2] and "broken link" in messages[2]
+    assert [Path(p).name for p, _ in ins.batch_failures] == ["d_broken.jpg", "e_truncated.png",
+                                                             "f_link.jpg"]
     assert all(reason for _, reason in ins.batch_failures)
 
     good = ["a.Jpeg", "b.JPG", "c.PNG"]

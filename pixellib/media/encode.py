@@ -148,6 +148,26 @@ class PyAVEncoder:
             self._out.close()
 
 
+def _encodable(codec: str, source) -> tuple[int, str]:
+    """A sample rate and channel layout the ``codec`` encoder takes, as close to the
+    ``source`` decoder's as it allows: the same rate when listed, else the nearest listed one
+    up to 48 kHz; mono, stereo or 5.1 by channel count (MP3 and Opus: mono or stereo), other
+    counts and unnamed layouts ("6 channels" from PCM in AVI/MKV) mixed to one of those."""
+    rates = sorted(av.Codec(codec, "w").audio_rates or ())
+    rate = source.sample_rate
+    if rates and rate not in rates:
+        usable = [r for r in rates if r <= 48000] or rates
+        rate = min(usable, key=lambda r: abs(r - rate))
+    channels = source.layout.nb_channels
+    if channels == 1:
+        layout = "mono"
+    elif channels >= 6 and codec == "aac":
+        layout = "5.1"
+    else:
+        layout = "stereo"
+    return rate, layout
+
+
 class _AudioCopy:
     """The first audio track of a source file, muxed into an output as the video advances."""
 
@@ -170,15 +190,28 @@ class _AudioCopy:
             source.close()
             return None
         in_stream = source.streams.audio[0]
-        name = in_stream.codec_context.name
+        # The codec, not its decoder: "mp3", which FFmpeg decodes with "mp3float".
+        name = in_stream.codec_context.codec.canonical_name
         if name in _AUDIO_AS_IS[fmt]:
             return cls(source, in_stream, out, out.add_stream_from_template(in_stream), None)
         codec = _AUDIO_REENCODE.get(fmt, "aac")
-        rate = 48000 if codec == "libopus" else in_stream.codec_context.sample_rate
+        label = {"libopus": "Opus", "libmp3lame": "MP3"}.get(codec, "AAC")
+        rate, layout = _encodable(codec, in_stream.codec_context)
+        try:  # what the encoder refuses is found here, not at the first frame
+            probe = av.CodecContext.create(codec, "w")
+            probe.sample_rate, probe.layout = rate, layout
+            probe.format = av.Codec(codec, "w").audio_formats[0]
+            probe.open()
+        except (av.FFmpegError, ValueError) as exc:
+            logger.warning("audio not carried over: the %s container cannot hold %s audio as "
+                           "it is, and it cannot be re-encoded to %s (%d Hz, %s): %s",
+                           fmt, name, label, rate, layout, exc)
+            source.close()
+            return None
         logger.warning("the %s container cannot hold %s audio as it is: re-encoding it to %s",
-                       fmt, name, {"libopus": "Opus", "libmp3lame": "MP3"}.get(codec, "AAC"))
+                       fmt, name, label)
         stream = out.add_stream(codec, rate=rate)
-        stream.layout = in_stream.codec_context.layout.name
+        stream.layout = layout
         return cls(source, in_stream, out, stream, in_stream.codec_context)
 
     def _next(self):

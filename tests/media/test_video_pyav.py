@@ -159,6 +159,74 @@ def test_audio_reencoded_when_the_container_cannot_hold_it(tmp_path, caplog):
         assert float(container.duration / 1e6) == pytest.approx(1.0, abs=0.1)
 
 
+def _tone_clip(path: Path, codec: str, rate: int, channels: int, n: int = 6) -> Path:
+    """H.264 video with a quarter second of tone in ``codec`` (pcm_s16le: no named layout
+    once in AVI or MKV, "6 channels", as FFmpeg reports PCM there)."""
+    pcm = codec == "pcm_s16le"
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=NTSC)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = out.add_stream(codec, rate=rate)
+        sound.layout = {1: "mono", 2: "stereo", 6: "5.1"}[channels]
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(_frame(i), format="bgr24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        step = 1024
+        for start in range(0, rate // 4, step):
+            tone = np.sin(2 * np.pi * 440 * (np.arange(step) + start) / rate)
+            if pcm:
+                samples = np.repeat((8000 * tone).astype(np.int16)[:, None], channels, 1)
+                frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16",
+                                                   layout=sound.layout.name)
+            else:
+                samples = np.repeat(tone.astype(np.float32)[None], channels, 0)
+                frame = av.AudioFrame.from_ndarray(samples, format="fltp",
+                                                   layout=sound.layout.name)
+            frame.sample_rate, frame.pts = rate, start
+            out.mux(sound.encode(frame))
+        for stream in (video, sound):
+            out.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("source, output, codec, rate, layout", [
+    (("pcm_s16le", 22050, 1, "a.avi"), "out.mp4", "aac", 22050, "mono"),  # "1 channels"
+    (("pcm_s16le", 48000, 6, "a.mkv"), "out.mp4", "aac", 48000, "5.1"),
+    (("pcm_s16le", 48000, 6, "a.mkv"), "out.webm", "opus", 48000, "stereo"),
+    (("aac", 96000, 2, "a.mp4"), "out.avi", "mp3", 48000, "stereo"),  # MP3 stops at 48 kHz
+])
+def test_audio_reencoded_to_what_the_encoder_takes(tmp_path, source, output, codec, rate,
+                                                   layout):
+    """Audio that must be re-encoded keeps going when its rate or layout is not one the
+    encoder takes (the video used to fail, with FFmpeg's 'Invalid argument')."""
+    src_codec, src_rate, channels, name = source
+    src = _tone_clip(tmp_path / name, src_codec, src_rate, channels)
+    out = tmp_path / output
+    assert run_frames(src, _copy, output=out)[1] == 6
+    with av.open(str(out)) as container:
+        stream = container.streams.audio[0]
+        ctx = stream.codec_context
+        assert (ctx.codec.canonical_name, ctx.sample_rate, ctx.layout.name) == (codec, rate,
+                                                                               layout)
+        assert sum(1 for p in container.demux(stream) if p.size) > 3
+    with av.open(str(out)) as container:
+        assert len(list(container.decode(video=0))) == 6
+
+
+def test_mp3_is_remuxed_unchanged(tmp_path, caplog):
+    """MP3 (which FFmpeg decodes as "mp3float") is a codec AVI holds: copied, not
+    re-encoded."""
+    src = make_clip(tmp_path / "talk.avi", audio="libmp3lame")
+    out = tmp_path / "out.avi"
+    with caplog.at_level(logging.WARNING):
+        run_frames(src, _copy, output=out)
+    assert "re-encoding" not in caplog.text
+    codec, packets = _audio_packets(out)
+    src_codec, src_packets = _audio_packets(src)
+    assert len(packets) > 10 and packets == src_packets[: len(packets)]
+
+
 def test_audio_dropped_when_the_rate_changes(tmp_path, caplog):
     src = make_clip(tmp_path / "talk.mp4", n=6)
     out = tmp_path / "slow.mp4"

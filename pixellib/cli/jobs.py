@@ -20,7 +20,10 @@ from pathlib import Path
 
 from ..errors import InputNotFoundError, InvalidArgumentError
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+# Inputs read as videos (by FFmpeg through PyAV): the containers phones, cameras and the web
+# produce. Outputs are written to VIDEO_CODECS' extensions.
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".3gp", ".mts", ".m2ts",
+                    ".ts", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv")
 DEFAULT_BATCH_FOLDER = "segmented"
 _GLOB_CHARS = frozenset("*?[")
 

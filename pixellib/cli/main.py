@@ -9,7 +9,10 @@ Output naming for ``segment``: :mod:`pixellib.cli.jobs`.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,13 +132,34 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help (0) or a usage error (2)
         return e.code if isinstance(e.code, int) else 2
     try:
-        return args.func(args)
+        with _stop_on_sigterm():
+            return args.func(args)
     except KeyboardInterrupt:
         print("pixellib: interrupted", file=sys.stderr)
         return 130
     except BATCH_SKIPPED as e:  # our errors and file-system errors: one line, no traceback
         print(f"pixellib: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """While a command runs, SIGTERM (a job scheduler, ``timeout``, ``kill``) unwinds like an
+    exception, so that half-written outputs are deleted as on Ctrl-C (by default the process
+    would die on the spot, leaving its hidden temporary files); exit status 143. The command
+    owns its process; the previous handler is restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ----------------------------------------------------------------------------- segment

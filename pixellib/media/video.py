@@ -23,7 +23,7 @@ from ..errors import ImageReadError, InputNotFoundError
 from ..runtime.pipeline import WriteBehind, prefetch
 from . import encode
 from .encode import pyav
-from .writer import VIDEO_CODECS, VideoWriter, as_rate
+from .writer import VIDEO_CODECS, VideoWriter, as_rate, check_video_output
 
 __all__ = ["VIDEO_CODECS", "DEFAULT_FPS", "VideoInfo", "VideoWriter", "as_rate", "frame_rate",
            "iter_frames", "probe_video", "run_frames", "video_info"]
@@ -178,6 +178,8 @@ def _open_capture(source) -> tuple[object, bool, str]:
             "video source must be a path, a camera index or an object with read() and "
             f"isOpened(), got {type(source).__name__}"
         )
+    if int(source) < 0:  # OpenCV 5.0's VideoCapture(-1) crashes the process without a camera
+        raise ImageReadError(f"cannot open camera {int(source)}: camera indices are 0, 1, ...")
     capture = cv2.VideoCapture(int(source))
     if not capture.isOpened():
         capture.release()
@@ -211,7 +213,10 @@ def frame_rate(requested, reported) -> Fraction:
         return as_rate(requested)
     try:
         return as_rate(reported)
-    except ValueError:
+    except ValueError as exc:
+        if reported:  # declared but unusable (over MAX_FPS, say): say what happens instead
+            logger.warning("the source's frame rate cannot be used (%s): writing at %s fps; "
+                           "give the rate to use", exc, DEFAULT_FPS)
         return DEFAULT_FPS
 
 
@@ -235,6 +240,8 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
     is fast). Frames, outputs and errors are the same, in the same order.
     """
     is_file = isinstance(source, (str, os.PathLike))
+    if output is not None:
+        check_video_output(output, source if is_file else None)
     info = probe_video(source) if is_file else None
     frames = iter_frames(source)  # raises now for a missing or unreadable source
     if is_file:

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import InvalidArgumentError
 from . import encode
 from .encode import pyav
-from .files import atomic_path
+from .files import atomic_path, output_path_problem
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,10 @@ VIDEO_CODECS: dict[str, str] = {
     ".mp4": "h264", ".m4v": "h264", ".mov": "h264", ".mkv": "h264", ".webm": "vp9",
     ".avi": "mjpeg",
 }
+
+
+#: The highest frame rate written: Matroska (.mkv, .webm) stamps frames in milliseconds.
+MAX_FPS = 1000
 
 
 def as_rate(fps) -> Fraction:
@@ -41,10 +45,34 @@ def as_rate(fps) -> Fraction:
             raise InvalidArgumentError(f"fps must be a positive number, got {fps!r}") from None
         if not math.isfinite(value) or value <= 0:
             raise InvalidArgumentError(f"fps must be a positive number, got {fps}")
+        if value > MAX_FPS:  # before Fraction(): 2**40 would overflow in the encoder
+            raise InvalidArgumentError(f"fps must be at most {MAX_FPS}, got {fps}")
         rate = Fraction(fps).limit_denominator(1001)
     if rate <= 0:
         raise InvalidArgumentError(f"fps must be a positive number, got {fps}")
+    if rate > MAX_FPS:
+        raise InvalidArgumentError(
+            f"fps must be at most {MAX_FPS} (WebM and MKV time frames in milliseconds, AVI "
+            f"and MP4 players stop far below), got {fps}; give a lower frame rate")
     return rate
+
+
+def check_video_output(path: PathLike, source: PathLike | None = None) -> None:
+    """Refuse, before any frame is made, a video output that cannot be written: an extension
+    outside :data:`VIDEO_CODECS`, a folder at ``path`` or a file where a folder is needed, or
+    (given ``source``) the source video itself, which it would replace."""
+    path = Path(path)
+    if path.suffix.lower() not in VIDEO_CODECS:
+        raise InvalidArgumentError(
+            f"cannot write video {str(path)!r}: unknown extension {path.suffix!r}; "
+            f"use one of {', '.join(VIDEO_CODECS)}")
+    problem = output_path_problem(path)
+    if problem:
+        raise InvalidArgumentError(f"cannot write video {problem}")
+    if source is not None and path.resolve() == Path(source).resolve():
+        raise InvalidArgumentError(
+            f"cannot write video {str(path)!r}: it is the input video itself; choose another "
+            "output name")
 
 
 class VideoWriter:
@@ -72,11 +100,7 @@ class VideoWriter:
                  audio_from: PathLike | None = None, alpha: bool | None = None):
         self.path = Path(path)
         self._ext = self.path.suffix.lower()
-        if self._ext not in VIDEO_CODECS:
-            raise InvalidArgumentError(
-                f"cannot write video {str(self.path)!r}: unknown extension "
-                f"{self.path.suffix!r}; use one of {', '.join(VIDEO_CODECS)}"
-            )
+        check_video_output(self.path)
         self.rate = as_rate(fps)
         self.fps = float(self.rate)
         width, height = (int(v) for v in frame_size)

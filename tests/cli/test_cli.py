@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -291,6 +292,27 @@ def test_video(run, tmp_path, photos):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.parametrize("name", ["phone.m4v", "camcorder.ts"])
+def test_other_video_containers_are_read_as_videos(fake, tmp_path, photos, name):
+    """.m4v, .3gp, MPEG-TS... are videos (they were taken for images: 'cannot decode')."""
+    import av
+
+    src = tmp_path / name
+    with av.open(str(src), "w", format="mp4" if name.endswith(".m4v") else "mpegts") as out:
+        stream = out.add_stream("libx264", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 200, 150, "yuv420p"
+        for i, im in enumerate(photos[:2]):
+            frame = av.VideoFrame.from_ndarray(im, format="bgr24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    code, out, err = fake(src, "-o", tmp_path / "out.mp4")
+    assert code == 0, err
+    assert "1 videos (2 frames)" in out
+    with av.open(str(tmp_path / "out.mp4")) as result:
+        assert len(list(result.decode(video=0))) == 2
+
+
 class FakePredictor:
     """Stands in for pixellib.predictor.Predictor: three fixed detections per image."""
 
@@ -533,3 +555,34 @@ def test_readme_test_command_is_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     command = re.search(r"<!-- test-command -->\s*```\w*\n(.+?)\n```", readme, re.S).group(1)
     assert command.strip() in ci
+
+
+@pytest.mark.slow
+def test_sigterm_leaves_no_half_written_video(tmp_path, checkpoint, photos):
+    """`timeout` or a job scheduler stops the command with SIGTERM: the hidden temporary
+    output is deleted as on Ctrl-C (the process used to die with it on disk)."""
+    import signal
+
+    src = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (200, 150))
+    for k in range(40):
+        writer.write(photos[k % 2])
+    writer.release()
+    out = tmp_path / "out" / "seg.mp4"
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "pixellib", "segment", str(src), "-o",
+                             str(out), "--model", str(checkpoint), "--speed", "rapid"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.parent.glob(".seg.*.tmp.mp4")):  # the video is being written
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    assert list(out.parent.iterdir()) == []

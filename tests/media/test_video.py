@@ -116,6 +116,8 @@ def test_missing_and_unreadable_videos(tmp_path):
         video_info(garbage)
     with pytest.raises(TypeError):
         iter_frames(3.5)
+    with pytest.raises(ImageReadError, match="camera -1"):  # OpenCV itself would crash
+        iter_frames(-1)
 
 
 class _FakeCapture:
@@ -174,3 +176,27 @@ def _open_fds(path) -> int:
 def test_unavailable_camera_index():
     with pytest.raises(ImageReadError, match="camera 97"):
         iter_frames(97)
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_the_first_frame(tmp_path):
+    from pixellib.errors import InvalidArgumentError
+    from pixellib.media.video import run_frames
+
+    src = tmp_path / "mine.mp4"
+    with VideoWriter(src, 10, (64, 48)) as writer:
+        for frame in _frames():
+            writer.write(frame)
+    before = src.read_bytes()
+    (tmp_path / "adir.mp4").mkdir()
+    steps = []
+
+    def step(frame, index):
+        steps.append(index)
+        return None, frame
+
+    for output, says in ((src, "the input video itself"), (tmp_path / "out.gif", "'.gif'"),
+                         (tmp_path / "adir.mp4", "it is a folder"),
+                         (src / "x.mp4", "is a file, not a folder")):
+        with pytest.raises(InvalidArgumentError, match=says):
+            run_frames(src, step, output=output)
+    assert steps == [] and src.read_bytes() == before  # nothing ran, the source is intact

@@ -98,6 +98,15 @@ def test_float_fps_and_fallback_rule(tmp_path):
         assert frame_rate(None, unusable) == DEFAULT_FPS == 30
     with pytest.raises(ValueError, match="fps"):
         frame_rate(0, NTSC)
+    # Past 1000 fps (Matroska stamps frames in milliseconds; 2**40 overflowed the encoder):
+    # refused when asked for, the default when only the source declares it.
+    for too_fast in (1001, 1e6, 2**40, Fraction(5000)):
+        with pytest.raises(ValueError, match="at most 1000"):
+            frame_rate(too_fast, NTSC)
+        with pytest.raises(ValueError, match="at most 1000"):
+            VideoWriter(tmp_path / "fast.webm", too_fast, (64, 48))
+    assert frame_rate(None, 5000) == DEFAULT_FPS
+    assert frame_rate(1000, NTSC) == 1000
 
 
 def test_odd_sizes_are_padded_by_a_repeated_pixel(tmp_path):

@@ -41,12 +41,14 @@ DEFAULT_FPS = Fraction(30)
 @dataclass(frozen=True)
 class VideoInfo:
     """Facts from a video file's header. ``rate`` is exact (e.g. ``Fraction(30000, 1001)``);
-    ``frame_count`` is what the container declares, or estimated from its duration."""
+    ``frame_count`` is what the container declares, or estimated from its duration;
+    ``declared_frames`` the declared count only (0 when the container declares none)."""
 
     rate: Fraction | None
     frame_count: int
     size: tuple[int, int]
     has_audio: bool
+    declared_frames: int = 0
 
 
 def probe_video(path: PathLike) -> VideoInfo:
@@ -69,7 +71,7 @@ def probe_video(path: PathLike) -> VideoInfo:
     try:
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         rate = Fraction(rate) if rate else None
-        count = int(stream.frames or 0)
+        count = declared = int(stream.frames or 0)
         if count == 0 and rate and container.duration:
             count = round(Fraction(container.duration, 1_000_000) * rate)
         size = (stream.codec_context.width, stream.codec_context.height)
@@ -78,7 +80,7 @@ def probe_video(path: PathLike) -> VideoInfo:
                 size = size[::-1]
         except (StopIteration, encode.av.FFmpegError):
             pass
-        return VideoInfo(rate, count, size, bool(container.streams.audio))
+        return VideoInfo(rate, count, size, bool(container.streams.audio), declared)
     finally:
         container.close()
 
@@ -264,7 +266,7 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
         total = info.frame_count if info is not None else None
         bar = tqdm(source_frames, total=total or None, unit="frame", desc=progress)
     writes = WriteBehind(enabled=overlap)
-    writer, last, count, interrupted = None, (None, None), 0, None
+    writer, last, count, interrupted, stopped = None, (None, None), 0, None, False
     try:
         for frame in bar if bar is not None else source_frames:
             count += 1
@@ -275,6 +277,7 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
                     writer = VideoWriter(output, rate, size, audio_from=audio)
                 writes.submit(writer.write, last[1])
             if stop is not None and stop(last):
+                stopped = True
                 break
     except KeyboardInterrupt as exc:
         if not keep_on_interrupt:
@@ -301,6 +304,11 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
         writer.close()
     if interrupted is not None:
         raise interrupted
+    if info is not None and count < info.declared_frames and not stopped:
+        # FFmpeg's threaded decoders end a damaged file quietly: say what is missing.
+        logger.warning("%s: only %d of the %d frames its header declares could be decoded; "
+                       "the file may be truncated or damaged", source, count,
+                       info.declared_frames)
     return last, count
 
 

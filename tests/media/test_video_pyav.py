@@ -390,3 +390,23 @@ def test_overlapped_loop_discards_on_error_and_stops_early(tmp_path):
     assert (last[0], count) == (7, 7)
     assert probe_video(out).frame_count == 7
     assert threading.active_count() == before
+
+
+def test_truncated_video_says_how_many_frames_are_missing(tmp_path, caplog):
+    """FFmpeg's threaded decoding ends a cut file without an error: the loop compares what it
+    decoded with the count the header declares."""
+    whole = tmp_path / "whole.mp4"
+    with VideoWriter(whole, 10, (64, 48)) as writer:  # +faststart: the index comes first
+        for i in range(12):
+            writer.write(np.random.default_rng(i).integers(0, 256, (48, 64, 3), np.uint8))
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    with caplog.at_level(logging.WARNING):
+        assert run_frames(whole, _copy)[1] == 12
+    assert "could be decoded" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        got = run_frames(cut, _copy)[1]
+    assert 0 < got < 12
+    assert f"only {got} of the 12 frames its header declares" in caplog.text
+    assert probe_video(cut).declared_frames == 12

@@ -86,7 +86,8 @@ class PyAVEncoder:
 
     def __init__(self, path: Path, container_ext: str, rate: Fraction,
                  frame_size: tuple[int, int], *, alpha: bool = False,
-                 audio_from: Path | None = None):
+                 audio_from: Path | None = None, audio_offset: Fraction = Fraction(0),
+                 pixel_aspect: Fraction | None = None):
         fmt = CONTAINERS[container_ext]
         self.codec = VIDEO_ENCODERS[fmt]
         self.alpha = bool(alpha)
@@ -110,9 +111,11 @@ class PyAVEncoder:
             else:
                 stream.pix_fmt = "yuva420p" if self.alpha else "yuv420p"
             stream.codec_context.time_base = Fraction(1) / rate
+            if pixel_aspect:
+                stream.codec_context.sample_aspect_ratio = pixel_aspect
             self._video = stream
             if audio_from is not None:
-                self._audio = _AudioCopy.open(audio_from, self._out, fmt)
+                self._audio = _AudioCopy.open(audio_from, self._out, fmt, audio_offset)
         except BaseException:
             self._out.close()
             raise
@@ -171,16 +174,19 @@ def _encodable(codec: str, source) -> tuple[int, str]:
 class _AudioCopy:
     """The first audio track of a source file, muxed into an output as the video advances."""
 
-    def __init__(self, source, in_stream, out, out_stream, encoder):
+    def __init__(self, source, in_stream, out, out_stream, encoder, offset=Fraction(0)):
         self._source, self._in, self._out, self._stream = source, in_stream, out, out_stream
         self._encoder = encoder  # None: packets are copied unchanged
-        self._packets = (p for p in source.demux(in_stream) if p.dts is not None)
+        self._offset = Fraction(offset)  # source seconds at the output's time 0
+        self._packets = (p for p in source.demux(in_stream)
+                         if p.dts is not None and not self._before_the_picture(p))
         self._pending = None
         self.remuxed = encoder is None
 
     @classmethod
-    def open(cls, path: Path, out, fmt: str):
-        """An audio copier for ``path``'s first audio track, or None when it has none."""
+    def open(cls, path: Path, out, fmt: str, offset: Fraction = Fraction(0)):
+        """An audio copier for ``path``'s first audio track, or None when it has none;
+        ``offset``: the source time (seconds) of the output's first frame."""
         try:
             source = av.open(str(path))
         except av.FFmpegError as exc:
@@ -193,7 +199,8 @@ class _AudioCopy:
         # The codec, not its decoder: "mp3", which FFmpeg decodes with "mp3float".
         name = in_stream.codec_context.codec.canonical_name
         if name in _AUDIO_AS_IS[fmt]:
-            return cls(source, in_stream, out, out.add_stream_from_template(in_stream), None)
+            return cls(source, in_stream, out, out.add_stream_from_template(in_stream), None,
+                       offset)
         codec = _AUDIO_REENCODE.get(fmt, "aac")
         label = {"libopus": "Opus", "libmp3lame": "MP3"}.get(codec, "AAC")
         rate, layout = _encodable(codec, in_stream.codec_context)
@@ -212,22 +219,36 @@ class _AudioCopy:
                        fmt, name, label)
         stream = out.add_stream(codec, rate=rate)
         stream.layout = layout
-        return cls(source, in_stream, out, stream, in_stream.codec_context)
+        return cls(source, in_stream, out, stream, in_stream.codec_context, offset)
 
     def _next(self):
         if self._pending is None:
             self._pending = next(self._packets, None)
         return self._pending
 
+    def _before_the_picture(self, packet) -> bool:
+        """Whether ``packet`` plays wholly before the output's first frame, with one packet
+        of margin (an encoder's priming samples sit just before time 0 in any file), when the
+        source's picture starts late (its first frame is the output's time 0)."""
+        if not self._offset:
+            return False
+        return self._start(packet) + 2 * Fraction(packet.duration or 0) * packet.time_base <= 0
+
     def _start(self, packet) -> Fraction:
+        """When ``packet`` plays in the output, in seconds."""
         pts = packet.pts if packet.pts is not None else packet.dts
-        return Fraction(pts) * packet.time_base
+        return Fraction(pts) * packet.time_base - self._offset
 
     def mux_until(self, end: Fraction) -> None:
         """Mux the audio packets that start before ``end`` seconds."""
         while (packet := self._next()) is not None and self._start(packet) < end:
             self._pending = None
             if self._encoder is None:
+                if self._offset:
+                    shift = round(self._offset / packet.time_base)
+                    if packet.pts is not None:
+                        packet.pts -= shift
+                    packet.dts -= shift
                 packet.stream = self._stream
                 self._out.mux(packet)
             else:

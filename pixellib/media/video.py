@@ -42,13 +42,18 @@ DEFAULT_FPS = Fraction(30)
 class VideoInfo:
     """Facts from a video file's header. ``rate`` is exact (e.g. ``Fraction(30000, 1001)``);
     ``frame_count`` is what the container declares, or estimated from its duration;
-    ``declared_frames`` the declared count only (0 when the container declares none)."""
+    ``declared_frames`` the declared count only (0 when the container declares none);
+    ``start`` when the first frame is shown, in seconds (trimmed clips and MPEG-TS start
+    late; the audio is shifted with the picture); ``pixel_aspect`` the sample aspect ratio
+    when pixels are not square (None when they are)."""
 
     rate: Fraction | None
     frame_count: int
     size: tuple[int, int]
     has_audio: bool
     declared_frames: int = 0
+    start: Fraction = Fraction(0)
+    pixel_aspect: Fraction | None = None
 
 
 def probe_video(path: PathLike) -> VideoInfo:
@@ -75,12 +80,18 @@ def probe_video(path: PathLike) -> VideoInfo:
         if count == 0 and rate and container.duration:
             count = round(Fraction(container.duration, 1_000_000) * rate)
         size = (stream.codec_context.width, stream.codec_context.height)
+        start = (Fraction(stream.start_time) * stream.time_base
+                 if stream.start_time is not None and stream.time_base else Fraction(0))
+        aspect = stream.codec_context.sample_aspect_ratio
+        aspect = Fraction(aspect) if aspect and aspect != 1 else None
         try:  # a rotation is only known from a decoded frame
             if round((getattr(next(container.decode(stream)), "rotation", 0) or 0) / 90) % 2:
                 size = size[::-1]
+                aspect = 1 / aspect if aspect else None  # turned upright with the picture
         except (StopIteration, encode.av.FFmpegError):
             pass
-        return VideoInfo(rate, count, size, bool(container.streams.audio), declared)
+        return VideoInfo(rate, count, size, bool(container.streams.audio), declared,
+                         max(start, Fraction(0)), aspect)
     finally:
         container.close()
 
@@ -274,7 +285,10 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
             if output is not None and last[1] is not None:
                 if writer is None:
                     size = (last[1].shape[1], last[1].shape[0])
-                    writer = VideoWriter(output, rate, size, audio_from=audio)
+                    writer = VideoWriter(
+                        output, rate, size, audio_from=audio,
+                        audio_offset=info.start if audio is not None else 0,
+                        pixel_aspect=info.pixel_aspect if info is not None else None)
                 writes.submit(writer.write, last[1])
             if stop is not None and stop(last):
                 stopped = True

@@ -88,6 +88,10 @@ class VideoWriter:
 
     * ``audio_from``: a video or audio file whose first audio track is carried over (copied
       unchanged when the container holds its codec, else re-encoded; see :mod:`.encode`).
+      ``audio_offset``: the source time, in seconds, of this video's first frame (its
+      audio is shifted by as much, and what plays before it left out).
+    * ``pixel_aspect``: the sample aspect ratio to declare when pixels are not square (a
+      source's, so that players stretch the picture as they did the source; PyAV only).
     * ``alpha``: write transparency (``.webm`` only, VP9 ``yuva420p``). ``None`` (default):
       transparent when the first frame of a ``.webm`` is BGRA.
 
@@ -97,7 +101,8 @@ class VideoWriter:
     """
 
     def __init__(self, path: PathLike, fps, frame_size: tuple[int, int], *,
-                 audio_from: PathLike | None = None, alpha: bool | None = None):
+                 audio_from: PathLike | None = None, alpha: bool | None = None,
+                 audio_offset=0, pixel_aspect: Fraction | None = None):
         self.path = Path(path)
         self._ext = self.path.suffix.lower()
         check_video_output(self.path)
@@ -112,6 +117,8 @@ class VideoWriter:
                 f"transparent video needs a .webm file, not {str(self.path)!r}")
         self.frame_size = (width, height)
         self.audio_from = Path(audio_from) if audio_from is not None else None
+        self.audio_offset = Fraction(audio_offset)
+        self.pixel_aspect = Fraction(pixel_aspect) if pixel_aspect else None
         self.alpha = alpha
         self.frames_written = 0
         self._encoder = None
@@ -166,8 +173,10 @@ class VideoWriter:
 
     def _open(self, alpha: bool):
         kind = encode.PyAVEncoder if pyav() is not None else encode.OpenCVEncoder
+        extra = ({"audio_offset": self.audio_offset, "pixel_aspect": self.pixel_aspect}
+                 if kind is encode.PyAVEncoder else {})
         encoder = kind(self._tmp, self._ext, self.rate, self.frame_size, alpha=alpha,
-                       audio_from=self.audio_from)
+                       audio_from=self.audio_from, **extra)
         encoder.alpha = alpha
         logger.debug("writing %s with %s (%s)", self.path, encoder.codec, encoder.backend)
         return encoder

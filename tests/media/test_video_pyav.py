@@ -410,3 +410,55 @@ def test_truncated_video_says_how_many_frames_are_missing(tmp_path, caplog):
     assert 0 < got < 12
     assert f"only {got} of the 12 frames its header declares" in caplog.text
     assert probe_video(cut).declared_frames == 12
+
+
+def test_a_late_start_shifts_the_audio_with_the_picture(tmp_path):
+    """A trimmed clip or an MPEG-TS recording starts at 1 s: the output's picture starts at
+    0, and so must its sound (it stayed at 1 s, a second late, or went missing)."""
+    src = tmp_path / "late.mkv"
+    with av.open(str(src), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = out.add_stream("aac", rate=48000)
+        sound.layout = "stereo"
+        for i in range(25):
+            frame = av.VideoFrame.from_ndarray(_frame(i % 12), format="bgr24")
+            frame.pts = 25 + i  # one second in
+            out.mux(video.encode(frame))
+        for start in range(48000, 96000, 1024):
+            tone = np.sin(2 * np.pi * 440 * (np.arange(1024) + start) / 48000)
+            frame = av.AudioFrame.from_ndarray(np.repeat(tone[None].astype(np.float32), 2, 0),
+                                               format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts = 48000, start
+            out.mux(sound.encode(frame))
+        for stream in (video, sound):
+            out.mux(stream.encode(None))
+    assert probe_video(src).start == 1
+    out = tmp_path / "out.mp4"
+    run_frames(src, _copy, output=out)
+    with av.open(str(out)) as result:
+        first = next(result.decode(video=0)).time
+    with av.open(str(out)) as result:
+        stream = result.streams.audio[0]
+        times = [float(p.pts * p.time_base) for p in result.demux(stream) if p.pts is not None]
+    assert first == pytest.approx(0, abs=1e-3)
+    assert -0.05 <= times[0] <= 0.05 and 0.9 <= times[-1] <= 1.05
+
+
+def test_non_square_pixels_are_declared_in_the_output(tmp_path):
+    src = tmp_path / "anamorphic.mp4"
+    with av.open(str(src), "w") as out:
+        video = out.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        video.codec_context.sample_aspect_ratio = Fraction(2, 1)  # shown 128 wide
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(_frame(i), format="bgr24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    assert probe_video(src).pixel_aspect == 2
+    out = tmp_path / "out.mp4"
+    run_frames(src, _copy, output=out)
+    with av.open(str(out)) as result:
+        assert result.streams.video[0].codec_context.sample_aspect_ratio == 2
+    assert probe_video(tmp_path / "out.mp4").pixel_aspect == 2

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AnnotationFileError, InputNotFoundError
+from .errors import AnnotationFileError, InputNotFoundError, InvalidArgumentError
 from .export import to_coco_json
 
 #: What each of COCOeval's 12 summary numbers is, in its order.
@@ -49,30 +49,81 @@ def load_annotations(path: str | os.PathLike) -> dict:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise AnnotationFileError(f"{path}: missing list {key!r}")
+    if not data["images"]:
+        raise AnnotationFileError(f"{path}: 'images' is empty: there is nothing to evaluate")
     image_ids = set()
     for i, image in enumerate(data["images"]):
         _require(path, "images", i, image, _IMAGE_FIELDS)
+        where = f"{path}: images[{i}]"
+        _check(where, "id", image["id"], _is_id, "a number or a string")
+        where += f" (id {image['id']!r})"
+        _check(where, "file_name", image["file_name"], lambda v: isinstance(v, str) and v,
+               "a file name")
+        for key in ("width", "height"):
+            _check(where, key, image[key], lambda v: _is_int(v) and v > 0, "a whole number > 0")
         image_ids.add(image["id"])
     if len(image_ids) != len(data["images"]):
         raise AnnotationFileError(f"{path}: duplicate image ids in 'images'")
     category_ids = set()
     for i, category in enumerate(data["categories"]):
         _require(path, "categories", i, category, ("id", "name"))
+        _check(f"{path}: categories[{i}]", "id", category["id"], _is_id, "a number or a string")
         category_ids.add(category["id"])
+    ann_ids = set()
     for i, ann in enumerate(data["annotations"]):
         _require(path, "annotations", i, ann, _ANNOTATION_FIELDS)
-        where = f"{path}: annotations[{i}] (id {ann['id']})"
+        _check(f"{path}: annotations[{i}]", "id", ann["id"], _is_id, "a number or a string")
+        where = f"{path}: annotations[{i}] (id {ann['id']!r})"
+        if ann["id"] in ann_ids:  # pycocotools keys annotations by id: all but one would go
+            raise AnnotationFileError(f"{where}: duplicate annotation id; ids must be unique "
+                                      "across the file, not per image")
+        ann_ids.add(ann["id"])
         bbox = ann["bbox"]
         if not (isinstance(bbox, list) and len(bbox) == 4
-                and all(isinstance(v, (int, float)) for v in bbox)):
+                and all(_is_number(v) for v in bbox) and bbox[2] >= 0 and bbox[3] >= 0):
             raise AnnotationFileError(f"{where}: 'bbox' must be [x, y, width, height]")
+        for key in ("image_id", "category_id"):
+            _check(where, key, ann[key], _is_id, "a number or a string")
         if ann["image_id"] not in image_ids:
-            raise AnnotationFileError(f"{where}: image_id {ann['image_id']} is not in 'images'")
+            raise AnnotationFileError(f"{where}: image_id {ann['image_id']!r} is not in 'images'")
         if ann["category_id"] not in category_ids:
             raise AnnotationFileError(
-                f"{where}: category_id {ann['category_id']} is not in 'categories'")
+                f"{where}: category_id {ann['category_id']!r} is not in 'categories'")
+        _check(where, "area", ann["area"], lambda v: _is_number(v) and v >= 0, "a number >= 0")
         ann.setdefault("iscrowd", 0)  # COCOeval reads it; absent means a plain object
+        _check(where, "iscrowd", ann["iscrowd"], lambda v: _is_int(v) and v in (0, 1), "0 or 1")
+        _check(where, "segmentation", ann["segmentation"], _is_segmentation,
+               "polygons [[x1, y1, x2, y2, x3, y3, ...], ...] or an RLE "
+               "{'size': [height, width], 'counts': ...}")
     return data
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and np.isfinite(value))
+
+
+def _is_id(value) -> bool:
+    return _is_int(value) or (isinstance(value, str) and bool(value))
+
+
+def _is_segmentation(value) -> bool:
+    if isinstance(value, dict):
+        size = value.get("size")
+        return (isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size)
+                and isinstance(value.get("counts"), (str, list)))
+    return (isinstance(value, list) and len(value) > 0 and all(
+        isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0
+        and all(_is_number(v) for v in poly) for poly in value))
+
+
+def _check(where: str, key: str, value, ok: Callable, expected: str) -> None:
+    if not ok(value):
+        raise AnnotationFileError(f"{where}: {key!r} must be {expected}, got {value!r}"[:300])
 
 
 def _require(path: Path, section: str, index: int, entry, fields: Iterable[str]) -> None:
@@ -90,6 +141,8 @@ def image_paths(annotations: dict, image_dir: str | os.PathLike, *, limit: int |
     """``(image entry, path)`` for the first ``limit`` images (all when None), each checked
     to exist in ``image_dir`` before any model runs."""
     image_dir = Path(image_dir)
+    if limit is not None and (not _is_int(limit) or limit < 1):
+        raise InvalidArgumentError(f"limit must be a whole number >= 1, got {limit!r}")
     if not image_dir.is_dir():
         raise InputNotFoundError(f"image folder not found: {image_dir}")
     images = annotations["images"][:limit] if limit is not None else annotations["images"]
@@ -153,8 +206,8 @@ def coco_evaluate(annotations: dict, results: list[dict],
     names = {c["id"]: c["name"] for c in annotations["categories"]}
     summaries, per_class, text = {}, {}, []
     for iou_type in ("bbox", "segm"):
-        if not results:
-            summaries[iou_type] = [0.0] * 12
+        if not results:  # COCOeval cannot load none: its numbers, by hand
+            summaries[iou_type] = _no_detection_stats(annotations, ids)
             class_ap = {cid: 0.0 for cid in names if gt.getAnnIds(imgIds=ids, catIds=[cid])}
         else:
             with contextlib.redirect_stdout(quiet):
@@ -187,6 +240,19 @@ def coco_evaluate(annotations: dict, results: list[dict],
                       images=len(ids),
                       detections=sum(1 for r in results if r["image_id"] in used),
                       text="\n".join(text))
+
+
+def _no_detection_stats(annotations: dict, image_ids: list) -> list[float]:
+    """COCOeval's 12 numbers without a detection: 0 where there is ground truth to find,
+    -1 (COCO's "nothing to measure") for area ranges without any (COCO's bounds, both
+    inclusive: small up to 32**2, medium 32**2 to 96**2, large from 96**2)."""
+    used = set(image_ids)
+    areas = [a["area"] for a in annotations["annotations"]
+             if a["image_id"] in used and not a.get("iscrowd")]
+    ranges = [(0, 1e10), (0, 32**2), (32**2, 96**2), (96**2, 1e10)]
+    has = [any(lo <= area <= hi for area in areas) for lo, hi in ranges]
+    pick = [0, 0, 0, 1, 2, 3, 0, 0, 0, 1, 2, 3]  # AP, AP50, AP75, APs/m/l, AR1/10/100, ARs/m/l
+    return [0.0 if has[k] else -1.0 for k in pick]
 
 
 def format_report(ev: Evaluation) -> str:

@@ -53,13 +53,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise InvalidArgumentError("pixellib evaluate needs pycocotools: "
                          "pip install 'pixellib[eval]'") from None
     from ..evaluate import evaluate, format_report, image_paths, load_annotations
-    from ..media.files import write_text
+    from ..media.files import output_path_problem, write_text
     from .main import _load_predictor
 
     image_paths(load_annotations(args.annotations), args.images, limit=args.limit,
                 source=args.annotations)  # bad input fails before the model loads
-    predictor = _load_predictor(args)
     output = Path(args.output)
+    problem = output_path_problem(output)
+    if problem:
+        raise InvalidArgumentError(f"cannot write the detections to {problem}")
+    if output.exists() and output.resolve() == Path(args.annotations).resolve():
+        raise InvalidArgumentError(f"-o {str(output)!r} is the annotation file itself; choose "
+                                   "another file for the detections")
+    predictor = _load_predictor(args)
 
     def save(results: list[dict]) -> None:
         write_text(output, json.dumps(results))

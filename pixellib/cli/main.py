@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                      help="segment on a Ray cluster into result shards in -o OUT_DIR (a local "
                           "one without ADDRESS; put INPUTs first; see docs/scale-out.md)")
-    seg.add_argument("--format", choices=("parquet", "jsonl"), default="parquet",
+    seg.add_argument("--format", choices=("parquet", "jsonl"), default=None,
                      help="--ray result format (default: parquet)")
     seg.set_defaults(func=_cmd_segment)
 
@@ -172,6 +172,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         from .ray_job import run_ray
 
         return run_ray(args)
+    if args.format is not None:
+        raise InvalidArgumentError("--format chooses the result files of --ray; without it "
+                                   "the outputs are annotated copies")
     started = time.perf_counter()
     jobs = outputs.prepare(plan_jobs(args.inputs, args.output), args)
     stats = _Stats()

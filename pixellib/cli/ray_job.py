@@ -21,8 +21,11 @@ _MAX_LISTED = 20  # failures printed one per line; the rest are counted
 
 def run_ray(args: argparse.Namespace) -> int:
     """Run ``segment`` with ``--ray``; return the exit code (the plain command's rules)."""
-    unsupported = [flag for flag, used in (("--extract", args.extract), ("--coco", args.coco),
-                                           ("--boxes", args.boxes)) if used]
+    unsupported = [flag for flag, used in (
+        ("--extract", args.extract), ("--coco", args.coco), ("--boxes", args.boxes),
+        ("--effect", args.effect), ("--cutouts", args.cutouts), ("--masks", args.masks),
+        ("--no-overlay", args.no_overlay), ("--track", args.track),
+        ("--feather", args.feather)) if used]
     if unsupported:
         raise RayJobError(f"{', '.join(unsupported)} cannot be combined with --ray, which writes "
                          "result rows (masks as COCO RLE), not annotated copies")
@@ -33,7 +36,8 @@ def run_ray(args: argparse.Namespace) -> int:
     summary = segment_to_parquet(
         args.inputs, args.output or DEFAULT_BATCH_FOLDER, model=args.model, speed=args.speed,
         confidence=args.confidence, classes=args.classes, address=args.ray,
-        num_gpus=1 if str(args.device).startswith("cuda") else 0, format=args.format,
+        num_gpus=1 if str(args.device).startswith("cuda") else 0,
+        format=args.format or "parquet",
         skip_existing=args.skip_existing,
     )
     stats = _Stats(images=summary.images, objects=summary.objects, skipped=summary.skipped,

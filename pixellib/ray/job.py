@@ -38,11 +38,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from pixellib.errors import OutputCheckError, RayJobError
+from pixellib.errors import InputNotFoundError, OutputCheckError, RayJobError
 from pixellib.media.files import atomic_path, write_text
 from pixellib.runtime import heap
 
-from .rows import SCHEMA, rows_table
+from .rows import SCHEMA, error_row, rows_table
 from .worker import SegmentBatch
 
 logger = logging.getLogger(__name__)
@@ -177,7 +177,12 @@ def read_shard(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
 
 
 def read_rows(output_dir: str | os.PathLike, columns: Sequence[str] | None = None) -> pa.Table:
-    """Every row of the result shards in ``output_dir`` as one Arrow table."""
+    """Every row of the result shards in ``output_dir`` as one Arrow table (none for a folder
+    without shards; a missing folder, or a file, raises :class:`InputNotFoundError`)."""
+    if not Path(output_dir).is_dir():
+        raise InputNotFoundError(f"no result folder {str(output_dir)!r}: "
+                                 + ("it is a file" if Path(output_dir).exists()
+                                    else "it does not exist"))
     tables = [read_shard(p, columns) for p in shard_paths(output_dir)]
     if not tables:
         return rows_table([]).select(list(columns)) if columns else rows_table([])
@@ -289,6 +294,27 @@ def segment_dataset(
     )
 
 
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # undecodable bytes of the file system, kept as surrogates
+        return False
+
+
+def _unreadable(path: str) -> str | None:
+    """Why Ray could not read the local file ``path`` (None for a URI or a readable file)."""
+    if "://" in path:
+        return None
+    if not os.path.exists(path):
+        if os.path.islink(path):
+            return f"image not found: a broken link (to {os.readlink(path)!r})"
+        return "image not found"
+    if not os.access(path, os.R_OK):
+        return "no permission to read it"
+    return None
+
+
 def segment_to_parquet(
     inputs, output_dir: str | os.PathLike, *, model: str, speed: str | None = None,
     confidence: float | None = None, classes: Sequence[int] | None = None,
@@ -311,6 +337,11 @@ def segment_to_parquet(
         raise RayJobError(f"output {str(out)!r} is a file; results need a folder")
     model = _checked_model(model, speed, confidence)
     paths = resolve_inputs(inputs)
+    not_utf8 = [p for p in paths if not _utf8(p)]
+    if not_utf8:  # Arrow and Ray's reader take UTF-8 paths only (the name would be mangled)
+        raise RayJobError(
+            f"{len(not_utf8)} file name(s) are not valid UTF-8, which Ray's reader and the "
+            f"result files need; rename them: {', '.join(repr(p) for p in not_utf8[:5])}")
     ids = {row_id(p): p for p in paths}
     summary = Summary()
     existing = shard_paths(out)
@@ -322,6 +353,15 @@ def segment_to_parquet(
     todo = [p for i, p in ids.items() if i not in done]
     summary.skipped = len(ids) - len(todo)
     out.mkdir(parents=True, exist_ok=True)
+    # Ray's reader stops the whole job on a file it cannot open: those get their error rows
+    # here, and the job goes on with the rest.
+    unreadable = {p: why for p in todo if (why := _unreadable(p))}
+    if unreadable:
+        todo = [p for p in todo if p not in unreadable]
+        summary.shards.append(write_shard(
+            out, rows_table([error_row(p, why) for p, why in unreadable.items()]), format))
+        summary.errors += len(unreadable)
+        summary.failed += [(p, " ".join(why.split())) for p, why in unreadable.items()]
     if todo:
         with connected(address):
             ds = segment_dataset(

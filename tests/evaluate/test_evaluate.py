@@ -13,7 +13,13 @@ import pytest
 
 from pixellib.cli.main import main
 from pixellib.errors import AnnotationFileError, InputNotFoundError
-from pixellib.evaluate import coco_evaluate, evaluate, format_report, load_annotations
+from pixellib.evaluate import (
+    coco_evaluate,
+    evaluate,
+    format_report,
+    image_paths,
+    load_annotations,
+)
 from pixellib.export import mask_to_rle, rle_to_mask, to_coco_json
 from pixellib.predictor import Predictor
 
@@ -111,6 +117,13 @@ def test_eroded_masks_lower_mask_ap_only(dataset):
 def test_no_detections_score_zero(dataset):
     ev = coco_evaluate(dataset["gt"], [])
     assert ev.box[0] == 0.0 and ev.mask[0] == 0.0 and ev.detections == 0
+    # Area ranges without ground truth read -1, as COCOeval gives them when it can run.
+    areas = [a["area"] for a in dataset["gt"]["annotations"] if not a["iscrowd"]]
+    ranges = {3: (0, 32**2), 4: (32**2, 96**2), 5: (96**2, 1e10)}
+    for k, (lo, hi) in ranges.items():
+        want = 0.0 if any(lo <= a <= hi for a in areas) else -1.0
+        assert ev.box[k] == ev.mask[k] == ev.box[k + 6] == want
+    assert -1.0 in ev.box  # the test photos leave at least one range empty
 
 
 def _write(tmp_path, data):
@@ -145,6 +158,56 @@ def test_other_bad_annotation_files(dataset, tmp_path):
         load_annotations(_write(tmp_path, data))
     with pytest.raises(AnnotationFileError, match="missing list 'categories'"):
         load_annotations(_write(tmp_path, {"images": [], "annotations": []}))
+
+
+@pytest.mark.parametrize("section, index, field, value, says", [
+    ("images", 0, "id", [1], "'id' must be a number or a string"),
+    ("images", 0, "file_name", 123, "'file_name' must be a file name"),
+    ("images", 0, "width", "96", "'width' must be a whole number > 0"),
+    ("annotations", 0, "category_id", [1], "'category_id' must be a number or a string"),
+    ("annotations", 0, "segmentation", "oops", "'segmentation' must be polygons"),
+    ("annotations", 0, "segmentation", [], "'segmentation' must be polygons"),
+    ("annotations", 0, "segmentation", [[1, 2, 3]], "'segmentation' must be polygons"),
+    ("annotations", 0, "area", "big", "'area' must be a number >= 0"),
+    ("annotations", 0, "iscrowd", "no", "'iscrowd' must be 0 or 1"),
+    ("annotations", 0, "bbox", [0, 0, float("nan"), 4], "'bbox' must be"),
+])
+def test_wrong_types_name_the_entry_before_any_work(dataset, tmp_path, section, index, field,
+                                                    value, says):
+    """They crashed in pycocotools with a traceback, some after the whole detection pass."""
+    data = copy.deepcopy(dataset["gt"])
+    data[section][index][field] = value
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))  # NaN is written as the JSON extension NaN
+    with pytest.raises(AnnotationFileError, match=says) as err:
+        load_annotations(path)
+    assert str(path) in str(err.value) and f"{section}[{index}]" in str(err.value)
+
+
+def test_duplicate_ids_and_empty_image_lists_are_refused(dataset, tmp_path):
+    data = copy.deepcopy(dataset["gt"])
+    for ann in data["annotations"]:
+        ann["id"] = 1  # pycocotools kept one of them: AP 0.000 without a word
+    with pytest.raises(AnnotationFileError, match=r"annotations\[1\] \(id 1\): duplicate"):
+        load_annotations(_write(tmp_path, data))
+    with pytest.raises(AnnotationFileError, match="'images' is empty"):
+        load_annotations(_write(tmp_path, {"images": [], "annotations": [], "categories": []}))
+    for limit in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="limit"):
+            image_paths(dataset["gt"], dataset["images"], limit=limit)
+
+
+def test_cli_output_is_checked_before_the_model_loads(dataset, tmp_path, capsys):
+    path = _write(tmp_path, dataset["gt"])
+    (tmp_path / "odir").mkdir()
+    for output, says in ((path, "is the annotation file itself"),
+                         (tmp_path / "odir", "it is a folder")):
+        argv = ["evaluate", str(path), str(dataset["images"]), "--model", "nope.pkl",
+                "-o", str(output)]
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert says in err and "nope" not in err
+    assert json.loads(path.read_text()) == dataset["gt"]  # the ground truth is intact
 
 
 def test_missing_image_names_file_and_entry(dataset, tmp_path, capsys):

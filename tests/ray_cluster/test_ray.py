@@ -283,11 +283,17 @@ def test_cli_ray_refuses_bad_options_and_a_missing_model_before_any_work(tmp_pat
     image = tmp_path / "a.jpg"
     shutil.copy(DATA / "small.jpg", image)
     for extra, words in ((["--coco", "c.json"], "--coco cannot be combined with --ray"),
+                         (["--effect", "gray-bg", "--masks", "m", "--track"],
+                          "--effect, --masks, --track cannot be combined with --ray"),
                          (["--model", str(tmp_path / "nope.pkl")], "model file not found")):
         argv = ["segment", str(image), "--ray", "-o", str(tmp_path / "out"), *extra]
         assert main(argv) == 1
         assert words in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    # --format is --ray's; without it the option would be silently ignored.
+    assert main(["segment", str(image), "-o", str(tmp_path / "o.jpg"), "--format", "jsonl"]) == 1
+    assert "--format chooses the result files of --ray" in capsys.readouterr().err
+    assert not (tmp_path / "o.jpg").exists()
 
 
 def test_inputs_are_folders_globs_lists_and_uris(tmp_path):
@@ -331,3 +337,40 @@ def test_default_actor_size_on_bigger_nodes(monkeypatch, cpus, per_actor, actors
     assert size == pytest.approx(per_actor)
     assert size <= job.MAX_ACTOR_CPUS
     assert int((cpus - job.READ_CPUS) / size + 1e-9) == actors  # the pool fills the node
+
+
+def test_unreadable_files_become_error_rows_without_stopping_the_job(r50_checkpoint,
+                                                                     tmp_path):
+    """Ray's reader stops the whole job on a file it cannot open: a broken link gets its
+    error row before Ray starts (no cluster is needed when nothing else is left)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    summary = segment_to_parquet(folder, tmp_path / "out", model=str(r50_checkpoint))
+    assert summary.errors == 1 and summary.images == 0
+    (row,) = read_rows(tmp_path / "out").to_pylist()
+    assert row["path"] == str(folder / "gone.jpg") and "broken link" in row["error"]
+
+
+def test_names_that_are_not_utf8_are_refused_up_front(r50_checkpoint, tmp_path):
+    from pixellib.errors import RayJobError
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "data" / "images" / "small.jpg",
+                os.fsencode(folder) + b"/latin\xe9.jpg")
+    with pytest.raises(RayJobError, match="not valid UTF-8"):
+        segment_to_parquet(folder, tmp_path / "out", model=str(r50_checkpoint))
+    assert not (tmp_path / "out").exists()
+
+
+def test_read_rows_needs_a_result_folder(tmp_path):
+    from pixellib.errors import InputNotFoundError
+
+    with pytest.raises(InputNotFoundError, match="does not exist"):
+        read_rows(tmp_path / "typo")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputNotFoundError, match="it is a file"):
+        read_rows(tmp_path / "file")
+    (tmp_path / "empty").mkdir()
+    assert read_rows(tmp_path / "empty").num_rows == 0

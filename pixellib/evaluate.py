@@ -37,10 +37,12 @@ def load_annotations(path: str | os.PathLike) -> dict:
     (``images[3] (id 42): missing 'height'``) for anything missing or malformed.
     """
     path = Path(path)
+    if path.is_dir():
+        raise AnnotationFileError(f"{path}: a folder, not an annotation file (COCO JSON)")
     if not path.is_file():
         raise InputNotFoundError(f"annotation file not found: {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM is fine too
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise AnnotationFileError(f"{path}: not a readable JSON file: {e}") from None
     if not isinstance(data, dict):

@@ -167,6 +167,15 @@ def shard_paths(output_dir: str | os.PathLike) -> list[Path]:
 
 
 def read_shard(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    try:
+        return _read_shard(path, columns)
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+        raise RayJobError(f"{path}: not a readable result shard ({type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())[:200]}); move it out of the "
+                          "folder") from None
+
+
+def _read_shard(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -237,7 +246,19 @@ def connected(address: str | None = None, *, num_cpus: int | None = None) -> Ite
         ray.init(address="local", num_cpus=num_cpus or (cores or os.cpu_count() or 1) + 1,
                  include_dashboard=False, _temp_dir=temp_dir)
     else:
-        ray.init(address=address)
+        try:
+            ray.init(address=address)
+        except (ValueError, ConnectionError) as exc:  # "Invalid address format", none found
+            if address == "auto":
+                hint = (" (start one with `ray start --head`, or give no address for a "
+                        "private local cluster)")
+            elif ":" in address:
+                hint = ""
+            else:
+                hint = (" (did an input follow --ray? put --ray after the inputs, or write "
+                        "--ray=ADDRESS)")
+            raise RayJobError(f"cannot connect to a Ray cluster at {address!r}: "
+                              f"{' '.join(str(exc).split())[:300]}{hint}") from None
     try:
         yield
     finally:
@@ -352,6 +373,7 @@ def segment_to_parquet(
     done = set(read_rows(out, ["path"]).column("path").to_pylist()) if existing else set()
     todo = [p for i, p in ids.items() if i not in done]
     summary.skipped = len(ids) - len(todo)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     # Ray's reader stops the whole job on a file it cannot open: those get their error rows
     # here, and the job goes on with the rest.
@@ -363,13 +385,19 @@ def segment_to_parquet(
         summary.errors += len(unreadable)
         summary.failed += [(p, " ".join(why.split())) for p, why in unreadable.items()]
     if todo:
-        with connected(address):
-            ds = segment_dataset(
-                ray.data.read_binary_files(todo, include_paths=True), model=model,
-                speed=speed, confidence=confidence, classes=classes, concurrency=concurrency,
-                batch_size=batch_size, num_cpus=num_cpus, num_gpus=num_gpus,
-                polygons=polygons, annotate_dir=annotate_dir, worker=worker)
-            _stream(ds, out, format, rows_per_shard, set(ids) - done, summary, started)
+        try:
+            with connected(address):
+                ds = segment_dataset(
+                    ray.data.read_binary_files(todo, include_paths=True), model=model,
+                    speed=speed, confidence=confidence, classes=classes,
+                    concurrency=concurrency, batch_size=batch_size, num_cpus=num_cpus,
+                    num_gpus=num_gpus, polygons=polygons, annotate_dir=annotate_dir,
+                    worker=worker)
+                _stream(ds, out, format, rows_per_shard, set(ids) - done, summary, started)
+        except RayJobError:
+            if created and not any(out.iterdir()):
+                out.rmdir()  # nothing was written (no cluster, say): no empty folder left
+            raise
     check_output(out, ids)
     summary.seconds = time.perf_counter() - started
     return summary

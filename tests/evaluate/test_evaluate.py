@@ -158,6 +158,11 @@ def test_other_bad_annotation_files(dataset, tmp_path):
         load_annotations(_write(tmp_path, data))
     with pytest.raises(AnnotationFileError, match="missing list 'categories'"):
         load_annotations(_write(tmp_path, {"images": [], "annotations": []}))
+    with pytest.raises(AnnotationFileError, match="a folder, not an annotation file"):
+        load_annotations(tmp_path)
+    bom = tmp_path / "bom.json"  # as some Windows editors save it
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps(dataset["gt"]).encode())
+    assert load_annotations(bom)["images"] == dataset["gt"]["images"]
 
 
 @pytest.mark.parametrize("section, index, field, value, says", [

@@ -279,7 +279,8 @@ def test_shards_round_trip_and_the_check_catches_gaps_and_doubles(tmp_path):
         check_output(tmp_path / "jsonl", ["a.jpg", "b.jpg"])
 
 
-def test_cli_ray_refuses_bad_options_and_a_missing_model_before_any_work(tmp_path, capsys):
+def test_cli_ray_refuses_bad_options_and_a_missing_model_before_any_work(tmp_path, capsys,
+                                                                        r50_checkpoint):
     image = tmp_path / "a.jpg"
     shutil.copy(DATA / "small.jpg", image)
     for extra, words in ((["--coco", "c.json"], "--coco cannot be combined with --ray"),
@@ -290,6 +291,12 @@ def test_cli_ray_refuses_bad_options_and_a_missing_model_before_any_work(tmp_pat
         assert main(argv) == 1
         assert words in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    # An input right after --ray is taken for its address: one line saying so, no folder.
+    assert main(["segment", "--ray", "in5", str(image), "-o", str(tmp_path / "out"),
+                 "--model", str(r50_checkpoint)]) == 1
+    err = capsys.readouterr().err
+    assert "cannot connect to a Ray cluster at 'in5'" in err and "after the inputs" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
     # --format is --ray's; without it the option would be silently ignored.
     assert main(["segment", str(image), "-o", str(tmp_path / "o.jpg"), "--format", "jsonl"]) == 1
     assert "--format chooses the result files of --ray" in capsys.readouterr().err
@@ -374,3 +381,12 @@ def test_read_rows_needs_a_result_folder(tmp_path):
         read_rows(tmp_path / "file")
     (tmp_path / "empty").mkdir()
     assert read_rows(tmp_path / "empty").num_rows == 0
+    from pixellib.errors import RayJobError
+
+    for name, data in (("part-cut.parquet", b"PAR1 and then nothing"),
+                       ("part-bad.jsonl", b'{"path": "a.jpg"\n')):
+        folder = tmp_path / name.split(".")[1]
+        folder.mkdir()
+        (folder / name).write_bytes(data)
+        with pytest.raises(RayJobError, match=f"{name}: not a readable result shard"):
+            read_rows(folder)

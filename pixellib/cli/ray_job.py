@@ -33,11 +33,17 @@ def run_ray(args: argparse.Namespace) -> int:
         from ..ray import segment_to_parquet
     except ImportError as e:
         raise RayJobError(f"--ray needs Ray: pip install 'pixellib[ray]' ({e})") from None
+    output = args.output or DEFAULT_BATCH_FOLDER
+    fmt = args.format
+    if fmt is None:  # completing a folder: in the format its shards already have
+        from ..ray.job import FORMATS, shard_paths
+
+        existing = {p.suffix for p in shard_paths(output)} if args.skip_existing else set()
+        fmt = next((f for f, ext in FORMATS.items() if ext in existing), "parquet")
     summary = segment_to_parquet(
-        args.inputs, args.output or DEFAULT_BATCH_FOLDER, model=args.model, speed=args.speed,
+        args.inputs, output, model=args.model, speed=args.speed,
         confidence=args.confidence, classes=args.classes, address=args.ray,
-        num_gpus=1 if str(args.device).startswith("cuda") else 0,
-        format=args.format or "parquet",
+        num_gpus=1 if str(args.device).startswith("cuda") else 0, format=fmt,
         skip_existing=args.skip_existing,
     )
     stats = _Stats(images=summary.images, objects=summary.objects, skipped=summary.skipped,

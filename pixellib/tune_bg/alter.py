@@ -48,6 +48,9 @@ def detect_class_ids(detect) -> tuple[int, ...]:
     if detect is None:
         return VOC_CLASS_IDS
     names = [detect] if isinstance(detect, str) else list(detect)
+    if not names:  # would select nothing: the whole picture would become "background"
+        raise EffectError("detect names no class: give one or more class names, or None for "
+                          "the 20 Pascal VOC classes")
     ids = []
     for name in names:
         key = str(name).strip().lower()
@@ -129,6 +132,13 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
 
     # ------------------------------------------------------------------ core
 
+    def _check(self, detect) -> None:
+        """What a video or camera loop would only find at its first frame: no model, or a
+        ``detect`` class that does not exist."""
+        if self.predictor is None:
+            raise EffectError("no model loaded: call load_pascalvoc_model(...) first")
+        detect_class_ids(detect if detect is not None else self.detect)
+
     def _tune(self, image, effect: Effect, detect, background=None) -> np.ndarray:
         from ..media.images import read_image
 
@@ -157,6 +167,8 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
                background=None):
         from ..torchbackend.instance.streams import run_video
 
+        self._check(detect)
+
         def segment(frame, _index):
             return None, self._tune(frame, effect, detect, background)
 
@@ -169,6 +181,8 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
 
     def _camera(self, cam, effect, detect, background=None, **options):
         from ..torchbackend.instance.streams import run_camera
+
+        self._check(detect)
 
         def segment(frame, _index):
             return None, self._tune(frame, effect, detect, background)

@@ -89,6 +89,18 @@ def test_output_names_are_checked_before_the_inference(tmp_path):
         ins.segmentImage(str(tmp_path / "not there.jpg"), output_image_name="out.gif")
 
 
+def test_video_calls_check_detect_before_the_first_frame(r50_checkpoint, tmp_path):
+    tuner = alter_bg(detection_speed="rapid")
+    tuner.load_pascalvoc_model(str(r50_checkpoint))
+    missing = str(tmp_path / "not there.mp4")  # opening it would raise InputNotFoundError
+    with pytest.raises(EffectError, match="unicorn"):
+        tuner.gray_video(missing, detect="unicorn")
+    with pytest.raises(EffectError, match="detect names no class"):
+        tuner.color_video(missing, colors=(0, 0, 0), detect=[])
+    with pytest.raises(EffectError, match="no model loaded"):
+        alter_bg().blur_video(missing, low=True)
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, r50_checkpoint):
     from pixellib.media.video import VideoWriter

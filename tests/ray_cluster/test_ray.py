@@ -398,3 +398,19 @@ def test_read_rows_needs_a_result_folder(tmp_path):
         (folder / name).write_bytes(data)
         with pytest.raises(RayJobError, match=f"{name}: not a readable result shard"):
             read_rows(folder)
+
+
+def test_skip_existing_keeps_the_folders_format(r50_checkpoint, tmp_path, capsys):
+    """Completing a JSON Lines folder without --format writes JSON Lines, not Parquet beside
+    it (no cluster needed: what is left is a broken link, answered with an error row)."""
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    out.mkdir()
+    shutil.copy(DATA / "small.jpg", folder / "a.jpg")
+    (folder / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    write_shard(out, rows_table([error_row(str(folder / "a.jpg"), "done before")]), "jsonl")
+    argv = ["segment", str(folder), "--ray", "-o", str(out), "--model", str(r50_checkpoint),
+            "--skip-existing"]
+    assert main(argv) == 1  # the only image segmented this time failed
+    assert "broken link" in capsys.readouterr().err
+    assert {p.suffix for p in shard_paths(out)} == {".jsonl"} and len(shard_paths(out)) == 2

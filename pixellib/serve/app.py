@@ -133,9 +133,7 @@ class _Observe:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         path = scope["path"]
-        status = [500]
-
-        started_response = [False]
+        status, started_response = [500], [False]
 
         async def send_observed(message):
             if message["type"] == "http.response.start":

@@ -148,7 +148,14 @@ def annotate(
     ``kwargs`` (``text_size``, ``text_thickness``, ``box_thickness``, ``colors``, ``alpha``)
     go to :func:`draw_detections`. Detections with ``track_ids`` (tracked video) are drawn in
     each id's colour (:func:`pixellib.media.tracking.track_colors`) with ``#id`` captions.
+    A BGRA image (a transparent cut-out) is drawn on its colour channels, its alpha kept.
     """
+    image = np.asarray(image_bgr)
+    if image.ndim == 3 and image.shape[2] == 4:
+        drawn = annotate(np.ascontiguousarray(image[:, :, :3]), detections,
+                         show_boxes=show_boxes, show_masks=show_masks,
+                         show_labels=show_labels, **kwargs)
+        return np.dstack([drawn, image[:, :, 3]])
     labels = None
     if show_labels:
         percent = (detections.scores * np.float32(100)).astype(np.int64)

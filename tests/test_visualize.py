@@ -173,6 +173,13 @@ def test_label_text_and_annotate():
     expected = draw_detections(image, boxes, masks, ["person 99.00", "car 100.00"],
                                show_boxes=True)  # truncated percent, like PixelLib
     np.testing.assert_array_equal(out, expected)
+    # A transparent cut-out (BGRA): drawn on the colours, the alpha channel kept.
+    alpha = (masks.any(0) * 255).astype(np.uint8)
+    bgra = annotate(np.dstack([image, alpha]), dets, show_boxes=True, show_masks=False)
+    assert bgra.shape == (*image.shape[:2], 4)
+    np.testing.assert_array_equal(bgra[..., 3], alpha)
+    np.testing.assert_array_equal(bgra[..., :3],
+                                  annotate(image, dets, show_boxes=True, show_masks=False))
 
 
 def test_many_masks_touch_only_their_regions_and_equal_a_full_frame_blend():

@@ -138,11 +138,7 @@ def render(image: np.ndarray, det, args: argparse.Namespace) -> np.ndarray:
                        background=getattr(args, "effect_background", None))
     if not boxes:
         return out
-    if out.shape[2] == 4:  # draw on the colour channels, keep the transparency
-        drawn = annotate(np.ascontiguousarray(out[:, :, :3]), det, show_boxes=True,
-                         show_masks=False)
-        return np.dstack([drawn, out[:, :, 3]])
-    return annotate(out, det, show_boxes=True, show_masks=False)
+    return annotate(out, det, show_boxes=True, show_masks=False)  # BGRA: alpha kept
 
 
 def clear_previous_extras(job: Job, args: argparse.Namespace) -> None:

@@ -115,12 +115,7 @@ def render_job(files: dict, opts: dict, max_pixels: int, effect):
             if opts["boxes"]:
                 from ..visualize import annotate
 
-                if out.ndim == 3 and out.shape[2] == 4:  # on the colours; alpha kept
-                    drawn = annotate(np.ascontiguousarray(out[:, :, :3]), det,
-                                     show_boxes=True, alpha=0.0)
-                    out = np.dstack([drawn, out[:, :, 3]])
-                else:
-                    out = annotate(out, det, show_boxes=True, alpha=0.0)
+                out = annotate(out, det, show_boxes=True, show_masks=False)  # BGRA: alpha kept
         transparent = out.ndim == 3 and out.shape[2] == 4
         # Unasked, transparency comes as PNG, and so does a photo too wide for JPEG.
         fmt = opts["format"] or ("png" if transparent or side_limit_error(".jpeg", out.shape)

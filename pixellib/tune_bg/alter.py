@@ -132,21 +132,19 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
 
     # ------------------------------------------------------------------ core
 
-    def _check(self, detect) -> None:
-        """What a video or camera loop would only find at its first frame: no model, or a
-        ``detect`` class that does not exist."""
+    def _check(self, detect) -> tuple[int, ...]:
+        """The class ids to keep; raises for what a video or camera loop would otherwise only
+        find at its first frame: no model, or a ``detect`` class that does not exist."""
         if self.predictor is None:
             raise EffectError("no model loaded: call load_pascalvoc_model(...) first")
-        detect_class_ids(detect if detect is not None else self.detect)
+        return detect_class_ids(detect if detect is not None else self.detect)
 
     def _tune(self, image, effect: Effect, detect, background=None) -> np.ndarray:
         from ..media.images import read_image
 
-        if self.predictor is None:
-            raise EffectError("no model loaded: call load_pascalvoc_model(...) first")
+        keep = self._check(detect)
         image = read_image(image)
-        det = self.predictor(image)
-        det = det.with_classes(detect_class_ids(detect if detect is not None else self.detect))
+        det = self.predictor(image).with_classes(keep)
         if background is not None:
             background = fit_background(background, image.shape[:2])
         return apply_effect(image, det, effect, background=background)

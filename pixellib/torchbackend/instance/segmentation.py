@@ -33,6 +33,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ...errors import BATCH_SKIPPED, InvalidArgumentError
+from ...media.files import output_path_problem
 from ...media.images import check_image_output, list_images, read_image, write_image
 from ...runtime.pipeline import overlap_enabled, run_batch
 from . import paths
@@ -251,9 +252,9 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
                 f"output_folder_name {str(out_dir)!r} is the input folder: the outputs would "
                 "overwrite the input images; choose another folder"
             )
-        if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-            raise InvalidArgumentError(
-                f"output_folder_name {str(out_dir)!r} is a file, not a folder")
+        problem = out_dir is not None and output_path_problem(out_dir, folder=True)
+        if problem:
+            raise InvalidArgumentError(f"output_folder_name {problem}")
         if not files:
             logger.warning("segmentBatch: no images in %s", input_folder)
         extract_dirs = paths.extract_dirs(files, out_dir)

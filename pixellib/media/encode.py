@@ -12,7 +12,10 @@ libvpx, so it writes what browsers and editors play:
 * ``.avi``: Motion-JPEG, which every player of AVI files decodes.
 
 The frame rate is a rational (``Fraction(30000, 1001)`` stays exact), frame ``k`` has
-presentation time ``k / rate``. An audio track can be carried over from a source file: its
+presentation time ``k / rate`` unless it comes with its own time (a variable frame rate):
+then the stream counts in the source's time base (MP4, MOV), in milliseconds (Matroska,
+WebM) or, in AVI, which has a single frame rate, in ``1 / rate`` steps, each frame at the
+nearest step after the previous frame's. An audio track can be carried over from a source file: its
 packets are copied unchanged (remuxed) when the container holds that codec, otherwise
 decoded and re-encoded (AAC; Opus for WebM, MP3 for AVI), which is logged as a warning.
 Audio packets are muxed in step with the video and stop where the video stops.
@@ -87,7 +90,7 @@ class PyAVEncoder:
     def __init__(self, path: Path, container_ext: str, rate: Fraction,
                  frame_size: tuple[int, int], *, alpha: bool = False,
                  audio_from: Path | None = None, audio_offset: Fraction = Fraction(0),
-                 pixel_aspect: Fraction | None = None):
+                 pixel_aspect: Fraction | None = None, time_base: Fraction | None = None):
         fmt = CONTAINERS[container_ext]
         self.codec = VIDEO_ENCODERS[fmt]
         self.alpha = bool(alpha)
@@ -110,7 +113,8 @@ class PyAVEncoder:
                 stream.codec_context.bit_rate = max(width * height * 8, 2_000_000)
             else:
                 stream.pix_fmt = "yuva420p" if self.alpha else "yuv420p"
-            stream.codec_context.time_base = Fraction(1) / rate
+            self.time_base = _stream_time_base(fmt, rate, time_base)
+            stream.codec_context.time_base = self.time_base
             if pixel_aspect:
                 stream.codec_context.sample_aspect_ratio = pixel_aspect
             self._video = stream
@@ -120,8 +124,11 @@ class PyAVEncoder:
             self._out.close()
             raise
         self._index = 0
+        self._pts = -1  # the last frame's, in time_base units
+        self._end = Fraction(0)  # seconds: where the last frame ends
 
-    def write(self, frame: np.ndarray) -> None:
+    def write(self, frame: np.ndarray, time: Fraction | None = None) -> None:
+        """Encode one frame, at ``time`` seconds when given, else one frame after the last."""
         height, width = frame.shape[:2]
         pad_w, pad_h = self.encoded_size[0] - width, self.encoded_size[1] - height
         if pad_w or pad_h:
@@ -130,13 +137,16 @@ class PyAVEncoder:
             frame = cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA)  # opaque
         video_frame = av.VideoFrame.from_ndarray(
             np.ascontiguousarray(frame), format="bgra" if frame.shape[2] == 4 else "bgr24")
-        video_frame.pts = self._index
-        video_frame.time_base = Fraction(1) / self.rate
+        seconds = self._end if time is None else max(Fraction(time), Fraction(0))
+        self._pts = max(round(seconds / self.time_base), self._pts + 1)
+        video_frame.pts = self._pts
+        video_frame.time_base = self.time_base
         for packet in self._video.encode(video_frame):
             self._out.mux(packet)
         self._index += 1
+        self._end = self._pts * self.time_base + 1 / self.rate
         if self._audio is not None:
-            self._audio.mux_until(Fraction(self._index) / self.rate)
+            self._audio.mux_until(self._end)
 
     def close(self) -> None:
         try:
@@ -144,11 +154,22 @@ class PyAVEncoder:
                 for packet in self._video.encode(None):
                     self._out.mux(packet)
                 if self._audio is not None:
-                    self._audio.finish(Fraction(self._index) / self.rate)
+                    self._audio.finish(self._end)
         finally:
             if self._audio is not None:
                 self._audio.close()
             self._out.close()
+
+
+def _stream_time_base(fmt: str, rate: Fraction, source: Fraction | None) -> Fraction:
+    """The unit of the video stream's timestamps: ``1 / rate`` when frames come one per
+    step (no ``source`` time base) and in AVI, whose frames are one rate's steps; otherwise
+    Matroska's milliseconds (what its files store), or the source's own unit in MP4/MOV."""
+    if source is None or fmt == "avi":
+        return 1 / rate
+    if fmt in ("matroska", "webm"):
+        return Fraction(1, 1000)
+    return source
 
 
 def _encodable(codec: str, source) -> tuple[int, str]:

@@ -45,7 +45,8 @@ class VideoInfo:
     ``declared_frames`` the declared count only (0 when the container declares none);
     ``start`` when the first frame is shown, in seconds (trimmed clips and MPEG-TS start
     late; the audio is shifted with the picture); ``pixel_aspect`` the sample aspect ratio
-    when pixels are not square (None when they are)."""
+    when pixels are not square (None when they are); ``time_base`` the unit of the video
+    track's timestamps (None when unknown)."""
 
     rate: Fraction | None
     frame_count: int
@@ -54,6 +55,7 @@ class VideoInfo:
     declared_frames: int = 0
     start: Fraction = Fraction(0)
     pixel_aspect: Fraction | None = None
+    time_base: Fraction | None = None
 
 
 def probe_video(path: PathLike) -> VideoInfo:
@@ -91,7 +93,8 @@ def probe_video(path: PathLike) -> VideoInfo:
         except (StopIteration, encode.av.FFmpegError):
             pass
         return VideoInfo(rate, count, size, bool(container.streams.audio), declared,
-                         max(start, Fraction(0)), aspect)
+                         max(start, Fraction(0)), aspect,
+                         Fraction(stream.time_base) if stream.time_base else None)
     finally:
         container.close()
 
@@ -114,6 +117,21 @@ def iter_frames(source) -> Iterator[np.ndarray]:
     it. A file that opens but yields no frame at all also raises :class:`ImageReadError` (at
     the first ``next()``).
     """
+    return _images(_timed_frames(source))
+
+
+def _images(timed) -> Iterator[np.ndarray]:
+    try:
+        for image, _ in timed:
+            yield image
+    finally:
+        timed.close()
+
+
+def _timed_frames(source) -> Iterator[tuple[np.ndarray, Fraction | None]]:
+    """:func:`iter_frames` with each frame's presentation time in seconds, as the file's
+    timestamps give it (None from OpenCV, and for a frame without a timestamp). Opens the
+    source now, like :func:`iter_frames`."""
     if isinstance(source, (str, os.PathLike)):
         what = _check_file(source)
         if pyav() is not None:
@@ -147,13 +165,15 @@ def _open_av(path: PathLike, what: str):
     return container, stream
 
 
-def _av_frames(container, stream, what: str) -> Iterator[np.ndarray]:
+def _av_frames(container, stream, what: str):
     count = 0
     try:
         try:
             for frame in container.decode(stream):
                 count += 1
-                yield _upright(frame)
+                seconds = (Fraction(frame.pts) * frame.time_base
+                           if frame.pts is not None and frame.time_base else None)
+                yield _upright(frame), seconds
         except encode.av.FFmpegError as exc:
             if count == 0:
                 raise ImageReadError(f"cannot read {what}: {exc}") from None
@@ -200,7 +220,7 @@ def _open_capture(source) -> tuple[object, bool, str]:
     return capture, True, f"camera {int(source)}"
 
 
-def _cv_frames(capture, owned: bool, what: str, is_file: bool) -> Iterator[np.ndarray]:
+def _cv_frames(capture, owned: bool, what: str, is_file: bool):
     count = 0
     try:
         while True:
@@ -208,7 +228,7 @@ def _cv_frames(capture, owned: bool, what: str, is_file: bool) -> Iterator[np.nd
             if not ok or frame is None:
                 break
             count += 1
-            yield frame
+            yield frame, None
     finally:
         if owned:
             capture.release()
@@ -241,8 +261,12 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
     For each frame of ``source`` (as :func:`iter_frames`), ``last = step(frame, index)``
     (``index`` counts from 1) must return ``(result, output_frame)``; the output frames go to
     a :class:`VideoWriter` at ``output`` (none when ``output`` is None) running at
-    :func:`frame_rate` ``(fps, source rate)``. A file source's audio is carried over when the
-    output keeps the source's rate (at another rate it would no longer match the picture).
+    :func:`frame_rate` ``(fps, source rate)``. When the output keeps a file source's rate
+    (``fps`` None or equal to it), every frame keeps the source's timestamp, so that a
+    variable-frame-rate video (phones, screen recordings) plays with its own timing, and the
+    source's audio is carried over. At another rate the frames are re-timed to it, one after
+    another (PixelLib's ``frames_per_second``), and the audio, which would no longer match
+    the picture, is left out.
     ``stop(last)`` returning true ends the loop. ``progress``: a tqdm bar with that title.
     An exception discards the output, except ``KeyboardInterrupt`` with
     ``keep_on_interrupt``: the video so far is kept and the interrupt re-raised.
@@ -256,15 +280,16 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
     if output is not None:
         check_video_output(output, source if is_file else None)
     info = probe_video(source) if is_file else None
-    frames = iter_frames(source)  # raises now for a missing or unreadable source
+    frames = _timed_frames(source)  # raises now for a missing or unreadable source
     if is_file:
         reported = info.rate
     else:
         reported = source.get(cv2.CAP_PROP_FPS) if hasattr(source, "get") else None
     rate = frame_rate(fps, reported)
+    timed = is_file and (fps is None or rate == info.rate)  # the source's own timestamps
     audio = None
     if output is not None and is_file and info.has_audio:
-        if rate == info.rate:
+        if timed:
             audio = source
         else:
             logger.warning("audio not carried over: the output runs at %s fps, the source "
@@ -279,7 +304,7 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
     writes = WriteBehind(enabled=overlap)
     writer, last, count, interrupted, stopped = None, (None, None), 0, None, False
     try:
-        for frame in bar if bar is not None else source_frames:
+        for frame, seconds in bar if bar is not None else source_frames:
             count += 1
             last = step(frame, count)
             if output is not None and last[1] is not None:
@@ -288,8 +313,10 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
                     writer = VideoWriter(
                         output, rate, size, audio_from=audio,
                         audio_offset=info.start if audio is not None else 0,
-                        pixel_aspect=info.pixel_aspect if info is not None else None)
-                writes.submit(writer.write, last[1])
+                        pixel_aspect=info.pixel_aspect if info is not None else None,
+                        time_base=info.time_base if timed else None)
+                at = seconds - info.start if timed and seconds is not None else None
+                writes.submit(writer.write, last[1], at)
             if stop is not None and stop(last):
                 stopped = True
                 break

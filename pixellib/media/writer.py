@@ -92,6 +92,12 @@ class VideoWriter:
       source's, so that players stretch the picture as they did the source; PyAV only).
     * ``alpha``: write transparency (``.webm`` only, VP9 ``yuva420p``). ``None`` (default):
       transparent when the first frame of a ``.webm`` is BGRA.
+    * Timing: frame ``k`` is shown at ``k / fps`` unless :meth:`write` is given its time (a
+      variable frame rate, as a source video's timestamps give it). ``time_base``: the unit
+      of those times in the source (e.g. ``Fraction(1, 90000)``), kept in MP4 and MOV so
+      that they stay exact; Matroska and WebM count milliseconds, and AVI, which has one
+      frame rate, places each frame at the nearest free ``1 / fps`` step (PyAV only; the
+      OpenCV fallback ignores times).
 
     Frames of another size are resized to ``frame_size`` (``INTER_AREA``); grey ``(H, W)``
     frames become BGR. H.264 pads an odd width or height by one repeated pixel
@@ -100,7 +106,8 @@ class VideoWriter:
 
     def __init__(self, path: PathLike, fps, frame_size: tuple[int, int], *,
                  audio_from: PathLike | None = None, alpha: bool | None = None,
-                 audio_offset=0, pixel_aspect: Fraction | None = None):
+                 audio_offset=0, pixel_aspect: Fraction | None = None,
+                 time_base: Fraction | None = None):
         self.path = Path(path)
         self._ext = self.path.suffix.lower()
         check_video_output(self.path)
@@ -117,6 +124,9 @@ class VideoWriter:
         self.audio_from = Path(audio_from) if audio_from is not None else None
         self.audio_offset = Fraction(audio_offset)
         self.pixel_aspect = Fraction(pixel_aspect) if pixel_aspect else None
+        self.time_base = Fraction(time_base) if time_base else None
+        if self.time_base is not None and self.time_base <= 0:
+            raise InvalidArgumentError(f"time_base must be positive, got {time_base}")
         self.alpha = alpha
         self.frames_written = 0
         self._encoder = None
@@ -142,9 +152,11 @@ class VideoWriter:
             return width + width % 2, height + height % 2
         return self.frame_size
 
-    def write(self, frame: np.ndarray) -> None:
+    def write(self, frame: np.ndarray, time=None) -> None:
         """Append one ``(H, W, 3)`` uint8 BGR frame (``(H, W)`` grey; ``(H, W, 4)`` BGRA for
-        ``.webm``)."""
+        ``.webm``), shown at ``time`` seconds from the video's start when given (later than
+        the frame before; one that is not is moved just after it), else one frame after the
+        previous one."""
         if self._closed:
             raise InvalidArgumentError(f"video writer for {str(self.path)!r} is closed")
         frame = np.asarray(frame)
@@ -166,13 +178,16 @@ class VideoWriter:
                                        else frame.shape[2] == 4)
         elif frame.shape[2] == 4 and not self._encoder.alpha:
             frame = frame[:, :, :3]  # opened opaque: the alpha channel has nowhere to go
-        self._encoder.write(frame)
+        if time is not None and pyav() is not None:
+            self._encoder.write(frame, Fraction(time))
+        else:
+            self._encoder.write(frame)
         self.frames_written += 1
 
     def _open(self, alpha: bool):
         kind = encode.PyAVEncoder if pyav() is not None else encode.OpenCVEncoder
-        extra = ({"audio_offset": self.audio_offset, "pixel_aspect": self.pixel_aspect}
-                 if kind is encode.PyAVEncoder else {})
+        extra = ({"audio_offset": self.audio_offset, "pixel_aspect": self.pixel_aspect,
+                  "time_base": self.time_base} if kind is encode.PyAVEncoder else {})
         encoder = kind(self._tmp, self._ext, self.rate, self.frame_size, alpha=alpha,
                        audio_from=self.audio_from, **extra)
         encoder.alpha = alpha

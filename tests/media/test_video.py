@@ -153,7 +153,7 @@ def test_closing_the_generator_early_releases(tmp_path):
     assert _open_fds(path) >= 1  # FFmpeg holds the file while frames are left
     # Hold the generator's PyAV container, so that only an explicit close() in the
     # generator's finally (not garbage collection of the generator's frame) can let go of it.
-    container = frames.gi_frame.f_locals["container"]
+    container = frames.gi_frame.f_locals["timed"].gi_frame.f_locals["container"]
     frames.close()
     assert _open_fds(path) == 0
     assert container is not None  # still referenced here: the file was closed, not collected

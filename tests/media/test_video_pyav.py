@@ -462,3 +462,100 @@ def test_non_square_pixels_are_declared_in_the_output(tmp_path):
     with av.open(str(out)) as result:
         assert result.streams.video[0].codec_context.sample_aspect_ratio == 2
     assert probe_video(tmp_path / "out.mp4").pixel_aspect == 2
+
+
+# Frame times (ms) of a screen-recording-like clip: bursts and long still stretches, 3 s.
+VFR_MS = [0, 33, 66, 500, 533, 1500, 1533, 1566, 3000]
+
+
+def _vfr_clip(path: Path, audio: bool = False) -> Path:
+    """A variable-frame-rate clip written directly with PyAV: frames at :data:`VFR_MS` and,
+    with ``audio``, 3.2 s of AAC tone."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        video.codec_context.time_base = Fraction(1, 1000)
+        sound = None
+        if audio:
+            sound = out.add_stream("aac", rate=48000)
+            sound.layout = "stereo"
+        for i, ms in enumerate(VFR_MS):
+            frame = av.VideoFrame.from_ndarray(_frame(i), format="bgr24")
+            frame.pts, frame.time_base = ms, Fraction(1, 1000)
+            out.mux(video.encode(frame))
+        if sound is not None:
+            for start in range(0, 3 * 48000 + 9600, 1024):
+                tone = np.sin(2 * np.pi * 440 * (np.arange(1024) + start) / 48000)
+                frame = av.AudioFrame.from_ndarray(
+                    np.repeat(tone[None].astype(np.float32), 2, 0), format="fltp",
+                    layout="stereo")
+                frame.sample_rate, frame.pts = 48000, start
+                out.mux(sound.encode(frame))
+        for stream in (video, sound):
+            if stream is not None:
+                out.mux(stream.encode(None))
+    return path
+
+
+def _frame_times(path: Path) -> list[float]:
+    with av.open(str(path)) as container:
+        return [float(f.pts * f.time_base) for f in container.decode(video=0)]
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mov", ".mkv", ".webm"])
+def test_variable_frame_rate_keeps_its_timing(tmp_path, ext):
+    """A phone or screen recording shows frames at irregular times: the output shows each
+    frame when the source did (it used to play them one per average-rate step, squeezing a
+    3 s clip into 1.45 s and drifting from its sound)."""
+    src = _vfr_clip(tmp_path / "vfr.mp4")
+    assert _frame_times(src) == pytest.approx([ms / 1000 for ms in VFR_MS])
+    out = tmp_path / f"out{ext}"
+    _, count = run_frames(src, _copy, output=out)
+    assert count == len(VFR_MS)
+    assert _frame_times(out) == pytest.approx([ms / 1000 for ms in VFR_MS], abs=1e-3)
+    for got, want in zip(_decoded(out), [_frame(i) for i in range(len(VFR_MS))]):
+        assert np.abs(got.astype(int) - want).mean() < 8  # the same pictures, in order
+
+
+def test_variable_frame_rate_in_avi_lands_on_its_rate_steps(tmp_path):
+    """AVI has one frame rate: each frame goes to the nearest free step of it, so the clip
+    keeps its length and order instead of being squeezed."""
+    src = _vfr_clip(tmp_path / "vfr.mp4")
+    rate = probe_video(src).rate
+    out = tmp_path / "out.avi"
+    run_frames(src, _copy, output=out)
+    times = _frame_times(out)
+    assert len(times) == len(VFR_MS) and times == sorted(set(times))
+    step = 1 / float(rate)
+    for got, ms in zip(times, VFR_MS):
+        assert abs(got - ms / 1000) <= 2.5 * step  # bursts push a frame at most a few steps
+    assert times[-1] == pytest.approx(3.0, abs=step)
+
+
+def test_variable_frame_rate_keeps_its_sound_in_step(tmp_path):
+    src = _vfr_clip(tmp_path / "vfr.mp4", audio=True)
+    out = tmp_path / "out.mp4"
+    run_frames(src, _copy, output=out)
+    with av.open(str(out)) as result:
+        stream = result.streams.audio[0]
+        ends = [float((p.pts + p.duration) * p.time_base) for p in result.demux(stream)
+                if p.pts is not None]
+    # the sound runs to the end of the picture (the last frame, at 3 s, plus its duration)
+    assert 3.0 <= max(ends) <= 3.0 + 0.2 + 0.05
+
+
+def test_a_requested_frame_rate_retimes_the_frames(tmp_path):
+    """PixelLib's frames_per_second: the frames one after another at that rate."""
+    src = _vfr_clip(tmp_path / "vfr.mp4")
+    out = tmp_path / "out.mp4"
+    run_frames(src, _copy, output=out, fps=10)
+    assert _frame_times(out) == pytest.approx([i / 10 for i in range(len(VFR_MS))], abs=1e-3)
+
+
+def test_writer_times_out_of_order_move_after_the_previous_frame(tmp_path):
+    out = tmp_path / "t.mkv"
+    with VideoWriter(out, 10, (64, 48), time_base=Fraction(1, 1000)) as writer:
+        for i, t in enumerate([0, Fraction(1, 2), Fraction(1, 2), Fraction(1, 4), None]):
+            writer.write(_frame(i), t)
+    # a repeated or earlier time goes 1 ms after the frame before; no time: one 1/10 s step
+    assert _frame_times(out) == pytest.approx([0, 0.5, 0.501, 0.502, 0.602], abs=1e-6)

@@ -1,4 +1,8 @@
 """The 80 COCO class names in model output order (index = class id), PixelLib's spelling."""
+from collections.abc import Iterable
+
+import numpy as np
+
 from .errors import InvalidArgumentError
 
 COCO_CLASSES: tuple[str, ...] = (
@@ -24,3 +28,27 @@ def class_id(name: str) -> int:
     except ValueError:
         valid = ", ".join(n.replace(" ", "_") for n in COCO_CLASSES)
         raise InvalidArgumentError(f"unknown class name {name!r}; valid names: {valid}") from None
+
+
+def class_ids(classes) -> list[int]:
+    """COCO class ids from ids and/or names: one id or name (``0``, ``"person"``,
+    ``"traffic_light"``) or an iterable of them. An id outside 0..79, an unknown name or
+    anything else raises :class:`InvalidArgumentError` naming it."""
+    if isinstance(classes, (str, bytes, int, np.integer)):
+        classes = [classes]
+    if not isinstance(classes, Iterable) or isinstance(classes, dict):
+        raise InvalidArgumentError(
+            f"classes must be COCO class ids or names, got {type(classes).__name__}")
+    ids = []
+    for item in classes:
+        if isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_)):
+            if not 0 <= int(item) < len(COCO_CLASSES):
+                raise InvalidArgumentError(
+                    f"class id must be in 0..{len(COCO_CLASSES) - 1}, got {item}")
+            ids.append(int(item))
+        elif isinstance(item, str):
+            ids.append(class_id(item))
+        else:
+            raise InvalidArgumentError(
+                f"classes must be COCO class ids (whole numbers) or names, got {item!r}")
+    return ids

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .errors import InvalidArgumentError
 
 # Where PixelLib's released checkpoints are downloaded from.
@@ -116,7 +118,13 @@ def inference_config(speed: str | None = None, confidence: float | None = None) 
         )
     thresh, max_size = SPEED_PRESETS[key]
     if confidence is not None:
-        confidence = float(confidence)
+        try:
+            if isinstance(confidence, (str, bytes, bool, np.bool_)):
+                raise TypeError
+            confidence = float(confidence)
+        except (TypeError, ValueError):
+            raise InvalidArgumentError(
+                f"confidence must be a number between 0 and 1, got {confidence!r}") from None
         if not 0.0 <= confidence <= 1.0:
             raise InvalidArgumentError(f"confidence must be between 0 and 1, got {confidence}")
         thresh = confidence

@@ -14,6 +14,7 @@ import numpy as np
 
 from .classes import COCO_CLASSES
 from .effects.cutouts import cutout_objects, label_image, object_masks, save_cutouts, save_masks  # noqa: F401,E501 - re-export
+from .errors import InvalidArgumentError
 from .media.images import write_image
 from .structures import Detections
 
@@ -198,6 +199,9 @@ def to_coco_json(
       also what COCO's ``loadRes`` takes as detection results.
     * ``"categories"``: the 80 ``{"id", "name"}`` with COCO's spelling ("hair drier").
     """
+    if isinstance(image_id, (bool, np.bool_)) or not isinstance(image_id, (int, np.integer)):
+        raise InvalidArgumentError(f"image_id must be a whole number, got {image_id!r}")
+    image_id = int(image_id)  # a numpy integer is not JSON
     h, w = detections.image_size
     annotations = []
     for k in range(len(detections)):

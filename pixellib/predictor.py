@@ -8,12 +8,14 @@ torch reproduce.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import torch
 from PIL import Image
 
 from .checkpoint.loading import load_model
+from .classes import class_ids
 from .config import ARCHITECTURES, BACKBONE_ALIASES, inference_config
 from .errors import InvalidArgumentError
 from .media.images import read_image
@@ -46,6 +48,34 @@ def resize_image(image: np.ndarray, min_size: int, max_size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
 
 
+def checked_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` the model can run on here: ``"cpu"``, ``"cuda"`` /
+    ``"cuda:N"`` with CUDA available (and that many GPUs), or ``"mps"`` on Apple silicon;
+    anything else raises :class:`InvalidArgumentError` before a model is loaded."""
+    try:
+        if isinstance(device, bool) or not isinstance(device, (str, torch.device, int)):
+            raise TypeError
+        device = torch.device(device)
+    except (TypeError, RuntimeError, ValueError):
+        raise InvalidArgumentError(
+            f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidArgumentError(
+                f"device {str(device)!r} requested but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InvalidArgumentError(
+                f"device {str(device)!r} requested but there are only "
+                f"{torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise InvalidArgumentError("device 'mps' requested but MPS is not available")
+    elif device.type != "cpu":
+        raise InvalidArgumentError(
+            f"device {str(device)!r} is not supported: use 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    return device
+
+
 class Predictor:
     """Segment BGR uint8 images with a PointRend model.
 
@@ -71,13 +101,16 @@ class Predictor:
         backbone: str | None = None, precision: str = "float32", heap_reuse: bool = False,
     ):
         self.inference = inference_config(speed, confidence)
-        device = torch.device(device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise InvalidArgumentError(f"device {device!r} requested but CUDA is not available")
+        device = checked_device(device)
         if precision not in PRECISIONS:
             raise InvalidArgumentError(
                 f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}"
             )
+        if precision == "float16" and device.type == "cpu":
+            warnings.warn(
+                "precision='float16' on the CPU: without native float16 arithmetic (most "
+                "CPUs) torch emulates it, many times slower than float32; use float32, or "
+                "bfloat16 on CPUs with AVX-512 BF16 / AMX", UserWarning, stacklevel=2)
         self.precision = precision
         self.heap_reuse = bool(heap_reuse and device.type == "cpu"
                                and heap.reuse_freed_memory())
@@ -104,9 +137,11 @@ class Predictor:
     def __call__(self, image: np.ndarray | str | os.PathLike, *, classes=None) -> Detections:
         """Detections for one image, in its own pixel coordinates.
 
-        ``classes`` (class ids, e.g. ``[0, 2]``): only detections of these classes. They are
-        chosen before the mask head, so the others cost no mask; the result equals
-        ``predictor(image).with_classes(classes)``.
+        ``classes`` (COCO class ids or names, e.g. ``[0, 2]``, ``["person", "car"]`` or
+        ``"person"``): only detections of these classes. They are chosen before the mask
+        head, so the others cost no mask; the result equals
+        ``predictor(image).with_classes(classes)``. An unknown name or an id outside 0..79
+        raises :class:`~pixellib.errors.InvalidArgumentError`.
 
         ``image`` is an (H, W, 3) uint8 BGR array, or anything
         :func:`pixellib.media.images.read_image`
@@ -119,7 +154,8 @@ class Predictor:
                       pad_mixed: bool = False) -> list[Detections]:
         """One :class:`Detections` per image, in order; each equals ``predictor(image)``.
 
-        ``images``: an iterable of what :meth:`__call__` accepts. Up to ``batch_size`` images
+        ``images``: a list (or other iterable) of what :meth:`__call__` accepts; one image
+        or path on its own is refused (call the predictor for that). Up to ``batch_size`` images
         go through the backbone + FPN in one forward (default: 8 on CUDA; 1 on the CPU, where
         batches of 2 and 3 measured 4-5 % slower: docs/benchmarks.md), then the heads,
         pasting and conversion run image by image.
@@ -139,8 +175,13 @@ class Predictor:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be a whole number >= 1, "
                                        f"got {batch_size!r}")
+        if isinstance(images, (np.ndarray, str, bytes, os.PathLike, torch.Tensor)):
+            raise InvalidArgumentError(
+                f"predict_batch takes a list of images or paths, got one "
+                f"{type(images).__name__}; call the predictor itself for a single image, or "
+                "pass [image]")
         keep = None if classes is None else torch.as_tensor(
-            np.asarray(list(classes), dtype=np.int64))
+            np.asarray(class_ids(classes), dtype=np.int64))
         prepared = [self._prepare(image) for image in images]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, (tensor, _) in enumerate(prepared):

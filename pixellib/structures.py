@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .classes import COCO_CLASSES
+from .classes import class_ids as coco_class_ids
 from .errors import InvalidArgumentError
 
 
@@ -38,6 +39,11 @@ class Detections:
                 raise InvalidArgumentError(
                     f"Detections.{name} must be a {np.dtype(dtype)} array of shape {shape}, "
                     f"got a {got}")
+        if n and not ((self.class_ids >= 0) & (self.class_ids < len(COCO_CLASSES))).all():
+            bad = self.class_ids[(self.class_ids < 0) | (self.class_ids >= len(COCO_CLASSES))]
+            raise InvalidArgumentError(
+                f"Detections.class_ids must be COCO class ids 0..{len(COCO_CLASSES) - 1}, "
+                f"got {int(bad[0])}")
         if self.track_ids is not None and (
             not isinstance(self.track_ids, np.ndarray)
             or self.track_ids.shape != (n,) or self.track_ids.dtype != np.int64
@@ -63,21 +69,32 @@ class Detections:
 
     def __getitem__(self, index) -> Detections:
         """Select detections with a bool mask, an index array, a slice or an int."""
+        if isinstance(index, (bool, np.bool_)):
+            raise InvalidArgumentError(
+                "index Detections with an int, a slice, an index array or a boolean array "
+                f"of length {len(self)}, not a single {type(index).__name__}")
         if isinstance(index, (int, np.integer)):
             index = [int(index)]
+        boxes = self.boxes[index].reshape(-1, 4)
         return Detections(
-            boxes=self.boxes[index].reshape(-1, 4),
+            boxes=boxes,
             scores=self.scores[index].reshape(-1),
             class_ids=self.class_ids[index].reshape(-1),
-            masks=self.masks[index].reshape(-1, *self.image_size),
+            masks=self.masks[index].reshape(len(boxes), *self.image_size),
             image_size=self.image_size,
             track_ids=None if self.track_ids is None else self.track_ids[index].reshape(-1),
         )
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError("Detections is not one array: use its .boxes, .scores, .class_ids or "
+                        ".masks")
 
     @property
     def class_names(self) -> list[str]:
         return [COCO_CLASSES[i] for i in self.class_ids]
 
     def with_classes(self, class_ids) -> Detections:
-        """Only the detections whose class id is in ``class_ids``, order kept."""
-        return self[np.isin(self.class_ids, np.asarray(list(class_ids), dtype=np.int64))]
+        """Only the detections whose class is in ``class_ids`` (COCO ids and/or names, as
+        :func:`pixellib.classes.class_ids` takes them), order kept."""
+        ids = np.asarray(coco_class_ids(class_ids), dtype=np.int64)
+        return self[np.isin(self.class_ids, ids)]

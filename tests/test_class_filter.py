@@ -64,3 +64,38 @@ def test_compat_api_filters_before_the_mask_head(r50_model):
         handle.remove()
     assert results["class_names"] == ["cat"]
     assert seen == [1]
+
+
+def test_classes_by_name_or_id_give_the_same_results(predictor, unfiltered):
+    by_id = predictor(CAR, classes=[UMBRELLA, CAT])
+    for spelled in (["umbrella", "cat"], ["umbrella", CAT], ("Umbrella", np.int64(CAT))):
+        got = predictor(CAR, classes=spelled)
+        np.testing.assert_array_equal(got.boxes, by_id.boxes)
+        np.testing.assert_array_equal(got.masks, by_id.masks)
+    one = predictor(CAR, classes="umbrella")
+    assert len(one) >= 5 and set(one.class_names) == {"umbrella"}
+    assert len(predictor(CAR, classes=UMBRELLA)) == len(one)
+    assert unfiltered.with_classes(["umbrella"]).class_names == one.class_names
+
+
+@pytest.mark.parametrize("classes, message", [
+    (["persn"], "unknown class name 'persn'"),
+    ([80], "class id must be in 0..79, got 80"),
+    ([-1], "class id must be in 0..79, got -1"),
+    ([0.7], "whole numbers"),
+    ([True], "whole numbers"),
+    ({"person": 1}, "got dict"),
+    (3.5, "got float"),
+])
+def test_bad_classes_are_refused_before_the_model_runs(predictor, unfiltered, classes, message):
+    from pixellib.errors import InvalidArgumentError
+
+    seen, handle = _masked_boxes(predictor)
+    try:
+        with pytest.raises(InvalidArgumentError, match=message.replace("(", r"\(")):
+            predictor(CAR, classes=classes)
+        with pytest.raises(InvalidArgumentError, match=message.replace("(", r"\(")):
+            unfiltered.with_classes(classes)
+    finally:
+        handle.remove()
+    assert seen == []

@@ -180,3 +180,43 @@ def test_predictors_sharing_a_model_follow_it(r50_model):
     assert first.device == second.device == torch.device("cpu")
     model.to("meta")  # as Predictor(model, device="cuda") would move it
     assert first.device.type == second.device.type == "meta"
+
+
+def test_one_image_or_path_is_not_a_batch(r50_model, photos, tmp_path):
+    """A picture passed on its own was split into its rows (one "image" per row, hundreds of
+    forwards); a path into its characters."""
+    predictor = Predictor(r50_model, speed="rapid")
+    calls = []
+    handle = predictor.model.backbone.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        for single in (photos["small"], str(tmp_path / "a.jpg"), tmp_path / "a.jpg",
+                       torch.zeros(3, 8, 8)):
+            with pytest.raises(InvalidArgumentError, match="list of images or paths, got one"):
+                predictor.predict_batch(single)
+    finally:
+        handle.remove()
+    assert calls == []
+
+
+@pytest.mark.parametrize("confidence", ["high", "0.5", [0.5], True, {}])
+def test_confidence_must_be_a_number(r50_model, confidence):
+    with pytest.raises(InvalidArgumentError, match="confidence must be a number between 0 and 1"):
+        Predictor(r50_model, confidence=confidence)
+
+
+@pytest.mark.parametrize("device, message", [
+    ("gpu", "unknown device 'gpu'"),
+    ("meta", "device 'meta' is not supported"),
+    ([0], "unknown device"),
+    ("cuda:99" if torch.cuda.is_available() else "cuda", "CUDA"),
+])
+def test_unusable_devices_are_refused_before_loading(tmp_path, device, message):
+    missing = tmp_path / "not-loaded.pkl"  # the device is checked first: no model needed
+    with pytest.raises(InvalidArgumentError, match=message):
+        Predictor(missing, device=device)
+
+
+def test_float16_on_the_cpu_warns(r50_model):
+    with pytest.warns(UserWarning, match="float16.*many times slower"):
+        predictor = Predictor(r50_model, precision="float16")
+    assert predictor.precision == "float16"

@@ -216,14 +216,12 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 
 def _load_predictor(args: argparse.Namespace):
-    import torch
-
     from ..checkpoint.hub import MODEL_URLS, cached_model_path, model_url, resolve_model
-    from ..predictor import Predictor
+    from ..predictor import Predictor, checked_device
 
-    try:
-        torch.device(args.device)
-    except RuntimeError as e:
+    try:  # before any download
+        checked_device(args.device)
+    except InvalidArgumentError as e:
         raise InvalidArgumentError(f"invalid --device {args.device!r}: {e}") from None
     key = args.model.strip().lower()
     if not Path(args.model).exists() and key in MODEL_URLS and not cached_model_path(key).is_file():

@@ -22,13 +22,11 @@ Pixel rules (``image`` BGR uint8):
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import cv2
 import numpy as np
 
-from ..classes import COCO_CLASSES, class_id
-from ..errors import EffectError
+from ..classes import class_ids as coco_class_ids
+from ..errors import EffectError, InvalidArgumentError
 from ..structures import Detections
 from .background import fit_background, load_background
 from .spec import Effect, parse_effect
@@ -49,23 +47,12 @@ def select(detections: Detections, classes=None, min_score=None) -> Detections:
 
 
 def class_ids(classes) -> np.ndarray:
-    """COCO class ids from an iterable of ids and/or names (or one name)."""
-    if isinstance(classes, (str, int, np.integer)):
-        classes = [classes]
-    if not isinstance(classes, Iterable):
-        raise EffectError(f"classes must be COCO class ids or names, got {classes!r}")
-    ids = []
-    for item in classes:
-        if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
-            if not 0 <= int(item) < len(COCO_CLASSES):
-                raise EffectError(f"class id must be in [0, {len(COCO_CLASSES)}), got {item}")
-            ids.append(int(item))
-        else:
-            try:
-                ids.append(class_id(str(item)))
-            except ValueError as e:
-                raise EffectError(str(e)) from None
-    return np.array(ids, dtype=np.int64)
+    """COCO class ids from an iterable of ids and/or names (or one name)
+    (:func:`pixellib.classes.class_ids`, its errors as :class:`EffectError`)."""
+    try:
+        return np.array(coco_class_ids(classes), dtype=np.int64)
+    except InvalidArgumentError as e:
+        raise EffectError(str(e)) from None
 
 
 def object_mask(detections: Detections) -> np.ndarray:

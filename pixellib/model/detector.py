@@ -5,6 +5,7 @@ paste the masks.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -200,7 +201,10 @@ def build_model(
     config = ARCHITECTURES[arch] if isinstance(arch, str) else arch
     with torch.device("meta"):
         model = PointRendRCNN(config, inference)
-    model = model.to_empty(device="cpu").eval()
+    # to_empty's first call imports sympy inside torch, which adds a process-wide warnings
+    # filter; a library call must leave the caller's filters as they were.
+    with warnings.catch_warnings():
+        model = model.to_empty(device="cpu").eval()
     model.reset_constants()
     return model
 

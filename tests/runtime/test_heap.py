@@ -212,3 +212,14 @@ def test_importing_the_package_changes_no_warnings_filter():
             "import pixellib.torchbackend.instance, pixellib.predictor, pixellib.cli.main; "
             "print(json.dumps({'same': warnings.filters == before}))")
     assert _probe("x", code)["same"] is True
+
+
+def test_building_a_predictor_changes_no_warnings_filter(r50_checkpoint):
+    # The first model torch builds imports sympy, which added a filter of its own.
+    code = ("import json, sys, warnings, numpy, torch, cv2, PIL.Image, tqdm; "
+            "import pixellib.predictor as p; before = list(warnings.filters); "
+            "p.Predictor(sys.argv[1]); "
+            "print(json.dumps({'same': warnings.filters == before, "
+            "'sympy': 'sympy' in sys.modules}))")
+    out = _probe(str(r50_checkpoint), code)
+    assert out == {"same": True, "sympy": True}

@@ -148,9 +148,21 @@ def annotate(
     ``kwargs`` (``text_size``, ``text_thickness``, ``box_thickness``, ``colors``, ``alpha``)
     go to :func:`draw_detections`. Detections with ``track_ids`` (tracked video) are drawn in
     each id's colour (:func:`pixellib.media.tracking.track_colors`) with ``#id`` captions.
-    A BGRA image (a transparent cut-out) is drawn on its colour channels, its alpha kept.
+    A BGRA image (a transparent cut-out) is drawn on its colour channels, its alpha kept;
+    grey, 16-bit or float images are converted as the predictor reads them
+    (:func:`~pixellib.media.images.read_image`). An image of another size than the one the
+    detections were made on raises :class:`~pixellib.errors.InvalidArgumentError`.
     """
     image = np.asarray(image_bgr)
+    if image.ndim >= 2 and tuple(image.shape[:2]) != tuple(detections.image_size):
+        (h, w), (dh, dw) = image.shape[:2], detections.image_size
+        raise InvalidArgumentError(
+            f"image is {w}x{h} but the detections are for a {dw}x{dh} image; draw them on "
+            "the image they were made from")
+    if not (image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] in (3, 4)):
+        from .media.images import read_image
+
+        image = image_bgr = read_image(image)  # grey, 16-bit, float: as the model saw it
     if image.ndim == 3 and image.shape[2] == 4:
         drawn = annotate(np.ascontiguousarray(image[:, :, :3]), detections,
                          show_boxes=show_boxes, show_masks=show_masks,

@@ -201,3 +201,24 @@ def test_many_masks_touch_only_their_regions_and_equal_a_full_frame_blend():
     np.testing.assert_array_equal(out, expected)
     untouched = ~masks.any(axis=0)
     np.testing.assert_array_equal(out[untouched], image[untouched])
+
+
+def test_annotate_names_a_size_mismatch_and_reads_grey_images():
+    from pixellib.errors import InvalidArgumentError
+    from pixellib.visualize import annotate
+
+    masks = np.zeros((1, 30, 40), bool)
+    masks[0, 5:20, 10:30] = True
+    det = Detections(boxes=np.array([[10, 5, 30, 20]], np.float32),
+                     scores=np.array([0.9], np.float32), class_ids=np.array([0], np.int64),
+                     masks=masks, image_size=(30, 40))
+    grey = (np.arange(30 * 40) % 256).astype(np.uint8).reshape(30, 40)
+    with pytest.raises(InvalidArgumentError, match="image is 20x15 but the detections are for "
+                                                   "a 40x30 image"):
+        annotate(grey[::2, ::2], det)
+    bgr = np.repeat(grey[:, :, None], 3, axis=2)
+    expected = annotate(bgr, det, show_boxes=True)
+    for same in (grey, grey[:, :, None], grey.astype(np.float32),
+                 grey.astype(np.uint16) << 8):
+        np.testing.assert_array_equal(annotate(same, det, show_boxes=True), expected)
+    assert not np.array_equal(expected, bgr)  # something was drawn

@@ -23,6 +23,10 @@ from . import state_dict as weights
 
 logger = logging.getLogger(__name__)
 
+# The stem convolution's bias exists only once its batch norm is folded in (the checkpoints
+# hold "...conv1.norm.*" and no bias): it marks a state dict saved from a loaded model.
+_FOLDED_BIAS = "backbone.bottom_up.stem.conv1.bias"
+
 
 def load_model(
     source: str | os.PathLike | dict, *, backbone: str | None = None,
@@ -35,6 +39,11 @@ def load_model(
     ``backbone`` raises :class:`~pixellib.errors.InvalidArgumentError` before anything is
     read. ``inference`` sets the model's search settings (RPN top-k, NMS thresholds,
     detections per image); the default is PixelLib's.
+
+    ``source`` may also be what a loaded model saves: ``torch.save(model.state_dict(), f)``
+    holds the weights with the batch norms already folded into the convolutions (no
+    ``*.norm.*`` keys, a bias per convolution), and loads back as it was. A dict of the
+    ``{"model": state_dict, ...}`` layout of the files is unwrapped as they are.
     """
     wanted = BACKBONE_ALIASES.get(backbone)
     if backbone is not None and wanted is None:
@@ -43,6 +52,8 @@ def load_model(
         )
     if isinstance(source, dict):
         path = None
+        if isinstance(source.get("model"), dict):  # the files' {"model": ..., ...} layout
+            source = source["model"]
         raw = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
                for k, v in source.items()}
     else:
@@ -56,9 +67,13 @@ def load_model(
             backbone, path or "the checkpoint", arch, arch,
         )
     model = build_model(arch, inference)
-    weights.load_into(model, state_dict, path=path)
-    if fold_norms:
-        fold_frozen_norms(model)
+    if _FOLDED_BIAS in state_dict and _FOLDED_BIAS.replace("bias", "norm.weight") not in state_dict:
+        fold_frozen_norms(model)  # saved from a loaded model: take the folded weights as they are
+        weights.load_into(model, state_dict, path=path)
+    else:
+        weights.load_into(model, state_dict, path=path)
+        if fold_norms:
+            fold_frozen_norms(model)
     return model.to(memory_format=torch.channels_last)
 
 

@@ -17,6 +17,12 @@ from pathlib import Path
 PathLike = str | os.PathLike
 
 
+def user_path(path: PathLike) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded to that home folder, as a shell
+    would (``"~/out.png"`` must not become a folder named ``~`` in the working directory)."""
+    return Path(os.path.expanduser(os.fspath(path)))
+
+
 def temporary_name(path: PathLike) -> Path:
     """A hidden, unique name beside ``path`` that keeps its extension (encoders pick the
     format from it): ``dir/.name.<random>.tmp.ext``."""
@@ -34,7 +40,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         with atomic_path("out.mp4") as tmp:
             encode_to(tmp)
     """
-    path = Path(path)
+    path = user_path(path)
     problem = output_path_problem(path)
     if problem:
         raise (IsADirectoryError if path.is_dir() else NotADirectoryError)(
@@ -60,7 +66,7 @@ def output_path_problem(path: PathLike, *, folder: bool = False) -> str | None:
     or fill), found before any work is done: ``"'x': it is a folder"``, ``"'x': 'a' is a
     file, not a folder"``; None when nothing stands in the way. (Permissions are left to the
     write itself, which names the path.)"""
-    path = Path(path)
+    path = user_path(path)
     if path.exists():
         if folder and not path.is_dir():
             return f"{str(path)!r}: it is a file, not a folder"
@@ -79,7 +85,7 @@ def write_bytes(path: PathLike, data: bytes | bytearray | memoryview) -> Path:
 
     The file is created with mode ``x`` so it honours the umask (unlike ``mkstemp``'s 0600).
     """
-    path = Path(path)
+    path = user_path(path)
     with atomic_path(path) as tmp, open(tmp, "xb") as f:
         f.write(data)
     return path

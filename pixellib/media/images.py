@@ -43,7 +43,7 @@ from ..errors import (
     InputNotFoundError,
     InvalidArgumentError,
 )
-from .files import output_path_problem, write_bytes
+from .files import output_path_problem, user_path, write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def read_image(
     if isinstance(source, np.ndarray):
         return _from_array(source)
     if isinstance(source, (str, os.PathLike)):
-        return _from_file(Path(source), resolve_max_pixels(max_pixels))
+        return _from_file(user_path(source), resolve_max_pixels(max_pixels))
     raise TypeError(
         f"image source must be a path or a numpy array, got {type(source).__name__}"
     )
@@ -386,7 +386,7 @@ def check_image_output(path: PathLike) -> None:
     """Raise the :class:`InvalidArgumentError` :func:`write_image` would raise for ``path``
     itself (an extension outside :data:`IMAGE_EXTENSIONS`, a folder there, a file where a
     folder is needed), so that callers can refuse it before doing the work."""
-    path = Path(path)
+    path = user_path(path)
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         raise InvalidArgumentError(
             f"cannot write {str(path)!r}: unknown image extension {path.suffix!r}; "
@@ -404,12 +404,14 @@ def write_image(path: PathLike, image_bgr: np.ndarray, params: Sequence[int] = (
     ``cv2.imwrite`` takes it; ``params`` are ``cv2.imwrite`` flags, e.g.
     ``(cv2.IMWRITE_JPEG_QUALITY, 90)`` (OpenCV's default JPEG quality is 95).
 
-    Parent folders are created. The bytes go to a hidden temporary file in the same folder
+    A BGRA image with transparent pixels is refused for JPEG, which would drop its alpha
+    (an opaque one is written as BGR). Parent folders are created; a leading ``~`` is the
+    home folder. The bytes go to a hidden temporary file in the same folder
     which then replaces ``path`` (``os.replace``), so readers never see a half-written image
     and nothing is left behind on error. Raises ``ValueError`` naming the path for an
     extension outside :data:`IMAGE_EXTENSIONS` or an array of the wrong shape / dtype.
     """
-    path = Path(path)
+    path = user_path(path)
     ext = path.suffix.lower()
     check_image_output(path)
     image = np.asarray(image_bgr)
@@ -423,6 +425,13 @@ def write_image(path: PathLike, image_bgr: np.ndarray, params: Sequence[int] = (
             f"cannot write {str(path)!r}: expected a non-empty uint8 (H, W), (H, W, 3) or "
             f"(H, W, 4) array, got {image.dtype} of shape {image.shape}"
         )
+    if (ext in (".jpg", ".jpeg") and image.ndim == 3 and image.shape[2] == 4
+            and (image[:, :, 3] != 255).any()):
+        # JPEG has no alpha: OpenCV would drop it and show the cut-out on black
+        raise InvalidArgumentError(
+            f"cannot write {str(path)!r}: the image is transparent in places and JPEG has "
+            "no transparency; write it as .png, .webp or .tif, or pass image[:, :, :3] to "
+            "keep the colours without it")
     too_wide = side_limit_error(ext, image.shape)
     if too_wide:
         raise InvalidArgumentError(
@@ -441,7 +450,7 @@ def list_images(folder: PathLike) -> list[Path]:
     :class:`InputNotFoundError` when the folder does not exist and :class:`ImageReadError`
     when it is not a folder.
     """
-    folder = Path(folder)
+    folder = user_path(folder)
     if not folder.exists():
         raise InputNotFoundError(f"folder not found: {str(folder)!r}")
     if not folder.is_dir():

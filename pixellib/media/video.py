@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,6 +24,7 @@ from ..errors import ImageReadError, InputNotFoundError
 from ..runtime.pipeline import WriteBehind, prefetch
 from . import encode
 from .encode import pyav
+from .files import user_path
 from .writer import VIDEO_CODECS, VideoWriter, as_rate, check_video_output
 
 __all__ = ["VIDEO_CODECS", "DEFAULT_FPS", "VideoInfo", "VideoWriter", "as_rate", "frame_rate",
@@ -59,10 +61,10 @@ class VideoInfo:
 
 
 def probe_video(path: PathLike) -> VideoInfo:
-    """:class:`VideoInfo` for a video file; errors as :func:`iter_frames`."""
+    """:class:`VideoInfo` for a video file (or stream URL); errors as :func:`iter_frames`."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"probe_video takes a path, got {type(path).__name__}")
-    what = _check_file(path)
+    path, what = _check_file(path)
     av = pyav()
     if av is None:
         capture = _open_cv_file(path, what)
@@ -133,7 +135,7 @@ def _timed_frames(source) -> Iterator[tuple[np.ndarray, Fraction | None]]:
     timestamps give it (None from OpenCV, and for a frame without a timestamp). Opens the
     source now, like :func:`iter_frames`."""
     if isinstance(source, (str, os.PathLike)):
-        what = _check_file(source)
+        source, what = _check_file(source)
         if pyav() is not None:
             container, stream = _open_av(source, what)
             return _av_frames(container, stream, what)
@@ -142,13 +144,26 @@ def _timed_frames(source) -> Iterator[tuple[np.ndarray, Fraction | None]]:
     return _cv_frames(capture, owned, what, is_file=False)
 
 
-def _check_file(path: PathLike) -> str:
-    path = Path(path)
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+
+
+def is_stream_url(source) -> bool:
+    """Whether ``source`` is a URL FFmpeg opens itself (``rtsp://``, ``http(s)://``,
+    ``file://``...), not a file name."""
+    return isinstance(source, str) and bool(_URL.match(source)) and not os.path.exists(source)
+
+
+def _check_file(path: PathLike) -> tuple[str | Path, str]:
+    """``(what to open, how to name it)`` for a file path (``~`` expanded) or a stream URL;
+    a missing file raises :class:`InputNotFoundError`, a folder :class:`ImageReadError`."""
+    if is_stream_url(path):
+        return path, f"video {path!r}"
+    path = user_path(path)
     if not path.exists():
         raise InputNotFoundError(f"video not found: {str(path)!r}")
     if path.is_dir():
         raise ImageReadError(f"cannot read video {str(path)!r}: it is a directory")
-    return f"video {str(path)!r}"
+    return path, f"video {str(path)!r}"
 
 
 def _open_av(path: PathLike, what: str):
@@ -289,8 +304,10 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
     timed = is_file and (fps is None or rate == info.rate)  # the source's own timestamps
     audio = None
     if output is not None and is_file and info.has_audio:
-        if timed:
-            audio = source
+        if is_stream_url(source):  # a second connection would not be in step with the first
+            logger.warning("audio not carried over from the stream %s", source)
+        elif timed:
+            audio = user_path(source)
         else:
             logger.warning("audio not carried over: the output runs at %s fps, the source "
                            "at %s", rate, info.rate)

@@ -8,7 +8,6 @@ import logging
 import math
 import os
 from fractions import Fraction
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,7 +15,7 @@ import numpy as np
 from ..errors import InvalidArgumentError
 from . import encode
 from .encode import pyav
-from .files import atomic_path, output_path_problem
+from .files import atomic_path, output_path_problem, user_path
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ def check_video_output(path: PathLike, source: PathLike | None = None) -> None:
     """Refuse, before any frame is made, a video output that cannot be written: an extension
     outside :data:`VIDEO_CODECS`, a folder at ``path`` or a file where a folder is needed, or
     (given ``source``) the source video itself, which it would replace."""
-    path = Path(path)
+    path = user_path(path)
     if path.suffix.lower() not in VIDEO_CODECS:
         raise InvalidArgumentError(
             f"cannot write video {str(path)!r}: unknown extension {path.suffix!r}; "
@@ -67,7 +66,7 @@ def check_video_output(path: PathLike, source: PathLike | None = None) -> None:
     problem = output_path_problem(path)
     if problem:
         raise InvalidArgumentError(f"cannot write video {problem}")
-    if source is not None and path.resolve() == Path(source).resolve():
+    if source is not None and path.resolve() == user_path(source).resolve():
         raise InvalidArgumentError(
             f"cannot write video {str(path)!r}: it is the input video itself; choose another "
             "output name")
@@ -108,7 +107,7 @@ class VideoWriter:
                  audio_from: PathLike | None = None, alpha: bool | None = None,
                  audio_offset=0, pixel_aspect: Fraction | None = None,
                  time_base: Fraction | None = None):
-        self.path = Path(path)
+        self.path = user_path(path)
         self._ext = self.path.suffix.lower()
         check_video_output(self.path)
         self.rate = as_rate(fps)
@@ -121,7 +120,7 @@ class VideoWriter:
             raise InvalidArgumentError(
                 f"transparent video needs a .webm file, not {str(self.path)!r}")
         self.frame_size = (width, height)
-        self.audio_from = Path(audio_from) if audio_from is not None else None
+        self.audio_from = user_path(audio_from) if audio_from is not None else None
         self.audio_offset = Fraction(audio_offset)
         self.pixel_aspect = Fraction(pixel_aspect) if pixel_aspect else None
         self.time_base = Fraction(time_base) if time_base else None

@@ -85,7 +85,9 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
     ignored (one PointRend model serves both of PixelLib's types).
 
     ``detection_speed`` (``None``, ``"fast"``, ``"rapid"``), ``confidence`` and ``device``
-    are the :class:`~pixellib.predictor.Predictor` settings; setting the class attributes
+    are the :class:`~pixellib.predictor.Predictor` settings (``device`` None: CUDA when
+    available, else the CPU, as ``instanceSegmentation.load_model`` and PixelLib's
+    TensorFlow ``alter_bg`` choose); setting the class attributes
     ``alter_bg.detection_speed`` / ``alter_bg.confidence`` changes the default for every
     instance.
     """
@@ -94,7 +96,7 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
     confidence: float | None = None
 
     def __init__(self, model_type: str = "h5", *, detection_speed: str | None = None,
-                 confidence: float | None = None, device: str = "cpu"):
+                 confidence: float | None = None, device: str | None = None):
         self.model_type = model_type
         self.speed = detection_speed if detection_speed is not None else self.detection_speed
         self.confidence = confidence if confidence is not None else type(self).confidence
@@ -118,14 +120,19 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
                 "load_pascalvoc_model('resnet50') to download and cache the released model"
             )
         path = Path(text).expanduser()
-        if not path.exists():
+        if not path.exists() and path.name == text:  # a bare file name, not a mistyped path
             for name in MODEL_URLS:
                 if path.name == model_filename(name):
                     text = name  # the released file's name: use the cached download
         resolved = resolve_model(text)
         stat = os.stat(resolved)
+        device = self.device
+        if device is None:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.predictor = _predictor(str(Path(resolved).resolve()), (stat.st_mtime_ns, stat.st_size),
-                                    self.speed, self.confidence, self.device)
+                                    self.speed, self.confidence, device)
         if detect is not None:
             detect_class_ids(detect)  # validate now
         self.detect = detect

@@ -427,3 +427,25 @@ def test_model_shapes_match_the_reference_table(arch):
     """The real hook (built from the model) agrees with the model's state-dict inventory."""
     pytest.importorskip("pixellib.model.detector")
     assert weights.expected_shapes(arch) == shapes_table(arch)
+
+
+def test_a_loaded_models_state_dict_loads_back(r50_model, r50_checkpoint, tmp_path):
+    """``torch.save(model.state_dict())`` holds the folded weights (no batch norms): they
+    were refused as "missing 212 keys"; and a ``{"model": ...}`` dict is unwrapped as the
+    files are."""
+    import cv2
+
+    from pixellib.checkpoint.files import read_checkpoint
+    from pixellib.predictor import Predictor, load_model
+
+    saved = tmp_path / "mine.pth"
+    torch.save(r50_model.state_dict(), saved)
+    again = load_model(saved)
+    image = cv2.imread(str(Path(__file__).parents[1] / "data" / "images" / "small.jpg"))
+    want = Predictor(r50_model, speed="rapid")(image)
+    got = Predictor(again, speed="rapid")(image)
+    assert len(want) > 0
+    for field in ("boxes", "scores", "class_ids", "masks"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(want, field), field)
+    wrapped = load_model({"model": read_checkpoint(r50_checkpoint), "__author__": "x"})
+    np.testing.assert_array_equal(Predictor(wrapped, speed="rapid")(image).masks, want.masks)

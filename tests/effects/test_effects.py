@@ -293,3 +293,35 @@ def test_apply_effect_checks_its_inputs(scene):
         apply_effect(image.astype(np.float32), det, "gray-bg")
     with pytest.raises(EffectError, match="feather"):
         apply_effect(image, det, "gray-bg", feather=-1)
+
+
+def test_a_long_strip_background_is_cut_before_it_is_scaled():
+    """A 1 x 5000 strip behind a 321 x 237 photo was scaled whole to 1,185,000 x 237 px
+    (~0.9 GB) before the crop; now only the part that shows is scaled."""
+    import tracemalloc
+
+    from pixellib.effects.background import fit_background
+
+    strip = np.zeros((1, 5000, 3), np.uint8)
+    strip[0, :, 0] = np.arange(5000) % 256  # blue counts along the strip
+    tracemalloc.start()
+    try:
+        fitted = fit_background(strip, (237, 321))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert fitted.shape == (237, 321, 3)
+    assert peak < 10 * fitted.nbytes
+    # the centre of the strip, stretched: every row alike, columns from around x = 2500
+    assert (fitted == fitted[:1]).all() and fitted[0, 0, 0] in strip[0, 2499:2501, 0]
+    tall = fit_background(np.zeros((20000, 2, 3), np.uint8), (237, 321))
+    assert tall.shape == (237, 321, 3)
+
+
+def test_an_empty_grey_background_is_a_clear_error():
+    from pixellib.effects.background import load_background
+    from pixellib.errors import ImageReadError
+
+    for empty in (np.zeros((0, 0), np.uint8), np.zeros((0, 5, 1), np.uint8)):
+        with pytest.raises(ImageReadError, match="the picture is empty"):
+            load_background(empty)

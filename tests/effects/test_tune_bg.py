@@ -89,6 +89,31 @@ def test_output_names_are_checked_before_the_inference(tmp_path):
         ins.segmentImage(str(tmp_path / "not there.jpg"), output_image_name="out.gif")
 
 
+def test_a_mistyped_model_path_is_not_replaced_by_a_download(tmp_path, monkeypatch):
+    """Only a bare released file name stands for the download; "modles/pointrend_resnet50.pkl"
+    is a path the user meant, and must say it is missing."""
+    from pixellib.checkpoint import hub
+    from pixellib.errors import ModelNotFoundError
+
+    monkeypatch.setattr(hub, "download_model", lambda *a, **k: pytest.fail("downloaded"))
+    monkeypatch.setenv("PIXELLIB_HOME", str(tmp_path / "cache"))
+    typo = tmp_path / "modles" / "pointrend_resnet50.pkl"
+    with pytest.raises(ModelNotFoundError, match="modles"):
+        alter_bg().load_pascalvoc_model(str(typo))
+
+
+def test_device_defaults_like_instance_segmentation(r50_checkpoint):
+    import torch
+
+    tuner = alter_bg(detection_speed="rapid")
+    assert tuner.device is None
+    tuner.load_pascalvoc_model(str(r50_checkpoint))
+    assert tuner.predictor.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    cpu = alter_bg(detection_speed="rapid", device="cpu")
+    cpu.load_pascalvoc_model(str(r50_checkpoint))
+    assert cpu.predictor.device.type == "cpu"
+
+
 def test_video_calls_check_detect_before_the_first_frame(r50_checkpoint, tmp_path):
     tuner = alter_bg(detection_speed="rapid")
     tuner.load_pascalvoc_model(str(r50_checkpoint))

@@ -426,3 +426,21 @@ def test_list_images(tmp_path):
         list_images(tmp_path / "missing")
     with pytest.raises(ImageReadError, match="not a folder"):
         list_images(tmp_path / "a.png")
+
+
+def test_transparent_images_are_not_written_as_jpeg(tmp_path):
+    from pixellib.errors import InvalidArgumentError
+
+    cutout = np.zeros((4, 5, 4), np.uint8)
+    cutout[1:3, 1:3] = (10, 20, 30, 255)  # the object; the rest is transparent
+    for name in ("cut.jpg", "cut.JPEG"):
+        with pytest.raises(InvalidArgumentError, match="JPEG has no transparency"):
+            write_image(tmp_path / name, cutout)
+    assert list(tmp_path.iterdir()) == []
+    opaque = cutout.copy()
+    opaque[:, :, 3] = 255
+    write_image(tmp_path / "opaque.jpg", opaque)  # nothing is lost: written as BGR
+    assert cv2.imread(str(tmp_path / "opaque.jpg")).shape == (4, 5, 3)
+    write_image(tmp_path / "cut.png", cutout)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "cut.png"), cv2.IMREAD_UNCHANGED),
+                                  cutout)

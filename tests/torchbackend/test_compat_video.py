@@ -123,6 +123,9 @@ def test_process_camera_stops_at_end_of_stream(ins, tmp_path, monkeypatch, capsy
 
 
 def test_process_camera_q_in_the_window_stops(ins, monkeypatch):
+    from pixellib.torchbackend.instance import streams
+
+    monkeypatch.setattr(streams, "gui_available", lambda: True)  # a GUI build of OpenCV
     shown, keys = [], iter([-1, ord("q")])
     monkeypatch.setattr(cv2, "imshow", lambda name, image: shown.append((name, image.shape)))
     monkeypatch.setattr(cv2, "waitKey", lambda delay=0: next(keys))
@@ -140,3 +143,81 @@ def test_process_camera_without_frames_or_closed(ins):
     closed.release()
     with pytest.raises(ImageReadError, match="not opened"):
         ins.process_camera(closed)
+
+
+def test_show_frames_without_a_gui_is_refused_before_the_first_frame(ins):
+    """pixellib installs opencv-python-headless: the window would fail only after the first
+    frame had been read and segmented."""
+    from pixellib.torchbackend.instance import streams
+
+    if streams.gui_available():
+        pytest.skip("this OpenCV has a GUI")
+    cam = FakeCapture(_frames(2))
+    with pytest.raises(RuntimeError, match="pip uninstall -y opencv-python-headless"):
+        ins.process_camera(cam, show_frames=True)
+    assert cam.reads == 0 and cam.released
+
+
+def test_process_video_takes_what_videocapture_took(ins, tmp_path):
+    """PixelLib passed video_path to cv2.VideoCapture: a capture object, a camera index or a
+    stream URL worked there (a URL is read here with FFmpeg: file:// stands in for rtsp)."""
+    clip = tmp_path / "clip.mp4"
+    with VideoWriter(clip, 10, SIZE) as writer:
+        for frame in _frames(3):
+            writer.write(frame)
+    from_file = ins.process_video(str(clip), output_video_name=tmp_path / "a.mp4")
+    from_url = ins.process_video(clip.as_uri(), output_video_name=tmp_path / "b.mp4")
+    capture = FakeCapture(list(iter_frames(clip)), fps=10.0)
+    from_capture = ins.process_video(capture, output_video_name=tmp_path / "c.mp4")
+    assert len(from_file[0]["class_ids"]) > 0
+    for (results, output) in (from_url, from_capture):
+        np.testing.assert_array_equal(output, from_file[1])
+        np.testing.assert_array_equal(results["class_ids"], from_file[0]["class_ids"])
+    for name in ("b.mp4", "c.mp4"):
+        assert len(list(iter_frames(tmp_path / name))) == 3
+    with pytest.raises(ImageReadError, match="nowhere.invalid"):
+        ins.process_video("rtsp://nowhere.invalid:1/stream")
+
+
+def test_grey_and_bgra_frames_are_read_like_segment_frame(ins):
+    grey = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in _frames(1)]
+    bgra = [cv2.cvtColor(f, cv2.COLOR_BGR2BGRA) for f in _frames(1)]
+    for frames in (grey, bgra):
+        results, output = ins.process_camera(FakeCapture(frames),
+                                             extract_segmented_objects=True)
+        expected, expected_output = ins.segmentFrame(frames[-1], extract_segmented_objects=True)
+        assert output.shape == (SIZE[1], SIZE[0], 3) and len(expected["class_ids"]) > 0
+        np.testing.assert_array_equal(output, expected_output)
+        np.testing.assert_array_equal(results["class_ids"], expected["class_ids"])
+
+
+def test_a_file_where_the_extracts_folder_should_be_is_refused_before_anything(ins, tmp_path):
+    blocker = tmp_path / "notadir"
+    blocker.write_text("")
+    out = tmp_path / "out.jpg"
+    with pytest.raises(Exception, match="extracted_objects_folder .*is a file"):
+        ins.segmentImage(str(IMAGES / "small.jpg"), extract_segmented_objects=True,
+                         save_extracted_objects=True, output_image_name=out,
+                         extracted_objects_folder=blocker)
+    assert not out.exists()
+
+
+def test_home_folder_paths_are_expanded(ins, tmp_path, monkeypatch):
+    """"~/out.png" is the home folder, as in a shell; it became a folder named "~" in the
+    working directory."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    cv2.imwrite(str(home / "in.png"), _frames(1)[0])
+    ins.segmentImage("~/in.png", output_image_name="~/out/seg.jpg",
+                     extract_segmented_objects=True, save_extracted_objects=True,
+                     extracted_objects_folder="~/crops")
+    with VideoWriter("~/clip.mp4", 10, SIZE) as writer:
+        for frame in _frames(2):
+            writer.write(frame)
+    ins.process_video("~/clip.mp4", output_video_name="~/clip_out.mp4")
+    assert (home / "out" / "seg.jpg").is_file() and list((home / "crops").iterdir())
+    assert len(list(iter_frames(home / "clip_out.mp4"))) == 2
+    assert list(work.iterdir()) == []

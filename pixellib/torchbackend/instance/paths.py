@@ -6,6 +6,9 @@ import collections
 import os
 from pathlib import Path
 
+from ...errors import InvalidArgumentError
+from ...media.files import output_path_problem, user_path
+
 
 def file_key(model_path, backbone):
     """What identifies a loaded checkpoint file, or None when it cannot be stat'ed."""
@@ -18,10 +21,16 @@ def file_key(model_path, backbone):
 
 
 def extract_folder(save: bool, folder) -> Path | None:
-    """Where saved extracts go: ``folder``, else the current directory; None when not saving."""
+    """Where saved extracts go: ``folder`` (``~`` expanded), else the current directory; None
+    when not saving. A folder that cannot be made (a file there or above it) raises
+    :class:`InvalidArgumentError` now, before any image is segmented."""
     if not save:
         return None
-    return Path(folder) if folder is not None else Path(os.curdir)
+    path = user_path(folder) if folder is not None else Path(os.curdir)
+    problem = output_path_problem(path, folder=True)
+    if problem:
+        raise InvalidArgumentError(f"extracted_objects_folder {problem}")
+    return path
 
 
 def extract_dirs(files: list[Path], out_dir: Path | None) -> dict[Path, Path]:

@@ -33,7 +33,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ...errors import BATCH_SKIPPED, InvalidArgumentError
-from ...media.files import output_path_problem
+from ...media.files import output_path_problem, user_path
 from ...media.images import check_image_output, list_images, read_image, write_image
 from ...runtime.pipeline import overlap_enabled, run_batch
 from . import paths
@@ -246,7 +246,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         predictor = self._require_predictor()
         target_ids = fmt.target_class_ids(segment_target_classes)
         files = list_images(input_folder)
-        out_dir = None if output_folder_name is None else Path(output_folder_name)
+        out_dir = None if output_folder_name is None else user_path(output_folder_name)
         if out_dir is not None and paths.same_folder(out_dir, Path(input_folder)):
             raise InvalidArgumentError(
                 f"output_folder_name {str(out_dir)!r} is the input folder: the outputs would "
@@ -303,6 +303,10 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
                       box_thickness=2, mask_points_values=False, output_video_name=None,
                       frames_per_second=None, *, extracted_objects_folder=None):
         """Segment every frame of a video file; return the last frame's ``(results, output)``.
+
+        ``video_path``: a file, or what PixelLib's ``cv2.VideoCapture(video_path)`` also
+        took: a stream URL (``rtsp://``, ``http://``...; read with FFmpeg, without its
+        audio), a camera index or an opened capture.
 
         Options are those of :meth:`segmentImage` (in PixelLib's argument order for this
         method). ``output_video_name`` (``.mp4``, ``.avi``, ``.mov``, ``.mkv``...): write
@@ -378,6 +382,9 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         style = fmt.checked_style(show_bboxes, text_size, text_thickness, box_thickness)
 
         def segment(frame, index):
+            # grey, BGRA or 16-bit frames (IR cameras, custom captures) become BGR, as in
+            # segmentFrame, before the model and the drawing see them
+            frame = read_image(frame)
             return self._segment(
                 predictor, frame, target_ids, show_bboxes=show_bboxes, extract=extract,
                 from_box=from_box, save_folder=save_folder, mask_points=mask_points,

@@ -7,6 +7,7 @@ the source's exact frame rate and audio, a file that appears only once complete)
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import cv2
 import numpy as np
 
 from ...errors import ImageReadError
-from ...media.video import run_frames
+from ...media.video import is_stream_url, run_frames
 
 #: Window title of ``process_camera(show_frames=True)`` when ``frame_name`` is None.
 DEFAULT_WINDOW_NAME = "pixellib"
@@ -22,12 +23,19 @@ DEFAULT_WINDOW_NAME = "pixellib"
 
 def run_video(segment, video_path, *, output_video_name=None, frames_per_second=None,
               overlap=False):
-    """Segment each frame of a video file under a progress bar; return the last
-    ``(results, output)``. The output video, if named, runs at ``frames_per_second`` or the
-    source's exact rate (keeping its audio); an exception discards it. ``overlap``: decode
-    and encode on background threads (``run_frames``)."""
-    last, _ = run_frames(video_path, segment, output=output_video_name, fps=frames_per_second,
-                         progress=Path(video_path).name, overlap=overlap)
+    """Segment each frame of a video file (or a stream URL, a camera index or an opened
+    capture, which PixelLib's ``cv2.VideoCapture(video_path)`` took too) under a progress
+    bar; return the last ``(results, output)``. The output video, if named, runs at
+    ``frames_per_second`` or the source's own timing (keeping its audio); an exception
+    discards it. ``overlap``: decode and encode on background threads (``run_frames``)."""
+    if isinstance(video_path, (str, os.PathLike)) and not is_stream_url(video_path):
+        name = Path(video_path).name
+    else:
+        name = str(video_path)
+    last, count = run_frames(video_path, segment, output=output_video_name,
+                             fps=frames_per_second, progress=name, overlap=overlap)
+    if count == 0:  # a file with no frame raises in run_frames; a capture may just be empty
+        raise ImageReadError(f"no frame could be read from {name}")
     return last
 
 
@@ -36,6 +44,11 @@ def run_camera(segment, cam, *, output_video_name=None, frames_per_second=None,
     """Segment a live capture until a read fails or ``q`` is pressed in the window; return the
     last ``(results, output)``. See ``instanceSegmentation.process_camera``."""
     window = frame_name or DEFAULT_WINDOW_NAME
+    if show_frames and not gui_available():
+        # found before the camera is read and a frame segmented, not at the first frame
+        if hasattr(cam, "release"):
+            cam.release()
+        raise RuntimeError(NO_GUI)
 
     def pressed_q(last) -> bool:
         return bool(show_frames) and _show(window, last[1]) == ord("q")
@@ -60,16 +73,29 @@ def run_camera(segment, cam, *, output_video_name=None, frames_per_second=None,
     return last
 
 
+NO_GUI = ("show_frames=True needs an OpenCV build with GUI support, and this one has none "
+          "(pixellib installs opencv-python-headless, which runs on servers): run `pip "
+          "uninstall -y opencv-python-headless && pip install opencv-python` to show windows, "
+          "or leave show_frames off and write output_video_name instead")
+
+
+def gui_available() -> bool:
+    """Whether this OpenCV can open windows (its build lists a GUI backend)."""
+    info = cv2.getBuildInformation()
+    for line in info.splitlines():
+        key, _, value = line.strip().partition(":")
+        if key.strip() == "GUI":
+            return value.strip().upper() not in ("", "NONE", "NO")
+    return True  # not said: let cv2.imshow decide
+
+
 def _show(window: str, image: np.ndarray) -> int:
     """Show ``image``; return the key pressed within 1 ms (255 when none)."""
     try:
         cv2.imshow(window, image)
         return cv2.waitKey(1) & 0xFF
     except cv2.error as exc:
-        raise RuntimeError(
-            "show_frames=True needs an OpenCV build with GUI support (pip install "
-            f"opencv-python rather than opencv-python-headless): {exc}"
-        ) from exc
+        raise RuntimeError(f"{NO_GUI}: {exc}") from exc
 
 
 def _close_window(window: str) -> None:

@@ -61,6 +61,10 @@ def add_serve_parser(sub) -> None:
                    help="seconds for waiting plus inference before 504 (default 60)")
     p.add_argument("--upload-timeout", type=_positive_float, default=60.0, metavar="S",
                    help="seconds a client may take to send its upload before 408 (default 60)")
+    p.add_argument("--head-timeout", type=_positive_float, default=10.0, metavar="S",
+                   help="seconds a client may take to send its request line and headers, "
+                        "after connecting or after the previous answer, before 408 and "
+                        "closing (default 10)")
     p.add_argument("--max-upload-mb", type=_positive_float, default=20.0, metavar="MB",
                    help="largest request body in MiB (default 20)")
     p.add_argument("--max-megapixels", type=_positive_float, default=40.0, metavar="MP",
@@ -83,6 +87,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         import uvicorn
 
         from ..serve.app import create_app
+        from ..serve.protocol import uvicorn_config
     except ImportError as e:
         raise InvalidArgumentError(
             f"pixellib serve needs its extra: pip install 'pixellib[serve]' ({e})") from None
@@ -91,6 +96,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         model="", speed=args.speed, confidence=args.confidence, device=args.device,
         host=args.host, port=args.port, replicas=args.workers, max_queue=args.max_queue,
         timeout=args.timeout, upload_timeout=args.upload_timeout,
+        head_timeout=args.head_timeout,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=int(args.max_megapixels * 1_000_000), api_key=api_key,
         insecure_no_auth=args.insecure_no_auth, cors_origins=tuple(args.cors_origin),
@@ -101,18 +107,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import torch
 
     from ..checkpoint.hub import resolve_model
+    from ..predictor import checked_device
 
-    try:
-        torch.device(args.device)
-    except RuntimeError as e:
+    try:  # before any download
+        checked_device(args.device)
+    except InvalidArgumentError as e:
         raise InvalidArgumentError(f"invalid --device {args.device!r}: {e}") from None
     settings = replace(settings, model=str(resolve_model(args.model)))
     # This process is the server's own: split the cores between the replicas.
     torch.set_num_threads(settings.threads_per_replica)
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=args.host, port=args.port, log_level=args.log_level, server_header=False,
-        limit_concurrency=max(64, 4 * (settings.replicas + settings.max_queue))))
+    server = uvicorn.Server(uvicorn_config(app, settings, host=args.host, port=args.port,
+                                           log_level=args.log_level))
     state = app.state.pixellib
     # A model that cannot load will not load later: stop rather than serve 503 for ever.
     state.on_load_error = lambda: setattr(server, "should_exit", True)

@@ -436,6 +436,14 @@ def write_image(path: PathLike, image_bgr: np.ndarray, params: Sequence[int] = (
     if too_wide:
         raise InvalidArgumentError(
             f"cannot write {str(path)!r}: {too_wide}; write it as .png or .tif")
+    if ext in (".tif", ".tiff") and image.ndim == 3 and image.shape[2] == 4 and not params:
+        # OpenCV's TIFF leaves out ExtraSamples, so readers other than OpenCV and Pillow
+        # cannot tell that the fourth channel is transparency: Pillow writes it (LZW, as
+        # OpenCV compresses).
+        buffer = io.BytesIO()
+        rgba = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+        Image.fromarray(rgba, "RGBA").save(buffer, format="TIFF", compression="tiff_lzw")
+        return write_bytes(path, buffer.getvalue())
     ok, encoded = cv2.imencode(ext, image, list(params))
     if not ok:
         raise InvalidArgumentError(f"cannot write {str(path)!r}: OpenCV failed to encode {ext}")

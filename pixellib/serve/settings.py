@@ -19,7 +19,8 @@ class ServeSettings:
 
     ``model`` is a checkpoint path (already resolved: names are downloaded by the CLI).
     ``timeout`` bounds the wait for an inference slot plus the inference, in seconds;
-    ``upload_timeout`` bounds the time a client may take to send its request body.
+    ``upload_timeout`` bounds the time a client may take to send its request body, and
+    ``head_timeout`` its request line and headers (:mod:`pixellib.serve.protocol`).
     ``max_upload_bytes`` bounds the whole request body. ``max_pixels`` bounds an image's
     width x height, read from its header before decoding.
     """
@@ -34,6 +35,7 @@ class ServeSettings:
     max_queue: int = 8
     timeout: float = 60.0
     upload_timeout: float = 60.0
+    head_timeout: float = 10.0
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
     api_key: str | None = None
@@ -46,7 +48,7 @@ class ServeSettings:
             raise ServeOptionError(f"--workers must be at least 1, got {self.replicas}")
         if self.max_queue < 0:
             raise ServeOptionError(f"--max-queue must be 0 or more, got {self.max_queue}")
-        for name in ("timeout", "upload_timeout"):
+        for name in ("timeout", "upload_timeout", "head_timeout"):
             if not getattr(self, name) > 0:
                 raise ServeOptionError(f"{name} must be a positive number of seconds")
         if self.max_upload_bytes < 1:
@@ -79,6 +81,7 @@ class ServeSettings:
             "max_pixels": self.max_pixels,
             "timeout_s": self.timeout,
             "upload_timeout_s": self.upload_timeout,
+            "head_timeout_s": self.head_timeout,
             "replicas": self.replicas,
             "max_queue": self.max_queue,
             "torch_threads_per_replica": self.threads_per_replica,

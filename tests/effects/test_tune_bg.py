@@ -152,6 +152,9 @@ def no_hardware(workspace, monkeypatch):
         return real(clip) if source == 0 else real(source, *args)
 
     monkeypatch.setattr(cv2, "VideoCapture", capture)
+    from pixellib.torchbackend.instance import streams
+
+    monkeypatch.setattr(streams, "gui_available", lambda: True)  # as on a desktop
     monkeypatch.setattr(cv2, "imshow", lambda *a: None)
     monkeypatch.setattr(cv2, "waitKey", lambda *a: ord("q"))
     monkeypatch.setattr(cv2, "destroyWindow", lambda *a: None)

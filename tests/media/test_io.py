@@ -444,3 +444,18 @@ def test_transparent_images_are_not_written_as_jpeg(tmp_path):
     write_image(tmp_path / "cut.png", cutout)
     np.testing.assert_array_equal(cv2.imread(str(tmp_path / "cut.png"), cv2.IMREAD_UNCHANGED),
                                   cutout)
+
+
+def test_transparent_tiff_says_its_fourth_channel_is_alpha(tmp_path):
+    """TIFF readers other than OpenCV and Pillow need ExtraSamples to know that the fourth
+    channel is transparency (unassociated alpha, 2); OpenCV's encoder leaves it out."""
+    cutout = np.zeros((4, 5, 4), np.uint8)
+    cutout[1:3, 1:3] = (10, 20, 30, 255)
+    for name in ("cut.tif", "cut.tiff"):
+        write_image(tmp_path / name, cutout)
+        with Image.open(tmp_path / name) as im:
+            assert im.mode == "RGBA" and tuple(im.tag_v2.get(338, ())) == (2,)
+            assert im.tag_v2.get(259) == 5  # LZW, as OpenCV writes it
+            assert im.getpixel((1, 1)) == (30, 20, 10, 255) and im.getpixel((0, 0))[3] == 0
+        np.testing.assert_array_equal(
+            cv2.imread(str(tmp_path / name), cv2.IMREAD_UNCHANGED), cutout)

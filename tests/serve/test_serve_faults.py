@@ -24,6 +24,7 @@ def server(serve_predictor):
     from pixellib.serve.settings import ServeSettings
 
     settings = ServeSettings(replicas=1, max_queue=1, timeout=300, upload_timeout=1.0,
+                             head_timeout=1.0,
                              max_upload_bytes=1 << 20, max_pixels=1_000_000, api_key=KEY,
                              torch_threads=torch.get_num_threads())
     with thread_server(settings, [serve_predictor]) as s:
@@ -249,3 +250,55 @@ def test_not_ready_answers():
     state.error = "UnpicklingError: bad file"
     failed = state.not_ready()
     assert failed.status == 503 and not failed.headers and "bad file" in failed.detail
+
+
+def _read_until_closed(s: socket.socket, limit: float = 10) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and how long that took."""
+    started, reply = time.monotonic(), b""
+    s.settimeout(limit)
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            return reply, time.monotonic() - started
+        reply += chunk
+
+
+def test_a_late_request_head_does_not_hold_a_connection(server):
+    """A client that connects and sends nothing, or its headers a byte at a time, was kept
+    for ever, and uvicorn counts such connections against its concurrency limit (then 503
+    for everyone). With head_timeout=1 they are closed; the server keeps serving."""
+    with _socket(server, b"") as idle:
+        reply, took = _read_until_closed(idle)
+    assert reply == b"" and 0.8 < took < 5  # nothing sent: closed quietly
+    head = f"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n".encode()
+    with _socket(server, head[:5]) as slow:
+        started, reply = time.monotonic(), b""
+        for byte in head[5:]:
+            try:
+                slow.sendall(bytes([byte]))
+            except OSError:
+                break
+            slow.settimeout(0.3)
+            try:
+                reply += slow.recv(4096)
+            except TimeoutError:
+                continue
+            if reply:
+                break
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
+        assert b'"error": "request timeout"' in reply and time.monotonic() - started < 5
+    # a keep-alive connection that sends its next request in time is served again
+    def answer(sock) -> bytes:
+        data = b""
+        while not data.endswith(b"}"):  # the status line, the headers, then the JSON body
+            data += sock.recv(4096)
+        return data
+
+    with _socket(server, head + b"\r\n") as alive:
+        alive.settimeout(10)
+        first = answer(alive)
+        time.sleep(0.5)
+        alive.sendall(head + b"\r\n")
+        second = answer(alive)
+    assert first.startswith(b"HTTP/1.1 200") and second.startswith(b"HTTP/1.1 200")
+    assert httpx.get(server.url + "/healthz").status_code == 200

@@ -1,0 +1,97 @@
+"""The server's HTTP/1.1 connection handling: uvicorn's h11 protocol with a deadline for the
+request head.
+
+uvicorn times out an idle keep-alive connection once a response is done, but not a client
+that connects and then sends nothing, or sends its request line and headers a byte at a
+time: such a connection stays open for ever. uvicorn counts open connections against
+``limit_concurrency``, so a few dozen of them make the server answer 503 to everyone. Here
+the head of each request (the request line and headers) must arrive within ``head_timeout``
+seconds of the connection opening, or of the previous response ending; otherwise the
+connection is closed, after a ``408 Request Timeout`` answer when part of a head had come
+(a connection that sent nothing is closed quietly, as uvicorn closes an idle keep-alive
+one: a client about to reuse it must not read a 408 as the answer to its next request).
+The body has its own deadline
+(``--upload-timeout``, in :func:`pixellib.serve.uploads.read_body`).
+"""
+from __future__ import annotations
+
+import asyncio
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+_BODY = (b'{"error": "request timeout", "detail": "the request line and headers did not '
+         b'arrive in time"}')
+# The server's JSON error form (pixellib.serve.app), written by hand: no request, no app.
+_REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                    % (len(_BODY), _BODY))
+
+
+class HeadTimeoutProtocol(H11Protocol):
+    """:class:`H11Protocol` that closes a connection whose request head is late (see the
+    module doc). Subclass with :func:`head_timeout_protocol` to set the deadline."""
+
+    head_timeout: float = 60.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_deadline: asyncio.TimerHandle | None = None
+        self._arm_head_deadline()
+
+    def _arm_head_deadline(self) -> None:
+        self._disarm_head_deadline()
+        # The cycle of the request before: a new cycle object means the next head arrived.
+        self._waiting_after = self.cycle
+        self._head_started = False
+        self._head_deadline = self.loop.call_later(self.head_timeout, self._head_too_late)
+
+    def _disarm_head_deadline(self) -> None:
+        deadline = getattr(self, "_head_deadline", None)
+        if deadline is not None:
+            deadline.cancel()
+            self._head_deadline = None
+
+    def data_received(self, data: bytes) -> None:
+        if data:
+            self._head_started = True
+        super().data_received(data)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self._head_deadline is not None and self.cycle is not self._waiting_after:
+            self._disarm_head_deadline()  # the head is in: the app handles the rest
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.cycle is not None and (
+                self.cycle.response_complete):
+            self._arm_head_deadline()  # the next request's head, on this connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_deadline()
+        super().connection_lost(exc)
+
+    def _head_too_late(self) -> None:
+        self._head_deadline = None
+        if self.transport.is_closing() or self.cycle is not self._waiting_after:
+            return
+        self._unset_keepalive_if_required()
+        if self._head_started:
+            self.transport.write(_REQUEST_TIMEOUT)
+        self.transport.close()
+
+
+def head_timeout_protocol(seconds: float) -> type[HeadTimeoutProtocol]:
+    """The protocol class to give ``uvicorn.Config(http=...)``, with that deadline."""
+    return type("HeadTimeoutProtocol", (HeadTimeoutProtocol,), {"head_timeout": float(seconds)})
+
+
+def uvicorn_config(app, settings, **options):
+    """The ``uvicorn.Config`` the server runs ``app`` with: this module's protocol with
+    ``settings.head_timeout``, no ``Server`` header, and a concurrency limit above what the
+    replicas and the queue can hold (``options`` go to ``uvicorn.Config``)."""
+    import uvicorn
+
+    options.setdefault("limit_concurrency", max(64, 4 * (settings.replicas + settings.max_queue)))
+    return uvicorn.Config(app, http=head_timeout_protocol(settings.head_timeout),
+                          server_header=False, **options)

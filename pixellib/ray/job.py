@@ -26,7 +26,9 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 from collections import Counter
@@ -246,6 +248,9 @@ def connected(address: str | None = None, *, num_cpus: int | None = None) -> Ite
         ray.init(address="local", num_cpus=num_cpus or (cores or os.cpu_count() or 1) + 1,
                  include_dashboard=False, _temp_dir=temp_dir)
     else:
+        unreachable = _unreachable(address)
+        if unreachable:  # Ray itself retries a silent address for minutes
+            raise RayJobError(f"cannot connect to a Ray cluster at {address!r}: {unreachable}")
         try:
             ray.init(address=address)
         except (ValueError, ConnectionError) as exc:  # "Invalid address format", none found
@@ -265,6 +270,33 @@ def connected(address: str | None = None, *, num_cpus: int | None = None) -> Ite
         ray.shutdown()
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+#: Seconds to wait for a Ray head's port to accept a connection before calling it unreachable.
+CONNECT_TIMEOUT = 10.0
+
+
+def _unreachable(address: str) -> str | None:
+    """Why nothing can answer at a ``host:port`` or ``ray://host[:port]`` address (a TCP
+    connection to it fails or times out), or None (reachable, or another form: Ray decides)."""
+    match = re.fullmatch(r"(?:ray://)?(\[[^\]]+\]|[^:/\[\]]+):(\d{1,5})/?", address.strip())
+    if match is None:
+        if address.strip().startswith("ray://"):
+            host, port = address.strip()[len("ray://"):].rstrip("/"), 10001  # the client port
+        else:
+            return None
+    else:
+        host, port = match.group(1), int(match.group(2))
+    host = host.strip("[]")
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT):
+            return None
+    except TimeoutError:
+        return (f"nothing answered at {host}:{port} within {CONNECT_TIMEOUT:g} s (is the "
+                "address right, and `ray start --head` running there?)")
+    except OSError as exc:
+        return (f"{host}:{port} cannot be reached ({exc.strerror or exc}; is the address "
+                "right, and `ray start --head` running there?)")
 
 
 def _checked_model(model, speed: str | None, confidence: float | None) -> str:

@@ -414,3 +414,36 @@ def test_skip_existing_keeps_the_folders_format(r50_checkpoint, tmp_path, capsys
     assert main(argv) == 1  # the only image segmented this time failed
     assert "broken link" in capsys.readouterr().err
     assert {p.suffix for p in shard_paths(out)} == {".jsonl"} and len(shard_paths(out)) == 2
+
+
+def test_an_address_where_nothing_listens_fails_at_once(tmp_path, r50_checkpoint):
+    """Ray retries a silent head address for minutes; the job says at once that nothing
+    answers there (in a fresh process: this one may hold a Ray connection)."""
+    import socket
+    import subprocess
+    import time
+
+    from pixellib.ray.job import _unreachable
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert _unreachable(f"127.0.0.1:{port}") is None
+        assert _unreachable(f"ray://127.0.0.1:{port}") is None
+    assert "cannot be reached" in _unreachable(f"127.0.0.1:{port}")  # closed now
+    assert _unreachable("auto") is None and _unreachable("in5") is None  # Ray's to judge
+    image = tmp_path / "in" / "a.jpg"
+    image.parent.mkdir()
+    shutil.copy(DATA / "small.jpg", image)
+    root = Path(__file__).resolve().parents[2]
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "pixellib", "segment", str(image.parent), "--ray",
+         f"127.0.0.1:{port}", "-o", str(tmp_path / "out"), "--model", str(r50_checkpoint)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")))
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert f"cannot connect to a Ray cluster at '127.0.0.1:{port}'" in done.stderr
+    assert "ray start --head" in done.stderr and "Traceback" not in done.stderr
+    assert time.monotonic() - started < 60 and not (tmp_path / "out").exists()

@@ -49,16 +49,21 @@ def make_clip(path: Path, n: int = 30, rate: Fraction = NTSC, audio: str | None 
             frame.pts = i
             out.mux(video.encode(frame))
         if sound is not None:
-            for start in range(0, 48000, 960):
-                tone = np.sin(2 * np.pi * 440 * (np.arange(960) + start) / 48000)
-                samples = np.repeat(tone[None].astype(np.float32), 2, axis=0)
-                frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="stereo")
-                frame.sample_rate, frame.pts = 48000, start
-                out.mux(sound.encode(frame))
+            _mux_tone(out, sound, 48000, 960)
         for stream in (video, sound):
             if stream is not None:
                 out.mux(stream.encode(None))
     return path
+
+
+def _mux_tone(out, sound, samples: int, chunk: int) -> None:
+    """``samples`` of a 440 Hz stereo tone at 48 kHz, encoded ``chunk`` samples at a time."""
+    for start in range(0, samples, chunk):
+        tone = np.sin(2 * np.pi * 440 * (np.arange(chunk) + start) / 48000)
+        frame = av.AudioFrame.from_ndarray(np.repeat(tone[None].astype(np.float32), 2, 0),
+                                           format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts = 48000, start
+        out.mux(sound.encode(frame))
 
 
 def _audio_packets(path: Path) -> tuple[str, list[bytes]]:
@@ -484,13 +489,7 @@ def _vfr_clip(path: Path, audio: bool = False) -> Path:
             frame.pts, frame.time_base = ms, Fraction(1, 1000)
             out.mux(video.encode(frame))
         if sound is not None:
-            for start in range(0, 3 * 48000 + 9600, 1024):
-                tone = np.sin(2 * np.pi * 440 * (np.arange(1024) + start) / 48000)
-                frame = av.AudioFrame.from_ndarray(
-                    np.repeat(tone[None].astype(np.float32), 2, 0), format="fltp",
-                    layout="stereo")
-                frame.sample_rate, frame.pts = 48000, start
-                out.mux(sound.encode(frame))
+            _mux_tone(out, sound, 3 * 48000 + 9600, 1024)
         for stream in (video, sound):
             if stream is not None:
                 out.mux(stream.encode(None))

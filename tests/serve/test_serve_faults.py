@@ -57,6 +57,24 @@ def _socket(server, head: bytes) -> socket.socket:
     return s
 
 
+def _trickle(s: socket.socket, data: bytes) -> bytes:
+    """Send ``data`` a byte at a time, 0.3 s apart, until the server answers; its answer."""
+    reply = b""
+    for byte in data:
+        try:
+            s.sendall(bytes([byte]))
+        except OSError:
+            break
+        s.settimeout(0.3)
+        try:
+            reply += s.recv(4096)
+        except TimeoutError:
+            continue
+        if reply:
+            break
+    return reply
+
+
 def _head(length: int, key: str = KEY) -> bytes:
     return (f"POST /v1/segment HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
             f"Content-Type: image/jpeg\r\nContent-Length: {length}\r\n\r\n").encode()
@@ -103,19 +121,7 @@ def test_faults_during_an_inference(server, photo_bytes, reference):
         assert s.recv(100).startswith(b"HTTP/1.1 413")
     started = time.monotonic()
     with _socket(server, _head(len(photo_bytes)) + photo_bytes[:10]) as s:  # 1 byte/s
-        reply = b""
-        for byte in photo_bytes[10:20]:
-            try:
-                s.sendall(bytes([byte]))
-            except OSError:
-                break
-            s.settimeout(0.3)
-            try:
-                reply += s.recv(4096)
-            except TimeoutError:
-                continue
-            if reply:
-                break
+        reply = _trickle(s, photo_bytes[10:20])
         assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
     assert time.monotonic() - started < 5
     # Broken images take a queue place for their decoding: send them one at a time.
@@ -272,19 +278,8 @@ def test_a_late_request_head_does_not_hold_a_connection(server):
     assert reply == b"" and 0.8 < took < 5  # nothing sent: closed quietly
     head = f"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n".encode()
     with _socket(server, head[:5]) as slow:
-        started, reply = time.monotonic(), b""
-        for byte in head[5:]:
-            try:
-                slow.sendall(bytes([byte]))
-            except OSError:
-                break
-            slow.settimeout(0.3)
-            try:
-                reply += slow.recv(4096)
-            except TimeoutError:
-                continue
-            if reply:
-                break
+        started = time.monotonic()
+        reply = _trickle(slow, head[5:])
         assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
         assert b'"error": "request timeout"' in reply and time.monotonic() - started < 5
     # a keep-alive connection that sends its next request in time is served again

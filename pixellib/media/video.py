@@ -171,6 +171,8 @@ def _open_av(path: PathLike, what: str):
     try:
         container = av.open(str(path))
     except (av.FFmpegError, UnicodeDecodeError) as exc:
+        if is_stream_url(path):  # a network failure as often as a format one
+            raise ImageReadError(f"cannot open {what}: {exc}") from None
         raise ImageReadError(f"cannot open {what}: not a video FFmpeg can decode ({exc})") from None
     if not container.streams.video:
         container.close()

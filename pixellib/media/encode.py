@@ -13,12 +13,18 @@ libvpx, so it writes what browsers and editors play:
 
 The frame rate is a rational (``Fraction(30000, 1001)`` stays exact), frame ``k`` has
 presentation time ``k / rate`` unless it comes with its own time (a variable frame rate):
-then the stream counts in the source's time base (MP4, MOV), in milliseconds (Matroska,
-WebM) or, in AVI, which has a single frame rate, in ``1 / rate`` steps, each frame at the
-nearest step after the previous frame's. An audio track can be carried over from a source file: its
-packets are copied unchanged (remuxed) when the container holds that codec, otherwise
-decoded and re-encoded (AAC; Opus for WebM, MP3 for AVI), which is logged as a warning.
-Audio packets are muxed in step with the video and stop where the video stops.
+then the stream counts in a unit that holds both the source's time base and ``1 / rate``
+exactly (MP4, MOV), in milliseconds (Matroska, WebM) or, in AVI, which has a single frame
+rate, in ``1 / rate`` steps, each frame at the nearest step after the previous frame's. A
+time within the source's rounding of a ``k / rate`` step is taken as that step (a constant
+rate stored in milliseconds stays constant); a time that goes back (recordings joined end to
+end) continues one frame after the previous frame, and the later times follow from there.
+
+An audio track can be carried over from a source file: its packets are copied unchanged
+(remuxed) when the container holds that codec, otherwise decoded and re-encoded (AAC; Opus
+for WebM, MP3 for AVI), which is logged as a warning. Audio packets are muxed in step with
+the video and stop where the video stops. A damaged packet, or one whose time goes back, is
+left out with a warning: the sound skips there, the video is written whole.
 
 :class:`OpenCVEncoder` is the fallback used only when PyAV is not installed: MPEG-4 Part 2 /
 Motion-JPEG through ``cv2.VideoWriter``, no alpha, no audio.
@@ -26,6 +32,7 @@ Motion-JPEG through ``cv2.VideoWriter``, no alpha, no audio.
 from __future__ import annotations
 
 import logging
+import math
 from fractions import Fraction
 from pathlib import Path
 
@@ -114,6 +121,9 @@ class PyAVEncoder:
             else:
                 stream.pix_fmt = "yuva420p" if self.alpha else "yuv420p"
             self.time_base = _stream_time_base(fmt, rate, time_base)
+            # how far a source time may sit off a 1/rate step and still be that step
+            self._snap = min(Fraction(6, 10) * max(time_base or 0, Fraction(1, 1000)),
+                             1 / (4 * rate))
             stream.codec_context.time_base = self.time_base
             if pixel_aspect:
                 stream.codec_context.sample_aspect_ratio = pixel_aspect
@@ -126,6 +136,8 @@ class PyAVEncoder:
         self._index = 0
         self._pts = -1  # the last frame's, in time_base units
         self._end = Fraction(0)  # seconds: where the last frame ends
+        self._last = Fraction(-1)  # seconds: the last frame's time
+        self._shift = Fraction(0)  # added to source times since they went back
 
     def write(self, frame: np.ndarray, time: Fraction | None = None) -> None:
         """Encode one frame, at ``time`` seconds when given, else one frame after the last."""
@@ -137,7 +149,8 @@ class PyAVEncoder:
             frame = cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA)  # opaque
         video_frame = av.VideoFrame.from_ndarray(
             np.ascontiguousarray(frame), format="bgra" if frame.shape[2] == 4 else "bgr24")
-        seconds = self._end if time is None else max(Fraction(time), Fraction(0))
+        seconds = self._end if time is None else self._placed(Fraction(time))
+        self._last = seconds
         self._pts = max(round(seconds / self.time_base), self._pts + 1)
         video_frame.pts = self._pts
         video_frame.time_base = self.time_base
@@ -147,6 +160,17 @@ class PyAVEncoder:
         self._end = self._pts * self.time_base + 1 / self.rate
         if self._audio is not None:
             self._audio.mux_until(self._end)
+
+    def _placed(self, time: Fraction) -> Fraction:
+        """When a frame the source shows at ``time`` is shown here (see the module doc)."""
+        seconds = max(time + self._shift, Fraction(0))
+        if seconds < self._last:  # went back: continue after the previous frame
+            self._shift += self._end - seconds
+            seconds = self._end
+        step = round(seconds * self.rate)
+        if abs(seconds - step / self.rate) <= self._snap:
+            seconds = step / self.rate
+        return seconds
 
     def close(self) -> None:
         try:
@@ -169,7 +193,10 @@ def _stream_time_base(fmt: str, rate: Fraction, source: Fraction | None) -> Frac
         return 1 / rate
     if fmt in ("matroska", "webm"):
         return Fraction(1, 1000)
-    return source
+    step = 1 / rate  # the largest unit both count in whole numbers of
+    unit = Fraction(math.gcd(source.numerator, step.numerator),
+                    math.lcm(source.denominator, step.denominator))
+    return unit if unit.denominator < 2**31 else source  # MP4 timescales are 32-bit
 
 
 def _encodable(codec: str, source) -> tuple[int, str]:
@@ -202,6 +229,9 @@ class _AudioCopy:
         self._packets = (p for p in source.demux(in_stream)
                          if p.dts is not None and not self._before_the_picture(p))
         self._pending = None
+        self._last_dts = None  # the last packet copied, in its stream's time base
+        self._samples = None  # re-encoding: where the next decoded samples go, in samples
+        self._skipped = 0
         self.remuxed = encoder is None
 
     @classmethod
@@ -243,9 +273,22 @@ class _AudioCopy:
         return cls(source, in_stream, out, stream, in_stream.codec_context, offset)
 
     def _next(self):
-        if self._pending is None:
-            self._pending = next(self._packets, None)
+        if self._pending is None and self._packets is not None:
+            try:
+                self._pending = next(self._packets, None)
+            except av.FFmpegError as exc:  # a damaged file: keep the sound so far
+                logger.warning("audio from %s ends early: reading it failed: %s",
+                               self._source.name, exc)
+                self._packets = None
         return self._pending
+
+    def _skip(self, packet, why) -> None:
+        """Leave out one damaged or misplaced packet (a warning for the first only)."""
+        self._skipped += 1
+        if self._skipped == 1:
+            logger.warning("audio from %s: packets are left out, the first at %.3f s (%s); "
+                           "the picture is unaffected", self._source.name,
+                           float(self._start(packet)), why)
 
     def _before_the_picture(self, packet) -> bool:
         """Whether ``packet`` plays wholly before the output's first frame, with one packet
@@ -264,19 +307,37 @@ class _AudioCopy:
         """Mux the audio packets that start before ``end`` seconds."""
         while (packet := self._next()) is not None and self._start(packet) < end:
             self._pending = None
-            if self._encoder is None:
-                if self._offset:
-                    shift = round(self._offset / packet.time_base)
-                    if packet.pts is not None:
-                        packet.pts -= shift
-                    packet.dts -= shift
-                packet.stream = self._stream
-                self._out.mux(packet)
-            else:
-                for frame in self._encoder.decode(packet):
-                    frame.pts = None  # the encoder numbers its own samples
-                    for out_packet in self._stream.encode(frame):
-                        self._out.mux(out_packet)
+            try:
+                self._mux(packet)
+            except av.FFmpegError as exc:  # damaged data: the sound skips, the run goes on
+                self._skip(packet, exc.strerror or exc)
+
+    def _mux(self, packet) -> None:
+        if self._encoder is None:
+            if self._last_dts is not None and packet.dts <= self._last_dts:
+                # timestamps that go back (joined recordings): a muxer refuses them
+                self._skip(packet, "its timestamp goes back")
+                return
+            self._last_dts = packet.dts
+            if self._offset:
+                shift = round(self._offset / packet.time_base)
+                if packet.pts is not None:
+                    packet.pts -= shift
+                packet.dts -= shift
+            packet.stream = self._stream
+            self._out.mux(packet)
+        else:
+            for frame in self._encoder.decode(packet):
+                if self._samples is None:  # a sound that starts after the picture stays late
+                    start = (Fraction(frame.pts) * frame.time_base - self._offset
+                             if frame.pts is not None and frame.time_base else Fraction(0))
+                    self._samples = round(max(start, Fraction(0)) * frame.sample_rate)
+                # the samples follow one another from there (the encoder's resampler needs
+                # times that only go forward)
+                frame.pts, frame.time_base = self._samples, Fraction(1, frame.sample_rate)
+                self._samples += frame.samples
+                for out_packet in self._stream.encode(frame):
+                    self._out.mux(out_packet)
 
     def finish(self, end: Fraction) -> None:
         self.mux_until(end)

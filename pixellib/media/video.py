@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -153,9 +155,22 @@ def is_stream_url(source) -> bool:
     return isinstance(source, str) and bool(_URL.match(source)) and not os.path.exists(source)
 
 
+def file_url_path(source) -> Path | None:
+    """The local file a ``file://`` URL names (None for anything else): it is read, and
+    guarded against being overwritten, like that path."""
+    if not isinstance(source, str) or not source[:7].lower() == "file://":
+        return None
+    parts = urllib.parse.urlsplit(source)
+    if parts.netloc not in ("", "localhost"):
+        return None  # a file on another host: FFmpeg's to try
+    return Path(urllib.request.url2pathname(parts.path))
+
+
 def _check_file(path: PathLike) -> tuple[str | Path, str]:
-    """``(what to open, how to name it)`` for a file path (``~`` expanded) or a stream URL;
-    a missing file raises :class:`InputNotFoundError`, a folder :class:`ImageReadError`."""
+    """``(what to open, how to name it)`` for a file path (``~`` expanded, ``file://`` URLs
+    too) or a stream URL; a missing file raises :class:`InputNotFoundError`, a folder
+    :class:`ImageReadError`."""
+    path = file_url_path(path) or path
     if is_stream_url(path):
         return path, f"video {path!r}"
     path = user_path(path)
@@ -258,9 +273,16 @@ def _cv_frames(capture, owned: bool, what: str, is_file: bool):
 
 def frame_rate(requested, reported) -> Fraction:
     """The output rate: ``requested`` if given, else the source's ``reported`` rate when
-    usable, else :data:`DEFAULT_FPS` (some containers and cameras declare none)."""
+    usable, else :data:`DEFAULT_FPS` (some containers and cameras declare none). A requested
+    rate within 0.005 of the source's is the source's, as a player shows it rounded (29.97
+    for ``30000/1001``): the exact rate is kept, and with it the timing and the sound."""
     if requested is not None:
-        return as_rate(requested)
+        rate = as_rate(requested)
+        try:
+            source = as_rate(reported) if reported else None
+        except ValueError:
+            source = None
+        return source if source is not None and abs(rate - source) <= Fraction(1, 200) else rate
     try:
         return as_rate(reported)
     except ValueError as exc:
@@ -294,6 +316,7 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
     is fast). Frames, outputs and errors are the same, in the same order.
     """
     is_file = isinstance(source, (str, os.PathLike))
+    source = file_url_path(source) or source
     if output is not None:
         check_video_output(output, source if is_file else None)
     info = probe_video(source) if is_file else None

@@ -201,6 +201,13 @@ class VideoWriter:
         try:
             if self._encoder is not None:
                 self._encoder.close()
+        except Exception as exc:
+            if keep:
+                self._atomic.__exit__(type(exc), exc, exc.__traceback__)
+                raise
+            # discarding after an error: the file goes anyway, and that error is the one
+            # the caller must see, not a second one from finishing what is thrown away
+            logger.debug("finishing the discarded %s failed: %s", self.path, exc)
         except BaseException as exc:
             self._atomic.__exit__(type(exc), exc, exc.__traceback__)
             raise

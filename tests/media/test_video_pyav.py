@@ -554,7 +554,146 @@ def test_a_requested_frame_rate_retimes_the_frames(tmp_path):
 def test_writer_times_out_of_order_move_after_the_previous_frame(tmp_path):
     out = tmp_path / "t.mkv"
     with VideoWriter(out, 10, (64, 48), time_base=Fraction(1, 1000)) as writer:
-        for i, t in enumerate([0, Fraction(1, 2), Fraction(1, 2), Fraction(1, 4), None]):
+        for i, t in enumerate([0, Fraction(1, 2), Fraction(1, 2), Fraction(1, 4),
+                               Fraction(7, 20), None]):
             writer.write(_frame(i), t)
-    # a repeated or earlier time goes 1 ms after the frame before; no time: one 1/10 s step
-    assert _frame_times(out) == pytest.approx([0, 0.5, 0.501, 0.502, 0.602], abs=1e-6)
+    # a repeated time goes 1 ms (one tick) after the frame before; an earlier one (0.25 s)
+    # one frame (1/10 s) after it, and the next times follow from there (0.35 s: 0.1 s
+    # later); no time: one 1/10 s step
+    assert _frame_times(out) == pytest.approx([0, 0.5, 0.501, 0.601, 0.701, 0.801], abs=1e-6)
+
+
+def _ts_clip(path: Path, n: int = 6, audio_seconds: float = 0.25) -> Path:
+    """An MPEG-TS clip (30 fps, AAC) written with PyAV, as DVRs and HLS segments are."""
+    with av.open(str(path), "w", format="mpegts") as out:
+        video = out.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = out.add_stream("aac", rate=48000)
+        sound.layout = "stereo"
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(_frame(i), format="bgr24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        _mux_tone(out, sound, int(48000 * audio_seconds), 1024)
+        for stream in (video, sound):
+            out.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv", ".webm"])
+def test_recordings_joined_end_to_end_play_one_after_the_other(tmp_path, ext, caplog):
+    """`cat a.ts b.ts`: the second part's times start again at 0. Its frames were squeezed
+    into one tick after the first part's end, and its sound made the muxer fail."""
+    part = _ts_clip(tmp_path / "part.ts").read_bytes()
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(part * 2)
+    out = tmp_path / f"out{ext}"
+    with caplog.at_level(logging.WARNING):
+        _, count = run_frames(joined, _copy, output=out)
+    assert count == 12
+    times = _frame_times(out)
+    assert len(times) == 12
+    steps = np.diff(times)
+    assert np.all(np.abs(steps - 1 / 30) < 2e-3), times  # one frame after another
+    assert probe_video(out).has_audio
+
+
+def test_a_damaged_audio_packet_is_left_out_and_the_video_is_whole(tmp_path, caplog):
+    clip = _ts_clip(tmp_path / "clip.ts", n=30, audio_seconds=1.0)
+    data = bytearray(clip.read_bytes())
+    # damage the payload of TS packets that carry audio (PID of the second stream)
+    with av.open(str(clip)) as container:
+        audio_pid = container.streams.audio[0].id
+    damaged = 0
+    for offset in range(0, len(data) - 188, 188):
+        pid = ((data[offset + 1] & 0x1F) << 8) | data[offset + 2]
+        if pid == audio_pid and offset > len(data) // 3 and damaged < 3:
+            data[offset + 40:offset + 120] = bytes(range(80))
+            damaged += 1
+    assert damaged == 3
+    broken = tmp_path / "broken.ts"
+    broken.write_bytes(bytes(data))
+    for ext in (".mp4", ".webm"):
+        out = tmp_path / f"out{ext}"
+        _, count = run_frames(broken, _copy, output=out)
+        assert count == 30 and len(_frame_times(out)) == 30
+        assert probe_video(out).has_audio
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_a_constant_rate_stored_in_milliseconds_stays_exact(tmp_path):
+    """MKV and WebM (OBS, browsers) store times in ms: 30000/1001 fps becomes 0, 33, 67...
+    Written to MP4 the frames are exactly 1001/30000 s apart again, not 33 or 34 ms."""
+    src = tmp_path / "ntsc.mkv"
+    with av.open(str(src), "w") as out:
+        video = out.add_stream("libx264", rate=NTSC)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(_frame(i % 12), format="bgr24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    assert len(set(np.round(np.diff(_frame_times(src)), 4))) == 2  # 33 and 34 ms steps
+    out = tmp_path / "out.mp4"
+    run_frames(src, _copy, output=out)
+    with av.open(str(out)) as result:
+        stream = result.streams.video[0]
+        pts = [f.pts for f in result.decode(stream)]
+        assert stream.average_rate == NTSC
+        assert {(b - a) * stream.time_base for a, b in zip(pts, pts[1:])} == {1 / NTSC}
+
+
+def test_a_rate_typed_as_players_show_it_is_the_sources(tmp_path, caplog):
+    """frames_per_second=29.97 for a 30000/1001 clip: the exact rate, its timing and sound
+    (it wrote at 2997/100 and left the sound out)."""
+    src = make_clip(tmp_path / "talk.mp4")
+    out = tmp_path / "out.mp4"
+    with caplog.at_level(logging.WARNING):
+        run_frames(src, _copy, output=out, fps=29.97)
+    assert "audio not carried over" not in caplog.text
+    info = probe_video(out)
+    assert info.rate == NTSC and info.has_audio
+    assert frame_rate(30, NTSC) == 30 and frame_rate(23.976, Fraction(24000, 1001)) == Fraction(
+        24000, 1001)
+
+
+def test_a_file_url_is_the_file_itself(tmp_path):
+    src = make_clip(tmp_path / "talk.mp4")
+    from pixellib.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="it is the input video itself"):
+        run_frames(src.as_uri(), _copy, output=src)
+    out = tmp_path / "out.mp4"
+    run_frames(src.as_uri(), _copy, output=out)
+    assert probe_video(out).has_audio  # read as a file: its sound comes along
+
+
+@pytest.mark.parametrize("ext", [".webm", ".mp4"])
+def test_sound_that_starts_late_stays_late_when_re_encoded(tmp_path, ext):
+    """PCM (in MOV) or AAC starting 0.2 s after the picture, re-encoded to Opus or AAC,
+    started at 0 (the encoder numbered its samples from there)."""
+    src = tmp_path / "late.mov"
+    with av.open(str(src), "w") as out:
+        video = out.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = out.add_stream("pcm_s16le", rate=48000)
+        sound.layout = "stereo"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(_frame(i), format="bgr24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        for start in range(9600, 48000, 960):
+            tone = (np.sin(2 * np.pi * 440 * (np.arange(960) + start) / 48000) * 8000)
+            samples = np.repeat(tone[None].astype(np.int16), 2, 0).T.reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="stereo")
+            frame.sample_rate, frame.pts = 48000, start
+            out.mux(sound.encode(frame))
+        for stream in (video, sound):
+            out.mux(stream.encode(None))
+    out = tmp_path / f"out{ext}"
+    run_frames(src, _copy, output=out)
+    with av.open(str(out)) as result:
+        stream = result.streams.audio[0]
+        starts = [float(p.pts * p.time_base) for p in result.demux(stream) if p.pts is not None]
+    # the first samples play at 0.2 s (less the encoder's priming, one frame of samples)
+    assert 0.15 <= min(starts) + 0.025 and min(starts) <= 0.21

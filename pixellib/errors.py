@@ -20,7 +20,12 @@ ModelNotFoundError     ``FileNotFoundError`` a missing model path or unknown mod
 InputNotFoundError     ``FileNotFoundError`` a missing image, video or folder
 ModelDownloadError     ``OSError``          a download that failed or gave an unusable file
 OutputCheckError       ``RuntimeError``     results that are not one row per input image
+UsageError             ``RuntimeError``     a call made before what it needs: no model
+                                            loaded, or a window without OpenCV's GUI
 ====================== ==================== ============================================
+
+An argument of the wrong type (a list where a path goes) raises ``TypeError``, as Python's
+own functions do.
 
 ``tests/test_errors.py`` checks this table.
 """
@@ -87,6 +92,11 @@ class OutputCheckError(PixellibError, RuntimeError):
 # What a batch (``segmentBatch``, the ``pixellib segment`` command) skips: our errors about one
 # input, and file-system errors (unreadable, unwritable, disk full). Anything else is a bug and
 # stops the batch with its traceback.
+class UsageError(PixellibError, RuntimeError):
+    """A call that cannot run as things stand: ``segmentImage`` before ``load_model``, or
+    ``show_frames=True`` with an OpenCV that cannot open windows. The message says what to do."""
+
+
 BATCH_SKIPPED = (PixellibError, OSError)
 
 __all__ = [
@@ -94,4 +104,5 @@ __all__ = [
     "InputNotFoundError", "InvalidArgumentError", "ModelDownloadError", "ModelFileError",
     "ModelNotFoundError",
     "OutputCheckError", "PixellibError", "RayJobError", "ServeOptionError", "UnsafeModelFileError",
+    "UsageError",
 ]

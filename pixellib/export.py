@@ -44,7 +44,7 @@ def mask_polygons(mask: np.ndarray) -> list[np.ndarray]:
     """
     mask = np.asarray(mask)
     if mask.ndim != 2:
-        raise ValueError(f"expected an (H, W) mask, got shape {mask.shape}")
+        raise InvalidArgumentError(f"expected an (H, W) mask, got shape {mask.shape}")
     padded = np.pad(mask.astype(bool).astype(np.uint8), 1)
     contours, _ = cv2.findContours(
         padded, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE, offset=(-1, -1)
@@ -73,11 +73,11 @@ def extract_objects(
     """
     image = np.asarray(image_bgr)
     if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) BGR image, got shape {image.shape}")
+        raise InvalidArgumentError(f"expected an (H, W, 3) BGR image, got shape {image.shape}")
     h, w = image.shape[:2]
     if from_box:
         if boxes_int is None:
-            raise ValueError("from_box=True needs boxes_int")
+            raise InvalidArgumentError("from_box=True needs boxes_int")
         boxes = np.asarray(boxes_int).astype(np.int64, copy=False).reshape(-1, 4)
         crops = []
         for x1, y1, x2, y2 in boxes.tolist():
@@ -86,10 +86,10 @@ def extract_objects(
             crops.append(_crop(image, y1, y2, x1, x2))
         return crops
     if masks is None:
-        raise ValueError("mask extraction needs masks")
+        raise InvalidArgumentError("mask extraction needs masks")
     masks = np.asarray(masks)
     if masks.ndim != 3 or masks.shape[1:] != (h, w):
-        raise ValueError(f"expected masks of shape (N, {h}, {w}), got {masks.shape}")
+        raise InvalidArgumentError(f"expected masks of shape (N, {h}, {w}), got {masks.shape}")
     crops = []
     for mask in masks.astype(bool, copy=False):
         rows = np.flatnonzero(mask.any(axis=1))
@@ -120,7 +120,7 @@ def mask_to_rle(mask: np.ndarray) -> dict:
     """
     mask = np.asarray(mask)
     if mask.ndim != 2:
-        raise ValueError(f"expected an (H, W) mask, got shape {mask.shape}")
+        raise InvalidArgumentError(f"expected an (H, W) mask, got shape {mask.shape}")
     h, w = mask.shape
     flat = mask.astype(bool).ravel(order="F")
     changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
@@ -151,10 +151,10 @@ def _decode_counts(text: str) -> list[int]:
         value, shift, more = 0, 0, True
         while more:
             if pos >= len(text):
-                raise ValueError("RLE counts string ends in the middle of a number")
+                raise InvalidArgumentError("RLE counts string ends in the middle of a number")
             group = ord(text[pos]) - 48
             if not 0 <= group < 64:
-                raise ValueError(f"invalid character {text[pos]!r} in RLE counts")
+                raise InvalidArgumentError(f"invalid character {text[pos]!r} in RLE counts")
             value |= (group & 0x1F) << shift
             more = bool(group & 0x20)
             pos += 1
@@ -180,7 +180,7 @@ def rle_to_mask(rle: dict) -> np.ndarray:
         counts = counts.decode("ascii")
     runs = _decode_counts(counts) if isinstance(counts, str) else [int(c) for c in counts]
     if any(r < 0 for r in runs) or sum(runs) != h * w:
-        raise ValueError(f"RLE runs do not describe a {h}x{w} mask (sum {sum(runs)})")
+        raise InvalidArgumentError(f"RLE runs do not describe a {h}x{w} mask (sum {sum(runs)})")
     values = np.arange(len(runs)) % 2 == 1
     return np.repeat(values, runs).reshape((h, w), order="F")
 

@@ -54,7 +54,7 @@ def instance_colors(n: int) -> np.ndarray:
     strongly and ``instance_colors(m)[:n] == instance_colors(n)`` for ``m >= n``.
     """
     if n < 0:
-        raise ValueError(f"number of colours must be >= 0, got {n}")
+        raise InvalidArgumentError(f"number of colours must be >= 0, got {n}")
     hues = (i * _GOLDEN_FRACTION % 1.0 for i in range(n))
     rgb = np.array([colorsys.hsv_to_rgb(h, 1.0, 1.0) for h in hues], np.float64).reshape(n, 3)
     return np.rint(rgb[:, ::-1] * 255.0).astype(np.uint8)
@@ -95,21 +95,21 @@ def draw_detections(
     """
     image = np.asarray(image_bgr)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"expected an (H, W, 3) uint8 BGR image, got {image.dtype} of shape {image.shape}"
         )
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        raise InvalidArgumentError(f"alpha must be in [0, 1], got {alpha}")
     if show_boxes:
         check_style(text_size, text_thickness, box_thickness)
     if show_boxes and boxes_int is None:
-        raise ValueError("show_boxes=True needs boxes_int")
+        raise InvalidArgumentError("show_boxes=True needs boxes_int")
     h, w = image.shape[:2]
     n = _count(boxes_int if show_boxes else None, masks, labels)
     if masks is not None:
         masks = np.asarray(masks)
         if masks.shape != (n, h, w):
-            raise ValueError(f"expected masks of shape {(n, h, w)}, got {masks.shape}")
+            raise InvalidArgumentError(f"expected masks of shape {(n, h, w)}, got {masks.shape}")
         masks = masks.astype(bool, copy=False)
     if show_boxes:
         boxes = np.asarray(boxes_int).astype(np.int64, copy=False).reshape(-1, 4)
@@ -191,7 +191,8 @@ def _count(boxes, masks, labels) -> int:
         if value is not None
     }
     if len(set(counts.values())) > 1:
-        raise ValueError(f"boxes, masks and labels disagree on the number of instances: {counts}")
+        raise InvalidArgumentError(
+            f"boxes, masks and labels disagree on the number of instances: {counts}")
     return next(iter(counts.values()), 0)
 
 
@@ -202,9 +203,10 @@ def _palette(colors, n: int) -> np.ndarray:
     if palette.shape == (3,):
         palette = np.broadcast_to(palette, (n, 3))
     if palette.shape != (n, 3):
-        raise ValueError(f"expected colors of shape ({n}, 3) or (3,), got {palette.shape}")
+        raise InvalidArgumentError(
+            f"expected colors of shape ({n}, 3) or (3,), got {palette.shape}")
     if palette.min(initial=0) < 0 or palette.max(initial=0) > 255:
-        raise ValueError("colors must be BGR values in [0, 255]")
+        raise InvalidArgumentError("colors must be BGR values in [0, 255]")
     return palette.astype(np.uint8)
 
 

@@ -28,6 +28,7 @@ BUILTIN_BASE = {
     "ServeOptionError": ValueError,
     "RayJobError": ValueError,
     "OutputCheckError": RuntimeError,
+    "UsageError": RuntimeError,
 }
 EXPORTED = sorted(name for name in errors.__all__
                   if inspect.isclass(getattr(errors, name))

@@ -28,7 +28,7 @@ import torch
 
 from pixellib.checkpoint.files import PathLike, read_checkpoint, to_tensor
 from pixellib.errors import ModelFileError
-from pixellib.media.files import atomic_path
+from pixellib.media.files import write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -219,8 +219,10 @@ def inspect_checkpoint(path: PathLike) -> CheckpointInfo:
 
 
 def save_safetensors(state_dict: Mapping[str, Any], path: PathLike) -> None:
-    """Write ``state_dict`` as float32 safetensors, atomically (:mod:`pixellib.media.files`)."""
-    from safetensors.torch import save_file
+    """Write ``state_dict`` as float32 safetensors, atomically (:mod:`pixellib.media.files`),
+    with the permissions the umask gives any new file (safetensors' own writer makes it
+    readable by its owner only)."""
+    from safetensors.torch import save
 
     tensors: dict[str, torch.Tensor] = {}
     storages: set[int] = set()
@@ -231,8 +233,7 @@ def save_safetensors(state_dict: Mapping[str, Any], path: PathLike) -> None:
             tensor = tensor.clone()
         storages.add(tensor.untyped_storage().data_ptr())
         tensors[key] = tensor
-    with atomic_path(path) as temp:
-        save_file(tensors, temp, metadata={"format": "pt"})
+    write_bytes(path, save(tensors, metadata={"format": "pt"}))
 
 
 def convert_checkpoint(src: PathLike, dst: PathLike) -> CheckpointInfo:

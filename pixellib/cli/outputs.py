@@ -93,7 +93,8 @@ def _transparent_outputs(jobs: list[Job], args: argparse.Namespace) -> list[Job]
             job.output.suffix.lower() in ALPHA_EXTENSIONS)
         if not keeps:
             if explicit:
-                check_video(job, args)
+                if job.video:
+                    check_video(job, args)
                 raise EffectError(
                     f"remove-bg makes a transparent picture, which {job.output.suffix} cannot "
                     f"hold: name the output {job.output.with_suffix('.png').name}"

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 import numpy as np
 import pyarrow as pa
 
+from pixellib.errors import InvalidArgumentError
 from pixellib.export import mask_polygons, mask_to_rle, rle_to_mask
 from pixellib.structures import Detections
 
@@ -84,7 +85,7 @@ def row_detections(row: Mapping) -> Detections:
     Raises ``ValueError`` for an error row.
     """
     if row.get("error"):
-        raise ValueError(f"row {row.get('path')!r} is an error row: {row['error']}")
+        raise InvalidArgumentError(f"row {row.get('path')!r} is an error row: {row['error']}")
     h, w = int(row["height"]), int(row["width"])
     rles = list(row["masks_rle"])
     masks = [rle_to_mask({"size": [h, w], "counts": c}) for c in rles]

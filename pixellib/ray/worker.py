@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from pixellib.errors import InvalidArgumentError
 from pixellib.media.images import IMAGE_EXTENSIONS, decode_image, read_image, write_image
 
 from .rows import detections_row, error_row, rows_table
@@ -103,7 +104,7 @@ class SegmentBatch:
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> pa.Table:
         if "path" not in batch:
-            raise ValueError("batch has no 'path' column: read with include_paths=True "
+            raise InvalidArgumentError("batch has no 'path' column: read with include_paths=True "
                              "(the path is each row's id)")
         paths = [str(p) for p in batch["path"]]
         if "bytes" in batch:
@@ -111,7 +112,8 @@ class SegmentBatch:
         elif "image" in batch:
             items, decode = batch["image"], lambda pixels, _name: _to_bgr(pixels)
         else:
-            raise ValueError(f"batch has neither 'bytes' nor 'image': columns {sorted(batch)}")
+            raise InvalidArgumentError(
+                f"batch has neither 'bytes' nor 'image': columns {sorted(batch)}")
         rows = []
         for path, item in zip(paths, items, strict=True):
             self.before_image(path)

@@ -189,8 +189,13 @@ def create_app(settings: ServeSettings, *, predictors: list | None = None) -> Fa
                                   name="pixellib-loader")
         loader.start()
         yield
-        if state.pool is not None:
-            state.pool.close()
+        # Shutting down (SIGTERM, Ctrl-C): let a running inference (one whose request may
+        # already have had its 504) and a model still loading finish, so that the process
+        # does not exit with torch working on another thread (it aborts then).
+        grace = max(10.0, min(settings.timeout, 120.0))
+        loader.join(grace)
+        if state.pool is not None and not state.pool.close(wait=grace):
+            logger.warning("an inference was still running %.0f s after shutdown began", grace)
 
     app = FastAPI(title="pixellib", version=__version__, lifespan=lifespan,
                   description="PointRend instance segmentation over HTTP.")

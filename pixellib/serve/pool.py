@@ -21,6 +21,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from ..errors import InvalidArgumentError
+
 logger = logging.getLogger(__name__)
 
 
@@ -45,7 +47,7 @@ class InferencePool:
     def __init__(self, replicas: list, max_queue: int, *, torch_threads: int | None = None,
                  on_inference: Callable[[float], None] | None = None):
         if not replicas:
-            raise ValueError("the pool needs at least one replica")
+            raise InvalidArgumentError("the pool needs at least one replica")
         self.capacity = len(replicas) + max_queue
         self._queue: deque[_Job] = deque()
         self._cond = threading.Condition()
@@ -97,7 +99,11 @@ class InferencePool:
         if not job.future.done():
             job.future.cancel()
 
-    def close(self) -> None:
+    def close(self, wait: float = 0) -> bool:
+        """Cancel the queued jobs and stop the workers once their job is done; with ``wait``,
+        wait up to that many seconds for running jobs to finish (an interpreter that exits
+        while a worker is inside torch aborts: "terminate called without an active
+        exception"). Returns whether every worker has stopped."""
         with self._cond:
             self._closed = True
             for job in self._queue:
@@ -106,6 +112,10 @@ class InferencePool:
             self._taken -= len(self._queue)
             self._queue.clear()
             self._cond.notify_all()
+        deadline = time.monotonic() + wait
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
 
     # ------------------------------------------------------------------ worker side
 

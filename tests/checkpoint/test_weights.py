@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from collections import OrderedDict
 from pathlib import Path
@@ -384,6 +385,10 @@ def test_convert_checkpoint_roundtrip_without_pickle(tmp_path, monkeypatch):
     info = convert_checkpoint(src, tmp_path / "out.safetensors")
     assert info.arch == "resnet50" and info.report.ignored == [CELL_ANCHORS[0]]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["legacy.pkl", "out.safetensors"]
+    # the umask's permissions, like every other output (safetensors' writer made it 0600)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
 
     def no_pickle(*args, **kwargs):
         raise AssertionError("a safetensors file must not be unpickled")

@@ -105,6 +105,15 @@ def test_effect_on_a_folder_with_classes(capsys, tmp_path, r50_checkpoint):
     assert np.array_equal(result[objects], image[objects])
 
 
+def test_remove_bg_on_an_image_names_an_image_format(capsys, tmp_path):
+    image = tmp_path / "photo.jpg"
+    cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))
+    code, _, err = _cli(capsys, "segment", image, "--model", "nowhere.pkl", "-o",
+                        tmp_path / "rb.jpg", "--effect", "remove-bg")
+    assert code == 1
+    assert "which .jpg cannot hold: name the output rb.png" in err and "video" not in err
+
+
 def test_remove_bg_on_video_needs_webm(capsys, tmp_path, r50_checkpoint):
     from pixellib.media.video import VideoWriter
 

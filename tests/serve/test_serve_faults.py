@@ -297,3 +297,45 @@ def test_a_late_request_head_does_not_hold_a_connection(server):
         second = answer(alive)
     assert first.startswith(b"HTTP/1.1 200") and second.startswith(b"HTTP/1.1 200")
     assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+def test_sigterm_during_an_abandoned_inference_exits_cleanly(r50_checkpoint, photo_bytes):
+    """A request answered 504 leaves its inference running; SIGTERM then made the process
+    exit with torch busy on the replica's thread, and it aborted ("terminate called without
+    an active exception", status -6) instead of exiting 143."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from serve_support import ROOT, free_port
+
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pixellib", "serve", "--model", str(r50_checkpoint), "--speed",
+         "rapid", "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        late = httpx.post(url + "/v1/segment", params={"timeout": "0.3"}, content=photo_bytes,
+                          headers={"Content-Type": "image/jpeg"}, timeout=60)
+        assert late.status_code == 504
+        time.sleep(0.2)  # the inference goes on
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    text = out.decode(errors="replace")
+    assert proc.returncode in (0, -signal.SIGTERM, 128 + signal.SIGTERM), (proc.returncode, text)
+    assert "terminate called" not in text

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ...errors import BATCH_SKIPPED, InvalidArgumentError
+from ...errors import BATCH_SKIPPED, InvalidArgumentError, UsageError
 from ...media.files import output_path_problem, user_path
 from ...media.images import check_image_output, list_images, read_image, write_image
 from ...runtime.pipeline import overlap_enabled, run_batch
@@ -177,7 +177,8 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
 
         ``results`` is the PixelLib dict (:mod:`pixellib.torchbackend.instance.results`);
         ``output_image`` is a new ``(H, W, 3)`` uint8 BGR array.
-        Raises ``RuntimeError`` before :meth:`load_model`,
+        Raises :class:`~pixellib.errors.UsageError` (a ``RuntimeError``) before
+        :meth:`load_model`,
         :class:`~pixellib.errors.InputNotFoundError` for a missing file and
         :class:`~pixellib.errors.ImageReadError` for an unreadable one (both name it).
         """
@@ -367,7 +368,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
     def _require_predictor(self):
         predictor = self._predictor
         if predictor is None:
-            raise RuntimeError(
+            raise UsageError(
                 "no model loaded: call load_model('pointrend_resnet50.pkl') before segmenting"
             )
         return predictor

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ...errors import ImageReadError
+from ...errors import ImageReadError, UsageError
 from ...media.video import is_stream_url, run_frames
 
 #: Window title of ``process_camera(show_frames=True)`` when ``frame_name`` is None.
@@ -48,7 +48,7 @@ def run_camera(segment, cam, *, output_video_name=None, frames_per_second=None,
         # found before the camera is read and a frame segmented, not at the first frame
         if hasattr(cam, "release"):
             cam.release()
-        raise RuntimeError(NO_GUI)
+        raise UsageError(NO_GUI)
 
     def pressed_q(last) -> bool:
         return bool(show_frames) and _show(window, last[1]) == ord("q")
@@ -95,7 +95,7 @@ def _show(window: str, image: np.ndarray) -> int:
         cv2.imshow(window, image)
         return cv2.waitKey(1) & 0xFF
     except cv2.error as exc:
-        raise RuntimeError(f"{NO_GUI}: {exc}") from exc
+        raise UsageError(f"{NO_GUI}: {exc}") from exc
 
 
 def _close_window(window: str) -> None:

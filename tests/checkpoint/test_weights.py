@@ -408,13 +408,12 @@ def test_convert_checkpoint_bad_source_writes_nothing(tmp_path):
 
 
 def test_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
-    import safetensors.torch
+    import pixellib.media.files as files
 
-    def half_write(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"partial")
+    def full_disk(src, dst):  # the bytes were written; putting them in place fails
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", half_write)
+    monkeypatch.setattr(files.os, "replace", full_disk)
     with pytest.raises(OSError, match="disk full"):
         save_safetensors(as_tensors(small_weights()), tmp_path / "out.safetensors")
     assert list(tmp_path.iterdir()) == []

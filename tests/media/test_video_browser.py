@@ -41,11 +41,18 @@ function check(src) {
       const c = document.createElement("canvas");
       c.width = v.videoWidth; c.height = v.videoHeight;
       const g = c.getContext("2d");
-      g.drawImage(v, 0, 0);
-      r.left = Array.from(g.getImageData(8, c.height / 2, 1, 1).data);
-      r.right = Array.from(g.getImageData(c.width - 8, c.height / 2, 1, 1).data);
-      v.playbackRate = 4;
-      v.play().catch(e => { r.error = "play: " + e; finish(); });
+      // On a busy machine the first frame may not be paintable yet when loadeddata fires:
+      // draw again until the left half (opaque in both videos) shows, then play.
+      const sample = tries => {
+        g.clearRect(0, 0, c.width, c.height);
+        g.drawImage(v, 0, 0);
+        r.left = Array.from(g.getImageData(8, c.height / 2, 1, 1).data);
+        r.right = Array.from(g.getImageData(c.width - 8, c.height / 2, 1, 1).data);
+        if (r.left[3] === 0 && tries > 0) { setTimeout(() => sample(tries - 1), 100); return; }
+        v.playbackRate = 4;
+        v.play().catch(e => { r.error = "play: " + e; finish(); });
+      };
+      sample(50);
     };
     v.onended = () => { r.ended = true; r.currentTime = v.currentTime; finish(); };
     setTimeout(() => { r.timeout = true; finish(); }, 15000);

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 
 from ..errors import InvalidArgumentError
 
@@ -124,7 +125,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     state.on_load_error = lambda: setattr(server, "should_exit", True)
     print(f"pixellib: serving on http://{_url_host(args.host)}:{args.port}/ "
           f"({settings.replicas} replica(s), auth {'on' if api_key else 'off'})", file=sys.stderr)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        # A second Ctrl-C ("force quit") ends the server without waiting for a running
+        # inference; the interpreter would then abort, tearing down with torch busy on a
+        # replica's thread. Leave at once instead, as the user asked.
+        busy = state.pool is not None and not state.pool.close(wait=0.5)
+        busy = busy or any(t.name == "pixellib-loader" and t.is_alive()
+                           for t in threading.enumerate())
+        if busy:
+            print("pixellib: interrupted", file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        raise
     if state.error is not None:
         print(f"pixellib: error: the model failed to load: {state.error}", file=sys.stderr)
         return 1

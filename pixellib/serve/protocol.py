@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 _BODY = (b'{"error": "request timeout", "detail": "the request line and headers did not '
@@ -52,20 +53,33 @@ class HeadTimeoutProtocol(H11Protocol):
             self._head_deadline = None
 
     def data_received(self, data: bytes) -> None:
-        if data:
+        # Bytes of a next request's head, not the rest of a body answered early (a 404 sent
+        # before the upload ended): those must not earn the next request a 408.
+        if data and self._head_deadline is not None and self.conn.their_state is h11.IDLE:
             self._head_started = True
         super().data_received(data)
 
     def handle_events(self) -> None:
         super().handle_events()
-        if self._head_deadline is not None and self.cycle is not self._waiting_after:
-            self._disarm_head_deadline()  # the head is in: the app handles the rest
+        if self._head_deadline is not None:
+            if self.cycle is not self._waiting_after:
+                self._disarm_head_deadline()  # the head is in: the app handles the rest
+        elif self._awaiting_next_head():
+            # answered before its body had ended, the request is now over: the next head
+            # is awaited from here (uvicorn sets no keep-alive timer in this case either)
+            self._arm_head_deadline()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing() and self.cycle is not None and (
-                self.cycle.response_complete):
+        if self._awaiting_next_head():
             self._arm_head_deadline()  # the next request's head, on this connection
+
+    def _awaiting_next_head(self) -> bool:
+        """Whether the last request and its answer are both over and nothing of the next
+        request has been read as a request yet."""
+        return (not self.transport.is_closing() and self.cycle is not None
+                and self.cycle.response_complete and self.conn.their_state is h11.IDLE
+                and self.conn.our_state is h11.IDLE)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_deadline()
@@ -92,6 +106,8 @@ def uvicorn_config(app, settings, **options):
     replicas and the queue can hold (``options`` go to ``uvicorn.Config``)."""
     import uvicorn
 
-    options.setdefault("limit_concurrency", max(64, 4 * (settings.replicas + settings.max_queue)))
+    # Idle connections are closed after head_timeout, so the limit can be generous: it only
+    # guards the process's file descriptors.
+    options.setdefault("limit_concurrency", max(512, 4 * (settings.replicas + settings.max_queue)))
     return uvicorn.Config(app, http=head_timeout_protocol(settings.head_timeout),
                           server_header=False, **options)

@@ -56,6 +56,23 @@ def make_clip(path: Path, n: int = 30, rate: Fraction = NTSC, audio: str | None 
     return path
 
 
+def _picture_and_sound(out, rate, audio: str):
+    """A 64x48 H.264 stream at ``rate`` and a 48 kHz stereo ``audio`` stream in ``out``."""
+    video = out.add_stream("libx264", rate=rate)
+    video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+    sound = out.add_stream(audio, rate=48000)
+    sound.layout = "stereo"
+    return video, sound
+
+
+def _mux_pictures(out, video, pts) -> None:
+    """One :func:`_frame` per timestamp in ``pts`` (in ``1 / rate`` units)."""
+    for i, p in enumerate(pts):
+        frame = av.VideoFrame.from_ndarray(_frame(i % 12), format="bgr24")
+        frame.pts = p
+        out.mux(video.encode(frame))
+
+
 def _mux_tone(out, sound, samples: int, chunk: int) -> None:
     """``samples`` of a 440 Hz stereo tone at 48 kHz, encoded ``chunk`` samples at a time."""
     for start in range(0, samples, chunk):
@@ -422,14 +439,8 @@ def test_a_late_start_shifts_the_audio_with_the_picture(tmp_path):
     0, and so must its sound (it stayed at 1 s, a second late, or went missing)."""
     src = tmp_path / "late.mkv"
     with av.open(str(src), "w") as out:
-        video = out.add_stream("libx264", rate=25)
-        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        sound = out.add_stream("aac", rate=48000)
-        sound.layout = "stereo"
-        for i in range(25):
-            frame = av.VideoFrame.from_ndarray(_frame(i % 12), format="bgr24")
-            frame.pts = 25 + i  # one second in
-            out.mux(video.encode(frame))
+        video, sound = _picture_and_sound(out, 25, "aac")
+        _mux_pictures(out, video, range(25, 50))  # one second in
         for start in range(48000, 96000, 1024):
             tone = np.sin(2 * np.pi * 440 * (np.arange(1024) + start) / 48000)
             frame = av.AudioFrame.from_ndarray(np.repeat(tone[None].astype(np.float32), 2, 0),
@@ -674,14 +685,8 @@ def test_sound_that_starts_late_stays_late_when_re_encoded(tmp_path, ext):
     started at 0 (the encoder numbered its samples from there)."""
     src = tmp_path / "late.mov"
     with av.open(str(src), "w") as out:
-        video = out.add_stream("libx264", rate=10)
-        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        sound = out.add_stream("pcm_s16le", rate=48000)
-        sound.layout = "stereo"
-        for i in range(10):
-            frame = av.VideoFrame.from_ndarray(_frame(i), format="bgr24")
-            frame.pts = i
-            out.mux(video.encode(frame))
+        video, sound = _picture_and_sound(out, 10, "pcm_s16le")
+        _mux_pictures(out, video, range(10))
         for start in range(9600, 48000, 960):
             tone = (np.sin(2 * np.pi * 440 * (np.arange(960) + start) / 48000) * 8000)
             samples = np.repeat(tone[None].astype(np.int16), 2, 0).T.reshape(1, -1)

@@ -6,10 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
-from serve_support import API_KEY, PHOTO, ROOT, Server, free_port, httpx
+from serve_support import API_KEY, PHOTO, ROOT, Server, free_port, wait_until_ready
 
 
 @pytest.fixture(scope="session")
@@ -52,20 +51,7 @@ def cli_server(r50_checkpoint):
                             stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", API_KEY, proc=proc)
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
-            try:
-                status = httpx.get(server.url + "/readyz", timeout=5).status_code
-            except httpx.TransportError:
-                time.sleep(0.1)
-                continue
-            server.readyz_seen.append(status)
-            if status == 200:
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail("pixellib serve did not become ready")
+        server.readyz_seen.extend(wait_until_ready(proc, server.url))
         yield server
     finally:
         proc.terminate()

@@ -43,6 +43,27 @@ class Server:
         raise KeyError(name)
 
 
+def wait_until_ready(proc, url: str, timeout: float = 300) -> list[int]:
+    """Poll ``url``/readyz until it answers 200; the statuses seen. Fails (with the
+    server's output) when ``proc`` exits first or ``timeout`` passes."""
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            raise AssertionError(f"pixellib serve exited with {proc.returncode}: {output}")
+        try:
+            status = httpx.get(url + "/readyz", timeout=5).status_code
+        except httpx.TransportError:
+            time.sleep(0.1)
+            continue
+        seen.append(status)
+        if status == 200:
+            return seen
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("pixellib serve did not become ready")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

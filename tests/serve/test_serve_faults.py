@@ -299,43 +299,109 @@ def test_a_late_request_head_does_not_hold_a_connection(server):
     assert httpx.get(server.url + "/healthz").status_code == 200
 
 
-def test_sigterm_during_an_abandoned_inference_exits_cleanly(r50_checkpoint, photo_bytes):
-    """A request answered 504 leaves its inference running; SIGTERM then made the process
-    exit with torch busy on the replica's thread, and it aborted ("terminate called without
-    an active exception", status -6) instead of exiting 143."""
+def _cli_serve(checkpoint, *extra):
+    """``pixellib serve`` in a subprocess, once ready: ``(process, url)``."""
     import os
-    import signal
     import subprocess
     import sys
 
-    from serve_support import ROOT, free_port
+    from serve_support import ROOT, free_port, wait_until_ready
 
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pixellib", "serve", "--model", str(r50_checkpoint), "--speed",
-         "rapid", "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "pixellib", "serve", "--model", str(checkpoint), "--port",
+         str(port), "--log-level", "warning", *extra],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_until_ready(proc, url, timeout=120)
+    return proc, url
+
+
+def _stopped(proc, signals, gap: float = 0.5) -> str:
+    """Send ``signals`` ``gap`` seconds apart; the process's output once it has exited."""
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        late = httpx.post(url + "/v1/segment", params={"timeout": "0.3"}, content=photo_bytes,
-                          headers={"Content-Type": "image/jpeg"}, timeout=60)
-        assert late.status_code == 504
-        time.sleep(0.2)  # the inference goes on
-        proc.send_signal(signal.SIGTERM)
+        for k, sig in enumerate(signals):
+            if k:
+                time.sleep(gap)
+            proc.send_signal(sig)
         out, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
-    text = out.decode(errors="replace")
+            out, _ = proc.communicate()
+    return out.decode(errors="replace")
+
+
+def test_sigterm_during_an_abandoned_inference_exits_cleanly(r50_checkpoint, photo_bytes):
+    """A request answered 504 leaves its inference running; SIGTERM then made the process
+    exit with torch busy on the replica's thread, and it aborted ("terminate called without
+    an active exception", status -6) instead of exiting 143."""
+    import signal
+
+    proc, url = _cli_serve(r50_checkpoint, "--speed", "rapid")
+    late = httpx.post(url + "/v1/segment", params={"timeout": "0.3"}, content=photo_bytes,
+                      headers={"Content-Type": "image/jpeg"}, timeout=60)
+    assert late.status_code == 504
+    time.sleep(0.2)  # the inference goes on
+    text = _stopped(proc, [signal.SIGTERM])
     assert proc.returncode in (0, -signal.SIGTERM, 128 + signal.SIGTERM), (proc.returncode, text)
     assert "terminate called" not in text
+
+
+def test_a_second_ctrl_c_leaves_at_once_without_aborting(r50_checkpoint, photo_bytes):
+    """uvicorn's "CTRL+C to force quit" during an inference aborted the process (status
+    134/-6); it exits 130 now, the inference left behind."""
+    import signal
+
+    proc, url = _cli_serve(r50_checkpoint)
+    busy, _ = _in_background(_post_ignoring_errors, url, photo_bytes)
+    time.sleep(1.0)  # the full-size inference takes seconds
+    text = _stopped(proc, [signal.SIGINT, signal.SIGINT])
+    busy.join(60)
+    assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, text[-2000:])
+    assert "terminate called" not in text and "pixellib: interrupted" in text
+
+
+def _post_ignoring_errors(url, body):
+    try:
+        return httpx.post(url + "/v1/segment", content=body,
+                          headers={"Content-Type": "image/jpeg"}, timeout=60)
+    except httpx.TransportError:
+        return None
+
+
+def test_an_early_answer_does_not_time_out_the_body_or_the_next_request(server):
+    """A 404 sent before the upload ended: the rest of the body is not the next request's
+    head (it earned the next request a 408), and the next request in time is served."""
+    body = b"x" * 200_000
+    head = (f"POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+            f"Content-Type: image/jpeg\r\n\r\n").encode()
+    get = f"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode()
+    for gap, served in ((0.3, True), (1.6, False)):  # head_timeout is 1 s here
+        with _socket(server, head) as s:
+            s.settimeout(10)
+            first = b""
+            while not first.endswith(b"}"):  # the whole 404, headers and JSON body
+                first += s.recv(4096)
+            assert first.startswith(b"HTTP/1.1 404"), first[:80]
+            for start in range(0, len(body), 50_000):  # the client goes on with its upload
+                s.sendall(body[start:start + 50_000])
+                time.sleep(0.1)
+            time.sleep(gap)
+            try:
+                s.sendall(get)
+                reply = b""
+                while b"}" not in reply:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    reply += chunk
+            except OSError:  # closed quietly after the deadline: fine
+                reply = b""
+        assert b"408" not in reply.split(b"\r\n", 1)[0], reply[:100]
+        if served:
+            assert reply.startswith(b"HTTP/1.1 200"), reply[:100]
+        else:
+            assert reply == b""  # the idle connection was closed, without an answer
+    assert httpx.get(server.url + "/healthz").status_code == 200

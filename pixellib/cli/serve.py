@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import atexit
 import os
 import sys
 import threading
+import time
 
 from ..errors import InvalidArgumentError
 
@@ -125,25 +128,50 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     state.on_load_error = lambda: setattr(server, "should_exit", True)
     print(f"pixellib: serving on http://{_url_host(args.host)}:{args.port}/ "
           f"({settings.replicas} replica(s), auth {'on' if api_key else 'off'})", file=sys.stderr)
+    # However the server ends, the interpreter must not tear down while a replica (or the
+    # loader) is inside torch: it aborts then ("terminate called without an active
+    # exception"). At exit, let a running inference finish (atexit runs before that).
+    atexit.register(_finish_model_threads, state, max(10.0, min(settings.timeout, 120.0)))
     try:
         server.run()
-    except KeyboardInterrupt:
+    except BaseException as exc:
         # A second Ctrl-C ("force quit") ends the server without waiting for a running
-        # inference; the interpreter would then abort, tearing down with torch busy on a
-        # replica's thread. Leave at once instead, as the user asked.
-        busy = state.pool is not None and not state.pool.close(wait=0.5)
-        busy = busy or any(t.name == "pixellib-loader" and t.is_alive()
-                           for t in threading.enumerate())
-        if busy:
-            print("pixellib: interrupted", file=sys.stderr)
+        # inference (its tasks cancelled: KeyboardInterrupt or CancelledError comes out):
+        # leave at once, as the user asked, rather than wait at exit.
+        interrupted = isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
+        if _model_threads_busy(state, wait=0.5):
+            print("pixellib: interrupted" if interrupted else f"pixellib: error: {exc!r}",
+                  file=sys.stderr)
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(130)
+            os._exit(130 if interrupted else 1)
+        if isinstance(exc, asyncio.CancelledError):
+            raise KeyboardInterrupt from None  # "pixellib: interrupted", status 130
         raise
     if state.error is not None:
         print(f"pixellib: error: the model failed to load: {state.error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _model_threads_busy(state, wait: float) -> bool:
+    """Close the replica pool, waiting up to ``wait`` s; whether a replica or the model
+    loader is still inside torch then."""
+    deadline = time.monotonic() + wait
+    busy = state.pool is not None and not state.pool.close(wait=wait)
+    for thread in threading.enumerate():
+        if thread.name == "pixellib-loader":
+            thread.join(max(0.0, deadline - time.monotonic()))
+            busy = busy or thread.is_alive()
+    return busy
+
+
+def _finish_model_threads(state, grace: float) -> None:
+    if _model_threads_busy(state, wait=grace):
+        print(f"pixellib: an inference was still running {grace:.0f} s after the end",
+              file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(1)
 
 
 def _url_host(host: str) -> str:

@@ -32,7 +32,8 @@ MAX_THICKNESS = 1000
 
 def check_style(text_size: float, text_thickness: int, box_thickness: int) -> None:
     """Refuse drawing sizes OpenCV cannot draw, naming the argument (an
-    :class:`~pixellib.errors.InvalidArgumentError`)."""
+    :class:`~pixellib.errors.InvalidArgumentError`). ``box_thickness=-1`` fills the boxes,
+    as ``cv2.rectangle`` (and so PixelLib) does."""
     try:
         size = float(text_size)
     except (TypeError, ValueError):
@@ -40,11 +41,13 @@ def check_style(text_size: float, text_thickness: int, box_thickness: int) -> No
     if isinstance(text_size, bool) or not 0.0 <= size <= MAX_TEXT_SIZE:
         raise InvalidArgumentError(
             f"text_size must be a number from 0 to {MAX_TEXT_SIZE:g}, got {text_size!r}")
-    for name, value in (("text_thickness", text_thickness), ("box_thickness", box_thickness)):
+    for name, value, lowest in (("text_thickness", text_thickness, 0),
+                                ("box_thickness", box_thickness, -1)):
         if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-                or not 0 <= value <= MAX_THICKNESS):
+                or not lowest <= value <= MAX_THICKNESS):
             raise InvalidArgumentError(
-                f"{name} must be a whole number from 0 to {MAX_THICKNESS}, got {value!r}")
+                f"{name} must be a whole number from {lowest} to {MAX_THICKNESS}, got "
+                f"{value!r}" + (" (-1 fills the box)" if lowest < 0 else ""))
 
 
 def instance_colors(n: int) -> np.ndarray:

@@ -222,3 +222,20 @@ def test_annotate_names_a_size_mismatch_and_reads_grey_images():
                  grey.astype(np.uint16) << 8):
         np.testing.assert_array_equal(annotate(same, det, show_boxes=True), expected)
     assert not np.array_equal(expected, bgr)  # something was drawn
+
+
+def test_box_thickness_minus_one_fills_the_box_as_opencv_does():
+    """PixelLib passes box_thickness to cv2.rectangle, where -1 fills the box."""
+    from pixellib.visualize import annotate
+
+    masks = np.zeros((1, 30, 40), bool)
+    masks[0, 5:20, 10:30] = True
+    det = Detections(boxes=np.array([[10, 5, 30, 20]], np.float32),
+                     scores=np.array([0.9], np.float32), class_ids=np.array([0], np.int64),
+                     masks=masks, image_size=(30, 40))
+    image = np.zeros((30, 40, 3), np.uint8)
+    filled = annotate(image, det, show_boxes=True, show_labels=False, box_thickness=-1)
+    outline = annotate(image, det, show_boxes=True, show_labels=False, box_thickness=1)
+    inside = (slice(8, 18), slice(13, 28))
+    assert (filled[inside] == filled[12, 20]).all() and filled[12, 20].any()
+    assert not np.array_equal(filled[inside], outline[inside])

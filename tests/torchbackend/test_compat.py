@@ -356,7 +356,7 @@ def test_batch_output_folder_equal_to_input_is_refused(ins, tmp_path):
     ({"text_size": float("nan")}, "text_size"),
     ({"text_size": -1}, "text_size"),
     ({"box_thickness": 10**6}, "box_thickness"),
-    ({"box_thickness": -1}, "box_thickness"),  # OpenCV would fill the boxes
+    ({"box_thickness": -2}, "box_thickness"),  # -1 fills them, as in OpenCV and PixelLib
     ({"text_thickness": 1.5}, "text_thickness"),
 ])
 def test_drawing_sizes_opencv_cannot_draw_are_refused_up_front(ins, tmp_path, style, name):

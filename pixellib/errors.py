@@ -89,14 +89,14 @@ class OutputCheckError(PixellibError, RuntimeError):
     """A results folder that does not hold exactly one row per input image."""
 
 
-# What a batch (``segmentBatch``, the ``pixellib segment`` command) skips: our errors about one
-# input, and file-system errors (unreadable, unwritable, disk full). Anything else is a bug and
-# stops the batch with its traceback.
 class UsageError(PixellibError, RuntimeError):
     """A call that cannot run as things stand: ``segmentImage`` before ``load_model``, or
     ``show_frames=True`` with an OpenCV that cannot open windows. The message says what to do."""
 
 
+# What a batch (``segmentBatch``, the ``pixellib segment`` command) skips: our errors about one
+# input, and file-system errors (unreadable, unwritable, disk full). Anything else is a bug and
+# stops the batch with its traceback.
 BATCH_SKIPPED = (PixellibError, OSError)
 
 __all__ = [

@@ -48,6 +48,11 @@ def resize_image(image: np.ndarray, min_size: int, max_size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
 
 
+def default_device() -> str:
+    """PixelLib's choice when no device is given: CUDA when available, else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def checked_device(device: str | torch.device) -> torch.device:
     """``device`` as a ``torch.device`` the model can run on here: ``"cpu"``, ``"cuda"`` /
     ``"cuda:N"`` with CUDA available (and that many GPUs), or ``"mps"`` on Apple silicon;

@@ -39,8 +39,8 @@ class Detections:
                 raise InvalidArgumentError(
                     f"Detections.{name} must be a {np.dtype(dtype)} array of shape {shape}, "
                     f"got a {got}")
-        if n and not ((self.class_ids >= 0) & (self.class_ids < len(COCO_CLASSES))).all():
-            bad = self.class_ids[(self.class_ids < 0) | (self.class_ids >= len(COCO_CLASSES))]
+        bad = self.class_ids[(self.class_ids < 0) | (self.class_ids >= len(COCO_CLASSES))]
+        if bad.size:
             raise InvalidArgumentError(
                 f"Detections.class_ids must be COCO class ids 0..{len(COCO_CLASSES) - 1}, "
                 f"got {int(bad[0])}")

@@ -165,7 +165,7 @@ def annotate(
     if not (image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] in (3, 4)):
         from .media.images import read_image
 
-        image = image_bgr = read_image(image)  # grey, 16-bit, float: as the model saw it
+        image = read_image(image)  # grey, 16-bit, float: as the model saw it
     if image.ndim == 3 and image.shape[2] == 4:
         drawn = annotate(np.ascontiguousarray(image[:, :, :3]), detections,
                          show_boxes=show_boxes, show_masks=show_masks,
@@ -182,7 +182,7 @@ def annotate(
         if labels is not None:
             labels = [f"{label} #{k}" for label, k in zip(labels, detections.track_ids)]
     return draw_detections(
-        image_bgr, detections.boxes.astype(np.int64), detections.masks if show_masks else None,
+        image, detections.boxes.astype(np.int64), detections.masks if show_masks else None,
         labels, show_boxes=show_boxes, **kwargs,
     )
 

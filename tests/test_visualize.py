@@ -203,15 +203,20 @@ def test_many_masks_touch_only_their_regions_and_equal_a_full_frame_blend():
     np.testing.assert_array_equal(out[untouched], image[untouched])
 
 
+def _one_person() -> Detections:
+    """One person, box (10, 5)-(30, 20) and a mask filling it, on a 40x30 image."""
+    masks = np.zeros((1, 30, 40), bool)
+    masks[0, 5:20, 10:30] = True
+    return Detections(boxes=np.array([[10, 5, 30, 20]], np.float32),
+                      scores=np.array([0.9], np.float32), class_ids=np.array([0], np.int64),
+                      masks=masks, image_size=(30, 40))
+
+
 def test_annotate_names_a_size_mismatch_and_reads_grey_images():
     from pixellib.errors import InvalidArgumentError
     from pixellib.visualize import annotate
 
-    masks = np.zeros((1, 30, 40), bool)
-    masks[0, 5:20, 10:30] = True
-    det = Detections(boxes=np.array([[10, 5, 30, 20]], np.float32),
-                     scores=np.array([0.9], np.float32), class_ids=np.array([0], np.int64),
-                     masks=masks, image_size=(30, 40))
+    det = _one_person()
     grey = (np.arange(30 * 40) % 256).astype(np.uint8).reshape(30, 40)
     with pytest.raises(InvalidArgumentError, match="image is 20x15 but the detections are for "
                                                    "a 40x30 image"):
@@ -228,11 +233,7 @@ def test_box_thickness_minus_one_fills_the_box_as_opencv_does():
     """PixelLib passes box_thickness to cv2.rectangle, where -1 fills the box."""
     from pixellib.visualize import annotate
 
-    masks = np.zeros((1, 30, 40), bool)
-    masks[0, 5:20, 10:30] = True
-    det = Detections(boxes=np.array([[10, 5, 30, 20]], np.float32),
-                     scores=np.array([0.9], np.float32), class_ids=np.array([0], np.int64),
-                     masks=masks, image_size=(30, 40))
+    det = _one_person()
     image = np.zeros((30, 40, 3), np.uint8)
     filled = annotate(image, det, show_boxes=True, show_labels=False, box_thickness=-1)
     outline = annotate(image, det, show_boxes=True, show_labels=False, box_thickness=1)

@@ -23,9 +23,9 @@ from . import state_dict as weights
 
 logger = logging.getLogger(__name__)
 
-# The stem convolution's bias exists only once its batch norm is folded in (the checkpoints
-# hold "...conv1.norm.*" and no bias): it marks a state dict saved from a loaded model.
-_FOLDED_BIAS = "backbone.bottom_up.stem.conv1.bias"
+# The stem convolution has a bias only once its batch norm is folded in (the checkpoints
+# hold "...conv1.norm.*" and no bias): that marks a state dict saved from a loaded model.
+_STEM_CONV = "backbone.bottom_up.stem.conv1"
 
 
 def load_model(
@@ -67,13 +67,12 @@ def load_model(
             backbone, path or "the checkpoint", arch, arch,
         )
     model = build_model(arch, inference)
-    if _FOLDED_BIAS in state_dict and _FOLDED_BIAS.replace("bias", "norm.weight") not in state_dict:
-        fold_frozen_norms(model)  # saved from a loaded model: take the folded weights as they are
-        weights.load_into(model, state_dict, path=path)
-    else:
-        weights.load_into(model, state_dict, path=path)
-        if fold_norms:
-            fold_frozen_norms(model)
+    folded = f"{_STEM_CONV}.bias" in state_dict and f"{_STEM_CONV}.norm.weight" not in state_dict
+    if folded:  # saved from a loaded model: the model takes the folded weights as they are
+        fold_frozen_norms(model)
+    weights.load_into(model, state_dict, path=path)
+    if fold_norms and not folded:
+        fold_frozen_norms(model)
     return model.to(memory_format=torch.channels_last)
 
 

@@ -215,14 +215,21 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 1 if stats.failed and (args.strict or succeeded == 0) else 0
 
 
+def check_device_option(device: str) -> None:
+    """Refuse a ``--device`` the model cannot run on here, naming the option."""
+    from ..predictor import checked_device
+
+    try:
+        checked_device(device)
+    except InvalidArgumentError as e:
+        raise InvalidArgumentError(f"invalid --device {device!r}: {e}") from None
+
+
 def _load_predictor(args: argparse.Namespace):
     from ..checkpoint.hub import MODEL_URLS, cached_model_path, model_url, resolve_model
-    from ..predictor import Predictor, checked_device
+    from ..predictor import Predictor
 
-    try:  # before any download
-        checked_device(args.device)
-    except InvalidArgumentError as e:
-        raise InvalidArgumentError(f"invalid --device {args.device!r}: {e}") from None
+    check_device_option(args.device)  # before any download
     key = args.model.strip().lower()
     if not Path(args.model).exists() and key in MODEL_URLS and not cached_model_path(key).is_file():
         print(f"downloading {key} from {model_url(key)} (first use)", file=sys.stderr)

@@ -6,8 +6,6 @@ import asyncio
 import atexit
 import os
 import sys
-import threading
-import time
 
 from ..errors import InvalidArgumentError
 
@@ -111,12 +109,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import torch
 
     from ..checkpoint.hub import resolve_model
-    from ..predictor import checked_device
+    from .main import check_device_option
 
-    try:  # before any download
-        checked_device(args.device)
-    except InvalidArgumentError as e:
-        raise InvalidArgumentError(f"invalid --device {args.device!r}: {e}") from None
+    check_device_option(args.device)  # before any download
     settings = replace(settings, model=str(resolve_model(args.model)))
     # This process is the server's own: split the cores between the replicas.
     torch.set_num_threads(settings.threads_per_replica)
@@ -131,7 +126,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # However the server ends, the interpreter must not tear down while a replica (or the
     # loader) is inside torch: it aborts then ("terminate called without an active
     # exception"). At exit, let a running inference finish (atexit runs before that).
-    atexit.register(_finish_model_threads, state, max(10.0, min(settings.timeout, 120.0)))
+    atexit.register(_finish_model_threads, state)
     try:
         server.run()
     except BaseException as exc:
@@ -139,7 +134,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         # inference (its tasks cancelled: KeyboardInterrupt or CancelledError comes out):
         # leave at once, as the user asked, rather than wait at exit.
         interrupted = isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
-        if _model_threads_busy(state, wait=0.5):
+        if not state.stop_model_threads(wait=0.5):
             print("pixellib: interrupted" if interrupted else f"pixellib: error: {exc!r}",
                   file=sys.stderr)
             sys.stdout.flush()
@@ -154,22 +149,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_threads_busy(state, wait: float) -> bool:
-    """Close the replica pool, waiting up to ``wait`` s; whether a replica or the model
-    loader is still inside torch then."""
-    deadline = time.monotonic() + wait
-    busy = state.pool is not None and not state.pool.close(wait=wait)
-    for thread in threading.enumerate():
-        if thread.name == "pixellib-loader":
-            thread.join(max(0.0, deadline - time.monotonic()))
-            busy = busy or thread.is_alive()
-    return busy
-
-
-def _finish_model_threads(state, grace: float) -> None:
-    if _model_threads_busy(state, wait=grace):
-        print(f"pixellib: an inference was still running {grace:.0f} s after the end",
-              file=sys.stderr)
+def _finish_model_threads(state) -> None:
+    if not state.stop_model_threads(wait=state.shutdown_grace):
+        print(f"pixellib: an inference was still running {state.shutdown_grace:.0f} s after "
+              "the end", file=sys.stderr)
         sys.stderr.flush()
         os._exit(1)
 

@@ -68,7 +68,7 @@ def _to_bgr(array: np.ndarray, what: str) -> np.ndarray:
         raise ImageReadError(f"{what}: the picture is empty (shape {array.shape})")
     if array.ndim == 2:
         array = cv2.cvtColor(array, cv2.COLOR_GRAY2BGR)
-    if array.ndim != 3 or array.shape[2] not in (3, 4) or array.size == 0:
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
         raise ImageReadError(f"{what}: expected an (H, W, 3) BGR picture, got shape {array.shape}")
     if array.shape[2] == 4:
         if array[:, :, 3].min() < 255:

@@ -133,8 +133,7 @@ class PyAVEncoder:
         except BaseException:
             self._out.close()
             raise
-        self._index = 0
-        self._pts = -1  # the last frame's, in time_base units
+        self._pts = -1  # the last frame's, in time_base units (-1: none yet)
         self._end = Fraction(0)  # seconds: where the last frame ends
         self._last = Fraction(-1)  # seconds: the last frame's time
         self._shift = Fraction(0)  # added to source times since they went back
@@ -149,14 +148,13 @@ class PyAVEncoder:
             frame = cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA)  # opaque
         video_frame = av.VideoFrame.from_ndarray(
             np.ascontiguousarray(frame), format="bgra" if frame.shape[2] == 4 else "bgr24")
-        seconds = self._end if time is None else self._placed(Fraction(time))
+        seconds = self._end if time is None else self._placed(time)
         self._last = seconds
         self._pts = max(round(seconds / self.time_base), self._pts + 1)
         video_frame.pts = self._pts
         video_frame.time_base = self.time_base
         for packet in self._video.encode(video_frame):
             self._out.mux(packet)
-        self._index += 1
         self._end = self._pts * self.time_base + 1 / self.rate
         if self._audio is not None:
             self._audio.mux_until(self._end)
@@ -174,7 +172,7 @@ class PyAVEncoder:
 
     def close(self) -> None:
         try:
-            if self._index:
+            if self._pts >= 0:
                 for packet in self._video.encode(None):
                     self._out.mux(packet)
                 if self._audio is not None:
@@ -369,7 +367,8 @@ class OpenCVEncoder:
         if audio_from is not None:
             logger.warning("audio not carried over: that needs PyAV (pip install av)")
 
-    def write(self, frame: np.ndarray) -> None:
+    def write(self, frame: np.ndarray, time: Fraction | None = None) -> None:
+        """Append ``frame``; OpenCV writes at a constant rate, so ``time`` is not used."""
         if frame.shape[2] == 4:
             raise InvalidArgumentError("transparent video needs PyAV (pip install av)")
         self._writer.write(np.ascontiguousarray(frame))

@@ -332,7 +332,7 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
         if is_stream_url(source):  # a second connection would not be in step with the first
             logger.warning("audio not carried over from the stream %s", source)
         elif timed:
-            audio = user_path(source)
+            audio = source
         else:
             logger.warning("audio not carried over: the output runs at %s fps, the source "
                            "at %s", rate, info.rate)

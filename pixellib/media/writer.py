@@ -177,10 +177,7 @@ class VideoWriter:
                                        else frame.shape[2] == 4)
         elif frame.shape[2] == 4 and not self._encoder.alpha:
             frame = frame[:, :, :3]  # opened opaque: the alpha channel has nowhere to go
-        if time is not None and pyav() is not None:
-            self._encoder.write(frame, Fraction(time))
-        else:
-            self._encoder.write(frame)
+        self._encoder.write(frame, None if time is None else Fraction(time))
         self.frames_written += 1
 
     def _open(self, alpha: bool):
@@ -201,16 +198,13 @@ class VideoWriter:
         try:
             if self._encoder is not None:
                 self._encoder.close()
-        except Exception as exc:
-            if keep:
+        except BaseException as exc:
+            if keep or not isinstance(exc, Exception):
                 self._atomic.__exit__(type(exc), exc, exc.__traceback__)
                 raise
             # discarding after an error: the file goes anyway, and that error is the one
             # the caller must see, not a second one from finishing what is thrown away
             logger.debug("finishing the discarded %s failed: %s", self.path, exc)
-        except BaseException as exc:
-            self._atomic.__exit__(type(exc), exc, exc.__traceback__)
-            raise
         if keep and self.frames_written == 0:
             logger.warning("no frames were written; %s was not created", self.path)
             keep = False

@@ -61,6 +61,25 @@ class _State:
         self.model_info: dict = {}
         # Called (on the loader thread) when the model fails to load: `pixellib serve` stops.
         self.on_load_error = None
+        self.loader: threading.Thread | None = None  # loads the model at startup
+
+    @property
+    def shutdown_grace(self) -> float:
+        """Seconds a shutdown waits for a running inference: the request timeout, within
+        10..120 s."""
+        return max(10.0, min(self.settings.timeout, 120.0))
+
+    def stop_model_threads(self, wait: float) -> bool:
+        """Stop the replicas (queued jobs cancelled), waiting up to ``wait`` s for a running
+        inference and for a model still loading; whether all of them have stopped. The
+        process must not exit with torch working on one of these threads: it aborts then
+        ("terminate called without an active exception")."""
+        deadline = time.monotonic() + wait
+        stopped = self.pool is None or self.pool.close(wait=wait)
+        if self.loader is not None:
+            self.loader.join(max(0.0, deadline - time.monotonic()))
+            stopped = stopped and not self.loader.is_alive()
+        return stopped
 
     def not_ready(self) -> ApiError:
         """503 while the model loads (come back later), or for good when it failed to."""
@@ -185,17 +204,15 @@ def create_app(settings: ServeSettings, *, predictors: list | None = None) -> Fa
     state = _State(settings)
 
     async def lifespan(app):
-        loader = threading.Thread(target=_load, args=(state, predictors), daemon=True,
-                                  name="pixellib-loader")
-        loader.start()
+        state.loader = threading.Thread(target=_load, args=(state, predictors), daemon=True,
+                                        name="pixellib-loader")
+        state.loader.start()
         yield
         # Shutting down (SIGTERM, Ctrl-C): let a running inference (one whose request may
-        # already have had its 504) and a model still loading finish, so that the process
-        # does not exit with torch working on another thread (it aborts then).
-        grace = max(10.0, min(settings.timeout, 120.0))
-        loader.join(grace)
-        if state.pool is not None and not state.pool.close(wait=grace):
-            logger.warning("an inference was still running %.0f s after shutdown began", grace)
+        # already have had its 504) and a model still loading finish.
+        if not state.stop_model_threads(wait=state.shutdown_grace):
+            logger.warning("an inference was still running %.0f s after shutdown began",
+                           state.shutdown_grace)
 
     app = FastAPI(title="pixellib", version=__version__, lifespan=lifespan,
                   description="PointRend instance segmentation over HTTP.")

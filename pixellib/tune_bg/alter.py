@@ -126,13 +126,10 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
                     text = name  # the released file's name: use the cached download
         resolved = resolve_model(text)
         stat = os.stat(resolved)
-        device = self.device
-        if device is None:
-            import torch
+        from ..predictor import default_device
 
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.predictor = _predictor(str(Path(resolved).resolve()), (stat.st_mtime_ns, stat.st_size),
-                                    self.speed, self.confidence, device)
+                                    self.speed, self.confidence, self.device or default_device())
         if detect is not None:
             detect_class_ids(detect)  # validate now
         self.detect = detect
@@ -151,7 +148,7 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
 
         keep = self._check(detect)
         image = read_image(image)
-        det = self.predictor(image).with_classes(keep)
+        det = self.predictor(image, classes=keep)  # other classes cost no mask
         if background is not None:
             background = fit_background(background, image.shape[:2])
         return apply_effect(image, det, effect, background=background)

@@ -106,12 +106,10 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         missing file, and
         :class:`~pixellib.errors.ModelFileError` for an unusable one.
         """
-        import torch
-
         from ...checkpoint.loading import load_model as build_from_file
         from ...config import BACKBONE_ALIASES, inference_config
         from ...model.detector import PointRendRCNN
-        from ...predictor import Predictor
+        from ...predictor import Predictor, default_device
 
         inference = inference_config(detection_speed, confidence)
         if network_backbone is not None and network_backbone not in BACKBONE_ALIASES:
@@ -134,7 +132,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
                 model = build_from_file(model_path, backbone=network_backbone,
                                         inference=inference)
         if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+            device = default_device()
         predictor = Predictor(model, speed=detection_speed, confidence=confidence,
                               device=device, heap_reuse=True)
         self._predictor, self._model_key = predictor, key

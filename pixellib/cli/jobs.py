@@ -84,7 +84,7 @@ def _output_ext(path: Path) -> str:
 
 def plan_jobs(inputs: list[str], output: str | None) -> list[Job]:
     """Pair each input with its output path; refuse any plan that would overwrite an input."""
-    from ..media.images import IMAGE_EXTENSIONS
+    from ..media.images import IMAGE_EXTENSIONS, OTHER_WRITE_EXTENSIONS
     from ..media.video import VIDEO_CODECS
 
     sources = _expand_inputs(inputs)
@@ -97,7 +97,7 @@ def plan_jobs(inputs: list[str], output: str | None) -> list[Job]:
             raise InvalidArgumentError(
                 f"output {str(dst)!r} is the input itself; choose another -o"
             )
-        allowed = VIDEO_CODECS if _is_video(src) else IMAGE_EXTENSIONS
+        allowed = VIDEO_CODECS if _is_video(src) else IMAGE_EXTENSIONS + OTHER_WRITE_EXTENSIONS
         if dst.suffix.lower() not in allowed:
             kind = "a video" if _is_video(src) else "an image"
             raise InvalidArgumentError(

@@ -58,8 +58,21 @@ MAX_PIXELS_ENV = "PIXELLIB_MAX_PIXELS"
 
 #: Extensions :func:`list_images` picks up and :func:`write_image` can encode (any letter case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+#: The other extensions ``cv2.imwrite`` encodes, which PixelLib's ``output_image_name`` took:
+#: :func:`write_image` writes them too (where this OpenCV build has the encoder), giving each
+#: format the channels it takes. They are not picked up from folders (PixelLib's
+#: ``segmentBatch`` read .jpg, .png and .tif only).
+OTHER_WRITE_EXTENSIONS = (".jpe", ".dib", ".ppm", ".pnm", ".pgm", ".pbm", ".pfm", ".sr",
+                          ".ras", ".jp2", ".hdr", ".pic", ".avif", ".gif")
+#: Formats that keep transparency; a transparent BGRA image is refused for the others.
+ALPHA_WRITE_EXTENSIONS = (".png", ".webp", ".tif", ".tiff", ".bmp", ".dib", ".jp2", ".avif",
+                          ".gif")
+#: Formats whose OpenCV encoder takes grey images only (colour is converted) or colour only
+#: (grey is replicated).
+GREY_ONLY_EXTENSIONS = (".pgm", ".pbm")
+COLOUR_ONLY_EXTENSIONS = (".ppm", ".gif", ".pfm", ".hdr", ".pic")
 #: The largest width or height each format's encoder takes (libjpeg 65500, libwebp 16383).
-MAX_SIDE = {".jpg": 65500, ".jpeg": 65500, ".webp": 16383}
+MAX_SIDE = {".jpg": 65500, ".jpeg": 65500, ".jpe": 65500, ".webp": 16383}
 
 
 def side_limit_error(ext: str, shape: tuple[int, ...]) -> str | None:
@@ -387,10 +400,17 @@ def check_image_output(path: PathLike) -> None:
     itself (an extension outside :data:`IMAGE_EXTENSIONS`, a folder there, a file where a
     folder is needed), so that callers can refuse it before doing the work."""
     path = user_path(path)
-    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+    ext = path.suffix.lower()
+    if ext not in IMAGE_EXTENSIONS and ext not in OTHER_WRITE_EXTENSIONS:
         raise InvalidArgumentError(
             f"cannot write {str(path)!r}: unknown image extension {path.suffix!r}; "
-            f"use one of {', '.join(IMAGE_EXTENSIONS)}"
+            f"use one of {', '.join(IMAGE_EXTENSIONS)} (or another that OpenCV writes: "
+            f"{', '.join(OTHER_WRITE_EXTENSIONS)})"
+        )
+    if ext in OTHER_WRITE_EXTENSIONS and not cv2.haveImageWriter("image" + ext):
+        raise InvalidArgumentError(
+            f"cannot write {str(path)!r}: this OpenCV build ({cv2.__version__}) has no "
+            f"{ext} encoder; use one of {', '.join(IMAGE_EXTENSIONS)}"
         )
     problem = output_path_problem(path)
     if problem:
@@ -409,7 +429,9 @@ def write_image(path: PathLike, image_bgr: np.ndarray, params: Sequence[int] = (
     home folder. The bytes go to a hidden temporary file in the same folder
     which then replaces ``path`` (``os.replace``), so readers never see a half-written image
     and nothing is left behind on error. Raises ``ValueError`` naming the path for an
-    extension outside :data:`IMAGE_EXTENSIONS` or an array of the wrong shape / dtype.
+    extension outside :data:`IMAGE_EXTENSIONS` and :data:`OTHER_WRITE_EXTENSIONS` or an array
+    of the wrong shape / dtype. Grey-only and colour-only formats (.pgm, .ppm...) get the
+    image converted, as their OpenCV encoders refuse the other kind.
     """
     path = user_path(path)
     ext = path.suffix.lower()
@@ -425,13 +447,15 @@ def write_image(path: PathLike, image_bgr: np.ndarray, params: Sequence[int] = (
             f"cannot write {str(path)!r}: expected a non-empty uint8 (H, W), (H, W, 3) or "
             f"(H, W, 4) array, got {image.dtype} of shape {image.shape}"
         )
-    if (ext in (".jpg", ".jpeg") and image.ndim == 3 and image.shape[2] == 4
+    if (ext not in ALPHA_WRITE_EXTENSIONS and image.ndim == 3 and image.shape[2] == 4
             and (image[:, :, 3] != 255).any()):
         # JPEG has no alpha: OpenCV would drop it and show the cut-out on black
+        fmt = "JPEG" if ext in (".jpg", ".jpeg", ".jpe") else f"the {ext} format"
         raise InvalidArgumentError(
-            f"cannot write {str(path)!r}: the image is transparent in places and JPEG has "
+            f"cannot write {str(path)!r}: the image is transparent in places and {fmt} has "
             "no transparency; write it as .png, .webp or .tif, or pass image[:, :, :3] to "
             "keep the colours without it")
+    image = _channels_for(ext, image)
     too_wide = side_limit_error(ext, image.shape)
     if too_wide:
         raise InvalidArgumentError(
@@ -448,6 +472,21 @@ def write_image(path: PathLike, image_bgr: np.ndarray, params: Sequence[int] = (
     if not ok:
         raise InvalidArgumentError(f"cannot write {str(path)!r}: OpenCV failed to encode {ext}")
     return write_bytes(path, encoded.tobytes())
+
+
+def _channels_for(ext: str, image: np.ndarray) -> np.ndarray:
+    """``image`` with the channels the ``ext`` encoder takes: grey for .pgm / .pbm, colour
+    for .ppm, .gif and the float formats, no (opaque) alpha for the formats without it."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 3 and image.shape[2] == 4 and ext not in ALPHA_WRITE_EXTENSIONS:
+        image = image[:, :, :3]
+    if ext in GREY_ONLY_EXTENSIONS and image.ndim == 3:
+        code = cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
+        image = cv2.cvtColor(image, code)
+    elif ext in COLOUR_ONLY_EXTENSIONS and image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return np.ascontiguousarray(image)
 
 
 def list_images(folder: PathLike) -> list[Path]:

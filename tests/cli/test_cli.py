@@ -524,6 +524,10 @@ def test_single_output_needs_image_extension(fake, folder, tmp_path):
     code, _, err = fake(folder / "photo0.jpg", "-o", f"{tmp_path / 'dir'}{os.sep}")
     assert code == 0, err
     assert (tmp_path / "dir" / "photo0.jpg").is_file()
+    code, _, err = fake(folder / "photo0.jpg", "-o", tmp_path / "result.ppm")  # cv2 writes it
+    assert code == 0, err
+    written = cv2.imread(str(tmp_path / "result.ppm"))
+    assert written.shape == cv2.imread(str(folder / "photo0.jpg")).shape
 
 
 def test_same_names_from_two_folders_do_not_collide(fake, folder, tmp_path, photos):

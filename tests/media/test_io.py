@@ -19,8 +19,10 @@ from PIL import Image
 from pixellib.errors import ImageReadError, ImageTooLargeError, InputNotFoundError, PixellibError
 from pixellib.media import images as pio
 from pixellib.media.images import (
+    ALPHA_WRITE_EXTENSIONS,
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
+    OTHER_WRITE_EXTENSIONS,
     decode_image,
     list_images,
     read_image,
@@ -386,6 +388,40 @@ def test_write_image_round_trip(tmp_path, ext):
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp left behind
 
 
+LOSSLESS_OTHER = (".dib", ".ppm", ".pnm", ".pfm", ".sr", ".ras")
+
+
+@pytest.mark.parametrize("ext", OTHER_WRITE_EXTENSIONS)
+def test_write_image_other_opencv_formats(tmp_path, ext):
+    """The other extensions cv2.imwrite encodes (PixelLib's output_image_name took them) are
+    written with the channels each encoder takes: colour, grey and opaque BGRA all go."""
+    grey = BASE[:, :, 0].copy()
+    opaque = np.dstack([BASE, np.full(BASE.shape[:2], 255, np.uint8)])
+    for name, image in (("colour", BASE), ("grey", grey), ("opaque", opaque)):
+        path = tmp_path / f"{name}{ext}"
+        assert write_image(path, image) == path
+        got = read_image(path)
+        assert got.shape == BASE.shape, (ext, name)
+        want = np.dstack([grey] * 3) if name == "grey" else BASE
+        if ext == ".pgm" and name != "grey":  # a grey-only format: converted as OpenCV does
+            want = np.dstack([cv2.cvtColor(BASE, cv2.COLOR_BGR2GRAY)] * 3)
+        if ext in LOSSLESS_OTHER or (ext == ".pgm"):
+            np.testing.assert_array_equal(got, want)
+        elif ext in (".hdr", ".pic"):  # float RGBE: within one step
+            assert np.abs(got.astype(int) - want).max() <= 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{n}{ext}" for n in ("colour", "grey", "opaque"))
+
+
+@pytest.mark.parametrize("ext", [e for e in OTHER_WRITE_EXTENSIONS
+                                 if e not in ALPHA_WRITE_EXTENSIONS] + [".jpg"])
+def test_write_image_refuses_transparency_where_the_format_has_none(tmp_path, ext):
+    cut = np.dstack([BASE, np.zeros(BASE.shape[:2], np.uint8)])
+    with pytest.raises(ValueError, match="no transparency"):
+        write_image(tmp_path / f"cut{ext}", cut)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_write_image_replaces_and_respects_umask(tmp_path):
     path = tmp_path / "a.png"
     write_image(path, BASE)
@@ -398,7 +434,7 @@ def test_write_image_replaces_and_respects_umask(tmp_path):
 
 @pytest.mark.parametrize(
     "name, image",
-    [("x.gif", BASE), ("noext", BASE), ("x.png", BASE.astype(np.float32)),
+    [("x.tga", BASE), ("x.heic", BASE), ("noext", BASE), ("x.png", BASE.astype(np.float32)),
      ("x.png", np.zeros((0, 3, 3), np.uint8)), ("x.png", np.zeros((2, 2, 2), np.uint8))],
 )
 def test_write_image_errors_leave_nothing(tmp_path, name, image):

@@ -10,14 +10,22 @@ import contextlib
 import io
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import AnnotationFileError, InputNotFoundError, InvalidArgumentError
-from .export import to_coco_json
+from .classes import COCO_CLASSES
+from .errors import (
+    AnnotationFileError,
+    ImageReadError,
+    InputNotFoundError,
+    InvalidArgumentError,
+    PixellibError,
+)
+from .export import _COCO_NAMES, COCO_CATEGORY_IDS, _decode_counts, to_coco_json
 
 #: What each of COCOeval's 12 summary numbers is, in its order.
 STAT_NAMES = (
@@ -53,24 +61,38 @@ def load_annotations(path: str | os.PathLike) -> dict:
             raise AnnotationFileError(f"{path}: missing list {key!r}")
     if not data["images"]:
         raise AnnotationFileError(f"{path}: 'images' is empty: there is nothing to evaluate")
-    image_ids = set()
+    image_ids: dict[int, tuple[int, int]] = {}  # id -> (height, width)
     for i, image in enumerate(data["images"]):
         _require(path, "images", i, image, _IMAGE_FIELDS)
         where = f"{path}: images[{i}]"
-        _check(where, "id", image["id"], _is_id, "a number or a string")
+        _check(where, "id", image["id"], _is_int, "a whole number")
         where += f" (id {image['id']!r})"
         _check(where, "file_name", image["file_name"], lambda v: isinstance(v, str) and v,
                "a file name")
         for key in ("width", "height"):
+            if isinstance(image[key], float) and image[key].is_integer():
+                image[key] = int(image[key])  # 320.0: pycocotools takes it too
             _check(where, key, image[key], lambda v: _is_int(v) and v > 0, "a whole number > 0")
-        image_ids.add(image["id"])
-    if len(image_ids) != len(data["images"]):
-        raise AnnotationFileError(f"{path}: duplicate image ids in 'images'")
-    category_ids = set()
+        if image["id"] in image_ids:
+            raise AnnotationFileError(f"{where}: duplicate image id")
+        image_ids[image["id"]] = (image["height"], image["width"])
+    category_ids, category_names = set(), {}
     for i, category in enumerate(data["categories"]):
         _require(path, "categories", i, category, ("id", "name"))
-        _check(f"{path}: categories[{i}]", "id", category["id"], _is_id, "a number or a string")
+        where = f"{path}: categories[{i}]"
+        _check(where, "id", category["id"], _is_int, "a whole number")
+        where += f" (id {category['id']!r})"
+        _check(where, "name", category["name"], lambda v: isinstance(v, str) and v.strip(),
+               "a class name")
+        if category["id"] in category_ids:
+            raise AnnotationFileError(f"{where}: duplicate category id")
+        key = _class_key(category["name"])
+        if key in category_names:  # AP per class is keyed by name: one would hide the other
+            raise AnnotationFileError(
+                f"{where}: name {category['name']!r} is also categories"
+                f"[{category_names[key]}]'s; category names must be distinct")
         category_ids.add(category["id"])
+        category_names[key] = i
     ann_ids = set()
     for i, ann in enumerate(data["annotations"]):
         _require(path, "annotations", i, ann, _ANNOTATION_FIELDS)
@@ -85,7 +107,7 @@ def load_annotations(path: str | os.PathLike) -> dict:
                 and all(_is_number(v) for v in bbox) and bbox[2] >= 0 and bbox[3] >= 0):
             raise AnnotationFileError(f"{where}: 'bbox' must be [x, y, width, height]")
         for key in ("image_id", "category_id"):
-            _check(where, key, ann[key], _is_id, "a number or a string")
+            _check(where, key, ann[key], _is_int, "a whole number")
         if ann["image_id"] not in image_ids:
             raise AnnotationFileError(f"{where}: image_id {ann['image_id']!r} is not in 'images'")
         if ann["category_id"] not in category_ids:
@@ -97,7 +119,84 @@ def load_annotations(path: str | os.PathLike) -> dict:
         _check(where, "segmentation", ann["segmentation"], _is_segmentation,
                "polygons [[x1, y1, x2, y2, x3, y3, ...], ...] or an RLE "
                "{'size': [height, width], 'counts': ...}")
+        problem = _segmentation_problem(ann["segmentation"], *image_ids[ann["image_id"]])
+        if problem:
+            raise AnnotationFileError(f"{where}: {problem}"[:300])
     return data
+
+
+def _class_key(name: str) -> str:
+    """A class name as compared with COCO's: case, ``_``/``-`` and spacing aside."""
+    return " ".join(name.replace("_", " ").replace("-", " ").lower().split())
+
+
+# PixelLib's names and the annotation files' (which spell "hair drier").
+_COCO_KEYS = {_class_key(name): k for names in (COCO_CLASSES, _COCO_NAMES)
+              for k, name in enumerate(names)}
+
+
+def category_map(annotations: dict, source: str | os.PathLike = "annotations"
+                 ) -> tuple[dict[int, int], list[str]]:
+    """The file's category id for each official COCO category id the model gives, matched
+    by **name** (any case, ``_`` or ``-`` for spaces), and the names of the file's categories
+    that are no COCO class (the model cannot find them: they score 0).
+
+    COCO val2017 maps every id to itself; a user's own file with ``person`` as 1 and ``car``
+    as 2 gets the model's cars scored as its 2s. Raises :class:`AnnotationFileError` when
+    no category is a COCO class."""
+    if not annotations["categories"]:
+        raise AnnotationFileError(f"{source}: 'categories' is empty: nothing to evaluate")
+    mapping, unmatched = {}, []
+    for category in annotations["categories"]:
+        k = _COCO_KEYS.get(_class_key(category["name"]))
+        if k is None:
+            unmatched.append(category["name"])
+        elif COCO_CATEGORY_IDS[k] in mapping:
+            raise AnnotationFileError(
+                f"{source}: categories {mapping[COCO_CATEGORY_IDS[k]]} and {category['id']} "
+                f"are both the COCO class {COCO_CLASSES[k]!r}")
+        else:
+            mapping[COCO_CATEGORY_IDS[k]] = category["id"]
+    if not mapping:
+        names = ", ".join(repr(c["name"]) for c in annotations["categories"][:5])
+        raise AnnotationFileError(
+            f"{source}: none of the {len(annotations['categories'])} categories ({names}"
+            f"{', ...' if len(annotations['categories']) > 5 else ''}) is one of the 80 COCO "
+            "classes the model detects (person, bicycle, car, ...): nothing to evaluate")
+    return mapping, unmatched
+
+
+def _segmentation_problem(seg, height: int, width: int) -> str | None:
+    """What makes a (well-typed) segmentation unusable for an image of ``height x width``:
+    an RLE of another size or with runs that do not cover it, a polygon far outside the
+    image (pycocotools rasterizes the whole extent: one coordinate of 1e12 exhausts memory)."""
+    if isinstance(seg, dict):
+        if list(seg["size"]) != [height, width]:
+            return (f"RLE 'size' {seg['size']} is not the image's [height, width] "
+                    f"[{height}, {width}]")
+        counts = seg["counts"]
+        if isinstance(counts, str):
+            try:
+                runs = _decode_counts(counts)
+            except PixellibError as e:
+                return f"RLE 'counts' is not a COCO compressed string: {e}"
+        else:
+            if not all(_is_int(v) for v in counts):
+                return "RLE 'counts' must be whole numbers"
+            runs = counts
+        if any(v < 0 for v in runs) or sum(runs) != height * width:
+            return (f"RLE 'counts' do not describe a {height}x{width} mask (runs must be >= 0 "
+                    f"and add up to {height * width}, they add up to {sum(runs)})")
+        return None
+    for poly in seg:
+        xs, ys = poly[0::2], poly[1::2]
+        if (min(xs) < -width or max(xs) > 2 * width or min(ys) < -height
+                or max(ys) > 2 * height):
+            far = next((x, y) for x, y in zip(xs, ys) if not (
+                -width <= x <= 2 * width and -height <= y <= 2 * height))
+            return (f"polygon point {far} is far outside the {width}x{height} image "
+                    "(more than the image's size beyond its edges)")
+    return None
 
 
 def _is_int(value) -> bool:
@@ -141,7 +240,8 @@ def _require(path: Path, section: str, index: int, entry, fields: Iterable[str])
 def image_paths(annotations: dict, image_dir: str | os.PathLike, *, limit: int | None = None,
                 source: str | os.PathLike = "annotations") -> list[tuple[dict, Path]]:
     """``(image entry, path)`` for the first ``limit`` images (all when None), each checked
-    to exist in ``image_dir`` before any model runs."""
+    before any model runs: the file is there, and its size (from the header, turned by its
+    EXIF orientation as it will be read) is the one the annotations give."""
     image_dir = Path(image_dir)
     if limit is not None and (not _is_int(limit) or limit < 1):
         raise InvalidArgumentError(f"limit must be a whole number >= 1, got {limit!r}")
@@ -151,31 +251,81 @@ def image_paths(annotations: dict, image_dir: str | os.PathLike, *, limit: int |
     out = []
     for i, image in enumerate(images):
         file = image_dir / image["file_name"]
+        where = f"{source}: images[{i}] (id {image['id']})"
+        if file.is_dir():
+            raise AnnotationFileError(
+                f"{where}: {image['file_name']!r} in {image_dir} is a folder, not an image")
         if not file.is_file():
             raise InputNotFoundError(
-                f"{source}: images[{i}] (id {image['id']}): file {image['file_name']!r} "
-                f"not found in {image_dir}")
+                f"{where}: file {image['file_name']!r} not found in {image_dir}")
+        problem = _size_problem(file, image["height"], image["width"])
+        if problem:
+            raise AnnotationFileError(f"{where}: {problem}")
         out.append((image, file))
     return out
 
 
-def detect(predictor, items: list[tuple[dict, Path]], *, progress: bool = True) -> list[dict]:
-    """Run ``predictor`` on every image; return COCO results (``loadRes`` format: image_id,
-    category_id, bbox [x, y, w, h], score, segmentation as compressed RLE)."""
+def _size_problem(file: Path, height: int, width: int) -> str | None:
+    """Why ``file`` is not ``width x height`` as read (EXIF orientation applied, as
+    ``cv2.imread`` and detectron2 do); None when it is, or when its header says nothing (the
+    detection pass then checks the decoded image)."""
+    from PIL import Image
+
+    try:
+        with Image.open(file) as im:
+            w, h = im.size
+            orientation = im.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - advisory: an unreadable file is reported when read
+        return None
+    turned = orientation in (5, 6, 7, 8)
+    if turned:
+        w, h = h, w
+    if (h, w) == (height, width):
+        return None
+    said = f"the annotations say {width}x{height}, the file {file} is {w}x{h}"
+    if turned and (w, h) == (height, width):
+        return (f"{said}: its EXIF orientation ({orientation}) turns it when read, and the "
+                "annotations give the size as stored; annotate the turned image, or remove "
+                "the orientation tag after turning the pixels")
+    return said
+
+
+def detect(predictor, items: list[tuple[dict, Path]], *, progress: bool = True,
+           categories: dict[int, int] | None = None) -> tuple[list[dict], list, int]:
+    """Run ``predictor`` on every image; return ``(results, skipped, left_out)``: the COCO
+    results (``loadRes`` format: image_id, category_id, bbox [x, y, w, h], score,
+    segmentation as compressed RLE), the ``(image entry, reason)`` of images that could not
+    be read (each also a :class:`SkippedImageWarning`), and how many detections were left
+    out for a class the annotations do not have.
+
+    ``categories`` maps official COCO ids to the file's (:func:`category_map`); None keeps
+    the official ids."""
     from tqdm import tqdm
 
-    results = []
+    from .torchbackend.instance.segmentation import SkippedImageWarning
+
+    results, skipped, left_out = [], [], 0
     for image, file in tqdm(items, unit="img", disable=not progress, desc="evaluate"):
-        det = predictor(file)
-        h, w = det.image_size
-        if (h, w) != (image["height"], image["width"]):
-            raise AnnotationFileError(
-                f"image id {image['id']} ({file}): the annotations say "
-                f"{image['width']}x{image['height']}, the file is {w}x{h}")
+        try:
+            det = predictor(file)
+            h, w = det.image_size
+            if (h, w) != (image["height"], image["width"]):
+                raise ImageReadError(f"the annotations say {image['width']}x{image['height']},"
+                                     f" the file {file} is {w}x{h}")
+        except (ImageReadError, InputNotFoundError) as e:
+            reason = f"image id {image['id']} ({file}) left out of the scores: {e}"
+            skipped.append((image, str(e)))
+            warnings.warn(reason, SkippedImageWarning, stacklevel=2)
+            continue
         for ann in to_coco_json(det, image_id=image["id"])["annotations"]:
+            if categories is not None:
+                if ann["category_id"] not in categories:
+                    left_out += 1
+                    continue
+                ann["category_id"] = categories[ann["category_id"]]
             results.append({k: ann[k] for k in ("image_id", "category_id", "bbox", "score",
                                                "segmentation")})
-    return results
+    return results, skipped, left_out
 
 
 @dataclass
@@ -190,6 +340,10 @@ class Evaluation:
     images: int = 0
     detections: int = 0
     text: str = ""  # COCOeval's own printed tables
+    objects: int = 0  # ground-truth objects (not crowd regions) in the images scored
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why) not read
+    unmatched_categories: list[str] = field(default_factory=list)  # no COCO class is them
+    left_out: int = 0  # detections of COCO classes the annotations do not have
 
 
 def coco_evaluate(annotations: dict, results: list[dict],
@@ -241,7 +395,9 @@ def coco_evaluate(annotations: dict, results: list[dict],
     return Evaluation(box=summaries["bbox"], mask=summaries["segm"], per_class=per_class,
                       images=len(ids),
                       detections=sum(1 for r in results if r["image_id"] in used),
-                      text="\n".join(text))
+                      text="\n".join(text),
+                      objects=sum(1 for a in annotations["annotations"]
+                                  if a["image_id"] in used and not a.get("iscrowd")))
 
 
 def _no_detection_stats(annotations: dict, image_ids: list) -> list[float]:
@@ -270,17 +426,71 @@ def format_report(ev: Evaluation) -> str:
             fb = f"{b:7.3f}" if b is not None else f"{'-':>7s}"
             fm = f"{m:7.3f}" if m is not None else f"{'-':>7s}"
             lines.append(f"{name:32s} {fb} {fm}")
+    notes = []
+    if ev.objects == 0:
+        notes.append("no ground-truth object in these images: every AP and AR is -1 "
+                     "(COCO's 'nothing to measure')")
+    if ev.unmatched_categories:
+        notes.append(f"{len(ev.unmatched_categories)} categories are no COCO class, so the "
+                     f"model finds none of them: {', '.join(ev.unmatched_categories[:10])}"
+                     f"{', ...' if len(ev.unmatched_categories) > 10 else ''}")
+    if ev.left_out:
+        notes.append(f"{ev.left_out} detections of COCO classes the annotations do not have "
+                     "are left out")
+    if ev.skipped:
+        notes.append(f"{len(ev.skipped)} images could not be read and are left out of the "
+                     f"scores: " + "; ".join(f"{f}: {why}" for f, why in ev.skipped[:5])
+                     + ("; ..." if len(ev.skipped) > 5 else ""))
+    if notes:
+        lines += [""] + [f"note: {n}" for n in notes]
     return "\n".join(lines)
 
 
-def evaluate(predictor, annotation_file: str | os.PathLike, image_dir: str | os.PathLike, *,
-             limit: int | None = None, progress: bool = True,
-             on_results: Callable[[list[dict]], None] | None = None) -> Evaluation:
-    """Load and check the annotations, run ``predictor`` over the (first ``limit``) images,
-    hand the results to ``on_results`` (e.g. to save them) and score them."""
+@dataclass
+class Plan:
+    """What :func:`prepare` checked: the annotations, the images to run (``(entry, path)``),
+    the file's category for each official COCO id and the categories no COCO class is."""
+
+    annotations: dict
+    items: list[tuple[dict, Path]]
+    categories: dict[int, int]
+    unmatched_categories: list[str]
+
+
+def prepare(annotation_file: str | os.PathLike, image_dir: str | os.PathLike, *,
+            limit: int | None = None) -> Plan:
+    """Every check that needs no model: the annotation file (:func:`load_annotations`), the
+    images (:func:`image_paths`) and the categories (:func:`category_map`)."""
     annotations = load_annotations(annotation_file)
     items = image_paths(annotations, image_dir, limit=limit, source=annotation_file)
-    results = detect(predictor, items, progress=progress)
+    categories, unmatched = category_map(annotations, annotation_file)
+    return Plan(annotations, items, categories, unmatched)
+
+
+def evaluate(predictor, annotation_file: str | os.PathLike | Plan,
+             image_dir: str | os.PathLike | None = None, *, limit: int | None = None,
+             progress: bool = True,
+             on_results: Callable[[list[dict]], None] | None = None) -> Evaluation:
+    """Load and check the annotations (or take a :func:`prepare`'d plan), run ``predictor``
+    over the (first ``limit``) images, hand the results to ``on_results`` (e.g. to save them)
+    and score them.
+
+    Categories are matched to the model's classes by name (:func:`category_map`). An image
+    that cannot be read is left out of the scores with a :class:`SkippedImageWarning` and
+    listed in :attr:`Evaluation.skipped`; when none can be read, :class:`ImageReadError`."""
+    plan = annotation_file if isinstance(annotation_file, Plan) else prepare(
+        annotation_file, image_dir, limit=limit)
+    results, skipped, left_out = detect(predictor, plan.items, progress=progress,
+                                        categories=plan.categories)
+    if len(skipped) == len(plan.items):
+        raise ImageReadError(f"none of the {len(plan.items)} images could be read; the "
+                             f"first: {skipped[0][1]}")
     if on_results is not None:
         on_results(results)
-    return coco_evaluate(annotations, results, [image["id"] for image, _ in items])
+    gone = {id(image) for image, _ in skipped}
+    ev = coco_evaluate(plan.annotations, results,
+                       [image["id"] for image, _ in plan.items if id(image) not in gone])
+    ev.skipped = [(image["file_name"], why) for image, why in skipped]
+    ev.unmatched_categories = list(plan.unmatched_categories)
+    ev.left_out = left_out
+    return ev

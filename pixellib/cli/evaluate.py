@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 
 from ..errors import InvalidArgumentError
@@ -52,26 +54,60 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except ImportError:
         raise InvalidArgumentError("pixellib evaluate needs pycocotools: "
                          "pip install 'pixellib[eval]'") from None
-    from ..evaluate import evaluate, format_report, image_paths, load_annotations
-    from ..media.files import output_path_problem, write_text
+    from tqdm import tqdm
+
+    from ..evaluate import evaluate, format_report, prepare
+    from ..media.files import write_text
+    from ..torchbackend.instance.segmentation import SkippedImageWarning
     from .main import _load_predictor
 
-    image_paths(load_annotations(args.annotations), args.images, limit=args.limit,
-                source=args.annotations)  # bad input fails before the model loads
-    output = Path(args.output)
-    problem = output_path_problem(output)
-    if problem:
-        raise InvalidArgumentError(f"cannot write the detections to {problem}")
-    if output.exists() and output.resolve() == Path(args.annotations).resolve():
-        raise InvalidArgumentError(f"-o {str(output)!r} is the annotation file itself; choose "
-                                   "another file for the detections")
+    # bad input fails before the model loads: annotations, images, categories, the output
+    plan = prepare(args.annotations, args.images, limit=args.limit)
+    output = Path(args.output).expanduser()
+    images = [Path(args.images) / image["file_name"] for image in plan.annotations["images"]]
+    _check_output(output, [Path(args.annotations), *images])
     predictor = _load_predictor(args)
 
     def save(results: list[dict]) -> None:
         write_text(output, json.dumps(results))
 
-    result = evaluate(predictor, args.annotations, args.images, limit=args.limit,
-                      progress=True, on_results=save)
+    with warnings.catch_warnings():  # a skipped image: one line, above the progress bar
+        warnings.simplefilter("always", SkippedImageWarning)
+        default_show = warnings.showwarning
+
+        def show(message, category, *rest, **kw):
+            if issubclass(category, SkippedImageWarning):
+                tqdm.write(f"pixellib: warning: {message}", file=sys.stderr)
+            else:
+                default_show(message, category, *rest, **kw)
+
+        warnings.showwarning = show
+        result = evaluate(predictor, plan, progress=True, on_results=save)
     print(format_report(result))
     print(f"detections written to {output}", file=sys.stderr)
     return 0
+
+
+def _check_output(output: Path, inputs: list[Path]) -> None:
+    """Refuse an output that is one of the inputs or that cannot be written, before the
+    detection pass (hours on COCO val2017) rather than after it."""
+    from ..media.files import output_path_problem
+
+    problem = output_path_problem(output)
+    if problem:
+        raise InvalidArgumentError(f"cannot write the detections to {problem}")
+    if output.exists():
+        target = output.resolve()
+        for i, path in enumerate(inputs):
+            if path.resolve() == target:
+                what = "the annotation file" if i == 0 else "one of the images"
+                raise InvalidArgumentError(f"-o {str(output)!r} is {what} itself; choose "
+                                           "another file for the detections")
+    folder = next(p for p in (output.absolute(), *output.absolute().parents) if p.is_dir()
+                  or p == Path(p.anchor))
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise InvalidArgumentError(f"cannot write the detections to {str(output)!r}: "
+                                   f"{e.strerror or e}") from None

@@ -12,16 +12,19 @@ import numpy as np
 import pytest
 
 from pixellib.cli.main import main
-from pixellib.errors import AnnotationFileError, InputNotFoundError
+from pixellib.errors import AnnotationFileError, ImageReadError, InputNotFoundError
 from pixellib.evaluate import (
+    category_map,
     coco_evaluate,
     evaluate,
     format_report,
     image_paths,
     load_annotations,
+    prepare,
 )
 from pixellib.export import mask_to_rle, rle_to_mask, to_coco_json
 from pixellib.predictor import Predictor
+from pixellib.torchbackend.instance import SkippedImageWarning
 
 DATA = Path(__file__).parents[1] / "data" / "images"
 
@@ -166,10 +169,14 @@ def test_other_bad_annotation_files(dataset, tmp_path):
 
 
 @pytest.mark.parametrize("section, index, field, value, says", [
-    ("images", 0, "id", [1], "'id' must be a number or a string"),
+    ("images", 0, "id", [1], "'id' must be a whole number"),
+    ("images", 0, "id", "7", "'id' must be a whole number"),
+    ("images", 0, "id", 7.0, "'id' must be a whole number, got 7.0"),
+    ("categories", 0, "id", "person", "'id' must be a whole number"),
+    ("categories", 0, "name", "", "'name' must be a class name"),
     ("images", 0, "file_name", 123, "'file_name' must be a file name"),
     ("images", 0, "width", "96", "'width' must be a whole number > 0"),
-    ("annotations", 0, "category_id", [1], "'category_id' must be a number or a string"),
+    ("annotations", 0, "category_id", [1], "'category_id' must be a whole number"),
     ("annotations", 0, "segmentation", "oops", "'segmentation' must be polygons"),
     ("annotations", 0, "segmentation", [], "'segmentation' must be polygons"),
     ("annotations", 0, "segmentation", [[1, 2, 3]], "'segmentation' must be polygons"),
@@ -225,3 +232,178 @@ def test_missing_image_names_file_and_entry(dataset, tmp_path, capsys):
     assert main(["evaluate", str(path), str(dataset["images"]), "--model", "nope.pkl"]) == 1
     err = capsys.readouterr().err
     assert "gone.jpg" in err and str(path) in err and "Traceback" not in err
+
+
+def _renumbered(gt):
+    """The same ground truth with the categories numbered 1..N (as a user's own export
+    does) and their names spelt another way ("Traffic_Light")."""
+    gt = copy.deepcopy(gt)
+    new = {c["id"]: k for k, c in enumerate(gt["categories"], start=1)}
+    for c in gt["categories"]:
+        c["id"], c["name"] = new[c["id"]], c["name"].title().replace(" ", "_")
+    for ann in gt["annotations"]:
+        ann["category_id"] = new[ann["category_id"]]
+    assert any(old != k for old, k in new.items())
+    return gt, new
+
+
+def test_categories_are_matched_by_name_not_by_id(dataset, tmp_path):
+    """A file numbering its classes 1..N scored AP 0 (detections carried COCO's ids)."""
+    gt, new = _renumbered(dataset["gt"])
+    path = _write(tmp_path, gt)
+    saved = []
+    ev = evaluate(dataset["predictor"], path, dataset["images"], progress=False,
+                  on_results=saved.append)
+    want = coco_evaluate(dataset["gt"], dataset["results"])
+    assert ev.box == pytest.approx(want.box) and ev.mask == pytest.approx(want.mask)
+    assert ev.box[0] == pytest.approx(1.0) and not ev.unmatched_categories and not ev.left_out
+    assert sorted(r["category_id"] for r in saved[0]) == sorted(
+        new[r["category_id"]] for r in dataset["results"])  # written in the file's ids
+    assert category_map(dataset["gt"])[0] == {c["id"]: c["id"] for c in dataset["gt"]["categories"]
+                                              if c["id"] in new}
+
+
+def test_categories_no_coco_class_is(dataset, tmp_path):
+    """A user's own class scores 0 and is named; detections of COCO classes the file does not
+    have are left out (the synthetic model finds umbrellas only here)."""
+    gt = copy.deepcopy(dataset["gt"])
+    gt["categories"] = [{"id": 1, "name": "person"}, {"id": 1000, "name": "widget"}]
+    for ann in gt["annotations"]:
+        ann["category_id"] = 1000
+    saved = []
+    ev = evaluate(dataset["predictor"], _write(tmp_path, gt), dataset["images"],
+                  progress=False, on_results=saved.append)
+    assert ev.unmatched_categories == ["widget"] and saved == [[]]
+    assert ev.left_out == len(dataset["results"]) > 0
+    assert ev.per_class["widget"] == (0.0, 0.0) and ev.box[0] == 0.0
+    report = format_report(ev)
+    assert "no COCO class" in report and "widget" in report
+    assert f"{ev.left_out} detections of COCO classes" in report
+    for c in gt["categories"]:
+        c["name"] = f"my_{c['id']}"
+    with pytest.raises(AnnotationFileError, match="none of the 2 categories.*my_"):
+        prepare(_write(tmp_path, gt), dataset["images"])
+    gt["categories"] = [{"id": 1000, "name": "hair drier"}, {"id": 2, "name": "Hair_Dryer"}]
+    with pytest.raises(AnnotationFileError, match="1000 and 2 are both the COCO class"):
+        prepare(_write(tmp_path, gt), dataset["images"])
+
+
+def test_duplicate_categories_are_refused(dataset, tmp_path):
+    gt = copy.deepcopy(dataset["gt"])
+    gt["categories"].append({**gt["categories"][0]})
+    with pytest.raises(AnnotationFileError, match=r"categories\[\d+\] \(id \d+\): duplicate"):
+        load_annotations(_write(tmp_path, gt))
+    gt["categories"][-1] = {"id": 5000, "name": gt["categories"][0]["name"].upper()}
+    with pytest.raises(AnnotationFileError, match="names must be distinct"):
+        load_annotations(_write(tmp_path, gt))
+
+
+def _first_rle(gt):
+    return next(i for i, a in enumerate(gt["annotations"]) if isinstance(a["segmentation"], dict))
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda seg, h, w: seg.update(size=[w, h]), "RLE 'size' .* is not the image's"),
+    (lambda seg, h, w: seg.update(counts=[-5, h * w + 5]), "runs must be >= 0"),
+    (lambda seg, h, w: seg.update(counts=[3, 4]), "add up to"),
+    (lambda seg, h, w: seg.update(counts="!!!garbage"), "not a COCO compressed string"),
+])
+def test_rle_that_does_not_fit_its_image_is_refused(dataset, tmp_path, change, says):
+    """They gave a silently wrong mask AP, or a traceback from pycocotools after the model ran."""
+    gt = copy.deepcopy(dataset["gt"])
+    k = _first_rle(gt)
+    image = next(im for im in gt["images"] if im["id"] == gt["annotations"][k]["image_id"])
+    change(gt["annotations"][k]["segmentation"], image["height"], image["width"])
+    with pytest.raises(AnnotationFileError, match=rf"annotations\[{k}\] .*{says}"):
+        load_annotations(_write(tmp_path, gt))
+
+
+def test_polygon_far_outside_its_image_is_refused(dataset, tmp_path):
+    """One coordinate of 1e12 made pycocotools allocate until the process was killed."""
+    gt = copy.deepcopy(dataset["gt"])
+    gt["annotations"][0]["segmentation"] = [[1, 2, 30, 2, 5, 1e12]]
+    with pytest.raises(AnnotationFileError, match=r"annotations\[0\].*far outside"):
+        load_annotations(_write(tmp_path, gt))
+    gt["annotations"][0]["segmentation"] = [[-3, -2, 30, 2, 5, 20.5]]  # a little over: fine
+    load_annotations(_write(tmp_path, gt))
+
+
+def test_integral_float_sizes_are_read_as_numbers(dataset, tmp_path):
+    gt = copy.deepcopy(dataset["gt"])
+    gt["images"][0]["width"] = float(gt["images"][0]["width"])
+    assert load_annotations(_write(tmp_path, gt))["images"][0]["width"] == dataset["gt"][
+        "images"][0]["width"]
+
+
+def test_image_size_and_kind_are_checked_before_the_model(dataset, tmp_path):
+    gt = copy.deepcopy(dataset["gt"])
+    gt["images"][1]["width"] *= 2
+    gt["annotations"] = []
+    with pytest.raises(AnnotationFileError, match=r"images\[1\] \(id 9\): the annotations say"):
+        prepare(_write(tmp_path, gt), dataset["images"])
+    folder = tmp_path / "imgs"
+    shutil.copytree(dataset["images"], folder)
+    (folder / "sub").mkdir()
+    gt = copy.deepcopy(dataset["gt"])
+    gt["images"][0]["file_name"] = "sub"
+    with pytest.raises(AnnotationFileError, match="'sub' in .* is a folder, not an image"):
+        prepare(_write(tmp_path, gt), folder)
+
+
+def test_exif_turned_image_says_why_its_size_differs(dataset, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    stored = Image.open(dataset["images"] / "small.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned 90 degrees when read
+    stored.save(folder / "small.jpg", exif=exif)
+    gt = copy.deepcopy(dataset["gt"])
+    gt["images"] = [im for im in gt["images"] if im["file_name"] == "small.jpg"]
+    gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] == gt["images"][0]["id"]]
+    with pytest.raises(AnnotationFileError, match=r"EXIF orientation \(6\) turns it"):
+        prepare(_write(tmp_path, gt), folder)
+    w, h = stored.size
+    gt["images"][0]["width"], gt["images"][0]["height"] = h, w  # the size as read: accepted
+    gt["annotations"] = []
+    assert len(prepare(_write(tmp_path, gt), folder).items) == 1
+
+
+def test_unreadable_image_is_left_out_and_reported(dataset, tmp_path):
+    """One corrupt image threw away the whole detection pass."""
+    folder = tmp_path / "imgs"
+    shutil.copytree(dataset["images"], folder)
+    data = (folder / "street.jpg").read_bytes()
+    (folder / "street.jpg").write_bytes(data[: len(data) // 2])
+    path = _write(tmp_path, dataset["gt"])
+    with pytest.warns(SkippedImageWarning, match=r"image id 9 .*street.jpg.*truncated"):
+        ev = evaluate(dataset["predictor"], path, folder, progress=False)
+    assert ev.images == 1 and [f for f, _ in ev.skipped] == ["street.jpg"]
+    assert ev.box == pytest.approx(coco_evaluate(dataset["gt"], dataset["results"], [7]).box)
+    assert "1 images could not be read" in format_report(ev)
+    (folder / "small.jpg").write_bytes(b"")
+    with pytest.warns(SkippedImageWarning), pytest.raises(ImageReadError, match="none of the 2"):
+        evaluate(dataset["predictor"], path, folder, progress=False)
+
+
+def test_no_ground_truth_is_said(dataset):
+    gt = copy.deepcopy(dataset["gt"])
+    gt["annotations"] = []
+    ev = coco_evaluate(gt, dataset["results"])
+    assert ev.objects == 0 and set(ev.box) == {-1.0}
+    assert "no ground-truth object" in format_report(ev)
+
+
+def test_cli_refuses_an_image_or_an_unwritable_output_before_the_model(dataset, tmp_path,
+                                                                       capsys):
+    path = _write(tmp_path, dataset["gt"])
+    before = (dataset["images"] / "small.jpg").read_bytes()
+    for output, says in ((dataset["images"] / "small.jpg", "is one of the images itself"),
+                         (Path("/proc/pixellib-test/x.json"), "cannot write the detections")):
+        argv = ["evaluate", str(path), str(dataset["images"]), "--model", "nope.pkl",
+                "--limit", "1", "-o", str(output)]
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert says in err and "nope" not in err and "Traceback" not in err
+    assert (dataset["images"] / "small.jpg").read_bytes() == before

@@ -478,8 +478,13 @@ def evaluate(predictor, annotation_file: str | os.PathLike | Plan,
     Categories are matched to the model's classes by name (:func:`category_map`). An image
     that cannot be read is left out of the scores with a :class:`SkippedImageWarning` and
     listed in :attr:`Evaluation.skipped`; when none can be read, :class:`ImageReadError`."""
-    plan = annotation_file if isinstance(annotation_file, Plan) else prepare(
-        annotation_file, image_dir, limit=limit)
+    if isinstance(annotation_file, Plan):
+        plan = annotation_file
+    elif image_dir is None:
+        raise InvalidArgumentError("evaluate() needs the image folder after the annotation "
+                                   "file (or a plan from prepare())")
+    else:
+        plan = prepare(annotation_file, image_dir, limit=limit)
     results, skipped, left_out = detect(predictor, plan.items, progress=progress,
                                         categories=plan.categories)
     if len(skipped) == len(plan.items):

@@ -55,6 +55,7 @@ def read_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
     else:
         obj = _load_pickle(file, known=kind == "pickle")
     weights = _weights_of(obj, file)
+    _check_declared_size(weights, file)
     tensors = {key: to_tensor(value, key, file) for key, value in weights.items()}
     if all(key.startswith("module.") for key in tensors):
         tensors = {key[len("module.") :]: value for key, value in tensors.items()}
@@ -179,18 +180,54 @@ def _weights_of(obj: Any, file: Path) -> Mapping:
     return weights
 
 
+# What the float32 weights may take beyond 4x the file's bytes (a uint8 array becomes 4x its
+# size as float32; nothing a model file stores becomes more).
+_SIZE_SLACK = 64 << 20
+
+
+def _check_declared_size(weights: Mapping, file: Path) -> None:
+    """Refuse, before converting anything, weights that declare far more float32 data than
+    the file holds: one array referred to under many names (a 10 MB pickle made 2.6 GB) or
+    tensors viewing one storage over and over (a 1.7 KB .pth declared 1.6 GB)."""
+    elements = sum(int(v.numel()) if isinstance(v, torch.Tensor) else int(np.size(v))
+                   for v in weights.values() if _is_array(v))
+    try:
+        limit = 4 * file.stat().st_size + _SIZE_SLACK
+    except OSError:
+        return
+    if 4 * elements > limit:
+        raise ModelFileError(
+            f"{file}: its arrays declare {4 * elements / 2**20:.0f} MiB of float32 weights, "
+            f"far more than the {file.stat().st_size / 2**20:.1f} MiB file stores: arrays "
+            "repeated under several names or views repeating their data, not a model file")
+
+
 def to_tensor(value: Any, key: Any, file: Path) -> torch.Tensor:
+    """``value`` as a float32 CPU tensor; refuses non-numeric data, views that repeat their
+    storage (stride 0 or overlapping) and NaN or infinite weights, naming the file and key."""
     if not isinstance(key, str):
         raise ModelFileError(f"{file}: key {key!r} is a {type(key).__name__}, not a string")
     if isinstance(value, torch.Tensor):
         if value.layout != torch.strided or value.is_complex() or value.is_quantized:
             raise ModelFileError(f"{file}: '{key}' is not a dense real tensor ({value.dtype})")
-        return value.detach().to("cpu", torch.float32).contiguous()
-    if isinstance(value, (np.ndarray, np.generic)):
+        if value.numel() * value.element_size() > value.untyped_storage().nbytes():
+            raise ModelFileError(
+                f"{file}: '{key}' declares {tuple(value.shape)} but its storage holds "
+                f"{value.untyped_storage().nbytes()} bytes: a view repeating its data, not "
+                "weights")
+        tensor = value.detach().to("cpu", torch.float32).contiguous()
+    elif isinstance(value, (np.ndarray, np.generic)):
         if value.dtype.kind not in "biuf":
             raise ModelFileError(f"{file}: '{key}' is a {value.dtype} array, not numeric")
         array = np.asarray(value, dtype=np.float32, order="C")
         if not array.flags.writeable:
             array = array.copy()
-        return torch.from_numpy(array)
-    raise ModelFileError(f"{file}: '{key}' holds a {type(value).__name__}, not an array of weights")
+        tensor = torch.from_numpy(array)
+    else:
+        raise ModelFileError(
+            f"{file}: '{key}' holds a {type(value).__name__}, not an array of weights")
+    if not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise ModelFileError(f"{file}: '{key}' holds {bad} NaN or infinite values: the file "
+                             "is damaged (the model would find nothing)")
+    return tensor

@@ -105,7 +105,23 @@ def resolve_model(name_or_path: str | os.PathLike, *, download: bool = True,
     hint = ""
     for known in MODEL_URLS:
         if path.name == model_filename(known):
+            cached = cached_model_path(known)
+            if path.parent == Path(".") and cached.is_file():
+                # PixelLib's scripts name the released file bare; `pixellib download` put it
+                # in the cache.
+                logger.info("%s is not in %s: using the downloaded %s", path, Path.cwd(),
+                            cached)
+                return cached
             hint = f" (to use the released file, pass {known!r}: it is downloaded and cached)"
+    if not download:  # the Python API: names mean the cache, filled by `pixellib download`
+        raise ModelNotFoundError(
+            f"model file not found: {str(name_or_path)!r}. Pass a .pkl/.pth/.safetensors "
+            f"path, or {' / '.join(repr(k) for k in MODEL_URLS)} for a released model once "
+            f"`pixellib download {next(iter(MODEL_URLS))}` (or "
+            f"{', '.join(list(MODEL_URLS)[1:])}) has put it in {cache_dir()} (set "
+            f"PIXELLIB_HOME to change the folder); PixelLib's releases: "
+            f"{', '.join(MODEL_URLS.values())}"
+        )
     raise ModelNotFoundError(
         f"model file not found: {str(name_or_path)!r}{hint}. Pass a .pkl/.pth/.safetensors "
         f"path, or one of {', '.join(MODEL_URLS)} to download the released model into "

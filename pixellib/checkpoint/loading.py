@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,12 +19,13 @@ from ..errors import InvalidArgumentError
 from ..model.detector import PointRendRCNN, build_model
 from ..model.layers import fold_frozen_norms
 from . import state_dict as weights
+from .hub import resolve_model
 
 logger = logging.getLogger(__name__)
 
-# The stem convolution has a bias only once its batch norm is folded in (the checkpoints
-# hold "...conv1.norm.*" and no bias): that marks a state dict saved from a loaded model.
-_STEM_CONV = "backbone.bottom_up.stem.conv1"
+# How the warnings name the architectures ("resnet101" is PixelLib's name for ResNeXt).
+_ARCH_NAMES = {"resnet50": "ResNet-50", "resnet101": "plain ResNet-101",
+               "resnext101_32x8d": "ResNeXt-101 32x8d"}
 
 
 def load_model(
@@ -33,6 +33,10 @@ def load_model(
     inference: InferenceConfig | None = None, fold_norms: bool = True,
 ) -> PointRendRCNN:
     """Build the model a checkpoint file (or a loaded state dict) describes and load it.
+
+    ``source`` is a path (``~`` expanded), or ``"resnet50"`` / ``"resnet101"`` for the
+    released files in the cache (:func:`pixellib.checkpoint.hub.resolve_model`; nothing is
+    downloaded here).
 
     The architecture comes from the tensors; when ``backbone`` (a PixelLib
     ``network_backbone`` name) disagrees, the file wins and a warning says so. An unknown
@@ -57,17 +61,19 @@ def load_model(
         raw = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
                for k, v in source.items()}
     else:
-        path = Path(source)
+        path = resolve_model(source, download=False)
         raw = weights.read_checkpoint(path)
-    state_dict, _ = weights.convert_state_dict(raw)
-    arch = weights.detect_architecture(state_dict)
+    with weights._about(path or "checkpoint"):
+        state_dict, _ = weights.convert_state_dict(raw)
+        arch = weights.detect_architecture(state_dict)
     if backbone is not None and wanted != arch:
         logger.warning(
-            "network_backbone=%r but %s holds a %s model; using %s",
-            backbone, path or "the checkpoint", arch, arch,
+            "network_backbone=%r (%s) but %s holds a %s model; using the %s",
+            backbone, _ARCH_NAMES[wanted], path or "the checkpoint", _ARCH_NAMES[arch],
+            _ARCH_NAMES[arch],
         )
     model = build_model(arch, inference)
-    folded = f"{_STEM_CONV}.bias" in state_dict and f"{_STEM_CONV}.norm.weight" not in state_dict
+    folded = weights.is_folded(state_dict)
     if folded:  # saved from a loaded model: the model takes the folded weights as they are
         fold_frozen_norms(model)
     weights.load_into(model, state_dict, path=path)

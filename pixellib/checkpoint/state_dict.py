@@ -150,8 +150,20 @@ def detect_architecture(state_dict: Mapping[str, Any]) -> str:
     )
 
 
+# The stem convolution has a bias only once its batch norm is folded in (the checkpoints
+# hold "...conv1.norm.*" and no bias): that marks a state dict saved from a loaded model.
+_STEM_CONV = "backbone.bottom_up.stem.conv1"
+_CLASS_SCORES = "roi_heads.box_predictor.cls_score.weight"
+
+
+def is_folded(state_dict: Mapping[str, Any]) -> bool:
+    """Whether a converted state dict was saved from a loaded model (norms folded in)."""
+    return f"{_STEM_CONV}.bias" in state_dict and f"{_STEM_CONV}.norm.weight" not in state_dict
+
+
 def _mismatch(expected: Mapping[str, tuple[int, ...]], state_dict: Mapping[str, Any]) -> str:
-    """Missing, unexpected and misshapen keys of ``state_dict``, one line per kind, or ''."""
+    """Missing, unexpected and misshapen keys of ``state_dict``, one line per kind, or ''.
+    A model trained for another number of classes is said first, in words."""
     groups = {
         "missing": [key for key in expected if key not in state_dict],
         "unexpected": [key for key in state_dict if key not in expected],
@@ -162,6 +174,12 @@ def _mismatch(expected: Mapping[str, tuple[int, ...]], state_dict: Mapping[str, 
         ],
     }
     text = ""
+    scores = state_dict.get(_CLASS_SCORES)
+    if (scores is not None and _CLASS_SCORES in expected and len(scores.shape) == 2
+            and scores.shape[0] != expected[_CLASS_SCORES][0]):
+        text += (f"\n  it was trained for {scores.shape[0] - 1} classes; pixellib runs the "
+                 f"{expected[_CLASS_SCORES][0] - 1}-class COCO PointRend models (PixelLib's "
+                 "pointrend_resnet50.pkl / pointrend_resnet101.pkl)")
     for title, items in groups.items():
         if items:
             more = f", ... and {len(items) - 10} more" if len(items) > 10 else ""
@@ -185,11 +203,25 @@ def load_into(
     model.load_state_dict(state_dict, strict=True)
 
 
-def expected_shapes(arch: str) -> dict[str, tuple[int, ...]]:
-    """State-dict shapes of the real model for ``arch`` (a hook tests may replace)."""
+def expected_shapes(arch: str, *, folded: bool = False) -> dict[str, tuple[int, ...]]:
+    """State-dict shapes of the real model for ``arch`` (a hook tests may replace); with
+    ``folded``, of a loaded model's own state dict."""
     from pixellib.model.detector import state_dict_shapes
 
-    return state_dict_shapes(arch)
+    return state_dict_shapes(arch, folded=folded)
+
+
+def _checked(raw: Mapping[str, Any]) -> tuple[dict[str, Any], ConversionReport, str]:
+    """Convert names, detect the architecture and check every key and shape against it
+    (a loaded model's folded state dict against the folded model)."""
+    state_dict, report = convert_state_dict(raw)
+    arch = detect_architecture(state_dict)
+    expected = (expected_shapes(arch, folded=True) if is_folded(state_dict)
+                else expected_shapes(arch))
+    problem = _mismatch(expected, state_dict)
+    if problem:
+        raise ModelFileError(f"does not match the {arch} PointRend model:{problem}")
+    return state_dict, report, arch
 
 
 @contextmanager
@@ -205,11 +237,7 @@ def inspect_checkpoint(path: PathLike) -> CheckpointInfo:
     """Read, convert and validate a checkpoint against the expected keys and shapes."""
     raw = read_checkpoint(path)
     with _about(path):
-        state_dict, report = convert_state_dict(raw)
-        arch = detect_architecture(state_dict)
-        problem = _mismatch(expected_shapes(arch), state_dict)
-        if problem:
-            raise ModelFileError(f"does not match the {arch} PointRend model:{problem}")
+        state_dict, report, arch = _checked(raw)
     num_parameters = sum(value.numel() for value in state_dict.values())
     return CheckpointInfo(Path(os.fspath(path)), arch, num_parameters, report)
 
@@ -239,12 +267,12 @@ def save_safetensors(state_dict: Mapping[str, Any], path: PathLike) -> None:
 def convert_checkpoint(src: PathLike, dst: PathLike) -> CheckpointInfo:
     """Convert any supported checkpoint to a current-names ``.safetensors`` file at ``dst``.
 
-    The source must be a PointRend checkpoint; nothing is written if it cannot be read.
+    The source must be a PointRend checkpoint whose every key and shape the model takes;
+    nothing is written if it cannot be read or would not load.
     """
     raw = read_checkpoint(src)
     with _about(src):
-        state_dict, report = convert_state_dict(raw)
-        arch = detect_architecture(state_dict)
+        state_dict, report, arch = _checked(raw)
     save_safetensors(state_dict, dst)
     num_parameters = sum(value.numel() for value in state_dict.values())
     return CheckpointInfo(Path(os.fspath(dst)), arch, num_parameters, report)

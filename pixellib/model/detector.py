@@ -209,8 +209,13 @@ def build_model(
     return model
 
 
-def state_dict_shapes(arch: str) -> dict[str, tuple[int, ...]]:
-    """Every checkpoint key the model needs and its shape, without allocating weights."""
+def state_dict_shapes(arch: str, *, folded: bool = False) -> dict[str, tuple[int, ...]]:
+    """Every checkpoint key the model needs and its shape, without allocating weights; with
+    ``folded``, those of a loaded model's state dict (batch norms folded into the convs)."""
+    from .layers import fold_frozen_norms
+
     with torch.device("meta"):
         model = PointRendRCNN(ARCHITECTURES[arch])
+        if folded:
+            fold_frozen_norms(model)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}

@@ -379,6 +379,8 @@ def test_inspect_reports_legacy_renames(tmp_path, monkeypatch):
 
 def test_convert_checkpoint_roundtrip_without_pickle(tmp_path, monkeypatch):
     arrays = small_weights()
+    monkeypatch.setattr(weights, "expected_shapes",
+                        lambda arch: {k: v.shape for k, v in arrays.items()})
     legacy = {to_legacy(k): v for k, v in arrays.items()}
     legacy[CELL_ANCHORS[0]] = np.ones((3, 4), np.float32)
     src = write_pickle(tmp_path / "legacy.pkl", {"model": legacy, "__author__": "x"})
@@ -453,3 +455,101 @@ def test_a_loaded_models_state_dict_loads_back(r50_model, r50_checkpoint, tmp_pa
         np.testing.assert_array_equal(getattr(got, field), getattr(want, field), field)
     wrapped = load_model({"model": read_checkpoint(r50_checkpoint), "__author__": "x"})
     np.testing.assert_array_equal(Predictor(wrapped, speed="rapid")(image).masks, want.masks)
+    info = inspect_checkpoint(saved)  # `pixellib info` refused what loads ("missing 212")
+    assert info.arch == "resnet50"
+    converted = convert_checkpoint(saved, tmp_path / "mine.safetensors")
+    assert converted.arch == "resnet50"
+    np.testing.assert_array_equal(
+        Predictor(load_model(tmp_path / "mine.safetensors"), speed="rapid")(image).masks,
+        want.masks)
+
+
+def test_convert_refuses_a_checkpoint_that_would_not_load(tmp_path, monkeypatch):
+    """It wrote such files and said "wrote": the user found out at load time."""
+    arrays = small_weights()
+    monkeypatch.setattr(weights, "expected_shapes",
+                        lambda arch: {k: v.shape for k, v in arrays.items()})
+    broken = dict(arrays)
+    broken.pop(next(k for k in arrays if k != PROBE and ".point_head." not in k))
+    src = write_pickle(tmp_path / "broken.pkl", {"model": broken})
+    with pytest.raises(ModelFileError, match=r"(?s)broken.pkl: does not match.*missing \(1\)"):
+        convert_checkpoint(src, tmp_path / "out.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.pkl"]
+
+
+def test_a_checkpoint_for_other_classes_is_said_in_words():
+    shapes = shapes_table("resnet50")
+    shapes["roi_heads.box_predictor.cls_score.weight"] = (4, 1024)
+    shapes["roi_heads.box_predictor.cls_score.bias"] = (4,)
+    text = weights._mismatch(shapes_table("resnet50"), meta_state_dict(shapes))
+    assert "it was trained for 3 classes; pixellib runs the 80-class COCO" in text
+    assert "cls_score.weight: file (4, 1024) vs model (81, 1024)" in text
+
+
+def test_errors_about_the_architecture_name_the_file(tmp_path):
+    """load_model said "a plain Mask R-CNN checkpoint..." without saying which file."""
+    from pixellib.predictor import load_model
+
+    shapes = {k: v for k, v in shapes_table("resnet50").items() if ".mask_head." not in k}
+    arrays = {k: np.zeros(v, np.float32) for k, v in shapes.items() if k == PROBE}
+    arrays["roi_heads.mask_head.mask_fcn1.weight"] = np.zeros((2, 2), np.float32)
+    path = write_pickle(tmp_path / "maskrcnn.pkl", {"model": arrays})
+    with pytest.raises(ModelFileError, match="maskrcnn.pkl: a plain Mask R-CNN checkpoint"):
+        load_model(path)
+
+
+def test_a_view_repeating_its_storage_is_refused_before_it_is_copied(tmp_path):
+    """A 1.7 KB .pth declaring a 20000 x 20000 expanded tensor took 1.7 GB before being
+    refused (and 4 TB gave a raw allocation error)."""
+    from pixellib.checkpoint.files import to_tensor
+
+    huge = torch.zeros(1).expand(10**6, 10**6)
+    path = _torch_save(tmp_path / "s0.pth", {"model": {PROBE: huge}})
+    assert path.stat().st_size < 10_000
+    with pytest.raises(ModelFileError, match="s0.pth: its arrays declare .* MiB"):
+        read_checkpoint(path)
+    with pytest.raises(ModelFileError, match=f"'{PROBE}' declares \\(1000, 1000\\)"):
+        to_tensor(torch.zeros(1).expand(1000, 1000), PROBE, path)
+
+
+def test_one_array_under_many_names_is_refused_before_conversion(tmp_path):
+    """A 10 MB pickle naming one array 60 times took 2.6 GB before being refused."""
+    shared = np.zeros(2**20, np.uint8)
+    path = write_pickle(tmp_path / "memo.pkl", {"model": {f"k{i}": shared for i in range(60)}})
+    assert path.stat().st_size < 2 * 2**20
+    with pytest.raises(ModelFileError, match="memo.pkl: its arrays declare 240 MiB"):
+        read_checkpoint(path)
+
+
+def test_nan_weights_are_refused(tmp_path):
+    """A damaged file with NaN weights loaded silently and then found nothing."""
+    arrays = small_weights()
+    key = next(iter(arrays))
+    arrays[key] = arrays[key].copy()
+    arrays[key].flat[0] = np.nan
+    path = write_pickle(tmp_path / "nan.pkl", {"model": arrays})
+    with pytest.raises(ModelFileError, match=f"nan.pkl: '{key}' holds 1 NaN or infinite"):
+        read_checkpoint(path)
+
+
+def test_model_paths_expand_home_and_find_the_downloaded_file(r50_checkpoint, tmp_path,
+                                                              monkeypatch, caplog):
+    """`~/x.pkl` and PixelLib's bare `pointrend_resnet50.pkl` (downloaded with `pixellib
+    download`) were "not found, download it", which then said it was already downloaded."""
+    from pixellib.checkpoint.loading import load_model
+
+    home, cache, work = tmp_path / "home", tmp_path / "cache", tmp_path / "work"
+    for folder in (home, cache, work):
+        folder.mkdir()
+    (home / "mine.pkl").symlink_to(r50_checkpoint)
+    (cache / "pointrend_resnet50.pkl").symlink_to(r50_checkpoint)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("PIXELLIB_HOME", str(cache))
+    monkeypatch.chdir(work)
+    for source in ("~/mine.pkl", "pointrend_resnet50.pkl", "resnet50"):
+        assert load_model(source).config.name == "resnet50", source
+    with pytest.raises(FileNotFoundError, match=f"not found: 'gone.pkl'.*{cache}"):
+        load_model("gone.pkl")
+    caplog.set_level("WARNING")
+    load_model("resnet50", backbone="resnet101")
+    assert "(ResNeXt-101 32x8d) but" in caplog.text and "holds a ResNet-50 model" in caplog.text

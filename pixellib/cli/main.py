@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -137,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pixellib: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `pixellib info x | head`: the reader left; stop quietly
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except BATCH_SKIPPED as e:  # our errors and file-system errors: one line, no traceback
         print(f"pixellib: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1

@@ -181,6 +181,17 @@ def test_info(checkpoint, capsys):
     assert "proposal_generator.anchor_generator.cell_anchors.0" in out
 
 
+def test_info_into_a_closed_pipe_stops_quietly(checkpoint):
+    """`pixellib info x | head -1`: the reader leaves; it printed "error: Broken pipe"."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "pixellib", "info", str(checkpoint)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # before the command writes anything
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141, err
+    assert b"Broken pipe" not in err and b"Traceback" not in err and b"Exception" not in err
+
+
 def test_info_missing_file(tmp_path, capsys):
     code, _, err = _cli("info", tmp_path / "missing.pkl", capsys=capsys)
     assert code == 1

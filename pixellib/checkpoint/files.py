@@ -107,9 +107,13 @@ def _load_pickle(file: Path, *, known: bool) -> Any:
         with open(file, "rb") as f:
             return _pickle.load_restricted(f)
     except _pickle.Refused as exc:
+        hint = ""
+        if "'torch." in str(exc.args[0]):  # tensors pickled with plain pickle.dump
+            hint = (" If you wrote it with pickle.dump, save it with torch.save(state_dict, "
+                    "'model.pth') or `pixellib convert` it from the original instead.")
         raise UnsafeModelFileError(
             f"{file}: refused to load an unsafe pickle: it asks for {exc.args[0]}, but a model "
-            f"file only holds numeric arrays. Nothing in it was run."
+            f"file only holds numeric arrays. Nothing in it was run.{hint}"
         ) from None
     except Exception as exc:
         if known:

@@ -129,6 +129,8 @@ def test_hostile_pickles_are_refused(tmp_path, marker, name, protocol, ext):
     path.write_bytes(pickle.dumps(model_file(payload), protocol=protocol))
     text = assert_refused(path, marker)
     assert "Nothing in it was run" in text
+    # tensors pickled with plain pickle.dump ask for torch's rebuild: say how to save them
+    assert ("torch.save(state_dict" in text) == (name == "torch-internals")
 
 
 @pytest.mark.parametrize("ext", [".pkl", ".pth"])

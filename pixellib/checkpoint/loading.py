@@ -63,7 +63,7 @@ def load_model(
     else:
         path = resolve_model(source, download=False)
         raw = weights.read_checkpoint(path)
-    with weights._about(path or "checkpoint"):
+    with weights.about_file(path or "checkpoint"):
         state_dict, _ = weights.convert_state_dict(raw)
         arch = weights.detect_architecture(state_dict)
     if backbone is not None and wanted != arch:

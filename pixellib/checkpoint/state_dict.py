@@ -225,7 +225,7 @@ def _checked(raw: Mapping[str, Any]) -> tuple[dict[str, Any], ConversionReport, 
 
 
 @contextmanager
-def _about(path: PathLike) -> Iterator[None]:
+def about_file(path: PathLike) -> Iterator[None]:
     """Prefix ModelFileErrors raised inside with the file they are about."""
     try:
         yield
@@ -236,7 +236,7 @@ def _about(path: PathLike) -> Iterator[None]:
 def inspect_checkpoint(path: PathLike) -> CheckpointInfo:
     """Read, convert and validate a checkpoint against the expected keys and shapes."""
     raw = read_checkpoint(path)
-    with _about(path):
+    with about_file(path):
         state_dict, report, arch = _checked(raw)
     num_parameters = sum(value.numel() for value in state_dict.values())
     return CheckpointInfo(Path(os.fspath(path)), arch, num_parameters, report)
@@ -271,7 +271,7 @@ def convert_checkpoint(src: PathLike, dst: PathLike) -> CheckpointInfo:
     nothing is written if it cannot be read or would not load.
     """
     raw = read_checkpoint(src)
-    with _about(src):
+    with about_file(src):
         state_dict, report, arch = _checked(raw)
     save_safetensors(state_dict, dst)
     num_parameters = sum(value.numel() for value in state_dict.values())

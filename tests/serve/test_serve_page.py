@@ -114,12 +114,9 @@ def _fetch_blob(tools: DevTools, url_expression: str) -> bytes:
     return base64.b64decode(b64)
 
 
-def test_page_segments_a_photo(browser, cli_server, photo_bgr, reference):
-    from pixellib.visualize import annotate
-
-    tools = browser
+def _open_page(tools: DevTools, server) -> None:
     tools.call("Page.enable")
-    tools.call("Page.navigate", url=cli_server.url + "/")
+    tools.call("Page.navigate", url=server.url + "/")
     _wait(tools, "document.readyState === 'complete' && !!document.getElementById('file')")
     tools.eval(f"sessionStorage.setItem('pixellib-api-key', {json.dumps(API_KEY)}); "
                "location.reload()")
@@ -128,9 +125,23 @@ def test_page_segments_a_photo(browser, cli_server, photo_bgr, reference):
                  "document.getElementById('api-key').value.length > 0")
     _wait(tools, "document.getElementById('model-info').textContent.includes('resnet50')", 60)
 
+
+def _choose(tools: DevTools, path) -> None:
     doc = tools.call("DOM.getDocument")
     node = tools.call("DOM.querySelector", nodeId=doc["root"]["nodeId"], selector="#file")
-    tools.call("DOM.setFileInputFiles", nodeId=node["nodeId"], files=[str(PHOTO)])
+    tools.call("DOM.setFileInputFiles", nodeId=node["nodeId"], files=[str(path)])
+
+
+def _status(tools: DevTools) -> str:
+    return tools.eval("document.getElementById('status').textContent")
+
+
+def test_page_segments_a_photo(browser, cli_server, photo_bgr, reference):
+    from pixellib.visualize import annotate
+
+    tools = browser
+    _open_page(tools, cli_server)
+    _choose(tools, PHOTO)
 
     count = _wait(tools, "document.querySelectorAll('#objects li.object').length")
     assert count == len(reference)
@@ -157,3 +168,74 @@ def test_page_segments_a_photo(browser, cli_server, photo_bgr, reference):
     x1, y1 = int(np.ceil(x1)), int(np.ceil(y1))
     assert cut.shape == (y1 - y0, x1 - x0, 4)
     assert np.array_equal(cut[:, :, 3] > 0, reference.masks[0][y0:y1, x0:x1])
+
+
+_LINKS = ("[document.getElementById('download-json').href, "
+          "document.getElementById('download-image').href, "
+          "...[...document.querySelectorAll('#objects li.object a')].map(a => a.href)]")
+
+
+def _fetchable(tools: DevTools) -> list[bool]:
+    return tools.eval(f"""Promise.all({_LINKS}.map(u => fetch(u).then(r => r.ok, () => false)))""")
+
+
+def test_page_keeps_the_last_result_usable_after_a_failed_run(browser, cli_server, tmp_path):
+    """A failed run revoked the result still on screen: its downloads failed to fetch."""
+    tools = browser
+    _open_page(tools, cli_server)
+    _choose(tools, PHOTO)
+    count = _wait(tools, "document.querySelectorAll('#objects li.object').length")
+    assert _status(tools) == f"{count} object(s)"
+    assert all(_fetchable(tools))
+    # replace-bg without its background: refused in the page, before any request
+    tools.eval("const e = document.getElementById('effect'); e.value = 'replace-bg'; "
+               "e.dispatchEvent(new Event('change')); document.getElementById('run').click()")
+    _wait(tools, "document.getElementById('status').classList.contains('error')")
+    assert "choose a background photo" in _status(tools)
+    # a file the server refuses (415)
+    tools.eval("document.getElementById('effect').value = ''")
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("not a photo")
+    _choose(tools, fake)
+    _wait(tools, "document.getElementById('status').classList.contains('error')", 120)
+    assert "415" in _status(tools)
+    assert tools.eval("document.querySelectorAll('#objects li.object').length") == count
+    links = _fetchable(tools)
+    assert len(links) == count + 2 and all(links), links
+
+
+def test_page_shows_the_newest_photo_when_chosen_mid_run(browser, cli_server, photo_bgr,
+                                                         tmp_path):
+    """A second photo chosen during a run mixed the two results (the first run's JSON with
+    cut-outs of the second photo's pixels, or the second run's error over the first)."""
+    tools = browser
+    _open_page(tools, cli_server)
+    second = tmp_path / "second.png"
+    cv2.imwrite(str(second), cv2.resize(photo_bgr, (200, 150)))
+    _choose(tools, PHOTO)
+    _wait(tools, "document.getElementById('status').textContent === 'segmenting…'", 60)
+    _choose(tools, second)
+    _wait(tools, "document.getElementById('status').textContent.endsWith('object(s)')")
+    time.sleep(3)  # let the first run's answers arrive: they must change nothing
+    saved = json.loads(_fetch_blob(tools, "document.getElementById('download-json').href"))
+    assert saved["image"] == {"width": 200, "height": 150}
+    assert _status(tools) == f"{saved['count']} object(s)"
+    assert tools.eval("document.querySelectorAll('#objects li.object').length") == saved["count"]
+    rendered = _fetch_blob(tools, "document.getElementById('rendered').src")
+    assert cv2.imdecode(np.frombuffer(rendered, np.uint8), cv2.IMREAD_COLOR).shape == (150, 200, 3)
+    assert not tools.eval("document.getElementById('run').disabled")
+
+
+def test_page_lists_objects_of_a_photo_the_browser_cannot_draw(browser, cli_server, photo_bgr,
+                                                               reference, tmp_path):
+    """A TIFF went through both calls, then the page failed with "The source image could
+    not be decoded" and listed nothing."""
+    tools = browser
+    _open_page(tools, cli_server)
+    tiff = tmp_path / "photo.tif"
+    cv2.imwrite(str(tiff), photo_bgr)
+    _choose(tools, tiff)
+    _wait(tools, "document.getElementById('status').textContent.includes('object(s)')")
+    assert "cannot show this photo's format" in _status(tools)
+    assert tools.eval("document.querySelectorAll('#objects li.object').length") == len(reference)
+    assert tools.eval("document.querySelectorAll('#objects li.object a').length") == 0

@@ -4,8 +4,9 @@
 const $ = (id) => document.getElementById(id);
 const KEY_STORE = "pixellib-api-key";
 let photo = null;          // the chosen File
-let lastJson = null;       // the last /v1/segment answer
-let urls = [];             // object URLs to revoke on the next run
+let urls = [];             // object URLs of the result on show, revoked when it is replaced
+let current = 0;           // the newest run: answers to older ones are dropped
+const UNREACHABLE = "cannot reach the server (is pixellib serve still running?)";
 
 function headers() {
   const key = $("api-key").value.trim();
@@ -28,7 +29,14 @@ async function errorText(resp) {
 }
 
 async function loadInfo() {
-  const resp = await fetch("/v1/info", { headers: headers() });
+  let resp;
+  try {
+    resp = await fetch("/v1/info", { headers: headers() });
+  } catch (e) {  // the server is down: say so, and look again
+    $("model-info").textContent = UNREACHABLE;
+    setTimeout(loadInfo, 5000);
+    return;
+  }
   if (!resp.ok) {
     $("model-info").textContent = resp.status === 401 ? "enter the API key" : await errorText(resp);
     return;
@@ -45,9 +53,9 @@ async function loadInfo() {
   if (!info.ready) setTimeout(loadInfo, 2000);
 }
 
-function options() {
+function options(file) {
   const form = new FormData();
-  form.append("image", photo, photo.name || "photo");
+  form.append("image", file, file.name || "photo");
   const classes = $("classes").value.trim();
   if (classes) form.append("classes", classes);
   return form;
@@ -89,8 +97,8 @@ function decodeRle(rle) {
 }
 
 // A transparent PNG of one object: its pixels inside its box, alpha from its mask.
-async function cutout(bitmap, obj) {
-  const { width: w, height: h } = lastJson.image;
+async function cutout(bitmap, json, obj) {
+  const { width: w, height: h } = json.image;
   const mask = decodeRle(obj.mask);
   const [x0, y0] = [Math.floor(obj.box[0]), Math.floor(obj.box[1])];
   const [x1, y1] = [Math.ceil(obj.box[2]), Math.ceil(obj.box[3])];
@@ -111,74 +119,134 @@ async function cutout(bitmap, obj) {
   return new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
 }
 
-function link(blob, name, text) {
+function link(blob, name, text, into) {
   const a = document.createElement("a");
   const url = URL.createObjectURL(blob);
-  urls.push(url);
+  into.push(url);
   a.href = url; a.download = name; a.textContent = text;
   return a;
 }
 
-async function run() {
-  if (!photo) return;
-  sessionStorage.setItem(KEY_STORE, $("api-key").value);
-  urls.forEach((u) => URL.revokeObjectURL(u));
-  urls = [];
-  $("run").disabled = true;
-  setStatus("segmenting…");
-  try {
-    const seg = await fetch("/v1/segment", { method: "POST", headers: headers(), body: options() });
-    if (!seg.ok) throw new Error(await errorText(seg));
-    lastJson = await seg.json();
-    setStatus("rendering…");
-    const form = options();
-    const effect = effectValue();
-    if (effect) form.append("effect", effect);
-    if (effect === "replace-bg" && $("background").files[0]) {
-      form.append("background", $("background").files[0]);
+class Stale extends Error {}
+
+// POST a form; a busy server (503 with a short Retry-After) is asked again, up to 3 times.
+async function post(path, makeForm, token) {
+  for (let attempt = 0; ; attempt++) {
+    let resp;
+    try {
+      resp = await fetch(path, { method: "POST", headers: headers(), body: makeForm() });
+    } catch (e) {
+      throw new Error(UNREACHABLE);
     }
-    form.append("boxes", $("boxes").checked ? "true" : "false");
-    form.append("format", "png");
-    const ren = await fetch("/v1/render", { method: "POST", headers: headers(), body: form });
-    if (!ren.ok) throw new Error(await errorText(ren));
-    const image = await ren.blob();
-    await show(image);
-    setStatus(`${lastJson.count} object(s)`);
-  } catch (e) {
-    setStatus(String(e.message || e), true);
-  } finally {
-    $("run").disabled = false;
+    if (token !== current) throw new Stale();
+    const wait = Number(resp.headers.get("Retry-After"));
+    if (resp.status === 503 && attempt < 3 && wait > 0 && wait <= 5) {
+      setStatus(`the server is busy; trying again in ${wait} s…`);
+      await new Promise((resolve) => setTimeout(resolve, wait * 1000));
+      if (token !== current) throw new Stale();
+      continue;
+    }
+    if (!resp.ok) throw new Error(await errorText(resp));
+    return resp;
   }
 }
 
-async function show(image) {
-  const jsonBlob = new Blob([JSON.stringify(lastJson, null, 1)], { type: "application/json" });
-  const jsonUrl = URL.createObjectURL(jsonBlob);
-  const imageUrl = URL.createObjectURL(image);
-  urls.push(jsonUrl, imageUrl);
-  $("download-json").href = jsonUrl;
-  $("download-image").href = imageUrl;
-  $("rendered").src = imageUrl;
-  const list = $("objects");
-  list.replaceChildren();
-  const bitmap = await createImageBitmap(photo);
-  for (const [i, obj] of lastJson.objects.entries()) {
+// One run for the photo chosen now. A photo chosen (or a click) meanwhile starts a newer run;
+// whatever answers this one then gets is dropped, so the newest choice always wins.
+async function run() {
+  if (!photo) return;
+  const token = ++current;
+  const file = photo;
+  sessionStorage.setItem(KEY_STORE, $("api-key").value);
+  const effect = effectValue();
+  const background = $("background").files[0];
+  if (effect === "replace-bg" && !background) {
+    setStatus("replace-bg: choose a background photo first", true);
+    return;
+  }
+  const boxes = $("boxes").checked ? "true" : "false";
+  $("run").disabled = true;
+  setStatus("segmenting…");
+  try {
+    const seg = await post("/v1/segment", () => options(file), token);
+    const json = await seg.json();
+    if (token !== current) throw new Stale();
+    setStatus("rendering…");
+    const ren = await post("/v1/render", () => {
+      const form = options(file);
+      if (effect) form.append("effect", effect);
+      if (effect === "replace-bg") form.append("background", background);
+      form.append("boxes", boxes);
+      form.append("format", "png");
+      return form;
+    }, token);
+    const image = await ren.blob();
+    if (token !== current) throw new Stale();
+    const note = await show(file, json, image, effect, token);
+    setStatus(`${json.count} object(s)${note}`);
+  } catch (e) {
+    if (e instanceof Stale) return;  // a newer run owns the page now
+    setStatus(String(e.message || e), true);
+  } finally {
+    if (token === current) $("run").disabled = false;
+  }
+}
+
+// Put a run's result on the page (the previous result's links are revoked only now, so that
+// after a failed run the result still shown keeps working). Returns a note for the status.
+async function show(file, json, image, effect, token) {
+  let bitmap = null;
+  try {
+    bitmap = await createImageBitmap(file);
+  } catch (e) {  // e.g. TIFF: the server reads it, this browser cannot draw it
+    bitmap = null;
+  }
+  const made = [];
+  const items = [];
+  for (const [i, obj] of json.objects.entries()) {
     const li = document.createElement("li");
     li.className = "object";
     li.dataset.classId = obj.class_id;
     const b = obj.box.map((v) => Math.round(v)).join(", ");
     li.append(`${obj.class_name} ${(obj.score * 100).toFixed(1)}% · box [${b}] · ${obj.area} px`);
-    li.append(link(await cutout(bitmap, obj), `object_${i + 1}_${obj.class_name}.png`, "cut-out"));
-    list.append(li);
+    if (bitmap) {
+      const name = `object_${i + 1}_${obj.class_name}.png`;
+      li.append(link(await cutout(bitmap, json, obj), name,
+                     `cut-out ${i + 1} (${obj.class_name})`, made));
+    }
+    items.push(li);
   }
+  if (token !== current) {  // a newer run started while the cut-outs were made
+    made.forEach((u) => URL.revokeObjectURL(u));
+    throw new Stale();
+  }
+  const jsonBlob = new Blob([JSON.stringify(json, null, 1)], { type: "application/json" });
+  const jsonUrl = URL.createObjectURL(jsonBlob);
+  const imageUrl = URL.createObjectURL(image);
+  urls.forEach((u) => URL.revokeObjectURL(u));
+  urls = [jsonUrl, imageUrl, ...made];
+  $("download-json").href = jsonUrl;
+  $("download-image").href = imageUrl;
+  $("rendered").src = imageUrl;
+  $("rendered").alt = effect ? `result of ${effect}` : "annotated result";
+  $("objects").replaceChildren(...items);
   $("result").hidden = false;
+  return bitmap || !json.objects.length ? ""
+    : " (this browser cannot show this photo's format, so no cut-outs: use JPEG, PNG or WebP)";
 }
 
-function choose(file) {
-  if (!file) return;
+// The first image among the files given (a drop may bring several, or none that is one).
+function choose(files) {
+  const list = [...(files || [])];
+  if (!list.length) return;
+  const file = list.find((f) => f.type.startsWith("image/")) || list[0];
   photo = file;
   $("run").disabled = false;
-  run();
+  run().then(() => {
+    if (list.length > 1 && photo === file && !$("status").classList.contains("error")) {
+      setStatus($("status").textContent + ` · only ${file.name} was used`);
+    }
+  });
 }
 
 window.addEventListener("DOMContentLoaded", () => {
@@ -187,7 +255,7 @@ window.addEventListener("DOMContentLoaded", () => {
     sessionStorage.setItem(KEY_STORE, $("api-key").value);
     loadInfo();
   });
-  $("file").addEventListener("change", () => choose($("file").files[0]));
+  $("file").addEventListener("change", () => choose($("file").files));
   $("run").addEventListener("click", run);
   $("effect").addEventListener("change", () => {
     $("color-row").hidden = $("effect").value !== "color-bg";
@@ -199,7 +267,7 @@ window.addEventListener("DOMContentLoaded", () => {
   drop.addEventListener("drop", (e) => {
     e.preventDefault();
     drop.classList.remove("over");
-    choose(e.dataTransfer.files[0]);
+    choose(e.dataTransfer.files);
   });
   loadInfo();
 });

@@ -80,13 +80,13 @@ def test_output_names_are_checked_before_the_inference(tmp_path):
 
     photo = str(DATA / "images" / "small.jpg")
     # No model is loaded: the name is refused before anything would need one.
-    for name in ("out.gif", "out", tmp_path):
+    for name in ("out.xyz", "out", tmp_path):
         with pytest.raises(InvalidArgumentError, match="cannot write"):
             alter_bg().gray_bg(photo, output_image_name=str(name))
     ins = instanceSegmentation()
     ins._predictor = object()  # "loaded": the check must come before reading the image
-    with pytest.raises(InvalidArgumentError, match="unknown image extension '.gif'"):
-        ins.segmentImage(str(tmp_path / "not there.jpg"), output_image_name="out.gif")
+    with pytest.raises(InvalidArgumentError, match="unknown image extension '.xyz'"):
+        ins.segmentImage(str(tmp_path / "not there.jpg"), output_image_name="out.xyz")
 
 
 def test_a_mistyped_model_path_is_not_replaced_by_a_download(tmp_path, monkeypatch):

@@ -30,6 +30,10 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.3g} MiB"
+
+
 async def read_body(request, limit: int, upload_timeout: float) -> bytes:
     """The whole request body, refusing it with 413 past ``limit`` bytes."""
     length = request.headers.get("content-length")
@@ -40,8 +44,9 @@ async def read_body(request, limit: int, upload_timeout: float) -> bytes:
             raise ApiError(400, "bad request", f"invalid Content-Length {length!r}") from None
         if declared > limit:
             raise ApiError(413, "payload too large",
-                           f"the request body is {declared} bytes, over the limit of {limit} "
-                           "bytes (--max-upload-mb)", {"Connection": "close"})
+                           f"the request body is {_mib(declared)} ({declared} bytes), over "
+                           f"this server's limit of {_mib(limit)} (pixellib serve "
+                           "--max-upload-mb)", {"Connection": "close"})
     body = bytearray()
     deadline = time.monotonic() + upload_timeout
     from starlette.requests import ClientDisconnect
@@ -63,8 +68,9 @@ async def read_body(request, limit: int, upload_timeout: float) -> bytes:
         body += chunk
         if len(body) > limit:
             raise ApiError(413, "payload too large",
-                           f"the request body is over the limit of {limit} bytes "
-                           "(--max-upload-mb)", {"Connection": "close"})
+                           f"the request body is over this server's limit of {_mib(limit)} "
+                           f"({limit} bytes; pixellib serve --max-upload-mb)",
+                           {"Connection": "close"})
     return bytes(body)
 
 

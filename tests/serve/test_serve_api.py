@@ -122,7 +122,7 @@ def test_bad_requests_get_json_errors(cli_server, photo_bytes):
     def chunks():
         for _ in range(40):
             yield b"\0" * 65536
-    assert "limit" in _error(post(content=chunks()), 413)["detail"]
+    assert "limit of 1 MiB" in _error(post(content=chunks()), 413)["detail"]
     _error(post(content=b""), 400)
     boundary = "b0und4ry"
     _error(post(files={"other": ("a.jpg", photo_bytes)}), 422)

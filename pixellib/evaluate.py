@@ -25,7 +25,13 @@ from .errors import (
     InvalidArgumentError,
     PixellibError,
 )
-from .export import _COCO_NAMES, COCO_CATEGORY_IDS, _decode_counts, to_coco_json
+from .export import (
+    _COCO_NAMES,
+    COCO_CATEGORY_IDS,
+    _decode_counts,
+    check_rle_runs,
+    to_coco_json,
+)
 
 #: What each of COCOeval's 12 summary numbers is, in its order.
 STAT_NAMES = (
@@ -184,9 +190,10 @@ def _segmentation_problem(seg, height: int, width: int) -> str | None:
             if not all(_is_int(v) for v in counts):
                 return "RLE 'counts' must be whole numbers"
             runs = counts
-        if any(v < 0 for v in runs) or sum(runs) != height * width:
-            return (f"RLE 'counts' do not describe a {height}x{width} mask (runs must be >= 0 "
-                    f"and add up to {height * width}, they add up to {sum(runs)})")
+        try:
+            check_rle_runs(runs, height, width)
+        except PixellibError as e:
+            return f"RLE 'counts': {e}"
         return None
     for poly in seg:
         xs, ys = poly[0::2], poly[1::2]
@@ -282,12 +289,16 @@ def _size_problem(file: Path, height: int, width: int) -> str | None:
         w, h = h, w
     if (h, w) == (height, width):
         return None
-    said = f"the annotations say {width}x{height}, the file {file} is {w}x{h}"
+    said = _size_mismatch(file, height, width, h, w)
     if turned and (w, h) == (height, width):
         return (f"{said}: its EXIF orientation ({orientation}) turns it when read, and the "
                 "annotations give the size as stored; annotate the turned image, or remove "
                 "the orientation tag after turning the pixels")
     return said
+
+
+def _size_mismatch(file: Path, height: int, width: int, h: int, w: int) -> str:
+    return f"the annotations say {width}x{height}, the file {file} is {w}x{h}"
 
 
 def detect(predictor, items: list[tuple[dict, Path]], *, progress: bool = True,
@@ -310,8 +321,8 @@ def detect(predictor, items: list[tuple[dict, Path]], *, progress: bool = True,
             det = predictor(file)
             h, w = det.image_size
             if (h, w) != (image["height"], image["width"]):
-                raise ImageReadError(f"the annotations say {image['width']}x{image['height']},"
-                                     f" the file {file} is {w}x{h}")
+                raise ImageReadError(
+                    _size_mismatch(file, image["height"], image["width"], h, w))
         except (ImageReadError, InputNotFoundError) as e:
             reason = f"image id {image['id']} ({file}) left out of the scores: {e}"
             skipped.append((image, str(e)))
@@ -492,9 +503,9 @@ def evaluate(predictor, annotation_file: str | os.PathLike | Plan,
                              f"first: {skipped[0][1]}")
     if on_results is not None:
         on_results(results)
-    gone = {id(image) for image, _ in skipped}
+    gone = {image["id"] for image, _ in skipped}
     ev = coco_evaluate(plan.annotations, results,
-                       [image["id"] for image, _ in plan.items if id(image) not in gone])
+                       [image["id"] for image, _ in plan.items if image["id"] not in gone])
     ev.skipped = [(image["file_name"], why) for image, why in skipped]
     ev.unmatched_categories = list(plan.unmatched_categories)
     ev.left_out = left_out

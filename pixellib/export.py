@@ -167,6 +167,15 @@ def _decode_counts(text: str) -> list[int]:
     return runs
 
 
+def check_rle_runs(runs: Sequence[int], h: int, w: int) -> None:
+    """Raise :class:`InvalidArgumentError` unless ``runs`` (decoded RLE counts) are >= 0 and
+    cover an ``h x w`` mask exactly."""
+    if any(r < 0 for r in runs) or sum(runs) != h * w:
+        raise InvalidArgumentError(
+            f"RLE runs do not describe a {h}x{w} mask (runs must be >= 0 and add up to "
+            f"{h * w}, they add up to {sum(runs)})")
+
+
 def rle_to_mask(rle: dict) -> np.ndarray:
     """Decode COCO RLE to an ``(H, W)`` bool mask.
 
@@ -179,8 +188,7 @@ def rle_to_mask(rle: dict) -> np.ndarray:
     if isinstance(counts, bytes):
         counts = counts.decode("ascii")
     runs = _decode_counts(counts) if isinstance(counts, str) else [int(c) for c in counts]
-    if any(r < 0 for r in runs) or sum(runs) != h * w:
-        raise InvalidArgumentError(f"RLE runs do not describe a {h}x{w} mask (sum {sum(runs)})")
+    check_rle_runs(runs, h, w)
     values = np.arange(len(runs)) % 2 == 1
     return np.repeat(values, runs).reshape((h, w), order="F")
 

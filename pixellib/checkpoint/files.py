@@ -196,13 +196,13 @@ def _check_declared_size(weights: Mapping, file: Path) -> None:
     elements = sum(int(v.numel()) if isinstance(v, torch.Tensor) else int(np.size(v))
                    for v in weights.values() if _is_array(v))
     try:
-        limit = 4 * file.stat().st_size + _SIZE_SLACK
+        size = file.stat().st_size
     except OSError:
         return
-    if 4 * elements > limit:
+    if 4 * elements > 4 * size + _SIZE_SLACK:
         raise ModelFileError(
             f"{file}: its arrays declare {4 * elements / 2**20:.0f} MiB of float32 weights, "
-            f"far more than the {file.stat().st_size / 2**20:.1f} MiB file stores: arrays "
+            f"far more than the {size / 2**20:.1f} MiB file stores: arrays "
             "repeated under several names or views repeating their data, not a model file")
 
 

@@ -49,6 +49,9 @@ _RENDER_OPTIONS = {
     "feather": "soften the effect's border over this many pixels (0 to 100; default 0)",
     "format": "jpeg, png or webp (default: jpeg; png for a transparent result or past "
               "JPEG's 65500 px)",
+    "detections": "also return /v1/segment's JSON: the answer is then multipart/form-data "
+                  "with the parts 'detections' and 'image' (one inference for both)",
+    "polygons": "with detections=true: also return each mask's outlines",
 }
 
 
@@ -307,6 +310,9 @@ def create_app(settings: ServeSettings, *, predictors: list | None = None) -> Fa
         if effect is None and opts["feather"]:
             raise ApiError(422, "invalid option", "feather: softens an effect's border; give "
                            "an effect too")
+        if opts["polygons"] and not opts["detections"]:
+            raise ApiError(422, "invalid option", "polygons: outlines come with the "
+                           "detections; add detections=true")
         if effect is not None and effect.name == "remove-bg" and opts["format"] == "jpeg":
             raise ApiError(422, "invalid option", "format: remove-bg makes a transparent image; "
                            "ask for png or webp")
@@ -314,10 +320,30 @@ def create_app(settings: ServeSettings, *, predictors: list | None = None) -> Fa
                             render_job(files, opts, settings.max_pixels, effect), opts["timeout"])
         if isinstance(result, Response):
             return result
-        data, media_type = result
-        return Response(data, media_type=media_type)
+        data, media_type, detections = result
+        if detections is None:
+            return Response(data, media_type=media_type)
+        return _multipart({"detections": (detections, "application/json", None),
+                           "image": (data, media_type, "result." + media_type.split("/")[1])})
 
     return app
+
+
+def _multipart(parts: dict[str, tuple[bytes, str, str | None]]) -> Response:
+    """A multipart/form-data answer (browsers read it with ``Response.formData()``): each
+    part is ``name -> (data, media type, file name or None)``."""
+    import secrets
+
+    boundary = "pixellib-" + secrets.token_hex(16)  # random: cannot occur in the data
+    chunks = []
+    for name, (data, media_type, filename) in parts.items():
+        disposition = f'form-data; name="{name}"'
+        if filename:
+            disposition += f'; filename="{filename}"'
+        chunks += [f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+                   f"Content-Type: {media_type}\r\n\r\n".encode(), data, b"\r\n"]
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return Response(b"".join(chunks), media_type=f"multipart/form-data; boundary={boundary}")
 
 
 def _static_text(name: str) -> str:

@@ -85,7 +85,8 @@ def segment_job(files: dict, opts: dict, max_pixels: int):
 
 
 def render_job(files: dict, opts: dict, max_pixels: int, effect):
-    """A pool job: ``predictor -> (bytes, media type)``."""
+    """A pool job: ``predictor -> (bytes, media type, JSON bytes or None)``: the detections'
+    JSON (as :func:`segment_job` makes it) when ``opts["detections"]`` asks for it."""
     name, data = files["image"]
     background = files.get("background")
 
@@ -127,6 +128,9 @@ def render_job(files: dict, opts: dict, max_pixels: int, effect):
         ok, encoded = cv2.imencode("." + fmt, out, params)
         if not ok:
             raise RuntimeError(f"OpenCV could not encode {fmt}")
-        return encoded.tobytes(), _MIME[fmt]
+        found = None
+        if opts["detections"]:
+            found = json.dumps(detections_json(det, polygons=opts["polygons"])).encode()
+        return encoded.tobytes(), _MIME[fmt], found
 
     return job

@@ -172,7 +172,7 @@ def parse_options(raw: dict[str, str], allowed: dict[str, str], server_confidenc
         raise _bad(unknown[0], f"unknown option; this endpoint takes {', '.join(allowed)}")
     out: dict = {"confidence": None, "classes": None, "polygons": False,
                  "max_detections": None, "boxes": False, "effect": None, "format": None,
-                 "timeout": None, "feather": 0.0}
+                 "timeout": None, "feather": 0.0, "detections": False}
     for name, text in raw.items():
         text = text.strip()
         if name == "confidence":
@@ -185,7 +185,7 @@ def parse_options(raw: dict[str, str], allowed: dict[str, str], server_confidenc
             out[name] = value
         elif name == "classes":
             out[name] = _classes(text)
-        elif name in ("polygons", "boxes"):
+        elif name in ("polygons", "boxes", "detections"):
             out[name] = _boolean(name, text)
         elif name == "max_detections":
             value = _number(name, text, int)

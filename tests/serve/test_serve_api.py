@@ -1,6 +1,7 @@
 """``pixellib serve`` over HTTP: the real CLI in a subprocess, called with httpx."""
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import time
@@ -84,6 +85,51 @@ def test_render_is_the_annotated_image(cli_server, photo_bytes, photo_bgr, refer
     assert r.headers["content-type"] == "image/png"
     got = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
     assert np.array_equal(got, annotate(photo_bgr, reference, show_boxes=True))
+
+
+def _form_parts(response) -> dict:
+    """The parts of a multipart/form-data answer: ``name -> (content type, filename, data)``."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    head = f"Content-Type: {response.headers['content-type']}\r\n\r\n".encode()
+    message = BytesParser(policy=HTTP).parsebytes(head + response.content)
+    assert message.is_multipart()
+    return {part.get_param("name", header="content-disposition"):
+            (part.get_content_type(), part.get_filename(), part.get_payload(decode=True))
+            for part in message.iter_parts()}
+
+
+def test_render_with_detections_is_one_answer_for_both(cli_server, photo_bytes, photo_bgr,
+                                                       reference):
+    """The web page needed two inferences per photo (segment, then render)."""
+    from pixellib.export import mask_polygons
+    from pixellib.visualize import annotate
+
+    url, h = cli_server.url + "/v1/render", cli_server.headers()
+    before = cli_server.metric("pixellib_inference_seconds_count")
+    r = httpx.post(url, headers=h, files={"image": ("p.jpg", photo_bytes)},
+                   data={"boxes": "true", "format": "png", "detections": "true",
+                         "polygons": "true"}, timeout=300)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert cli_server.metric("pixellib_inference_seconds_count") == before + 1
+    parts = _form_parts(r)
+    assert set(parts) == {"detections", "image"}
+    kind, _, data = parts["detections"]
+    assert kind == "application/json"
+    payload = json.loads(data)
+    polygons = [obj.pop("polygons") for obj in payload["objects"]]
+    assert_same_detections(payload, reference)
+    assert polygons == [[p.tolist() for p in mask_polygons(m)] for m in reference.masks]
+    kind, filename, data = parts["image"]
+    assert (kind, filename) == ("image/png", "result.png")
+    got = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(got, annotate(photo_bgr, reference, show_boxes=True))
+    # Outlines come only with the detections.
+    r = httpx.post(url, headers=h, files={"image": ("p.jpg", photo_bytes)},
+                   data={"polygons": "true"}, timeout=60)
+    assert r.status_code == 422 and "detections=true" in r.json()["detail"], r.text
 
 
 def test_auth_checked_before_the_upload(cli_server):

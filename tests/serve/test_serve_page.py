@@ -141,10 +141,13 @@ def test_page_segments_a_photo(browser, cli_server, photo_bgr, reference):
 
     tools = browser
     _open_page(tools, cli_server)
+    before = cli_server.metric("pixellib_inference_seconds_count")
     _choose(tools, PHOTO)
 
     count = _wait(tools, "document.querySelectorAll('#objects li.object').length")
     assert count == len(reference)
+    # One inference gave the page both the image and the objects (it used to run two).
+    assert cli_server.metric("pixellib_inference_seconds_count") == before + 1
     items = tools.eval("[...document.querySelectorAll('#objects li.object')]"
                        ".map(li => li.textContent)")
     for text, name, score in zip(items, reference.class_names, reference.scores):

@@ -168,20 +168,20 @@ async function run() {
   $("run").disabled = true;
   setStatus("segmenting…");
   try {
-    const seg = await post("/v1/segment", () => options(file), token);
-    const json = await seg.json();
-    if (token !== current) throw new Stale();
-    setStatus("rendering…");
-    const ren = await post("/v1/render", () => {
+    // One inference: the rendered image and the detections' JSON in one multipart answer.
+    const resp = await post("/v1/render", () => {
       const form = options(file);
       if (effect) form.append("effect", effect);
       if (effect === "replace-bg") form.append("background", background);
       form.append("boxes", boxes);
       form.append("format", "png");
+      form.append("detections", "true");
       return form;
     }, token);
-    const image = await ren.blob();
+    const parts = await resp.formData();
     if (token !== current) throw new Stale();
+    const json = JSON.parse(parts.get("detections"));
+    const image = parts.get("image");
     const note = await show(file, json, image, effect, token);
     setStatus(`${json.count} object(s)${note}`);
   } catch (e) {

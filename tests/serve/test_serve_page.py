@@ -242,3 +242,24 @@ def test_page_lists_objects_of_a_photo_the_browser_cannot_draw(browser, cli_serv
     assert "cannot show this photo's format" in _status(tools)
     assert tools.eval("document.querySelectorAll('#objects li.object').length") == len(reference)
     assert tools.eval("document.querySelectorAll('#objects li.object a').length") == 0
+
+
+def test_page_says_what_to_do_about_the_api_key(browser, cli_server):
+    """A 401 showed the server's text for API clients ("send 'Authorization: Bearer
+    <key>'") to the person at the page."""
+    tools = browser
+    _open_page(tools, cli_server)
+    for i, (key, says) in enumerate((("wrong-key", "refused this API key"),
+                                     ("", "needs an API key"))):
+        tools.eval("{ const k = document.getElementById('api-key'); "
+                   f"k.value = {json.dumps(key)}; k.dispatchEvent(new Event('change')); }}")
+        _wait(tools, "document.getElementById('model-info').textContent"
+                     f".includes({json.dumps(says)})", 30)
+        if i == 0:
+            _choose(tools, PHOTO)
+        else:
+            tools.eval("document.getElementById('run').click()")
+        _wait(tools, f"document.getElementById('status').textContent.includes({json.dumps(says)})",
+              60)
+        assert tools.eval("document.getElementById('status').classList.contains('error')")
+        assert "Authorization" not in _status(tools)

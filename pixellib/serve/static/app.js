@@ -28,6 +28,13 @@ async function errorText(resp) {
   }
 }
 
+// A 401, said to the person at the page (the server's text speaks to API clients).
+function keyProblem() {
+  return $("api-key").value.trim()
+    ? "the server refused this API key: check it in the API key field"
+    : "this server needs an API key: enter it in the API key field";
+}
+
 async function loadInfo() {
   let resp;
   try {
@@ -38,7 +45,7 @@ async function loadInfo() {
     return;
   }
   if (!resp.ok) {
-    $("model-info").textContent = resp.status === 401 ? "enter the API key" : await errorText(resp);
+    $("model-info").textContent = resp.status === 401 ? keyProblem() : await errorText(resp);
     return;
   }
   const info = await resp.json();
@@ -146,6 +153,7 @@ async function post(path, makeForm, token) {
       if (token !== current) throw new Stale();
       continue;
     }
+    if (resp.status === 401) throw new Error(keyProblem());
     if (!resp.ok) throw new Error(await errorText(resp));
     return resp;
   }

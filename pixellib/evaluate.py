@@ -375,7 +375,10 @@ def coco_evaluate(annotations: dict, results: list[dict],
     for iou_type in ("bbox", "segm"):
         if not results:  # COCOeval cannot load none: its numbers, by hand
             summaries[iou_type] = _no_detection_stats(annotations, ids)
-            class_ap = {cid: 0.0 for cid in names if gt.getAnnIds(imgIds=ids, catIds=[cid])}
+            # 0 for the classes with an object to find; crowd regions are none (COCOeval
+            # leaves a class with only crowd regions out, as None).
+            class_ap = {cid: 0.0 for cid in names
+                        if gt.getAnnIds(imgIds=ids, catIds=[cid], iscrowd=False)}
         else:
             with contextlib.redirect_stdout(quiet):
                 # Mask AP measures object size by mask area: without the box, loadRes takes

@@ -129,6 +129,24 @@ def test_no_detections_score_zero(dataset):
     assert -1.0 in ev.box  # the test photos leave at least one range empty
 
 
+def test_a_class_with_only_crowd_regions_has_no_ap_with_or_without_detections(dataset):
+    """It read 0.000 in the per-class table when nothing was detected, and was left out
+    (COCOeval's "nothing to measure") when something was."""
+    gt = copy.deepcopy(dataset["gt"])
+    ann = gt["annotations"][0]
+    crowd_id = max(c["id"] for c in gt["categories"]) + 1
+    gt["categories"].append({"id": crowd_id, "name": "crowd only"})
+    gt["annotations"].append({**ann, "id": len(gt["annotations"]) + 1, "iscrowd": 1,
+                              "category_id": crowd_id})
+    named = {c["id"]: c["name"] for c in gt["categories"]}
+    for results in ([], _nonempty(dataset["results"])):
+        ev = coco_evaluate(gt, results)
+        assert ev.per_class["crowd only"] == (None, None)
+        assert "crowd only" not in format_report(ev)
+        found = ev.per_class[named[ann["category_id"]]]  # a class with objects is scored
+        assert found == ((0.0, 0.0) if not results else (pytest.approx(1.0),) * 2)
+
+
 def _write(tmp_path, data):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(data))

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from test_video_pyav import make_clip
 
+from browser import remove_profile
 from pixellib.media.video import VideoWriter, run_frames
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -130,6 +131,7 @@ def _page_result(url: str, profile: Path, timeout: float = 60.0) -> str:
         with contextlib.suppress(ProcessLookupError):  # the browser and all its helpers
             os.killpg(browser.pid, signal.SIGKILL)
         browser.wait()
+        remove_profile(profile)
 
 
 @pytest.mark.slow

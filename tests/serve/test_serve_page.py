@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from serve_support import API_KEY, PHOTO, httpx
 
+from browser import remove_profile
+
 pytestmark = pytest.mark.slow
 sync_client = pytest.importorskip("websockets.sync.client")
 
@@ -90,7 +92,7 @@ def browser(tmp_path):
             proc.kill()
             proc.wait()
         proc.stderr.close()
-        shutil.rmtree(profile, ignore_errors=True)
+        remove_profile(profile)
 
 
 def _wait(tools: DevTools, expression: str, timeout: float = 600):

@@ -42,6 +42,9 @@ class Metrics:
         self.rejected = 0  # 503 for a full queue
         self.timeouts = 0  # 504
         self.disconnects = 0  # clients gone before their answer
+        # Answers the connection handling gave before a request reached the app, by status:
+        # 400 not HTTP, 408 head too late, 503 over the connection limit.
+        self.connection_answers: dict[int, int] = {400: 0, 408: 0, 503: 0}
         self._lock = threading.Lock()
 
     def observe_request(self, method: str, endpoint: str, status: int, seconds: float) -> None:
@@ -64,6 +67,12 @@ class Metrics:
                   "# TYPE pixellib_request_duration_seconds histogram"]
         for endpoint, hist in sorted(self.latency.items()):
             lines += hist.lines("pixellib_request_duration_seconds", f'endpoint="{endpoint}"')
+        lines += ["# HELP pixellib_connection_answers_total Answers given before a request "
+                  "reached the app (not in pixellib_requests_total): 400 not valid HTTP, 408 "
+                  "request head too late, 503 over the connection limit.",
+                  "# TYPE pixellib_connection_answers_total counter"]
+        for status, n in sorted(self.connection_answers.items()):
+            lines.append(f'pixellib_connection_answers_total{{status="{status}"}} {n}')
         lines += ["# HELP pixellib_inference_seconds Time a replica spent on one request.",
                   "# TYPE pixellib_inference_seconds histogram"]
         with self._lock:

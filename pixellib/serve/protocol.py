@@ -12,10 +12,15 @@ connection is closed, after a ``408 Request Timeout`` answer when part of a head
 one: a client about to reuse it must not read a 408 as the answer to its next request).
 The body has its own deadline
 (``--upload-timeout``, in :func:`pixellib.serve.uploads.read_body`).
+
+Answers given here, before a request reaches the app (this 408, uvicorn's 400 for data that
+is not HTTP and its 503 over the connection limit), are counted in the server's metrics
+(``pixellib_connection_answers_total``): the app's own middleware never sees them.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -28,11 +33,46 @@ _REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/
                     % (len(_BODY), _BODY))
 
 
+# What uvicorn logs when it answers 503 itself, instead of calling the app.
+_OVER_THE_LIMIT = "Exceeded concurrency limit."
+
+
+class _CountOverLimit:
+    """uvicorn's logger for one connection, counting the 503s it logs (their only trace);
+    everything else is the logger's own."""
+
+    def __init__(self, logger: logging.Logger, metrics):
+        self._logger = logger
+        self._metrics = metrics
+
+    def __getattr__(self, name: str):
+        return getattr(self._logger, name)
+
+    def warning(self, msg, *args, **kwargs):
+        if msg == _OVER_THE_LIMIT:
+            self._metrics.connection_answers[503] += 1
+        kwargs.setdefault("stacklevel", 2)  # logged where uvicorn calls it
+        self._logger.warning(msg, *args, **kwargs)
+
+
 class HeadTimeoutProtocol(H11Protocol):
     """:class:`H11Protocol` that closes a connection whose request head is late (see the
-    module doc). Subclass with :func:`head_timeout_protocol` to set the deadline."""
+    module doc) and counts the answers it gives without the app in ``metrics`` (a
+    :class:`~pixellib.serve.metrics.Metrics`, or None). Subclass with
+    :func:`head_timeout_protocol` to set them."""
 
     head_timeout: float = 60.0
+    metrics = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.metrics is not None:
+            self.logger = _CountOverLimit(self.logger, self.metrics)
+
+    def send_400_response(self, msg: str) -> None:
+        if self.metrics is not None:
+            self.metrics.connection_answers[400] += 1
+        super().send_400_response(msg)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -92,12 +132,16 @@ class HeadTimeoutProtocol(H11Protocol):
         self._unset_keepalive_if_required()
         if self._head_started:
             self.transport.write(_REQUEST_TIMEOUT)
+            if self.metrics is not None:
+                self.metrics.connection_answers[408] += 1
         self.transport.close()
 
 
-def head_timeout_protocol(seconds: float) -> type[HeadTimeoutProtocol]:
-    """The protocol class to give ``uvicorn.Config(http=...)``, with that deadline."""
-    return type("HeadTimeoutProtocol", (HeadTimeoutProtocol,), {"head_timeout": float(seconds)})
+def head_timeout_protocol(seconds: float, metrics=None) -> type[HeadTimeoutProtocol]:
+    """The protocol class to give ``uvicorn.Config(http=...)``, with that deadline, counting
+    its own answers in ``metrics`` when given."""
+    return type("HeadTimeoutProtocol", (HeadTimeoutProtocol,),
+                {"head_timeout": float(seconds), "metrics": metrics})
 
 
 def uvicorn_config(app, settings, **options):
@@ -109,5 +153,7 @@ def uvicorn_config(app, settings, **options):
     # Idle connections are closed after head_timeout, so the limit can be generous: it only
     # guards the process's file descriptors.
     options.setdefault("limit_concurrency", max(512, 4 * (settings.replicas + settings.max_queue)))
-    return uvicorn.Config(app, http=head_timeout_protocol(settings.head_timeout),
+    state = getattr(getattr(app, "state", None), "pixellib", None)  # create_app's
+    protocol = head_timeout_protocol(settings.head_timeout, getattr(state, "metrics", None))
+    return uvicorn.Config(app, http=protocol,
                           server_header=False, **options)

@@ -71,8 +71,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def thread_server(settings, predictors):
-    """Run ``create_app(settings, predictors=...)`` with uvicorn in a thread; yield a Server."""
+def thread_server(settings, predictors, **options):
+    """Run ``create_app(settings, predictors=...)`` with uvicorn in a thread; yield a Server.
+    ``options`` go to ``uvicorn.Config``."""
     import uvicorn
 
     from pixellib.serve.app import create_app
@@ -82,7 +83,7 @@ def thread_server(settings, predictors):
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     app = create_app(settings, predictors=predictors)
-    config = uvicorn_config(app, settings, log_level="warning", lifespan="on")
+    config = uvicorn_config(app, settings, log_level="warning", lifespan="on", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])),
                               daemon=True)

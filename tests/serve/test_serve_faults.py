@@ -273,15 +273,19 @@ def test_a_late_request_head_does_not_hold_a_connection(server):
     """A client that connects and sends nothing, or its headers a byte at a time, was kept
     for ever, and uvicorn counts such connections against its concurrency limit (then 503
     for everyone). With head_timeout=1 they are closed; the server keeps serving."""
+    late = 'pixellib_connection_answers_total{status="408"}'
+    counted = server.metric(late)
     with _socket(server, b"") as idle:
         reply, took = _read_until_closed(idle)
     assert reply == b"" and 0.8 < took < 5  # nothing sent: closed quietly
+    assert server.metric(late) == counted  # and not counted as an answer
     head = f"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n".encode()
     with _socket(server, head[:5]) as slow:
         started = time.monotonic()
         reply = _trickle(slow, head[5:])
         assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
         assert b'"error": "request timeout"' in reply and time.monotonic() - started < 5
+    assert server.metric(late) == counted + 1  # the app never saw it: counted here
     # a keep-alive connection that sends its next request in time is served again
     def answer(sock) -> bytes:
         data = b""
@@ -409,3 +413,29 @@ def test_an_early_answer_does_not_time_out_the_body_or_the_next_request(server):
         else:
             assert reply == b""  # the idle connection was closed, without an answer
     assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+def test_answers_given_without_the_app_are_in_the_metrics(server, serve_predictor):
+    """uvicorn's own 400 (not HTTP) and 503 (over the connection limit) reached no
+    middleware of ours, so /metrics did not show them."""
+    from pixellib.serve.settings import ServeSettings
+
+    bad = 'pixellib_connection_answers_total{status="400"}'
+    counted = server.metric(bad)
+    with _socket(server, b"NOT HTTP AT ALL\r\n\r\n") as s:
+        reply, _ = _read_until_closed(s)
+    assert reply.startswith(b"HTTP/1.1 400"), reply[:100]
+    assert server.metric(bad) == counted + 1
+    assert httpx.get(server.url + "/healthz").status_code == 200
+
+    settings = ServeSettings(replicas=1, max_queue=1, head_timeout=30.0,
+                             torch_threads=torch.get_num_threads())
+    with thread_server(settings, [serve_predictor], limit_concurrency=2) as small:
+        over = 'pixellib_connection_answers_total{status="503"}'
+        assert small.metric(over) == 0
+        with _socket(small, b""), _socket(small, b""):  # two idle connections fill it
+            time.sleep(0.2)
+            answer = httpx.get(small.url + "/healthz")
+        assert answer.status_code == 503, answer.text  # uvicorn's own, in plain text
+        assert small.metric(over) == 1
+        assert httpx.get(small.url + "/healthz").status_code == 200

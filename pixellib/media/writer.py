@@ -44,9 +44,11 @@ def as_rate(fps) -> Fraction:
             raise InvalidArgumentError(f"fps must be a positive number, got {fps!r}") from None
         if not math.isfinite(value) or value <= 0:
             raise InvalidArgumentError(f"fps must be a positive number, got {fps}")
-        rate = Fraction(fps).limit_denominator(1001)
+        rate = Fraction(value).limit_denominator(1001)  # value: numpy's floats too
     if rate <= 0:
-        raise InvalidArgumentError(f"fps must be a positive number, got {fps}")
+        raise InvalidArgumentError(
+            f"fps {fps} is too low: a frame rate is kept as a fraction with a denominator up "
+            "to 1001, so the lowest is 1/1001 frame per second")
     if rate > MAX_FPS:
         raise InvalidArgumentError(
             f"fps must be at most {MAX_FPS} (WebM and MKV time frames in milliseconds, AVI "

@@ -120,6 +120,12 @@ def test_float_fps_and_fallback_rule(tmp_path):
         assert frame_rate(None, unusable) == DEFAULT_FPS == 30
     with pytest.raises(ValueError, match="fps"):
         frame_rate(0, NTSC)
+    # numpy's numbers, as frame rates read from arrays are (float32 raised a TypeError)
+    for rate in (np.float32(15), np.float16(15), np.int64(15), np.float64(15)):
+        assert frame_rate(rate, NTSC) == 15
+    assert frame_rate(np.float32(29.97), None) == Fraction(2997, 100)
+    with pytest.raises(ValueError, match="too low.*1/1001"):  # not "must be positive"
+        frame_rate(0.0001, NTSC)
     # Past 1000 fps (Matroska stamps frames in milliseconds; 2**40 overflowed the encoder):
     # refused when asked for, the default when only the source declares it.
     for too_fast in (1001, 1e6, 2**40, Fraction(5000)):

@@ -151,7 +151,8 @@ def annotate(
     ``kwargs`` (``text_size``, ``text_thickness``, ``box_thickness``, ``colors``, ``alpha``)
     go to :func:`draw_detections`. Detections with ``track_ids`` (tracked video) are drawn in
     each id's colour (:func:`pixellib.media.tracking.track_colors`) with ``#id`` captions.
-    A BGRA image (a transparent cut-out) is drawn on its colour channels, its alpha kept;
+    A BGRA image (a transparent cut-out) is drawn on its colour channels, its alpha kept
+    except under boxes and captions, which are made opaque so that they show;
     grey, 16-bit or float images are converted as the predictor reads them
     (:func:`~pixellib.media.images.read_image`). An image of another size than the one the
     detections were made on raises :class:`~pixellib.errors.InvalidArgumentError`.
@@ -170,7 +171,18 @@ def annotate(
         drawn = annotate(np.ascontiguousarray(image[:, :, :3]), detections,
                          show_boxes=show_boxes, show_masks=show_masks,
                          show_labels=show_labels, **kwargs)
-        return np.dstack([drawn, image[:, :, 3]])
+        alpha = image[:, :, 3]
+        if show_boxes and len(detections):
+            # Boxes and captions are made opaque, or those over transparent pixels (most of
+            # them, on a cut-out) would not show. What they cover: drawn alone on black and
+            # on white, a pixel they touch differs from one of the two.
+            lines = {}
+            for base in (0, 255):
+                lines[base] = annotate(np.full_like(drawn, base), detections, show_boxes=True,
+                                       show_masks=False, show_labels=show_labels, **kwargs)
+            touched = (lines[0] != 0).any(axis=2) | (lines[255] != 255).any(axis=2)
+            alpha = np.where(touched, np.uint8(255), alpha)
+        return np.dstack([drawn, alpha])
     labels = None
     if show_labels:
         percent = (detections.scores * np.float32(100)).astype(np.int64)

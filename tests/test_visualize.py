@@ -173,13 +173,26 @@ def test_label_text_and_annotate():
     expected = draw_detections(image, boxes, masks, ["person 99.00", "car 100.00"],
                                show_boxes=True)  # truncated percent, like PixelLib
     np.testing.assert_array_equal(out, expected)
-    # A transparent cut-out (BGRA): drawn on the colours, the alpha channel kept.
+    # A transparent cut-out (BGRA): drawn on the colours, the alpha channel kept, except
+    # where boxes and captions are drawn: opaque, or they would not show over the
+    # transparent background (most of them did not, after remove-bg).
     alpha = (masks.any(0) * 255).astype(np.uint8)
     bgra = annotate(np.dstack([image, alpha]), dets, show_boxes=True, show_masks=False)
     assert bgra.shape == (*image.shape[:2], 4)
-    np.testing.assert_array_equal(bgra[..., 3], alpha)
-    np.testing.assert_array_equal(bgra[..., :3],
-                                  annotate(image, dets, show_boxes=True, show_masks=False))
+    opaque_rgb = annotate(image, dets, show_boxes=True, show_masks=False)
+    np.testing.assert_array_equal(bgra[..., :3], opaque_rgb)
+    lines = (opaque_rgb != image).any(axis=2)  # what the boxes and captions changed
+    assert lines.any() and (bgra[..., 3][lines] == 255).all()
+    assert (bgra[..., 3][lines & (alpha == 0)] == 255).any()
+    kept = ~lines & (bgra[..., 3] != 255)
+    np.testing.assert_array_equal(bgra[..., 3][kept], alpha[kept])
+    untouched = ~(annotate(np.full_like(image, 0), dets, show_boxes=True,
+                           show_masks=False) != 0).any(axis=2)
+    untouched &= ~(annotate(np.full_like(image, 255), dets, show_boxes=True,
+                            show_masks=False) != 255).any(axis=2)
+    np.testing.assert_array_equal(bgra[..., 3][untouched], alpha[untouched])
+    # Without boxes nothing is drawn over the cut-out: its alpha is as it was.
+    np.testing.assert_array_equal(annotate(np.dstack([image, alpha]), dets)[..., 3], alpha)
 
 
 def test_many_masks_touch_only_their_regions_and_equal_a_full_frame_blend():

@@ -20,11 +20,10 @@ import numpy as np
 from ..effects import EFFECTS, Effect, apply_effect, load_background, parse_effect
 from ..errors import EffectError, InvalidArgumentError
 from ..media.files import output_path_problem
+from ..media.images import ALPHA_WRITE_EXTENSIONS
 from .args import number_between
 from .jobs import Job
 
-#: Image formats that keep an alpha channel.
-ALPHA_EXTENSIONS = (".png", ".webp", ".tif", ".tiff")
 
 EPILOG = f"""\
 examples:
@@ -79,8 +78,24 @@ def prepare(jobs: list[Job], args: argparse.Namespace) -> list[Job]:
     if effect is not None and effect.name == "replace-bg":
         if effect.background is None:
             raise EffectError("replace-bg needs a picture: --effect replace-bg=PATH")
+        _check_not_overwritten(Path(effect.background).expanduser(), jobs, args)
         args.effect_background = load_background(effect.background)
     return jobs
+
+
+def _check_not_overwritten(background: Path, jobs: list[Job], args) -> None:
+    """Refuse a run that would write over its replace-bg picture (an input too)."""
+    try:
+        picture = background.resolve()
+    except OSError:
+        return  # load_background names what is wrong with it
+    written = [j.output for j in jobs] + ([Path(args.coco)] if getattr(args, "coco", None)
+                                         else [])
+    for path in written:
+        if path.expanduser().resolve() == picture:
+            raise InvalidArgumentError(
+                f"output {str(path)!r} is the replace-bg picture {str(background)!r}; choose "
+                "another -o so that inputs are never overwritten")
 
 
 def _transparent_outputs(jobs: list[Job], args: argparse.Namespace) -> list[Job]:
@@ -90,7 +105,7 @@ def _transparent_outputs(jobs: list[Job], args: argparse.Namespace) -> list[Job]
     out = []
     for job in jobs:
         keeps = job.output.suffix == ".webm" if job.video else (
-            job.output.suffix.lower() in ALPHA_EXTENSIONS)
+            job.output.suffix.lower() in ALPHA_WRITE_EXTENSIONS)
         if not keeps:
             if explicit:
                 if job.video:

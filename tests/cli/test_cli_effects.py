@@ -114,6 +114,50 @@ def test_remove_bg_on_an_image_names_an_image_format(capsys, tmp_path):
     assert "which .jpg cannot hold: name the output rb.png" in err and "video" not in err
 
 
+def test_remove_bg_writes_every_format_that_holds_alpha(capsys, tmp_path, r50_checkpoint):
+    """.bmp, .gif and .jp2 hold transparency (the library writes them so), yet the CLI
+    refused them saying they cannot."""
+    image = tmp_path / "photo.jpg"
+    cv2.imwrite(str(image), cv2.imread(str(PHOTO)))
+    png = tmp_path / "cut.png"
+    code, _, err = _cli(capsys, "segment", image, "--model", r50_checkpoint, "--speed", "rapid",
+                        "--confidence", "0.05", "-o", png, "--effect", "remove-bg")
+    assert code == 0, err
+    expected = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+    assert expected.shape[2] == 4 and 0 < (expected[..., 3] == 0).sum() < expected[..., 3].size
+    for ext in (".bmp", ".gif", ".jp2"):
+        out = tmp_path / f"cut{ext}"
+        code, _, err = _cli(capsys, "segment", image, "--model", r50_checkpoint, "--speed",
+                            "rapid", "--confidence", "0.05", "-o", out, "--effect", "remove-bg")
+        assert code == 0, (ext, err)
+        got = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+        assert got.shape == expected.shape, ext
+        if ext == ".jp2":  # lossy, alpha included: nearly the same
+            assert np.mean((got[..., 3] > 127) == (expected[..., 3] > 127)) > 0.95
+        else:
+            assert np.array_equal(got[..., 3] > 0, expected[..., 3] > 0), ext
+
+
+def test_replace_bg_picture_is_never_overwritten(capsys, tmp_path):
+    image = tmp_path / "photo.jpg"
+    cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))
+    picture = tmp_path / "beach.png"
+    cv2.imwrite(str(picture), np.full((8, 8, 3), 200, np.uint8))
+    before = picture.read_bytes()
+    code, _, err = _cli(capsys, "segment", image, "--model", "nowhere.pkl", "-o", picture,
+                        "--effect", f"replace-bg={picture}")
+    assert code == 1
+    assert "is the replace-bg picture" in err and "nowhere" not in err
+    # a folder run whose outputs include it (photos/beach.png -> beach.png in the folder)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "beach.png"), np.zeros((8, 8, 3), np.uint8))
+    code, _, err = _cli(capsys, "segment", photos, "--model", "nowhere.pkl", "-o", tmp_path,
+                        "--effect", f"replace-bg={picture}")
+    assert code == 1 and "is the replace-bg picture" in err
+    assert picture.read_bytes() == before
+
+
 def test_remove_bg_on_video_needs_webm(capsys, tmp_path, r50_checkpoint):
     from pixellib.media.video import VideoWriter
 

@@ -40,10 +40,10 @@ def load_background(background, *, what: str | None = None) -> np.ndarray:
         image = read_image(path)
         _refuse_transparency(path, what)
         return image
-    else:
-        what = what or "background picture"
-        array = np.asarray(background)
-    return _to_bgr(array, what)
+    if not isinstance(background, np.ndarray):
+        raise TypeError(f"{what or 'background picture'} must be a path or a numpy array, got "
+                        f"{type(background).__name__}")
+    return _to_bgr(background, what or "background picture")
 
 
 def _refuse_transparency(path: Path, what: str) -> None:

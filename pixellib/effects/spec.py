@@ -173,7 +173,9 @@ def parse_color(arg, text: str | None = None) -> tuple[int, int, int]:
         if values is None:
             hint = ""
             try:
-                if all(0 <= float(v) <= 1 for v in arg):
+                if len(arg) != 3:
+                    hint = f" ({len(arg)} numbers)"
+                elif all(0 <= float(v) <= 1 for v in arg):
                     hint = " (0-1 values? multiply them by 255)"
             except (TypeError, ValueError):
                 pass

@@ -47,7 +47,17 @@ def detect_class_ids(detect) -> tuple[int, ...]:
     means the 20 Pascal VOC classes."""
     if detect is None:
         return VOC_CLASS_IDS
-    names = [detect] if isinstance(detect, str) else list(detect)
+    if isinstance(detect, str):
+        names = [detect]
+    elif isinstance(detect, (list, tuple, set, frozenset)):
+        names = list(detect)
+    else:
+        raise TypeError(f"detect must be a class name or a list of them, got "
+                        f"{type(detect).__name__} {detect!r}")
+    if not all(isinstance(name, str) for name in names):
+        wrong = next(name for name in names if not isinstance(name, str))
+        raise TypeError(f"detect: class names are strings, got {type(wrong).__name__} "
+                        f"{wrong!r}")
     if not names:  # would select nothing: the whole picture would become "background"
         raise EffectError("detect names no class: give one or more class names, or None for "
                           "the 20 Pascal VOC classes")
@@ -111,6 +121,8 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
         target class of later calls."""
         from ..checkpoint.hub import MODEL_URLS, model_filename, resolve_model
 
+        if detect is not None:
+            detect_class_ids(detect)  # checked first: a typo must not cost a model load
         text = str(model_path)
         if Path(text).suffix.lower() in _TENSORFLOW_SUFFIXES:
             raise ModelFileError(
@@ -130,8 +142,6 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
 
         self.predictor = _predictor(str(Path(resolved).resolve()), (stat.st_mtime_ns, stat.st_size),
                                     self.speed, self.confidence, self.device or default_device())
-        if detect is not None:
-            detect_class_ids(detect)  # validate now
         self.detect = detect
 
     # ------------------------------------------------------------------ core

@@ -107,6 +107,8 @@ def test_colour_sequences_are_three_whole_numbers():
     for bad in [(254.9, 0.7, 10.5), (True, False, True), {1, 2, 3}, (1, 2), (1, 2, 256), 7]:
         with pytest.raises(EffectError, match="three whole numbers"):
             parse_color(bad)
+    with pytest.raises(EffectError, match=r"got \(0, 0\) \(2 numbers\)$"):  # not "0-1 values?"
+        parse_color((0, 0))
 
 
 def test_background_effects_change_only_the_background(scene):
@@ -203,6 +205,13 @@ def test_bad_background_pictures_are_named(scene, tmp_path):
     text.write_text("not a picture")
     with pytest.raises(ImageReadError, match="notes.jpg"):
         apply_effect(image, det, f"replace-bg={text}")
+    # Not a picture at all: said so (it read "expected 8-bit pixels, got dtype object").
+    from pixellib.effects import load_background
+
+    for wrong in (None, b"beach.png", 123, [[1, 2], [3, 4]]):
+        with pytest.raises(TypeError, match="must be a path or a numpy array, got "
+                           + type(wrong).__name__):
+            load_background(wrong)
     rgba = np.zeros((10, 10, 4), np.uint8)
     rgba[..., 3] = 128
     cv2.imwrite(str(tmp_path / "glass.png"), rgba)

@@ -56,6 +56,23 @@ def test_detect_maps_pascal_voc_names_to_coco():
     assert len(detect_class_ids(None)) == 20
     with pytest.raises(EffectError, match="aeroplane"):
         detect_class_ids("unicorn")
+    assert detect_class_ids(["person", "car"]) == (class_id("person"), class_id("car"))
+    # Not names: said so ("'int' object is not iterable"; bytes were read number by number).
+    for wrong, named in ((5, "int 5"), (b"person", "bytes b'person'"),
+                         (["person", 3], "int 3")):
+        with pytest.raises(TypeError, match=re.escape(named)):
+            detect_class_ids(wrong)
+
+
+def test_a_wrong_detect_stops_load_pascalvoc_model_before_it_loads(r50_checkpoint):
+    """The model was loaded (a download, for a released name) and kept, then the call
+    failed, leaving the new model with the old target class."""
+    change = alter_bg()
+    change.load_pascalvoc_model(str(r50_checkpoint), detect="car")
+    loaded = change.predictor
+    with pytest.raises(EffectError, match="persn"):
+        change.load_pascalvoc_model("nowhere/model.pkl", detect="persn")  # not even looked up
+    assert change.predictor is loaded and change.detect == "car"
 
 
 @pytest.mark.parametrize("name", ["xception_pascalvoc.pb", "deeplabv3_xception_tf_dim_ordering"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help (0) or a usage error (2)
         return e.code if isinstance(e.code, int) else 2
     try:
-        with _stop_on_sigterm():
+        with _stop_on_sigterm(), _messages_for_a_terminal():
             return args.func(args)
     except KeyboardInterrupt:
         print("pixellib: interrupted", file=sys.stderr)
@@ -145,6 +146,47 @@ def main(argv: list[str] | None = None) -> int:
     except BATCH_SKIPPED as e:  # our errors and file-system errors: one line, no traceback
         print(f"pixellib: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
+
+
+class _TqdmLines(logging.Handler):
+    """The library's warnings as ``pixellib: warning: ...`` lines on stderr, written between
+    progress-bar updates (a bare print glued them onto the bar's line)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            text = f"pixellib: {record.levelname.lower()}: {record.getMessage()}"
+            if record.exc_info:  # a server's 500: the traceback is what its operator needs
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+            tqdm.write(text, file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must not end the command
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _messages_for_a_terminal():
+    """While a command runs: the library's log warnings as one ``pixellib: warning:`` line
+    each, clear of the progress bars, and OpenCV's own log (``[ WARN:0@...] global
+    grfmt_tiff.cpp ...``, next to the error that says the same in one line) silenced. The
+    command owns its process; both are restored afterwards."""
+    from cv2.utils import logging as cv_log
+
+    log = logging.getLogger("pixellib")
+    handler = _TqdmLines(logging.WARNING)
+    previous = (log.propagate, log.level, cv_log.getLogLevel())
+    log.addHandler(handler)
+    log.propagate = False
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.WARNING)
+    cv_log.setLogLevel(cv_log.LOG_LEVEL_FATAL)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.propagate, level, cv_level = previous
+        log.setLevel(level)
+        cv_log.setLogLevel(cv_level)
 
 
 @contextlib.contextmanager

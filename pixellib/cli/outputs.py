@@ -24,7 +24,6 @@ from ..media.images import ALPHA_WRITE_EXTENSIONS
 from .args import number_between
 from .jobs import Job
 
-
 EPILOG = f"""\
 examples:
   pixellib segment photo.jpg                          annotated copy: photo_segmented.jpg

@@ -175,3 +175,34 @@ def test_remove_bg_on_video_needs_webm(capsys, tmp_path, r50_checkpoint):
     assert code == 0, err
     assert (tmp_path / "clip_segmented.webm").is_file()
     assert not (tmp_path / "clip_segmented.mp4").exists()
+
+
+def test_messages_are_one_line_each_clear_of_the_progress_bar(capfd, tmp_path,
+                                                              r50_checkpoint):
+    """A library warning was glued onto the progress bar's line, and OpenCV printed its
+    own "[ WARN:0@...] global grfmt_tiff.cpp" lines next to the one-line error."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "media"))
+    from test_video_pyav import make_clip
+
+    clip = make_clip(tmp_path / "voice.mp4", n=3, audio="aac")
+    code = main(["segment", str(clip), "--model", str(r50_checkpoint), "--speed", "rapid",
+                 "-o", str(tmp_path / "voice.avi")])
+    err = capfd.readouterr().err
+    assert code == 0, err
+    # what the terminal shows of each line: the text after its last carriage return
+    shown = [line.rsplit("\r", 1)[-1] for line in err.split("\n")]
+    said = [line for line in shown if "re-encoding it to MP3" in line]
+    assert said and all(line.startswith("pixellib: warning: ") for line in said), err
+
+    image = tmp_path / "photo.jpg"
+    cv2.imwrite(str(image), cv2.imread(str(PHOTO)))
+    floats = tmp_path / "floats.tiff"
+    cv2.imwrite(str(floats), np.random.default_rng(0).random((40, 60, 3), np.float32))
+    code = main(["segment", str(image), "--model", str(r50_checkpoint), "-o",
+                 str(tmp_path / "out.jpg"), "--effect", f"replace-bg={floats}"])
+    err = capfd.readouterr().err
+    assert code == 1
+    assert err.startswith("pixellib: error: ") and "floats.tiff" in err, err
+    assert err.count("\n") == 1 and "WARN" not in err, err

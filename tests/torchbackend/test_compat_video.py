@@ -1,6 +1,7 @@
 """instanceSegmentation.process_video / process_camera on short clips made from a golden photo."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import cv2
@@ -145,17 +146,25 @@ def test_process_camera_without_frames_or_closed(ins):
         ins.process_camera(closed)
 
 
-def test_show_frames_without_a_gui_is_refused_before_the_first_frame(ins):
-    """pixellib installs opencv-python-headless: the window would fail only after the first
-    frame had been read and segmented."""
+def test_show_frames_without_a_gui(ins, monkeypatch, caplog):
+    """pixellib installs opencv-python-headless. A named window (frame_name) is refused
+    before the first frame (it failed only after a frame had been read and segmented), the
+    caller's capture left open; without a name PixelLib showed no window, so its scripts ran
+    headless: they run here too (they were refused, and the capture closed)."""
     from pixellib.torchbackend.instance import streams
 
-    if streams.gui_available():
-        pytest.skip("this OpenCV has a GUI")
+    monkeypatch.setattr(streams, "gui_available", lambda: False)  # as on a server
+    def no_window(*args):
+        raise AssertionError("a window was used")
+    monkeypatch.setattr(cv2, "imshow", no_window)
     cam = FakeCapture(_frames(2))
     with pytest.raises(RuntimeError, match="pip uninstall -y opencv-python-headless"):
-        ins.process_camera(cam, show_frames=True)
-    assert cam.reads == 0 and cam.released
+        ins.process_camera(cam, show_frames=True, frame_name="live")
+    assert cam.reads == 0 and not cam.released
+    with caplog.at_level(logging.WARNING):
+        results, output = ins.process_camera(cam, show_frames=True)
+    assert cam.reads == 3 and cam.released and output.shape == (SIZE[1], SIZE[0], 3)
+    assert "no window" in caplog.text
 
 
 def test_process_video_takes_what_videocapture_took(ins, tmp_path):

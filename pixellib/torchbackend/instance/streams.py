@@ -7,6 +7,7 @@ the source's exact frame rate and audio, a file that appears only once complete)
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ import numpy as np
 
 from ...errors import ImageReadError, UsageError
 from ...media.video import is_stream_url, run_frames
+
+logger = logging.getLogger(__name__)
 
 #: Window title of ``process_camera(show_frames=True)`` when ``frame_name`` is None.
 DEFAULT_WINDOW_NAME = "pixellib"
@@ -44,14 +47,21 @@ def run_camera(segment, cam, *, output_video_name=None, frames_per_second=None,
     """Segment a live capture until a read fails or ``q`` is pressed in the window; return the
     last ``(results, output)``. See ``instanceSegmentation.process_camera``."""
     window = frame_name or DEFAULT_WINDOW_NAME
+    show_frames = bool(show_frames)
     if show_frames and not gui_available():
-        # found before the camera is read and a frame segmented, not at the first frame
-        if hasattr(cam, "release"):
-            cam.release()
-        raise UsageError(NO_GUI)
+        if frame_name is None:
+            # PixelLib showed frames only in a named window (frame_name): without one its
+            # scripts ran on headless machines, so they do here, without a window.
+            logger.warning("show_frames=True: no window, as this OpenCV has no GUI support "
+                           "(opencv-python-headless); the frames are still processed")
+            show_frames = False
+        else:
+            # found before the camera is read and a frame segmented, not at the first
+            # frame; the caller's capture is left open
+            raise UsageError(NO_GUI)
 
     def pressed_q(last) -> bool:
-        return bool(show_frames) and _show(window, last[1]) == ord("q")
+        return show_frames and _show(window, last[1]) == ord("q")
 
     started = time.perf_counter()
     try:

@@ -399,8 +399,13 @@ def check_image_output(path: PathLike) -> None:
     """Raise the :class:`InvalidArgumentError` :func:`write_image` would raise for ``path``
     itself (an extension outside :data:`IMAGE_EXTENSIONS`, a folder there, a file where a
     folder is needed), so that callers can refuse it before doing the work."""
+    folder_like = os.fspath(path).endswith(("/", os.sep))
     path = user_path(path)
     ext = path.suffix.lower()
+    if folder_like or path.is_dir():  # an image file is needed here
+        raise InvalidArgumentError(
+            f"cannot write {str(path)!r}: it is a folder; name the image file, e.g. "
+            f"{str(path / 'output.jpg')!r}")
     if ext not in IMAGE_EXTENSIONS and ext not in OTHER_WRITE_EXTENSIONS:
         raise InvalidArgumentError(
             f"cannot write {str(path)!r}: unknown image extension {path.suffix!r}; "

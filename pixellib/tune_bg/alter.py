@@ -85,6 +85,9 @@ def _predictor(path: str, stamp: tuple[int, int], speed, confidence, device):
 
 def _blur_effect(low, moderate, extreme) -> Effect:
     for flag, level in ((extreme, "extreme"), (moderate, "moderate"), (low, "low")):
+        if isinstance(flag, str):  # "no" is truthy: it would blur
+            raise EffectError(f"{level} must be True or False, got {flag!r}")
+    for flag, level in ((extreme, "extreme"), (moderate, "moderate"), (low, "low")):
         if flag:
             return Effect("blur-bg", kernel=BLUR_LEVELS[level])
     raise EffectError("choose how much to blur: low=True, moderate=True or extreme=True")
@@ -163,13 +166,14 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
             background = fit_background(background, image.shape[:2])
         return apply_effect(image, det, effect, background=background)
 
-    def _image(self, image, effect, output_image_name, verbose, detect, background=None):
+    def _image(self, image, effect, output_image_name, verbose, detect, background=None,
+               what="image"):
         from ..media.images import check_image_output, write_image
 
         if output_image_name is not None:
             check_image_output(output_image_name)  # before the inference, not after
         if verbose is not None:
-            print("processing image......")
+            print(f"processing {what}......")  # PixelLib's words: image, or frame
         out = self._tune(image, effect, detect, background)
         if output_image_name is not None:
             write_image(output_image_name, out)
@@ -210,7 +214,7 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
 
     def change_frame_bg(self, frame, b_image_path, verbose=None, detect=None):
         return self._image(frame, Effect("replace-bg", background=str(b_image_path)), None,
-                           verbose, detect, load_background(b_image_path))
+                           verbose, detect, load_background(b_image_path), what="frame")
 
     def change_video_bg(self, video_path, b_image_path, frames_per_second=None,
                         output_video_name=None, detect=None):
@@ -232,7 +236,8 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
         return self._image(image_path, _color(colors), output_image_name, verbose, detect)
 
     def color_frame(self, frame, colors, verbose=None, detect=None):
-        return self._image(frame, _color(colors), None, verbose, detect)
+        return self._image(frame, _color(colors), None, verbose, detect,
+                           what="frame")
 
     def color_video(self, video_path, colors, frames_per_second=None, output_video_name=None,
                     detect=None):
@@ -255,7 +260,8 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
 
     def blur_frame(self, frame, low=False, moderate=False, extreme=False, verbose=None,
                    detect=None):
-        return self._image(frame, _blur_effect(low, moderate, extreme), None, verbose, detect)
+        return self._image(frame, _blur_effect(low, moderate, extreme), None, verbose, detect,
+                           what="frame")
 
     def blur_video(self, video_path, low=False, moderate=False, extreme=False,
                    frames_per_second=None, output_video_name=None, detect=None):
@@ -276,7 +282,8 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
         return self._image(image_path, Effect("gray-bg"), output_image_name, verbose, detect)
 
     def gray_frame(self, frame, verbose=None, detect=None):
-        return self._image(frame, Effect("gray-bg"), None, verbose, detect)
+        return self._image(frame, Effect("gray-bg"), None, verbose, detect,
+                           what="frame")
 
     def gray_video(self, video_path, frames_per_second=None, output_video_name=None,
                    detect=None):

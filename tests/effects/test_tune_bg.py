@@ -89,6 +89,23 @@ def test_blur_needs_a_level_and_calls_need_a_model(tmp_path):
         alter_bg().blur_bg(str(DATA / "images" / "small.jpg"))
     with pytest.raises(EffectError, match="no model loaded"):
         alter_bg().gray_bg(str(DATA / "images" / "small.jpg"))
+    with pytest.raises(EffectError, match="low must be True or False, got 'no'"):
+        alter_bg().blur_bg(str(DATA / "images" / "small.jpg"), low="no")  # it blurred
+
+
+def test_verbose_says_frame_for_the_frame_calls(r50_checkpoint, capsys):
+    change = alter_bg()
+    change.load_pascalvoc_model(str(r50_checkpoint))
+    frame = cv2.imread(str(DATA / "images" / "small.jpg"))
+    for call in (lambda: change.gray_frame(frame, verbose=True),
+                 lambda: change.color_frame(frame, (0, 0, 255), verbose=True),
+                 lambda: change.blur_frame(frame, low=True, verbose=True),
+                 lambda: change.change_frame_bg(frame, str(DATA / "images" / "wide.jpg"),
+                                                verbose=True)):
+        assert call().shape == frame.shape
+        assert capsys.readouterr().out == "processing frame......\n"  # as PixelLib
+    change.gray_bg(str(DATA / "images" / "small.jpg"), verbose=True)
+    assert capsys.readouterr().out == "processing image......\n"
 
 
 def test_output_names_are_checked_before_the_inference(tmp_path):

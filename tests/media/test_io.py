@@ -443,6 +443,19 @@ def test_write_image_errors_leave_nothing(tmp_path, name, image):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_image_output_that_is_a_folder_says_so(tmp_path):
+    """It said "unknown image extension ''" for an existing folder or a name ending in /."""
+    from pixellib.media.images import check_image_output
+
+    (tmp_path / "out").mkdir()
+    for name in (str(tmp_path / "out"), str(tmp_path / "out") + "/",
+                 str(tmp_path / "new") + "/", str(tmp_path / "shots.png") + "/"):
+        with pytest.raises(ValueError, match="it is a folder; name the image file") as info:
+            check_image_output(name)
+        assert "unknown image extension" not in str(info.value)
+    check_image_output(tmp_path / "out" / "a.png")  # fine
+
+
 def test_write_image_failure_during_write_cleans_up(tmp_path, monkeypatch):
     def fail(*args):
         raise OSError("disk full")

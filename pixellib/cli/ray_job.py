@@ -19,6 +19,21 @@ from .main import _Stats, _summary
 _MAX_LISTED = 20  # failures printed one per line; the rest are counted
 
 
+def _ray_device(device: str) -> str:
+    """``cpu`` or ``cuda`` for the actors, from ``--device`` (checked here, where the driver
+    may have no GPU itself: the actors get one each with ``cuda``)."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise RayJobError(f"invalid --device {device!r}: {' '.join(str(e).split())}") from None
+    if kind not in ("cpu", "cuda"):
+        raise RayJobError(f"invalid --device {device!r}: with --ray the actors run on the cpu "
+                          "or on a cuda GPU each")
+    return kind
+
+
 def run_ray(args: argparse.Namespace) -> int:
     """Run ``segment`` with ``--ray``; return the exit code (the plain command's rules)."""
     unsupported = [flag for flag, used in (
@@ -29,6 +44,7 @@ def run_ray(args: argparse.Namespace) -> int:
     if unsupported:
         raise RayJobError(f"{', '.join(unsupported)} cannot be combined with --ray, which writes "
                          "result rows (masks as COCO RLE), not annotated copies")
+    device = _ray_device(args.device)
     try:
         from ..ray import segment_to_parquet
     except ImportError as e:
@@ -43,7 +59,7 @@ def run_ray(args: argparse.Namespace) -> int:
     summary = segment_to_parquet(
         args.inputs, output, model=args.model, speed=args.speed,
         confidence=args.confidence, classes=args.classes, address=args.ray,
-        num_gpus=1 if str(args.device).startswith("cuda") else 0, format=fmt,
+        num_gpus=1 if device == "cuda" else 0, format=fmt,
         skip_existing=args.skip_existing,
     )
     stats = _Stats(images=summary.images, objects=summary.objects, skipped=summary.skipped,

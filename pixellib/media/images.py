@@ -169,6 +169,9 @@ def _from_file(path: Path, max_pixels: int) -> np.ndarray:
         raise InputNotFoundError(f"image not found: {str(path)!r}")
     if path.is_dir():
         raise ImageReadError(f"cannot read image {str(path)!r}: it is a directory")
+    if not path.is_file():  # a named pipe would block the read until a writer comes
+        raise ImageReadError(f"cannot read image {str(path)!r}: not a regular file (a pipe, "
+                             "socket or device)")
     size = _header_size(path, max_pixels)
     if size is not None and size[0] * size[1] > max_pixels:
         raise ImageTooLargeError(_too_large(path, f"{size[0]}x{size[1]}", max_pixels))

@@ -6,9 +6,9 @@ which writes them as shards ``part-<hash>.parquet`` (or ``.jsonl``) into the out
 
 * each shard is written atomically and named by the hash of the paths it holds, so a shard
   is either complete or absent, and writing the same rows again gives the same file;
-* actors that die are restarted and their batch is retried (``max_restarts=-1``,
-  ``max_task_retries=-1``, see :data:`_RETRIES`); a row whose path was already written is
-  dropped;
+* actors that die are restarted and their batch is retried (see :data:`_RETRIES`); an
+  image that kills its worker every time gets an error row (:func:`_run_passes`); a row
+  whose path was already written is dropped;
 * ``skip_existing=True`` reads the paths already in the folder and segments only the
   missing ones (an error row counts as done: it records the image's problem);
 * at the end the folder is checked: every input path has exactly one row, else
@@ -36,6 +36,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
@@ -66,8 +67,8 @@ def default_actor_cpus() -> float:
     cluster decides."""
     per_node = max((n.get("Resources", {}).get("CPU", 0.0) for n in ray.nodes()
                     if n.get("Alive")), default=1.0)
-    usable = max(1.0, per_node - READ_CPUS)
-    return usable / math.ceil(usable / MAX_ACTOR_CPUS)
+    usable = per_node - read_cpus(per_node)
+    return usable / math.ceil(usable / MAX_ACTOR_CPUS) if usable >= 1 else max(usable, 0.5)
 
 
 
@@ -75,13 +76,21 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
 
 
-# A dead actor is restarted and its batch retried, without limit: Ray Data's actor pools do
-# that by default (max_restarts=-1, max_task_retries=-1); from Ray 2.60 on, passing them as
-# extra remote arguments is deprecated, so they are passed explicitly only to older versions.
-_RETRIES = ({} if _version(ray.__version__) >= (2, 60)
-            else {"max_restarts": -1, "max_task_retries": -1})
-
-
+#: How often a batch is retried after its actor died (a crash in a decoder or the model, out of
+#: memory), each time on a restarted actor. Past that the pass stops, and the images it had
+#: not written are isolated (see :func:`segment_to_parquet`): Ray Data's default, retrying
+#: without limit, ran for ever on an image that kills its worker every time.
+MAX_TASK_RETRIES = 2
+#: Restarts of one actor. As many as the retries: an actor that died that often stays dead,
+#: which gives its CPUs back (a restarting one holds them, and the next pass's reading would
+#: wait for them for ever); its pass stops and the next one starts a new pool.
+_RETRIES = {"max_restarts": MAX_TASK_RETRIES, "max_task_retries": MAX_TASK_RETRIES}
+#: Errors that say an actor (its process) died, not that an image was bad.
+_WORKER_DIED = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
+                ray.exceptions.OutOfMemoryError)
+#: Environment variables the driver passes on to the workers (when set where it runs).
+FORWARDED_ENV = ("PIXELLIB_MAX_PIXELS", "PIXELLIB_NO_HEAP_REUSE", "PIXELLIB_HOME",
+                 "PIXELLIB_NO_WINOGRAD", "PIXELLIB_NO_TORCHVISION")
 
 
 def _own_thread_option() -> dict:
@@ -245,14 +254,16 @@ def connected(address: str | None = None, *, num_cpus: int | None = None) -> Ite
     if address in (None, "local"):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         temp_dir = tempfile.mkdtemp(prefix="pixellib-ray-")
-        ray.init(address="local", num_cpus=num_cpus or (cores or os.cpu_count() or 1) + 1,
-                 include_dashboard=False, _temp_dir=temp_dir)
+        with _keeps_sigterm():
+            ray.init(address="local", num_cpus=num_cpus or (cores or os.cpu_count() or 1) + 1,
+                     include_dashboard=False, _temp_dir=temp_dir)
     else:
         unreachable = _unreachable(address)
         if unreachable:  # Ray itself retries a silent address for minutes
             raise RayJobError(f"cannot connect to a Ray cluster at {address!r}: {unreachable}")
         try:
-            ray.init(address=address)
+            with _keeps_sigterm():
+                ray.init(address=address)
         except (ValueError, ConnectionError) as exc:  # "Invalid address format", none found
             if address == "auto":
                 hint = (" (start one with `ray start --head`, or give no address for a "
@@ -270,6 +281,23 @@ def connected(address: str | None = None, *, num_cpus: int | None = None) -> Ite
         ray.shutdown()
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _keeps_sigterm() -> Iterator[None]:
+    """``ray.init`` replaces the SIGTERM handler with its own ``sys.exit(15)``: a handler the
+    caller had set (the CLI's, which deletes half-written files and exits with 143) is put
+    back. Python's default stays replaced: Ray's handler shuts its processes down."""
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and callable(previous):
+            signal.signal(signal.SIGTERM, previous)
 
 
 #: Seconds to wait for a Ray head's port to accept a connection before calling it unreachable.
@@ -316,21 +344,37 @@ def segment_dataset(
     confidence: float | None = None, classes: Sequence[int] | None = None,
     concurrency: int | None = None, batch_size: int = 8, num_cpus: float | None = None,
     num_gpus: float = 0, polygons: bool = False, annotate_dir: str | None = None,
-    worker: type = SegmentBatch,
+    worker: type = SegmentBatch, one_at_a_time: bool = False,
 ) -> ray.data.Dataset:
     """``ds`` (rows of ``read_binary_files`` / ``read_images`` with paths) mapped to result
     rows by a pool of ``concurrency`` actors of ``num_cpus`` CPUs and ``num_gpus`` GPUs each.
     Defaults: ``num_cpus`` 1 for a GPU actor, else :func:`default_actor_cpus`; as many
-    actors as the cluster holds, leaving :data:`READ_CPUS` for reading."""
+    actors as the cluster holds, leaving :func:`read_cpus` for reading. Sizes that cannot
+    run on the cluster as it is (a GPU actor without a GPU, actors that leave no CPU for
+    reading) raise :class:`RayJobError` instead of waiting for ever. ``one_at_a_time``: one
+    image per call and one call in flight per actor (finding an image that kills workers)."""
+    _check_numbers(concurrency=concurrency, batch_size=batch_size, num_cpus=num_cpus,
+                   num_gpus=num_gpus, classes=classes)
+    res = ray.cluster_resources()
+    cpus, gpus = float(res.get("CPU", 0.0)), float(res.get("GPU", 0.0))
+    if num_gpus and gpus < num_gpus:  # no actor could start: Ray Data would wait for ever
+        raise RayJobError(
+            f"the Ray cluster has {'no GPU' if not gpus else f'{gpus:g} GPUs'}, and each actor "
+            f"needs {num_gpus:g} (--device cuda): run on a cluster with GPUs, or on the CPU")
     if num_cpus is None:
         num_cpus = 1.0 if num_gpus else default_actor_cpus()
     if concurrency is None:
-        res = ray.cluster_resources()
         if num_gpus:
-            concurrency = int(res.get("GPU", 0) // num_gpus)
+            concurrency = int(gpus // num_gpus)
         else:
-            concurrency = int((res.get("CPU", 1) - READ_CPUS) / num_cpus + 1e-9)
+            concurrency = int((cpus - read_cpus(cpus)) / num_cpus + 1e-9)
         concurrency = max(1, concurrency)
+    needed = concurrency * num_cpus + read_cpus(cpus)
+    if needed > cpus + 1e-9:  # the actors would hold every CPU, and reading waits for ever
+        raise RayJobError(
+            f"{concurrency} actor(s) of {num_cpus:g} CPUs and the reading ({read_cpus(cpus):g} "
+            f"CPU) need {needed:g} CPUs, and the Ray cluster has {cpus:g}: give fewer actors "
+            "(concurrency) or fewer CPUs each (num_cpus), or leave both to their defaults")
     model = _checked_model(model, speed, confidence)
     kwargs = dict(model=str(model), speed=speed, confidence=confidence, polygons=polygons,
                   classes=None if classes is None else [int(c) for c in classes],
@@ -338,13 +382,50 @@ def segment_dataset(
     # Actors reuse freed memory between images (SegmentBatch); one malloc arena keeps that
     # working whichever thread Ray calls them on (a helper thread in Ray versions without
     # enable_true_multi_threading): pixellib.runtime.heap.worker_env.
-    env = heap.worker_env()
+    env = {**heap.worker_env(),
+           **{k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}}
+    strategy = dict(_OWN_THREAD)
+    if one_at_a_time:  # in input order, one image in flight: the one a crash names
+        strategy["max_tasks_in_flight_per_actor"] = 1
     return ds.map_batches(
         worker, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=concurrency, **_OWN_THREAD), num_cpus=num_cpus,
+        compute=ray.data.ActorPoolStrategy(size=concurrency, **strategy), num_cpus=num_cpus,
         num_gpus=num_gpus or None, **({"runtime_env": {"env_vars": env}} if env else {}),
         **_RETRIES,
     )
+
+
+def read_cpus(cluster_cpus: float) -> float:
+    """CPUs a read task asks for: :data:`READ_CPUS`, or half of a cluster smaller than two
+    (one CPU: the actor and the reading get half each)."""
+    return min(READ_CPUS, cluster_cpus / 2) if cluster_cpus > 0 else READ_CPUS
+
+
+def _check_numbers(**values) -> None:
+    """Refuse, before any work, sizes Ray would reject deep in the job (or accept and hang)."""
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name == "classes":
+            from pixellib.classes import COCO_CLASSES
+
+            bad = [c for c in value if not (isinstance(c, (int, np.integer))
+                                            and not isinstance(c, bool)
+                                            and 0 <= c < len(COCO_CLASSES))]
+            if bad:
+                raise RayJobError(f"classes: {bad[0]!r} is not a class id (0 to "
+                                  f"{len(COCO_CLASSES) - 1}); pixellib.classes.class_id(name) "
+                                  "gives the id of a name")
+            continue
+        whole = name in ("concurrency", "batch_size", "rows_per_shard")
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+            value, bool) and math.isfinite(value) and (
+            (value >= 1 and float(value).is_integer()) if whole
+            else (value >= 0 if name == "num_gpus" else value > 0))
+        if not ok:
+            what = ("a whole number, at least 1" if whole else
+                    "a number, 0 or more" if name == "num_gpus" else "a number above 0")
+            raise RayJobError(f"{name} must be {what}, got {value!r}")
 
 
 def _utf8(path: str) -> bool:
@@ -363,6 +444,8 @@ def _unreadable(path: str) -> str | None:
         if os.path.islink(path):
             return f"image not found: a broken link (to {os.readlink(path)!r})"
         return "image not found"
+    if not os.path.isfile(path):  # a pipe would block the reader, a device never end
+        return "not a regular file (a pipe, socket or device): nothing to read as an image"
     if not os.access(path, os.R_OK):
         return "no permission to read it"
     return None
@@ -385,6 +468,8 @@ def segment_to_parquet(
     started = time.perf_counter()
     if format not in FORMATS:
         raise RayJobError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    _check_numbers(concurrency=concurrency, batch_size=batch_size, num_cpus=num_cpus,
+                   num_gpus=num_gpus, rows_per_shard=rows_per_shard, classes=classes)
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise RayJobError(f"output {str(out)!r} is a file; results need a folder")
@@ -406,33 +491,144 @@ def segment_to_parquet(
     todo = [p for i, p in ids.items() if i not in done]
     summary.skipped = len(ids) - len(todo)
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    # Ray's reader stops the whole job on a file it cannot open: those get their error rows
-    # here, and the job goes on with the rest.
-    unreadable = {p: why for p in todo if (why := _unreadable(p))}
-    if unreadable:
-        todo = [p for p in todo if p not in unreadable]
-        summary.shards.append(write_shard(
-            out, rows_table([error_row(p, why) for p, why in unreadable.items()]), format))
-        summary.errors += len(unreadable)
-        summary.failed += [(p, " ".join(why.split())) for p, why in unreadable.items()]
-    if todo:
-        try:
+    _writable_folder(out)  # before the cluster works: not when its first shard is due
+    try:
+        # Ray's reader stops the whole job on a file it cannot open: those get their error
+        # rows here, and the job goes on with the rest.
+        unreadable = {p: why for p in todo if (why := _unreadable(p))}
+        if unreadable:
+            todo = [p for p in todo if p not in unreadable]
+            _error_rows(out, format, unreadable, summary)
+        if todo:
             with connected(address):
-                ds = segment_dataset(
-                    ray.data.read_binary_files(todo, include_paths=True), model=model,
-                    speed=speed, confidence=confidence, classes=classes,
-                    concurrency=concurrency, batch_size=batch_size, num_cpus=num_cpus,
-                    num_gpus=num_gpus, polygons=polygons, annotate_dir=annotate_dir,
-                    worker=worker)
-                _stream(ds, out, format, rows_per_shard, set(ids) - done, summary, started)
-        except RayJobError:
-            if created and not any(out.iterdir()):
-                out.rmdir()  # nothing was written (no cluster, say): no empty folder left
-            raise
+                _run_passes(todo, out, format, rows_per_shard, set(ids) - done, summary,
+                            started, dict(
+                                model=model, speed=speed, confidence=confidence,
+                                classes=classes, concurrency=concurrency,
+                                batch_size=batch_size, num_cpus=num_cpus, num_gpus=num_gpus,
+                                polygons=polygons, annotate_dir=annotate_dir, worker=worker))
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # nothing was written (no cluster, say): no empty folder left
+        raise
     check_output(out, ids)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _writable_folder(out: Path) -> None:
+    """Create ``out`` if needed and check that a file can be written in it."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".pixellib-probe-"):
+            pass
+    except OSError as exc:
+        raise RayJobError(f"cannot write results in {str(out)!r}: "
+                          f"{exc.strerror or exc}") from None
+
+
+def _error_rows(out: Path, fmt: str, reasons: dict[str, str], summary: Summary) -> None:
+    summary.shards.append(write_shard(
+        out, rows_table([error_row(p, why) for p, why in reasons.items()]), fmt))
+    summary.errors += len(reasons)
+    summary.failed += [(p, " ".join(why.split())) for p, why in reasons.items()]
+
+
+def _run_passes(todo: list[str], out: Path, fmt: str, rows_per_shard: int, wanted: set[str],
+                summary: Summary, started: float, options: dict) -> None:
+    """Segment ``todo`` into shards, getting past images that kill their worker.
+
+    A pass runs the whole list at full size. When one stops because an actor died on a batch
+    :data:`MAX_TASK_RETRIES` + 1 times (what was written stays), the first images it had not
+    written (those it may have had in flight) go through one at a time, in order, on one
+    actor. When that pass stops too, the first image it did not write is tried alone: if it
+    kills that pass as well it is the culprit and gets an error row, and the rest goes on at
+    full size; if not, the isolation goes on after it. Every pass writes rows or names a
+    culprit, so the job ends."""
+    remaining = list(todo)
+    options = dict(options)
+    concurrency = options.pop("concurrency")
+    batch_size = options.pop("batch_size")
+    # The images a pass may have in flight: 4 calls per actor (Ray Data's default) of a batch.
+    size = int(concurrency or max(1.0, ray.cluster_resources().get("CPU", 1.0)))
+    isolate = (4 * size + 1) * int(batch_size)
+    window = 0  # > 0: the next pass takes that many images, one at a time, in order
+    while remaining:
+        part = remaining[:window] if window else remaining
+        sizes = dict(concurrency=1, batch_size=1, one_at_a_time=True) if window else dict(
+            concurrency=concurrency, batch_size=batch_size)
+        reading = read_cpus(float(ray.cluster_resources().get("CPU", 0.0)))
+        ds = segment_dataset(ray.data.read_binary_files(
+            part, include_paths=True, **({"num_cpus": reading} if reading < 1 else {})),
+            **sizes, **options)
+        try:
+            with _ordered(bool(window)):
+                _stream(ds, out, fmt, rows_per_shard, wanted, summary, started)
+            failure = None
+        except _WORKER_DIED as exc:
+            # Kept as text: the exception's traceback would keep the pass (and its actors,
+            # which hold their CPUs) alive.
+            failure = (type(exc).__name__, " ".join(str(exc).split())[:200])
+        if failure is not None:
+            del ds
+            _wait_for_the_pool_to_go()
+        written = set(read_rows(out, ["path"]).column("path").to_pylist())
+        left = [p for p in part if row_id(p) not in written]
+        if failure is None or not left:  # (any gap is reported by check_output)
+            remaining = remaining[len(part):]
+            window = isolate if window == 1 else 0  # a suspect cleared: isolate on
+            continue
+        kind, reason = failure
+        if window == 1:  # it alone kills the worker
+            culprit = left[0]
+            logger.warning("pixellib: a Ray worker died on %s every time; recorded as an "
+                           "error row", culprit)
+            _error_rows(out, fmt, {culprit: (
+                f"WorkerDied: the worker process died on this image {MAX_TASK_RETRIES + 1} "
+                f"times (a crash in a decoder or the model, or out of memory): {kind}: "
+                f"{reason}")}, summary)
+            written.add(row_id(culprit))
+            window = 0
+        elif window:
+            # The first image not written is the suspect (one finished just before the
+            # crash may not have come back): tried alone next.
+            window = 1
+        else:
+            window = isolate
+            logger.warning("pixellib: a Ray worker died %d times on one batch (%s); looking "
+                           "for the image that causes it, one at a time",
+                           MAX_TASK_RETRIES + 1, kind)
+        remaining = [p for p in remaining if row_id(p) not in written]
+
+
+def _wait_for_the_pool_to_go(timeout: float = 60.0) -> None:
+    """After a failed pass, wait (up to ``timeout`` s) until its actors have left and given
+    their CPUs and GPUs back: the next pass's reading would wait for them for ever."""
+    import gc
+
+    gc.collect()  # the dataset's last references: its actors are killed with them
+    total = ray.cluster_resources()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        free = ray.available_resources()
+        if all(free.get(k, 0.0) >= total.get(k, 0.0) - 1e-6 for k in ("CPU", "GPU")):
+            return
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def _ordered(on: bool) -> Iterator[None]:
+    """Ray Data keeps the input order while on (this driver's context; restored after)."""
+    if not on:
+        yield
+        return
+    options = ray.data.DataContext.get_current().execution_options
+    previous = options.preserve_order
+    options.preserve_order = True
+    try:
+        yield
+    finally:
+        options.preserve_order = previous
 
 
 def _stream(ds, out: Path, fmt: str, rows_per_shard: int, wanted: set[str],

@@ -456,6 +456,13 @@ def test_an_image_output_that_is_a_folder_says_so(tmp_path):
     check_image_output(tmp_path / "out" / "a.png")  # fine
 
 
+def test_a_pipe_named_like_an_image_is_refused_not_waited_on(tmp_path):
+    """Reading a named pipe blocked until some writer came: the CLI hung on it."""
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(ImageReadError, match="pipe.jpg.*not a regular file"):
+        read_image(tmp_path / "pipe.jpg")
+
+
 def test_write_image_failure_during_write_cleans_up(tmp_path, monkeypatch):
     def fail(*args):
         raise OSError("disk full")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -57,6 +58,18 @@ class CrashOnce(SegmentBatch):
         marker = Path(self.marker_dir) / "crashed"
         if Path(path).name == CRASH_AT and not marker.exists():
             marker.write_text(f"{os.getpid()}\n")
+            os._exit(1)
+
+
+KILLER = "good_02.jpg"  # the worker dies every time it reaches this image
+
+
+class DiesOnOne(SegmentBatch):
+    """Test-only worker: an image that kills its process every time (a decoder's segfault,
+    the out-of-memory killer)."""
+
+    def before_image(self, path: str) -> None:
+        if Path(path).name == KILLER:
             os._exit(1)
 
 
@@ -340,7 +353,70 @@ def test_default_actor_size_leaves_the_read_cpu_and_caps_threads(cluster):
     assert 1 <= default_actor_cpus() <= MAX_ACTOR_CPUS
 
 
+def test_an_image_that_kills_its_worker_every_time_is_an_error_row(cluster, images,
+                                                                   r50_checkpoint, tmp_path,
+                                                                   reference):
+    """Ray Data retried such a batch for ever: the job never ended and wrote nothing."""
+    from pixellib.ray.job import MAX_TASK_RETRIES
+
+    inputs = sorted(str(p) for p in images.glob("good_0[0-5].jpg"))
+    summary = segment_to_parquet(inputs, tmp_path / "out", model=str(r50_checkpoint),
+                                 **OPTIONS, concurrency=1, num_cpus=1, batch_size=2,
+                                 worker=DiesOnOne)
+    rows = _by_path(read_rows(tmp_path / "out"))
+    assert sorted(rows) == inputs  # every image has its row, once
+    killer = str(images / KILLER)
+    assert rows[killer]["error"].startswith("WorkerDied: the worker process died on this "
+                                            f"image {MAX_TASK_RETRIES + 1} times")
+    assert summary.failed == [(killer, rows[killer]["error"])] and summary.errors == 1
+    for path in inputs:  # the others, before and after it, are segmented as usual
+        if path != killer:
+            assert rows[path]["error"] is None
+            _assert_same(rows[path], reference[path])
+    assert summary.images == len(inputs) - 1
+
+
+def test_sizes_the_cluster_cannot_run_are_refused_at_once(cluster, images, r50_checkpoint,
+                                                         tmp_path):
+    """A GPU actor on a cluster without GPUs, or actors holding every CPU (nothing left to
+    read with), waited for ever; sizes Ray refuses failed deep in the job. Each is refused
+    before anything runs, and no output folder is left behind."""
+    from pixellib.errors import RayJobError
+
+    inputs = [str(images / "good_00.jpg")]
+    out = tmp_path / "out"
+    for options, words in (
+            (dict(num_gpus=1), "the Ray cluster has no GPU, and each actor needs 1"),
+            (dict(num_cpus=2), "need 3 CPUs, and the Ray cluster has 2"),
+            (dict(concurrency=5, num_cpus=0.5), "need 3.5 CPUs"),
+            (dict(num_cpus=0), "num_cpus must be a number above 0, got 0"),
+            (dict(num_gpus=-1), "num_gpus must be a number, 0 or more"),
+            (dict(batch_size=0), "batch_size must be a whole number, at least 1"),
+            (dict(concurrency=0), "concurrency must be a whole number"),
+            (dict(rows_per_shard=0), "rows_per_shard must be a whole number"),
+            (dict(classes=[999]), "classes: 999 is not a class id")):
+        with pytest.raises(RayJobError, match=re.escape(words)):
+            segment_to_parquet(inputs, out, model=str(r50_checkpoint), **options)
+        assert not out.exists(), options
+    # Results that could not be written were found after the whole job had run.
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RayJobError, match="cannot write results in .*file/out"):
+        segment_to_parquet(inputs, tmp_path / "file" / "out", model=str(r50_checkpoint))
+
+
+def test_the_workers_get_the_drivers_pixel_limit(cluster, images, r50_checkpoint, tmp_path,
+                                                 monkeypatch):
+    """PIXELLIB_MAX_PIXELS, which the error message tells users to set, did not reach the
+    workers of a cluster."""
+    monkeypatch.setenv("PIXELLIB_MAX_PIXELS", "1000")
+    summary = segment_to_parquet([str(images / "good_00.jpg")], tmp_path / "out",
+                                 model=str(r50_checkpoint), **OPTIONS)
+    (row,) = read_rows(tmp_path / "out").to_pylist()
+    assert "over the limit of 1000 pixels" in row["error"] and summary.errors == 1
+
+
 @pytest.mark.parametrize("cpus,per_actor,actors", [
+    (1, 0.5, 1),
     (2, 1.0, 1), (3, 2.0, 1), (5, 4.0, 1), (6, 2.5, 2), (16, 3.75, 4), (64, 63 / 16, 16)])
 def test_default_actor_size_on_bigger_nodes(monkeypatch, cpus, per_actor, actors):
     from pixellib.ray import job
@@ -351,7 +427,8 @@ def test_default_actor_size_on_bigger_nodes(monkeypatch, cpus, per_actor, actors
     size = job.default_actor_cpus()
     assert size == pytest.approx(per_actor)
     assert size <= job.MAX_ACTOR_CPUS
-    assert int((cpus - job.READ_CPUS) / size + 1e-9) == actors  # the pool fills the node
+    assert int((cpus - job.read_cpus(cpus)) / size + 1e-9) == actors  # the pool fills the node
+    assert actors * size + job.read_cpus(cpus) <= cpus  # and leaves the reading its CPU
 
 
 def test_unreadable_files_become_error_rows_without_stopping_the_job(r50_checkpoint,
@@ -361,10 +438,13 @@ def test_unreadable_files_become_error_rows_without_stopping_the_job(r50_checkpo
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
-    summary = segment_to_parquet(folder, tmp_path / "out", model=str(r50_checkpoint))
-    assert summary.errors == 1 and summary.images == 0
-    (row,) = read_rows(tmp_path / "out").to_pylist()
-    assert row["path"] == str(folder / "gone.jpg") and "broken link" in row["error"]
+    os.mkfifo(folder / "pipe.jpg")  # it stopped the whole job with a bare FileNotFoundError
+    summary = segment_to_parquet([str(folder), str(folder / "pipe.jpg")], tmp_path / "out",
+                                 model=str(r50_checkpoint))
+    assert summary.errors == 2 and summary.images == 0
+    rows = _by_path(read_rows(tmp_path / "out"))
+    assert "broken link" in rows[str(folder / "gone.jpg")]["error"]
+    assert "not a regular file" in rows[str(folder / "pipe.jpg")]["error"]
 
 
 def test_names_that_are_not_utf8_are_refused_up_front(r50_checkpoint, tmp_path):
@@ -447,3 +527,34 @@ def test_an_address_where_nothing_listens_fails_at_once(tmp_path, r50_checkpoint
     assert f"cannot connect to a Ray cluster at '127.0.0.1:{port}'" in done.stderr
     assert "ray start --head" in done.stderr and "Traceback" not in done.stderr
     assert time.monotonic() - started < 60 and not (tmp_path / "out").exists()
+
+
+def test_ray_init_leaves_the_callers_sigterm_handler():
+    """ray.init replaced the CLI's SIGTERM handler (which deletes half-written files and exits
+    with 143) by its own sys.exit(15)."""
+    import signal
+
+    from pixellib.ray.job import _keeps_sigterm
+
+    def ours(signum, frame):
+        raise SystemExit(143)
+
+    previous = signal.signal(signal.SIGTERM, ours)
+    try:
+        with _keeps_sigterm():
+            signal.signal(signal.SIGTERM, lambda *a: None)  # what ray.init does
+        assert signal.getsignal(signal.SIGTERM) is ours
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_cli_ray_checks_the_device(tmp_path, capsys):
+    """--device bogus (or mps) ran on the CPU without a word."""
+    image = tmp_path / "a.jpg"
+    shutil.copy(DATA / "small.jpg", image)
+    for device, words in (("bogus", "invalid --device 'bogus'"),
+                          ("mps", "the actors run on the cpu or on a cuda GPU")):
+        argv = ["segment", str(image), "--ray", "-o", str(tmp_path / "out"), "--device", device]
+        assert main(argv) == 1
+        assert words in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

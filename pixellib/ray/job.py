@@ -491,8 +491,8 @@ def segment_to_parquet(
     todo = [p for i, p in ids.items() if i not in done]
     summary.skipped = len(ids) - len(todo)
     created = not out.exists()
-    _writable_folder(out)  # before the cluster works: not when its first shard is due
     try:
+        _writable_folder(out)  # before the cluster works: not when its first shard is due
         # Ray's reader stops the whole job on a file it cannot open: those get their error
         # rows here, and the job goes on with the rest.
         unreadable = {p: why for p in todo if (why := _unreadable(p))}

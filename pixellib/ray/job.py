@@ -72,10 +72,6 @@ def default_actor_cpus() -> float:
 
 
 
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
-
-
 #: How often a batch is retried after its actor died (a crash in a decoder or the model, out of
 #: memory), each time on a restarted actor. Past that the pass stops, and the images it had
 #: not written are isolated (see :func:`segment_to_parquet`): Ray Data's default, retrying

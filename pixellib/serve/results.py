@@ -72,14 +72,18 @@ def detections_json(det: Detections, *, polygons: bool) -> dict:
             "objects": objects}
 
 
+def _json_bytes(det: Detections, opts: dict) -> bytes:
+    """The answer of ``/v1/segment`` (serialised here, off the event loop)."""
+    return json.dumps(detections_json(det, polygons=opts["polygons"])).encode()
+
+
 def segment_job(files: dict, opts: dict, max_pixels: int):
-    """A pool job: ``predictor -> JSON bytes`` (serialised here, off the event loop)."""
+    """A pool job: ``predictor -> JSON bytes``."""
     name, data = files["image"]
 
     def job(predictor):
         image = decode_upload(data, name, max_pixels)
-        det = select(predictor(image), opts)
-        return json.dumps(detections_json(det, polygons=opts["polygons"])).encode()
+        return _json_bytes(select(predictor(image), opts), opts)
 
     return job
 
@@ -128,9 +132,6 @@ def render_job(files: dict, opts: dict, max_pixels: int, effect):
         ok, encoded = cv2.imencode("." + fmt, out, params)
         if not ok:
             raise RuntimeError(f"OpenCV could not encode {fmt}")
-        found = None
-        if opts["detections"]:
-            found = json.dumps(detections_json(det, polygons=opts["polygons"])).encode()
-        return encoded.tobytes(), _MIME[fmt], found
+        return encoded.tobytes(), _MIME[fmt], _json_bytes(det, opts) if opts["detections"] else None
 
     return job

@@ -54,8 +54,8 @@ def detect_class_ids(detect) -> tuple[int, ...]:
     else:
         raise TypeError(f"detect must be a class name or a list of them, got "
                         f"{type(detect).__name__} {detect!r}")
-    if not all(isinstance(name, str) for name in names):
-        wrong = next(name for name in names if not isinstance(name, str))
+    wrong = next((name for name in names if not isinstance(name, str)), None)
+    if wrong is not None:
         raise TypeError(f"detect: class names are strings, got {type(wrong).__name__} "
                         f"{wrong!r}")
     if not names:  # would select nothing: the whole picture would become "background"
@@ -84,10 +84,11 @@ def _predictor(path: str, stamp: tuple[int, int], speed, confidence, device):
 
 
 def _blur_effect(low, moderate, extreme) -> Effect:
-    for flag, level in ((extreme, "extreme"), (moderate, "moderate"), (low, "low")):
+    levels = ((extreme, "extreme"), (moderate, "moderate"), (low, "low"))
+    for flag, level in levels:
         if isinstance(flag, str):  # "no" is truthy: it would blur
             raise EffectError(f"{level} must be True or False, got {flag!r}")
-    for flag, level in ((extreme, "extreme"), (moderate, "moderate"), (low, "low")):
+    for flag, level in levels:
         if flag:
             return Effect("blur-bg", kernel=BLUR_LEVELS[level])
     raise EffectError("choose how much to blur: low=True, moderate=True or extreme=True")

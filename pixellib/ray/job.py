@@ -10,7 +10,9 @@ which writes them as shards ``part-<hash>.parquet`` (or ``.jsonl``) into the out
   image that kills its worker every time gets an error row (:func:`_run_passes`); a row
   whose path was already written is dropped;
 * ``skip_existing=True`` reads the paths already in the folder and segments only the
-  missing ones (an error row counts as done: it records the image's problem);
+  missing ones (an error row counts as done: it records the image's problem), after
+  checking that the folder's rows were made with the same model and settings
+  (:mod:`pixellib.ray.settings`, recorded in the folder's ``pixellib-job.json``);
 * at the end the folder is checked: every input path has exactly one row, else
   :class:`OutputCheckError`.
 
@@ -46,6 +48,7 @@ from pixellib.media.files import atomic_path, write_text
 from pixellib.runtime import heap
 
 from .rows import SCHEMA, error_row, rows_table
+from .settings import SETTINGS_FILE, check_same, job_settings, record
 from .worker import SegmentBatch
 
 logger = logging.getLogger(__name__)
@@ -483,12 +486,18 @@ def segment_to_parquet(
         raise RayJobError(f"output folder {str(out)!r} already holds {len(existing)} result "
                          "shards; pass --skip-existing (skip_existing=True) to complete it, "
                          "or choose an empty folder")
+    wanted = job_settings(model, speed, confidence, classes, polygons)
+    if existing:  # rows made with other settings must not be mixed in
+        check_same(out, wanted)
     done = set(read_rows(out, ["path"]).column("path").to_pylist()) if existing else set()
     todo = [p for i, p in ids.items() if i not in done]
     summary.skipped = len(ids) - len(todo)
-    created = not out.exists()
+    created, recorded = not out.exists(), False
     try:
         _writable_folder(out)  # before the cluster works: not when its first shard is due
+        if not existing:
+            record(out, wanted)
+            recorded = True
         # Ray's reader stops the whole job on a file it cannot open: those get their error
         # rows here, and the job goes on with the rest.
         unreadable = {p: why for p in todo if (why := _unreadable(p))}
@@ -504,8 +513,10 @@ def segment_to_parquet(
                                 batch_size=batch_size, num_cpus=num_cpus, num_gpus=num_gpus,
                                 polygons=polygons, annotate_dir=annotate_dir, worker=worker))
     except BaseException:
+        if recorded and not shard_paths(out):  # nothing was written (no cluster, say):
+            (out / SETTINGS_FILE).unlink(missing_ok=True)  # no record of no rows,
         if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # nothing was written (no cluster, say): no empty folder left
+            out.rmdir()  # and no empty folder left
         raise
     check_output(out, ids)
     summary.seconds = time.perf_counter() - started

@@ -212,6 +212,7 @@ def test_cli_skip_existing_completes_a_partial_output_as_parquet(crashed_run, im
     kept = shard_paths(out)[: len(shard_paths(out)) // 2]
     for shard in kept:
         shutil.copy2(shard, partial / shard.name)
+    shutil.copy2(out / "pixellib-job.json", partial)  # the settings the rows were made with
     done = len(read_rows(partial))
     assert 0 < done < 12
     monkeypatch.chdir(tmp_path)
@@ -219,6 +220,8 @@ def test_cli_skip_existing_completes_a_partial_output_as_parquet(crashed_run, im
             "--speed", "rapid", "--confidence", "0.5"]
     assert main(argv) == 1  # the folder already has results: refused without --skip-existing
     assert "--skip-existing" in capsys.readouterr().err
+    assert main([*argv[:-1], "0.3", "--skip-existing"]) == 1  # not with another threshold
+    assert "confidence 0.5 there, 0.3 now" in capsys.readouterr().err
     assert main([*argv, "--skip-existing"]) == 0
     stdout, stderr = capsys.readouterr()
     line = stdout.strip().splitlines()[-1]
@@ -494,6 +497,54 @@ def test_skip_existing_keeps_the_folders_format(r50_checkpoint, tmp_path, capsys
     assert main(argv) == 1  # the only image segmented this time failed
     assert "broken link" in capsys.readouterr().err
     assert {p.suffix for p in shard_paths(out)} == {".jsonl"} and len(shard_paths(out)) == 2
+
+
+def test_completing_a_folder_needs_the_settings_it_was_made_with(r50_checkpoint, tmp_path,
+                                                                  caplog):
+    """The first job records its settings beside its rows; completing the folder with another
+    threshold, model or classes is refused before any work, naming both values (no cluster
+    needed: the inputs left are broken links, answered with error rows)."""
+    from pixellib.errors import RayJobError
+    from pixellib.ray.settings import SETTINGS_FILE
+
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    (folder / "a.jpg").symlink_to(tmp_path / "nowhere_a.jpg")
+    segment_to_parquet(folder, out, model=str(r50_checkpoint), **OPTIONS)
+    recorded = json.loads((out / SETTINGS_FILE).read_text())
+    assert recorded["confidence"] == 0.5 and recorded["speed"] == "rapid"
+    assert len(recorded["model"]["sha256"]) == 64 and recorded["classes"] is None
+    (folder / "b.jpg").symlink_to(tmp_path / "nowhere_b.jpg")
+    other_model = tmp_path / "other.pkl"
+    shutil.copy(r50_checkpoint, other_model)
+    with open(other_model, "ab") as f:
+        f.write(b"\0")  # another file: another digest
+    before = sorted(p.name for p in out.iterdir())
+    for change, said in ((dict(confidence=0.3), "confidence 0.5 there, 0.3 now"),
+                         (dict(speed=None, confidence=0.5), "speed 'rapid' there, 'default' now"),
+                         (dict(classes=[0, 2]), "classes all classes there, class ids [0, 2] now"),
+                         (dict(model=str(other_model)), "'other.pkl' (sha256")):
+        options = {"model": str(r50_checkpoint), **OPTIONS, **change}
+        with pytest.raises(RayJobError, match="holds results made with other settings") as e:
+            segment_to_parquet(folder, out, skip_existing=True, **options)
+        assert said in str(e.value), str(e.value)
+        assert sorted(p.name for p in out.iterdir()) == before  # nothing written
+    summary = segment_to_parquet(folder, out, model=str(r50_checkpoint), **OPTIONS,
+                                 skip_existing=True)
+    assert summary.skipped == 1 and summary.errors == 1
+    assert json.loads((out / SETTINGS_FILE).read_text()) == recorded
+    # A folder written before the record existed is completed, with a warning.
+    (out / SETTINGS_FILE).unlink()
+    (folder / "c.jpg").symlink_to(tmp_path / "nowhere_c.jpg")
+    with caplog.at_level("WARNING", logger="pixellib.ray.settings"):
+        segment_to_parquet(folder, out, model=str(r50_checkpoint), speed="rapid", confidence=0.3,
+                           skip_existing=True)
+    assert "without checking that the settings match" in caplog.text
+    assert len(read_rows(out)) == 3
+    (out / SETTINGS_FILE).write_text("{not json")
+    with pytest.raises(RayJobError, match=f"{SETTINGS_FILE}: not a settings record"):
+        segment_to_parquet(folder, out, model=str(r50_checkpoint), **OPTIONS,
+                           skip_existing=True)
 
 
 def test_an_address_where_nothing_listens_fails_at_once(tmp_path, r50_checkpoint):

@@ -33,7 +33,7 @@ class _Stats:
     objects: int = 0
     skipped: int = 0
     failed: list[str] = field(default_factory=list)
-    coco: list[dict] = field(default_factory=list)  # one to_coco_json dict per image
+    coco: dict[str, dict] = field(default_factory=dict)  # input -> its to_coco_json dict
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -226,8 +226,12 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     jobs = outputs.prepare(plan_jobs(args.inputs, args.output), args)
     stats = _Stats()
     if args.skip_existing:
-        todo = [j for j in jobs if not j.output.exists()]
+        done = [j.output.exists() for j in jobs]
+        todo = [j for j, d in zip(jobs, done) if not d]
         stats.skipped = len(jobs) - len(todo)
+        if args.coco and stats.skipped:  # the skipped inputs keep their entries
+            skipped = [j for j, d in zip(jobs, done) if d]
+            stats.coco.update(_previous_coco(Path(args.coco), skipped))
     else:
         todo = jobs
     if todo:
@@ -253,7 +257,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             else:
                 _report_failure(job, error, stats, None)
     if args.coco:
-        _write_coco(Path(args.coco), stats.coco)
+        _write_coco(Path(args.coco), stats.coco, [str(j.source) for j in jobs])
     print(_summary(stats, time.perf_counter() - started))
     if stats.failed:
         print(f"pixellib: warning: {len(stats.failed)} failed: {', '.join(stats.failed)}",
@@ -343,7 +347,7 @@ def _count_image(job: Job, det, args, stats: _Stats) -> None:
     if args.coco:
         from ..export import to_coco_json
 
-        stats.coco.append(to_coco_json(det, len(stats.coco) + 1, str(job.source)))
+        stats.coco[str(job.source)] = to_coco_json(det, 1, str(job.source))
 
 
 def _segment_video(predictor, job: Job, args) -> tuple[int, int]:
@@ -388,8 +392,9 @@ def _int_boxes(det):
     return det.boxes.astype(np.int64)  # PixelLib truncates float boxes (docs/design.md)
 
 
-def _write_coco(path: Path, per_image: list[dict]) -> None:
-    """Merge per-image COCO dicts (annotation ids renumbered) and write them atomically."""
+def _write_coco(path: Path, per_image: dict[str, dict], order: list[str]) -> None:
+    """Merge per-image COCO dicts in input order (image and annotation ids renumbered) and
+    write them atomically."""
     import json
 
     from ..export import to_coco_json
@@ -397,13 +402,52 @@ def _write_coco(path: Path, per_image: list[dict]) -> None:
     from ..structures import Detections
 
     images, annotations = [], []
-    for record in per_image:
-        images += record["images"]
+    for name in order:
+        record = per_image.get(name)
+        if record is None:  # failed, or skipped without an entry in the earlier file
+            continue
+        image_id = len(images) + 1
+        images += [{**image, "id": image_id} for image in record["images"]]
         for ann in record["annotations"]:
-            annotations.append({**ann, "id": len(annotations) + 1})
+            annotations.append({**ann, "id": len(annotations) + 1, "image_id": image_id})
     categories = to_coco_json(Detections.empty((1, 1)))["categories"]
     text = json.dumps({"images": images, "annotations": annotations, "categories": categories})
     write_text(path, text)
+
+
+def _previous_coco(path: Path, skipped: list[Job]) -> dict[str, dict]:
+    """The entries an earlier run wrote into the ``--coco`` file for the inputs
+    ``--skip-existing`` skips (by file name), so that the rewritten file keeps them. A file
+    that is not COCO JSON is refused before any work: it would be overwritten."""
+    import json
+
+    names = {str(j.source) for j in skipped}
+    if not path.exists():
+        print(f"pixellib: warning: --coco {str(path)!r} does not exist, so the {len(names)} "
+              "skipped inputs have no entries in it; run without --skip-existing to include "
+              "them", file=sys.stderr)
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        images, annotations = data["images"], data["annotations"]
+        kept = {image["file_name"]: {"images": [image], "annotations": []}
+                for image in images if image["file_name"] in names}
+        ids = {kept[name]["images"][0]["id"]: name for name in kept}
+        for ann in annotations:
+            if ann["image_id"] in ids:
+                kept[ids[ann["image_id"]]]["annotations"].append(ann)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        why = f"no {exc} field" if isinstance(exc, KeyError) else " ".join(str(exc).split())
+        raise InvalidArgumentError(
+            f"--coco {str(path)!r} is not a COCO file an earlier run wrote ({why}); with "
+            "--skip-existing its entries for the skipped inputs are kept, so give that file, "
+            "or another name") from None
+    missing = sorted(names - kept.keys())
+    if missing:
+        print(f"pixellib: warning: --coco {str(path)!r} has no entry for {len(missing)} skipped "
+              f"input(s) (first: {missing[0]!r}); run without --skip-existing to include them",
+              file=sys.stderr)
+    return kept
 
 
 def _summary(stats: _Stats, seconds: float) -> str:

@@ -73,6 +73,7 @@ def prepare(jobs: list[Job], args: argparse.Namespace) -> list[Job]:
     args.effect_background = None
     jobs = _transparent_outputs(jobs, args)
     _check_output_paths(jobs, args)
+    _check_coco_file(jobs, args)
     effect = args.effect
     if effect is not None and effect.name == "replace-bg":
         if effect.background is None:
@@ -97,13 +98,34 @@ def _check_not_overwritten(background: Path, jobs: list[Job], args) -> None:
                 "another -o so that inputs are never overwritten")
 
 
+def _check_coco_file(jobs: list[Job], args) -> None:
+    """Refuse a ``--coco`` file that is an input, an output picture or the model file: it is
+    written last, over whatever is there."""
+    coco = getattr(args, "coco", None)
+    if not coco:
+        return
+    target = Path(coco).expanduser().resolve()
+    for job in jobs:
+        if target == job.source.expanduser().resolve():
+            raise InvalidArgumentError(
+                f"--coco {str(coco)!r} is the input {str(job.source)!r}; choose another file "
+                "so that inputs are never overwritten")
+        if target == job.output.expanduser().resolve():
+            raise InvalidArgumentError(
+                f"--coco {str(coco)!r} is also the output picture of {str(job.source)!r}; "
+                "choose another file")
+    model = getattr(args, "model", None)
+    if model and target == Path(model).expanduser().resolve():
+        raise InvalidArgumentError(f"--coco {str(coco)!r} is the model file; choose another file")
+
+
 def _transparent_outputs(jobs: list[Job], args: argparse.Namespace) -> list[Job]:
     if args.effect is None or not args.effect.transparent:
         return jobs
     explicit = args.output is not None and len(jobs) == 1 and Path(args.output).suffix
     out = []
     for job in jobs:
-        keeps = job.output.suffix == ".webm" if job.video else (
+        keeps = job.output.suffix.lower() == ".webm" if job.video else (
             job.output.suffix.lower() in ALPHA_WRITE_EXTENSIONS)
         if not keeps:
             if explicit:
@@ -135,7 +157,8 @@ def _check_output_paths(jobs: list[Job], args: argparse.Namespace) -> None:
 
 def check_video(job: Job, args: argparse.Namespace) -> None:
     """Refuse a video job the effect cannot be written to (before any frame is segmented)."""
-    if args.effect is not None and args.effect.transparent and job.output.suffix != ".webm":
+    if (args.effect is not None and args.effect.transparent
+            and job.output.suffix.lower() != ".webm"):
         raise EffectError(
             f"remove-bg on video needs .webm output (VP9 with alpha); {job.output.name} "
             "cannot hold transparency"

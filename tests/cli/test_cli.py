@@ -456,6 +456,55 @@ def test_skip_existing(fake, folder, tmp_path):
     assert code == 0 and _summary(out)["skipped"] == 3
 
 
+def test_skip_existing_keeps_the_coco_entries_of_the_skipped_inputs(fake, folder, tmp_path):
+    """Finishing a run with --skip-existing --coco rewrote the COCO file with only the images
+    segmented this time (a finished run's file became empty)."""
+    out_dir, coco = tmp_path / "out", tmp_path / "all.json"
+    cv2.imwrite(str(folder / "photo2.jpg"), np.zeros((20, 30, 3), np.uint8))
+    assert fake(folder, "-o", out_dir, "--coco", coco)[0] == 0
+    whole = json.loads(coco.read_text())
+    assert len(whole["images"]) == 3 and len(whole["annotations"]) == 9
+    (out_dir / "photo1.jpg").unlink()  # as if the first run had stopped there
+    code, out, err = fake(folder, "-o", out_dir, "--coco", coco, "--skip-existing")
+    assert code == 0 and _summary(out)["skipped"] == 2, err
+    assert json.loads(coco.read_text()) == whole  # same entries, ids and order
+    code, out, err = fake(folder, "-o", out_dir, "--coco", coco, "--skip-existing")
+    assert code == 0 and _summary(out)["skipped"] == 3, err
+    assert json.loads(coco.read_text()) == whole  # nothing left to do: the file is kept whole
+    # A skipped input the file does not hold is named; a file that is not COCO is refused.
+    partial = dict(whole, images=whole["images"][1:],
+                   annotations=[a for a in whole["annotations"] if a["image_id"] != 1])
+    coco.write_text(json.dumps(partial))
+    code, out, err = fake(folder, "-o", out_dir, "--coco", coco, "--skip-existing")
+    assert code == 0 and "has no entry for 1 skipped input(s)" in err and "photo0.jpg" in err
+    assert [im["file_name"] for im in json.loads(coco.read_text())["images"]] == [
+        str(folder / "photo1.jpg"), str(folder / "photo2.jpg")]
+    coco.write_text("{}")
+    code, _, err = fake(folder, "-o", out_dir, "--coco", coco, "--skip-existing")
+    assert code == 1 and "is not a COCO file an earlier run wrote" in err
+    assert coco.read_text() == "{}"
+
+
+def test_coco_file_must_not_be_an_input_an_output_or_the_model(fake, folder, tmp_path,
+                                                               checkpoint):
+    photo = folder / "photo0.jpg"
+    before = photo.read_bytes()
+    for args, said in (((photo, "-o", tmp_path / "o.jpg", "--coco", photo), "is the input"),
+                       ((photo, "-o", tmp_path / "o.jpg", "--coco", tmp_path / "o.jpg"),
+                        "is also the output picture"),
+                       ((folder, "-o", tmp_path / "out", "--coco", tmp_path / "out" /
+                         "photo1.jpg"), "is also the output picture"),
+                       ((photo, "-o", tmp_path / "o.jpg", "--coco", checkpoint),
+                        "is the model file")):
+        model_before = checkpoint.read_bytes()
+        code, _, err = fake(*args)
+        assert code == 1, err
+        _assert_one_line_error(err, said)
+        assert checkpoint.read_bytes() == model_before
+    assert photo.read_bytes() == before and not (tmp_path / "o.jpg").exists()
+    assert not (tmp_path / "out").exists()
+
+
 def test_output_folder_equal_to_input_folder_is_refused(fake, folder):
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     for out in (folder, folder / "." / ""):

@@ -175,6 +175,11 @@ def test_remove_bg_on_video_needs_webm(capsys, tmp_path, r50_checkpoint):
     assert code == 0, err
     assert (tmp_path / "clip_segmented.webm").is_file()
     assert not (tmp_path / "clip_segmented.mp4").exists()
+    # in any letter case, as every other extension
+    code, _, err = _cli(capsys, "segment", tmp_path / "clip.mp4", "--model", r50_checkpoint,
+                        "-o", tmp_path / "CUT.WEBM", "--effect", "remove-bg")
+    assert code == 0, err
+    assert (tmp_path / "CUT.WEBM").is_file()
 
 
 def test_messages_are_one_line_each_clear_of_the_progress_bar(capfd, tmp_path,

@@ -18,13 +18,18 @@ COCO_CLASSES: tuple[str, ...] = (
     "refrigerator", "book", "clock", "vase", "scissors", "teddy bear", "hair dryer",
     "toothbrush",
 )
+#: The same names as COCO's annotation files spell them: one differs, "hair drier". Both
+#: spellings are accepted wherever a class is named.
+COCO_FILE_NAMES: tuple[str, ...] = tuple(
+    "hair drier" if n == "hair dryer" else n for n in COCO_CLASSES)
 
 
 def class_id(name: str) -> int:
     """Index of a class given as ``"traffic light"`` or ``"traffic_light"``."""
     key = name.strip().replace("_", " ").lower()
     try:
-        return COCO_CLASSES.index(key)
+        return (COCO_CLASSES.index(key) if key in COCO_CLASSES
+                else COCO_FILE_NAMES.index(key))  # "hair drier" too
     except ValueError:
         valid = ", ".join(n.replace(" ", "_") for n in COCO_CLASSES)
         raise InvalidArgumentError(f"unknown class name {name!r}; valid names: {valid}") from None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .classes import COCO_CLASSES
+from .classes import COCO_CLASSES, COCO_FILE_NAMES
 from .errors import (
     AnnotationFileError,
     ImageReadError,
@@ -26,7 +26,6 @@ from .errors import (
     PixellibError,
 )
 from .export import (
-    _COCO_NAMES,
     COCO_CATEGORY_IDS,
     _decode_counts,
     check_rle_runs,
@@ -137,7 +136,7 @@ def _class_key(name: str) -> str:
 
 
 # PixelLib's names and the annotation files' (which spell "hair drier").
-_COCO_KEYS = {_class_key(name): k for names in (COCO_CLASSES, _COCO_NAMES)
+_COCO_KEYS = {_class_key(name): k for names in (COCO_CLASSES, COCO_FILE_NAMES)
               for k, name in enumerate(names)}
 
 

@@ -6,13 +6,14 @@ pixel indices. PixelLib's behaviour: docs/design.md, "PixelLib's results".
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .classes import COCO_CLASSES
+from .classes import COCO_CLASSES, COCO_FILE_NAMES
 from .effects.cutouts import cutout_objects, label_image, object_masks, save_cutouts, save_masks  # noqa: F401,E501 - re-export
 from .errors import InvalidArgumentError
 from .media.images import write_image
@@ -29,8 +30,6 @@ COCO_CATEGORY_IDS: tuple[int, ...] = (
 )
 assert len(COCO_CATEGORY_IDS) == len(COCO_CLASSES) == 80
 
-# The COCO annotation files spell one name differently from PixelLib's class list.
-_COCO_NAMES = tuple("hair drier" if n == "hair dryer" else n for n in COCO_CLASSES)
 
 
 def mask_polygons(mask: np.ndarray) -> list[np.ndarray]:
@@ -183,6 +182,11 @@ def rle_to_mask(rle: dict) -> np.ndarray:
 
     Raises ``ValueError`` when the runs are negative or do not add up to ``H * W``.
     """
+    problem = _rle_problem(rle)
+    if problem:
+        raise InvalidArgumentError(
+            f"not a COCO RLE ({problem}): expected {{'size': [height, width], 'counts': ...}}, "
+            f"got {_short(rle)}")
     h, w = (int(v) for v in rle["size"])
     counts = rle["counts"]
     if isinstance(counts, bytes):
@@ -193,8 +197,28 @@ def rle_to_mask(rle: dict) -> np.ndarray:
     return np.repeat(values, runs).reshape((h, w), order="F")
 
 
+def _rle_problem(rle) -> str | None:
+    if not isinstance(rle, dict):
+        return f"a {type(rle).__name__}, not a dict"
+    missing = [key for key in ("size", "counts") if key not in rle]
+    if missing:
+        return f"no {' or '.join(repr(k) for k in missing)} key"
+    size = rle["size"]
+    if (isinstance(size, (str, bytes)) or np.ndim(size) != 1 or len(size) != 2
+            or not all(isinstance(v, (int, np.integer)) and v >= 0 for v in size)):
+        return "'size' must be [height, width], two whole numbers"
+    if not isinstance(rle["counts"], (str, bytes, list, tuple, np.ndarray)):
+        return f"'counts' must be a string or a list of runs, not {type(rle['counts']).__name__}"
+    return None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def to_coco_json(
-    detections: Detections, image_id: int = 1, file_name: str | None = None
+    detections: Detections, image_id: int = 1, file_name: str | os.PathLike | None = None
 ) -> dict:
     """A COCO-format dict (``json.dump``-able) for one image.
 
@@ -229,11 +253,12 @@ def to_coco_json(
         )
     return {
         "images": [
-            {"id": image_id, "width": int(w), "height": int(h), "file_name": file_name or ""}
+            {"id": image_id, "width": int(w), "height": int(h),
+             "file_name": os.fspath(file_name) if file_name else ""}
         ],
         "annotations": annotations,
         "categories": [
-            {"id": cid, "name": name} for cid, name in zip(COCO_CATEGORY_IDS, _COCO_NAMES)
+            {"id": cid, "name": name} for cid, name in zip(COCO_CATEGORY_IDS, COCO_FILE_NAMES)
         ],
     }
 

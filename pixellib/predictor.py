@@ -177,9 +177,15 @@ class Predictor:
         """
         if batch_size is None:
             batch_size = 8 if self.device.type == "cuda" else 1
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if (isinstance(batch_size, (bool, np.bool_))
+                or not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
             raise InvalidArgumentError(f"batch_size must be a whole number >= 1, "
                                        f"got {batch_size!r}")
+        batch_size = int(batch_size)
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            raise InvalidArgumentError(
+                f"predict_batch takes a list of images, got one array of shape {images.shape}; "
+                "pass list(array) for a stack of images")
         if isinstance(images, (np.ndarray, str, bytes, os.PathLike, torch.Tensor)):
             raise InvalidArgumentError(
                 f"predict_batch takes a list of images or paths, got one "

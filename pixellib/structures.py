@@ -75,6 +75,10 @@ class Detections:
                 f"of length {len(self)}, not a single {type(index).__name__}")
         if isinstance(index, (int, np.integer)):
             index = [int(index)]
+        elif isinstance(index, tuple) or np.ndim(index) > 1:
+            raise InvalidArgumentError(
+                "index Detections with an int, a slice, an index array or a boolean array "
+                f"of length {len(self)}; it is one-dimensional (got {index!r})")
         boxes = self.boxes[index].reshape(-1, 4)
         return Detections(
             boxes=boxes,

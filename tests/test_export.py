@@ -167,6 +167,21 @@ def test_rle_bad_input(rle):
         rle_to_mask(rle)
 
 
+@pytest.mark.parametrize(("rle", "said"), [
+    ({"counts": "5"}, "no 'size' key"), ({"size": [2, 2]}, "no 'counts' key"),
+    ({"size": [3], "counts": [3]}, "'size' must be [height, width]"),
+    ({"size": [2.0, 2], "counts": [4]}, "'size' must be [height, width]"),
+    ({"size": [2, 2], "counts": None}, "'counts' must be a string or a list of runs, not NoneType"),
+    ("5", "a str, not a dict"),
+])
+def test_rle_that_is_not_rle_is_named(rle, said):
+    from pixellib.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="not a COCO RLE") as e:
+        rle_to_mask(rle)
+    assert said in str(e.value)
+
+
 # ---------------------------------------------------------------- COCO JSON
 
 def test_category_ids_follow_coco():

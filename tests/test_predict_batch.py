@@ -136,13 +136,16 @@ def test_default_batch_size_is_one_on_the_cpu(r50_model, photos, monkeypatch):
                                                                                       **k))
     predictor.predict_batch([photos["small"]] * 2)
     assert calls == [1, 1]
+    calls.clear()
+    predictor.predict_batch([photos["small"]] * 2, batch_size=np.int64(2))  # numpy is fine
+    assert calls == [2]
 
 
 def test_empty_input_gives_no_detections(predictor):
     assert predictor.predict_batch([]) == []
 
 
-@pytest.mark.parametrize("bad", [0, -1, 2.0, True, "4"])
+@pytest.mark.parametrize("bad", [0, -1, 2.0, True, "4", np.bool_(True), np.int64(0)])
 def test_bad_batch_size_is_refused(predictor, bad):
     with pytest.raises(InvalidArgumentError, match="batch_size"):
         predictor.predict_batch([np.zeros((8, 8, 3), np.uint8)], batch_size=bad)
@@ -193,6 +196,9 @@ def test_one_image_or_path_is_not_a_batch(r50_model, photos, tmp_path):
                        torch.zeros(3, 8, 8)):
             with pytest.raises(InvalidArgumentError, match="list of images or paths, got one"):
                 predictor.predict_batch(single)
+        stack = np.stack([photos["small"]] * 2)  # a stack is a batch, said so
+        with pytest.raises(InvalidArgumentError, match=r"one array of shape \(2, .*list\(array\)"):
+            predictor.predict_batch(stack)
     finally:
         handle.remove()
     assert calls == []

@@ -33,6 +33,12 @@ def test_a_single_bool_is_not_an_index(index):
         _detections()[index]
 
 
+@pytest.mark.parametrize("index", [(0, 1), (slice(None), 0), np.array([[0, 1]]), [[0, 1]]])
+def test_detections_are_one_dimensional(index):
+    with pytest.raises(InvalidArgumentError, match="it is one-dimensional"):
+        _detections()[index]
+
+
 def test_indexing_keeps_every_field_and_empty_images_work():
     d = _detections()
     np.testing.assert_array_equal(d[1].masks[0], d.masks[1])
@@ -41,6 +47,18 @@ def test_indexing_keeps_every_field_and_empty_images_work():
     empty = Detections.empty((0, 0))
     assert len(empty[0:0]) == 0 and empty[0:0].masks.shape == (0, 0, 0)
     assert len(Detections.empty((5, 0))[:]) == 0
+
+
+def test_both_spellings_of_hair_dryer_name_class_78():
+    """COCO's files (and our COCO JSON) say "hair drier", PixelLib "hair dryer"."""
+    from pixellib.classes import class_ids
+
+    d = _detections(class_ids=[78, 0, 78])
+    for name in ("hair dryer", "hair drier", "Hair_Drier"):
+        assert class_ids([name]) == [78]
+        np.testing.assert_array_equal(d.with_classes([name]).class_ids, [78, 78])
+    names = {c["id"]: c["name"] for c in to_coco_json(d)["categories"]}
+    assert names[89] == "hair drier"
 
 
 def test_detections_do_not_pretend_to_be_an_array():
@@ -53,6 +71,10 @@ def test_coco_json_takes_numpy_ids_and_refuses_others():
 
     out = json.loads(json.dumps(to_coco_json(_detections(), image_id=np.int64(7))))
     assert out["images"][0]["id"] == 7 and {a["image_id"] for a in out["annotations"]} == {7}
+    from pathlib import Path
+
+    named = json.loads(json.dumps(to_coco_json(_detections(), file_name=Path("a/b.jpg"))))
+    assert named["images"][0]["file_name"] == "a/b.jpg"  # a path is written as its text
     for bad in ("7", 7.0, True, None):
         with pytest.raises(InvalidArgumentError, match="image_id must be a whole number"):
             to_coco_json(_detections(), image_id=bad)

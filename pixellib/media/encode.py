@@ -24,7 +24,9 @@ An audio track can be carried over from a source file: its packets are copied un
 (remuxed) when the container holds that codec, otherwise decoded and re-encoded (AAC; Opus
 for WebM, MP3 for AVI), which is logged as a warning. Audio packets are muxed in step with
 the video and stop where the video stops. A damaged packet, or one whose time goes back, is
-left out with a warning: the sound skips there, the video is written whole.
+left out with a warning: the sound skips there, the video is written whole. AVI and MKV hold
+no negative time, so an encoder's priming samples before time 0 are left out there (or the
+sound starts that much later, ~25 ms for MP3) rather than every frame moving later.
 
 :class:`OpenCVEncoder` is the fallback used only when PyAV is not installed: MPEG-4 Part 2 /
 Motion-JPEG through ``cv2.VideoWriter``, no alpha, no audio.
@@ -83,6 +85,9 @@ _AUDIO_AS_IS = {
     "avi": {"mp3", "ac3", "pcm_s16le", "pcm_u8"},
 }
 _AUDIO_REENCODE = {"webm": "libopus", "avi": "libmp3lame"}  # others: "aac"
+#: Containers whose muxer shifts every stream when one has a negative time (see _AudioCopy).
+#: WebM's sound is always Opus encoded here, whose priming Matroska records as a codec delay.
+_NO_NEGATIVE_TIMES = {"avi", "matroska"}
 
 #: FourCCs of the OpenCV fallback, per extension (no probing of codecs OpenCV lacks).
 OPENCV_FOURCCS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v",
@@ -231,6 +236,9 @@ class _AudioCopy:
         self._samples = None  # re-encoding: where the next decoded samples go, in samples
         self._skipped = 0
         self.remuxed = encoder is None
+        # AVI and MKV hold no negative time: their muxer shifts every stream, the picture
+        # too, when an audio packet starts before 0 (an encoder's priming samples)
+        self._lead = None if out.format.name.split(",")[0] in _NO_NEGATIVE_TIMES else 0
 
     @classmethod
     def open(cls, path: Path, out, fmt: str, offset: Fraction = Fraction(0)):
@@ -323,7 +331,7 @@ class _AudioCopy:
                     packet.pts -= shift
                 packet.dts -= shift
             packet.stream = self._stream
-            self._out.mux(packet)
+            self._write(packet)
         else:
             for frame in self._encoder.decode(packet):
                 if self._samples is None:  # a sound that starts after the picture stays late
@@ -335,13 +343,29 @@ class _AudioCopy:
                 frame.pts, frame.time_base = self._samples, Fraction(1, frame.sample_rate)
                 self._samples += frame.samples
                 for out_packet in self._stream.encode(frame):
-                    self._out.mux(out_packet)
+                    self._write(out_packet)
+
+    def _write(self, packet) -> None:
+        """Mux ``packet``; where times cannot be negative, a first packet of priming
+        samples only (it ends by time 0) is left out, and one that starts before 0 moves
+        the sound that much later (a few tens of ms) instead of the muxer moving the picture."""
+        if self._lead is None:
+            first = min(t for t in (packet.pts, packet.dts) if t is not None)
+            if first + (packet.duration or 0) <= 0 and packet.duration:
+                return
+            self._lead = max(0, -first)
+        if self._lead:
+            if packet.pts is not None:
+                packet.pts += self._lead
+            if packet.dts is not None:
+                packet.dts += self._lead
+        self._out.mux(packet)
 
     def finish(self, end: Fraction) -> None:
         self.mux_until(end)
         if self._encoder is not None:
             for packet in self._stream.encode(None):
-                self._out.mux(packet)
+                self._write(packet)
 
     def close(self) -> None:
         self._source.close()

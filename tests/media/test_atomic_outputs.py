@@ -15,8 +15,10 @@ def test_cli_coco_writers_do_not_collide(tmp_path):
     path = tmp_path / "out" / "coco.json"
     record = {"images": [{"id": 1, "file_name": "a.jpg", "height": 2, "width": 3}],
               "annotations": []}
+    names = [f"{k}.jpg" for k in range(200)]
+    per_image = {name: record for name in names}
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda _: _write_coco(path, [record] * 200), range(32)))
+        list(pool.map(lambda _: _write_coco(path, per_image, names), range(32)))
     assert len(json.loads(path.read_text())["images"]) == 200
     assert [p.name for p in path.parent.iterdir()] == ["coco.json"]
 

@@ -196,6 +196,23 @@ def test_audio_reencoded_when_the_container_cannot_hold_it(tmp_path, caplog):
         assert float(container.duration / 1e6) == pytest.approx(1.0, abs=0.1)
 
 
+@pytest.mark.parametrize("ext", ["mkv", "avi", "webm"])
+def test_audio_priming_moves_no_frame(tmp_path, ext):
+    """AAC and MP3 start with priming samples before time 0. AVI and Matroska hold no
+    negative time, and their muxer shifted every stream for them: MKV's frames came 21 ms
+    late, and AVI's second frame a whole step late (its header then counted 11 of 10)."""
+    src = make_clip(tmp_path / "talk.mp4", n=10)
+    out = tmp_path / f"out.{ext}"
+    run_frames(src, _copy, output=out)
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        times = sorted(p.pts * p.time_base for p in container.demux(stream) if p.size)
+    assert times == pytest.approx([k * float(1 / NTSC) for k in range(10)], abs=1e-3)
+    assert probe_video(out).frame_count == 10 and probe_video(out).has_audio
+    codec, packets = _audio_packets(out)
+    assert len(packets) >= 14  # the sound is there (1024 or 1152 samples each at 48 kHz)
+
+
 def _tone_clip(path: Path, codec: str, rate: int, channels: int, n: int = 6) -> Path:
     """H.264 video with a quarter second of tone in ``codec`` (pcm_s16le: no named layout
     once in AVI or MKV, "6 channels", as FFmpeg reports PCM there)."""

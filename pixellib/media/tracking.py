@@ -7,7 +7,8 @@ occlusion, and loses it for good once it has been gone for more than ``max_age``
 How a frame is matched:
 
 1. every live track predicts where its box is now: its last box moved on by its velocity (a
-   running average of its per-frame box change), once per frame since it was last seen;
+   running average of its per-frame box change), once per frame since it was last seen (a
+   shrinking box keeps at least half its last size, rather than turn inside out);
 2. the IoU of every (predicted box, detected box) pair is computed; pairs of different
    classes score 0 (``per_class``);
 3. greedy assignment: the pair with the highest IoU is matched first, then the next best
@@ -38,7 +39,13 @@ class _Track:
     misses: int = 0  # frames since it was last seen
 
     def predicted(self) -> np.ndarray:
-        return self.box + self.velocity * (self.misses + 1)
+        box = self.box + self.velocity * (self.misses + 1)
+        # A shrinking box (an object moving away) extrapolated over a few missed frames would
+        # turn inside out and overlap nothing: keep its predicted centre and at least half
+        # the size it was last seen at.
+        centre = (box[:2] + box[2:]) / 2
+        half = np.maximum(box[2:] - box[:2], (self.box[2:] - self.box[:2]) / 2) / 2
+        return np.concatenate([centre - half, centre + half])
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -65,6 +65,19 @@ def test_ids_survive_motion_occlusion_and_leaving():
     assert seen == {"car": {1}, "person": {2}, "dog": {3}, "dog2": {4}}  # ids never reused
 
 
+def test_an_object_moving_away_keeps_its_id_through_an_occlusion():
+    """A shrinking box extrapolated over the missed frames turned inside out (x1 < x0) and
+    overlapped nothing, so the object came back with a new id."""
+    tracker, ids = Tracker(), []
+    for f in range(4):  # driving away: 8 px smaller on each side every frame
+        ids.append(tracker.update(detections([(0, 10 + 8 * f, 10 + 8 * f, 0.9)],
+                                             size=80 - 16 * f)).track_ids.tolist())
+    for _ in range(3):
+        ids.append(tracker.update(detections([])).track_ids.tolist())
+    ids.append(tracker.update(detections([(0, 40, 40, 0.9)], size=20)).track_ids.tolist())
+    assert ids == [[1]] * 4 + [[]] * 3 + [[1]]
+
+
 def test_without_motion_prediction_a_speeding_object_is_lost():
     def run(smoothing):
         tracker, ids, x, speed = Tracker(smoothing=smoothing), set(), 0.0, 6.0

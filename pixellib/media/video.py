@@ -78,7 +78,7 @@ def probe_video(path: PathLike) -> VideoInfo:
                               int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))), False)
         finally:
             capture.release()
-    container, stream = _open_av(path, what)
+    container, stream = _open_av(path, what, quiet=True)  # said when it is decoded
     try:
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         rate = Fraction(rate) if rate else None
@@ -181,7 +181,7 @@ def _check_file(path: PathLike) -> tuple[str | Path, str]:
     return path, f"video {str(path)!r}"
 
 
-def _open_av(path: PathLike, what: str):
+def _open_av(path: PathLike, what: str, quiet: bool = False):
     av = encode.av
     try:
         container = av.open(str(path))
@@ -192,9 +192,31 @@ def _open_av(path: PathLike, what: str):
     if not container.streams.video:
         container.close()
         raise ImageReadError(f"cannot open {what}: it has no video track")
-    stream = container.streams.video[0]
+    stream = _main_video(container, what, quiet)
     stream.thread_type = "AUTO"  # this decoder's own threads; nothing process-wide
     return container, stream
+
+
+def _main_video(container, what: str, quiet: bool = False):
+    """The video track to segment: not a cover picture or thumbnails, and of several, the
+    largest picture (as the ffmpeg command chooses), then the most frames, then the first."""
+    streams = list(container.streams.video)
+    if len(streams) == 1:
+        return streams[0]
+    skip = ("attached_pic", "timed_thumbnails", "still_image")
+    pictures = [s for s in streams if not any(_has(s, name) for name in skip)] or streams
+    best = max(pictures, key=lambda s: (s.codec_context.width * s.codec_context.height,
+                                        s.frames or 0, -s.index))
+    if len(pictures) > 1 and not quiet:
+        logger.warning("%s has %d video tracks: segmenting track %d (%dx%d), the largest",
+                       what, len(pictures), best.index, best.codec_context.width,
+                       best.codec_context.height)
+    return best
+
+
+def _has(stream, disposition: str) -> bool:
+    flag = getattr(getattr(encode.av.stream, "Disposition", None), disposition, None)
+    return bool(flag is not None and stream.disposition & flag)
 
 
 def _av_frames(container, stream, what: str):
@@ -387,12 +409,24 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
         writer.close()
     if interrupted is not None:
         raise interrupted
-    if info is not None and count < info.declared_frames and not stopped:
-        # FFmpeg's threaded decoders end a damaged file quietly: say what is missing.
-        logger.warning("%s: only %d of the %d frames its header declares could be decoded; "
-                       "the file may be truncated or damaged", source, count,
-                       info.declared_frames)
+    if info is not None and not stopped:
+        _say_if_cut_short(source, info, count)
     return last, count
+
+
+def _say_if_cut_short(source, info: VideoInfo, count: int) -> None:
+    """FFmpeg's threaded decoders end a damaged or cut file quietly: say what is missing,
+    against the frame count the header declares (MP4, AVI) or, where none is stored (MKV,
+    WebM, MPEG-TS), the one its duration and rate give, with a margin for variable rates."""
+    if info.declared_frames:
+        if count < info.declared_frames:
+            logger.warning("%s: only %d of the %d frames its header declares could be decoded; "
+                           "the file may be truncated or damaged", source, count,
+                           info.declared_frames)
+    elif info.frame_count and count < 0.9 * info.frame_count - 1:
+        logger.warning("%s: only %d frames could be decoded, though its duration at %.3g fps "
+                       "gives about %d; the file may be truncated or damaged", source, count,
+                       float(info.rate), info.frame_count)
 
 
 def _discard(writer: VideoWriter | None) -> None:

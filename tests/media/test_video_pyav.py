@@ -457,6 +457,49 @@ def test_truncated_video_says_how_many_frames_are_missing(tmp_path, caplog):
     assert probe_video(cut).declared_frames == 12
 
 
+def test_a_cut_mkv_says_frames_are_missing_by_its_duration(tmp_path, caplog):
+    """MKV stores no frame count: a cut file was read in part with no word (9 of 20)."""
+    whole = tmp_path / "whole.mkv"
+    with VideoWriter(whole, 30, (64, 48)) as writer:
+        for i in range(20):
+            writer.write(np.random.default_rng(i).integers(0, 256, (48, 64, 3), np.uint8))
+    assert probe_video(whole).declared_frames == 0 and probe_video(whole).frame_count == 20
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    with caplog.at_level(logging.WARNING):
+        assert run_frames(whole, _copy)[1] == 20
+    assert "could be decoded" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        got = run_frames(cut, _copy)[1]
+    assert 0 < got < 18
+    assert f"only {got} frames could be decoded, though its duration at 30 fps gives about 20" \
+        in caplog.text
+
+
+def test_the_main_video_track_is_segmented_not_a_thumbnail(tmp_path, caplog):
+    """A file whose first video track is a one-frame 32x24 thumbnail: its 64x48 picture
+    track is the one read (it gave a one-frame 32x24 output), and the choice is said once."""
+    path = tmp_path / "two.mp4"
+    with av.open(str(path), "w") as out:
+        thumb = out.add_stream("libx264", rate=30)
+        thumb.width, thumb.height, thumb.pix_fmt = 32, 24, "yuv420p"
+        video = out.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        frame = av.VideoFrame.from_ndarray(_frame(0, (32, 24)), format="bgr24")
+        frame.pts = 0
+        out.mux(thumb.encode(frame))
+        out.mux(thumb.encode(None))
+        _mux_pictures(out, video, range(10))
+        out.mux(video.encode(None))
+    info = probe_video(path)
+    assert info.size == (64, 48) and info.frame_count == 10
+    with caplog.at_level(logging.WARNING):
+        _, count = run_frames(path, _copy, output=tmp_path / "out.mp4")
+    assert count == 10 and probe_video(tmp_path / "out.mp4").size == (64, 48)
+    assert caplog.text.count("has 2 video tracks: segmenting track 1 (64x48)") == 1
+
+
 def test_a_late_start_shifts_the_audio_with_the_picture(tmp_path):
     """A trimmed clip or an MPEG-TS recording starts at 1 s: the output's picture starts at
     0, and so must its sound (it stayed at 1 s, a second late, or went missing)."""

@@ -31,6 +31,7 @@ from .export import (
     check_rle_runs,
     to_coco_json,
 )
+from .wording import counted
 
 #: What each of COCOeval's 12 summary numbers is, in its order.
 STAT_NAMES = (
@@ -428,7 +429,7 @@ def _no_detection_stats(annotations: dict, image_ids: list) -> list[float]:
 
 def format_report(ev: Evaluation) -> str:
     """The two 12-number tables side by side, then AP per class (classes with ground truth)."""
-    lines = [f"{ev.images} images, {ev.detections} detections", "",
+    lines = [f"{counted(ev.images, 'image')}, {counted(ev.detections, 'detection')}", "",
              f"{'':32s} {'box':>7s} {'mask':>7s}"]
     for name, b, m in zip(STAT_NAMES, ev.box, ev.mask):
         lines.append(f"{name:32s} {b:7.3f} {m:7.3f}")
@@ -444,15 +445,19 @@ def format_report(ev: Evaluation) -> str:
         notes.append("no ground-truth object in these images: every AP and AR is -1 "
                      "(COCO's 'nothing to measure')")
     if ev.unmatched_categories:
-        notes.append(f"{len(ev.unmatched_categories)} categories are no COCO class, so the "
-                     f"model finds none of them: {', '.join(ev.unmatched_categories[:10])}"
-                     f"{', ...' if len(ev.unmatched_categories) > 10 else ''}")
+        names = ev.unmatched_categories
+        many = len(names) > 1
+        notes.append(f"{counted(len(names), 'category', 'categories')} "
+                     f"{'are' if many else 'is'} no COCO class, so the model finds "
+                     f"{'none of them' if many else 'none'}: {', '.join(names[:10])}"
+                     f"{', ...' if len(names) > 10 else ''}")
     if ev.left_out:
         notes.append(f"{ev.left_out} detections of COCO classes the annotations do not have "
                      "are left out")
     if ev.skipped:
-        notes.append(f"{len(ev.skipped)} images could not be read and are left out of the "
-                     f"scores: " + "; ".join(f"{f}: {why}" for f, why in ev.skipped[:5])
+        notes.append(f"{counted(len(ev.skipped), 'image')} could not be read and "
+                     f"{'are' if len(ev.skipped) > 1 else 'is'} left out of the scores: "
+                     + "; ".join(f"{f}: {why}" for f, why in ev.skipped[:5])
                      + ("; ..." if len(ev.skipped) > 5 else ""))
     if notes:
         lines += [""] + [f"note: {n}" for n in notes]

@@ -65,6 +65,14 @@ def _expand_inputs(inputs: list[str]) -> list[Path]:
             seen.add(key)
             unique.append(p)
     if not unique:
+        folders = [Path(raw).expanduser() for raw in inputs if Path(raw).expanduser().is_dir()]
+        videos = [v for f in folders for v in sorted(f.iterdir())
+                  if v.suffix.lower() in VIDEO_EXTENSIONS and v.is_file()]
+        if videos:
+            raise InputNotFoundError(
+                f"no images found in: {', '.join(inputs)}; a folder gives its images only, and "
+                f"it holds {len(videos)} video(s): name them, e.g. "
+                f"'{videos[0].parent / ('*' + videos[0].suffix)}'")
         raise InputNotFoundError(f"no images or videos found in: {', '.join(inputs)}")
     return unique
 

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pixellib", description="PointRend instance segmentation (PixelLib compatible)."
     )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"pixellib {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     seg = sub.add_parser("segment", help="segment images, folders, globs or videos",
@@ -98,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "one without ADDRESS; put INPUTs first; see docs/scale-out.md)")
     seg.add_argument("--format", choices=("parquet", "jsonl"), default=None,
                      help="--ray result format (default: parquet)")
-    seg.set_defaults(func=_cmd_segment)
+    seg.set_defaults(func=_cmd_segment, usage=seg)
 
     dl = sub.add_parser("download", help="download a released model into the cache")
     dl.add_argument("name", choices=("resnet50", "resnet101"))
@@ -131,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if getattr(args, "format", None) is not None and getattr(args, "ray", None) is None:
+            args.usage.error("--format chooses the result files of --ray; without it the "
+                             "outputs are annotated copies")
     except SystemExit as e:  # --help (0) or a usage error (2)
         return e.code if isinstance(e.code, int) else 2
     try:
@@ -219,9 +225,6 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         from .ray_job import run_ray
 
         return run_ray(args)
-    if args.format is not None:
-        raise InvalidArgumentError("--format chooses the result files of --ray; without it "
-                                   "the outputs are annotated copies")
     started = time.perf_counter()
     jobs = outputs.prepare(plan_jobs(args.inputs, args.output), args)
     stats = _Stats()
@@ -451,10 +454,12 @@ def _previous_coco(path: Path, skipped: list[Job]) -> dict[str, dict]:
 
 
 def _summary(stats: _Stats, seconds: float) -> str:
-    parts = [f"{stats.images} images"]
+    from ..wording import counted
+
+    parts = [counted(stats.images, "image")]
     if stats.videos:
-        parts.append(f"{stats.videos} videos ({stats.frames} frames)")
-    parts += [f"{stats.objects} objects", f"{len(stats.failed)} failed"]
+        parts.append(f"{counted(stats.videos, 'video')} ({counted(stats.frames, 'frame')})")
+    parts += [counted(stats.objects, "object"), f"{len(stats.failed)} failed"]
     if stats.skipped:
         parts.append(f"{stats.skipped} skipped")
     return ", ".join(parts) + f", {seconds:.1f} s"

@@ -92,7 +92,8 @@ def _assert_one_line_error(err: str, *needles: str) -> None:
 
 def _summary(out: str) -> dict[str, int]:
     line = out.strip().splitlines()[-1]
-    return {k: int(v) for v, k in re.findall(r"(\d+) (images|objects|failed|skipped)", line)}
+    found = re.findall(r"(\d+) (image|object|failed|skipped)s?\b", line)
+    return {k if k in ("failed", "skipped") else k + "s": int(v) for v, k in found}
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -122,6 +123,24 @@ def test_bad_arguments_exit_2(argv, capsys):
 def test_help_exits_0(capsys):
     assert main(["--help"]) == 0
     assert "segment" in capsys.readouterr().out
+
+
+def test_version(capsys):
+    from pixellib import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"pixellib {__version__}")
+
+
+def test_a_folder_of_videos_says_folders_give_images(tmp_path, capsys):
+    folder = tmp_path / "vids"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes(b"not read")
+    (folder / "b.MKV").write_bytes(b"not read")
+    code, _, err = _cli("segment", folder, capsys=capsys)
+    assert code == 1
+    _assert_one_line_error(err, "no images found in", "a folder gives its images only",
+                           "2 video(s)", str(folder / "*.mp4"))
 
 
 def test_missing_input(tmp_path, capsys):
@@ -299,7 +318,7 @@ def test_video(run, tmp_path, photos):
     assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(5.0)
     capture.release()
     assert frames == 2
-    assert "1 videos (2 frames)" in out
+    assert "1 video (2 frames)" in out
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
@@ -319,7 +338,7 @@ def test_other_video_containers_are_read_as_videos(fake, tmp_path, photos, name)
         out.mux(stream.encode(None))
     code, out, err = fake(src, "-o", tmp_path / "out.mp4")
     assert code == 0, err
-    assert "1 videos (2 frames)" in out
+    assert "1 video (2 frames)" in out
     with av.open(str(tmp_path / "out.mp4")) as result:
         assert len(list(result.decode(video=0))) == 2
 

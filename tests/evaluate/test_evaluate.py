@@ -91,7 +91,7 @@ def test_cli_evaluate_first_image(dataset, r50_checkpoint, capsys):
                                atol=1e-3)
     expected = coco_evaluate(dataset["gt"], written, [7])
     assert format_report(expected) in printed.out  # the tables, for the first image only
-    assert f"1 images, {len(first)} detections" in printed.out
+    assert f"1 image, {len(first)} detections" in printed.out
 
 
 def test_shifted_boxes_lower_box_ap_only(dataset):
@@ -399,7 +399,7 @@ def test_unreadable_image_is_left_out_and_reported(dataset, tmp_path):
         ev = evaluate(dataset["predictor"], path, folder, progress=False)
     assert ev.images == 1 and [f for f, _ in ev.skipped] == ["street.jpg"]
     assert ev.box == pytest.approx(coco_evaluate(dataset["gt"], dataset["results"], [7]).box)
-    assert "1 images could not be read" in format_report(ev)
+    assert "1 image could not be read and is left out" in format_report(ev)
     (folder / "small.jpg").write_bytes(b"")
     with pytest.warns(SkippedImageWarning), pytest.raises(ImageReadError, match="none of the 2"):
         evaluate(dataset["predictor"], path, folder, progress=False)

@@ -176,7 +176,7 @@ def test_cli_track_on_a_real_clip(r50_checkpoint, r50_model, tmp_path, capsys):
     code = main(["segment", str(clip), "-o", str(out), "--model", str(r50_checkpoint),
                  "--speed", "rapid", "--confidence", "0.45", "--boxes", "--track"])
     assert code == 0, capsys.readouterr().err
-    assert "1 videos (2 frames)" in capsys.readouterr().out
+    assert "1 video (2 frames)" in capsys.readouterr().out
     info = probe_video(out)
     assert (info.rate, info.frame_count, info.size, info.has_audio) == (
         Fraction(30000, 1001), 2, (160, 120), True)

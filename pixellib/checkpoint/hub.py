@@ -75,7 +75,7 @@ def download_model(name: str, *, url: str | None = None, progress: bool = True) 
     final = folder / model_filename(name)
     with atomic_path(final) as tmp:
         with open(tmp, "xb") as out:
-            _fetch(url, out, progress=progress, desc=final.name)
+            _fetch(url, out, progress=progress, dest=final)
         _validate(tmp, name, url)
     logger.info("downloaded %s to %s", url, final)
     return final
@@ -138,8 +138,9 @@ def _check_name(name: str) -> str:
     return key
 
 
-def _fetch(url: str, out, *, progress: bool, desc: str) -> None:
-    """Stream ``url`` into the open binary file ``out``; raise ModelDownloadError on any failure."""
+def _fetch(url: str, out, *, progress: bool, dest: Path) -> None:
+    """Stream ``url`` into the open binary file ``out`` (which becomes ``dest``); raise
+    ModelDownloadError on any failure."""
     from tqdm import tqdm
 
     request = urllib.request.Request(url, headers={"User-Agent": "pixellib"})
@@ -148,7 +149,7 @@ def _fetch(url: str, out, *, progress: bool, desc: str) -> None:
             header = response.headers.get("Content-Length")
             expected = int(header) if header and header.isdigit() else None
             received = 0
-            with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+            with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
                       disable=not progress, file=sys.stderr) as bar:
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
@@ -159,7 +160,7 @@ def _fetch(url: str, out, *, progress: bool, desc: str) -> None:
     except urllib.error.URLError as e:
         raise ModelDownloadError(
             f"download of {url} failed: {e.reason} (offline? fetch the file elsewhere and "
-            "pass its path as the model, or copy it into the cache folder, see README)"
+            f"pass its path as the model, or copy it to {str(dest)!r})"
         ) from e
     except (http.client.HTTPException, OSError) as e:
         raise ModelDownloadError(

@@ -171,7 +171,8 @@ def test_resnet50_not_cached_and_unreachable(folder, tmp_path, monkeypatch, caps
     assert code == 1
     notice, error = err.strip().splitlines()
     assert notice.startswith("downloading resnet50 from http://127.0.0.1:9/gone.pkl")
-    _assert_one_line_error(error, "http://127.0.0.1:9/gone.pkl")
+    _assert_one_line_error(error, "http://127.0.0.1:9/gone.pkl", "or copy it to '",
+                           str(home / "pointrend_resnet50.pkl"))  # where it is looked for
     assert not home.exists() or list(home.iterdir()) == []
 
 

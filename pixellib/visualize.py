@@ -157,7 +157,11 @@ def annotate(
     (:func:`~pixellib.media.images.read_image`). An image of another size than the one the
     detections were made on raises :class:`~pixellib.errors.InvalidArgumentError`.
     """
-    image = np.asarray(image_bgr)
+    if not isinstance(image_bgr, np.ndarray):  # a PIL image is RGB: it would be drawn swapped
+        raise TypeError(f"annotate draws on a BGR numpy array, got {type(image_bgr).__name__}"
+                        + (" (a PIL image is RGB: pass np.asarray(image)[:, :, ::-1])"
+                           if hasattr(image_bgr, "getbands") else ""))
+    image = image_bgr
     if image.ndim >= 2 and tuple(image.shape[:2]) != tuple(detections.image_size):
         (h, w), (dh, dw) = image.shape[:2], detections.image_size
         raise InvalidArgumentError(

@@ -242,6 +242,20 @@ def test_annotate_names_a_size_mismatch_and_reads_grey_images():
     assert not np.array_equal(expected, bgr)  # something was drawn
 
 
+def test_annotate_refuses_what_is_not_a_bgr_array():
+    """A PIL image (RGB) was drawn on with its red and blue swapped, in silence."""
+    from PIL import Image
+
+    from pixellib.visualize import annotate
+
+    det = _one_person()
+    rgb = Image.fromarray(np.zeros((30, 40, 3), np.uint8))
+    with pytest.raises(TypeError, match=r"got Image \(a PIL image is RGB: pass "):
+        annotate(rgb, det)
+    with pytest.raises(TypeError, match="annotate draws on a BGR numpy array, got list"):
+        annotate(np.zeros((30, 40, 3), np.uint8).tolist(), det)
+
+
 def test_box_thickness_minus_one_fills_the_box_as_opencv_does():
     """PixelLib passes box_thickness to cv2.rectangle, where -1 fills the box."""
     from pixellib.visualize import annotate

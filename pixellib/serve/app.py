@@ -44,7 +44,8 @@ _COMMON_OPTIONS = {
 _SEGMENT_OPTIONS = {**_COMMON_OPTIONS, "polygons": "also return each mask's outlines"}
 _RENDER_OPTIONS = {
     **_COMMON_OPTIONS,
-    "effect": "an effect such as blur-bg or color-bg=#00ff00 (see /v1/info); none: annotate",
+    "effect": "an effect such as blur-bg or color-bg=#00ff00 (see /v1/info); without one, "
+              "the picture is annotated",
     "boxes": "draw boxes and labels",
     "feather": "soften the effect's border over this many pixels (0 to 100; default 0)",
     "format": "jpeg, png or webp (default: jpeg; png for a transparent result or past "
@@ -226,7 +227,8 @@ def create_app(settings: ServeSettings, *, predictors: list | None = None) -> Fa
 
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"])
+                           allow_headers=["Authorization", "Content-Type"],
+                           expose_headers=["Retry-After"])  # scripts back off on a 503
 
     @app.exception_handler(ApiError)
     async def _api_error(request, exc: ApiError):

@@ -22,6 +22,9 @@ _MAGIC = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIF
           b"P2", b"P3", b"P4", b"P5", b"P6", b"\x00\x00\x00\x0cjP", b"#?RADIANCE", b"#?RGBE",
           b"PF", b"Pf", b"\x76\x2f\x31\x01")
 
+# ISO base media files (AVIF) start with a box size, then "ftyp" and the brand.
+_ISO_BRANDS = (b"ftypavif", b"ftypavis")
+
 _MIME = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
 
@@ -31,7 +34,7 @@ def decode_upload(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     except ImageTooLargeError as e:
         raise ApiError(413, "image too large", str(e).split(";")[0]) from None
     except ImageReadError as e:
-        if not data.startswith(_MAGIC):
+        if not data.startswith(_MAGIC) and data[4:12] not in _ISO_BRANDS:
             what = "the request body" if name == "body" else repr(name)
             how = ("; send the image itself as the body, or as the multipart/form-data field "
                    "'image'" if name == "body" else "")

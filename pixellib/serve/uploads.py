@@ -224,8 +224,10 @@ def _boolean(name: str, text: str) -> bool:
     low = text.lower()
     if low in ("1", "true", "yes", "on"):
         return True
-    if low in ("0", "false", "no", "off", ""):
+    if low in ("0", "false", "no", "off"):
         return False
+    if not low:  # "?polygons" alone: say so rather than read it as either
+        raise _bad(name, f"expected true or false, got no value (write {name}=true)")
     raise _bad(name, f"expected true or false, got {text!r}")
 
 

@@ -187,6 +187,8 @@ def test_bad_requests_get_json_errors(cli_server, photo_bytes):
                                         "background": ("b.jpg", b"")}), 400)
     assert "'background' is empty" in empty_bg["detail"]
     assert "truncated" in _error(post(content=photo_bytes[: len(photo_bytes) // 2]), 422)["detail"]
+    avif = cv2.imencode(".avif", cv2.imdecode(np.frombuffer(photo_bytes, np.uint8), 1))[1]
+    _error(post(content=avif.tobytes()[:800]), 422)  # a cut AVIF is a broken image, not 415
     assert "over the limit" in _error(post(content=_png_header(100_000, 100_000)), 413)["detail"]
     assert "1200x1000" in _error(post(content=_png_header(1200, 1000)), 413)["detail"]
     malformed = f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nabc"
@@ -200,6 +202,7 @@ def test_bad_requests_get_json_errors(cli_server, photo_bytes):
             ("segment", {"max_detections": "-1"}, "between 0 and"),
             ("segment", {"max_detections": "two"}, "not an integer: 'two'"),
             ("segment", {"polygons": "maybe"}, "true or false"),
+            ("segment", {"polygons": ""}, "got no value (write polygons=true)"),
             ("segment", {"timeout": "1e9"}, "--timeout"),
             ("segment", {"feather": "1"}, "unknown option; this endpoint takes"),
             ("segment", {"foo": "1"}, "unknown option"),

@@ -138,7 +138,13 @@ def main(argv: list[str] | None = None) -> int:
             args.usage.error("--format chooses the result files of --ray; without it the "
                              "outputs are annotated copies")
     except SystemExit as e:  # --help (0) or a usage error (2)
-        return e.code if isinstance(e.code, int) else 2
+        code = e.code if isinstance(e.code, int) else 2
+        words = list(sys.argv[1:] if argv is None else argv)
+        if code == 2 and any(w == "--ray" and nxt[:1] not in ("", "-")
+                             for w, nxt in zip(words, words[1:] + [""])):
+            print("pixellib: note: the word after --ray is taken for the cluster's address: "
+                  "put --ray after the inputs, or write --ray=ADDRESS", file=sys.stderr)
+        return code
     try:
         with _stop_on_sigterm(), _messages_for_a_terminal():
             return args.func(args)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from ..errors import RayJobError
 from .jobs import DEFAULT_BATCH_FOLDER
@@ -56,12 +57,16 @@ def run_ray(args: argparse.Namespace) -> int:
 
         existing = {p.suffix for p in shard_paths(output)} if args.skip_existing else set()
         fmt = next((f for f, ext in FORMATS.items() if ext in existing), "parquet")
-    summary = segment_to_parquet(
-        args.inputs, output, model=args.model, speed=args.speed,
-        confidence=args.confidence, classes=args.classes, address=args.ray,
-        num_gpus=1 if device == "cuda" else 0, format=fmt,
-        skip_existing=args.skip_existing,
-    )
+    with warnings.catch_warnings():  # the command owns its process
+        # pixellib.ray passes its retry limits the one way Ray 2.5x-2.63 takes them, which
+        # Ray calls deprecated: nothing the user can act on
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        summary = segment_to_parquet(
+            args.inputs, output, model=args.model, speed=args.speed,
+            confidence=args.confidence, classes=args.classes, address=args.ray,
+            num_gpus=1 if device == "cuda" else 0, format=fmt,
+            skip_existing=args.skip_existing,
+        )
     stats = _Stats(images=summary.images, objects=summary.objects, skipped=summary.skipped,
                    failed=[path for path, _ in summary.failed])
     for path, reason in summary.failed[:_MAX_LISTED]:

@@ -46,6 +46,7 @@ import ray
 from pixellib.errors import InputNotFoundError, OutputCheckError, RayJobError
 from pixellib.media.files import atomic_path, write_text
 from pixellib.runtime import heap
+from pixellib.wording import counted
 
 from .rows import SCHEMA, error_row, rows_table
 from .settings import SETTINGS_FILE, check_same, job_settings, record
@@ -190,8 +191,15 @@ def _read_shard(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
         import pyarrow.parquet as pq
 
         return pq.read_table(path, columns=list(columns) if columns else None)
+    rows = []
     with open(path, encoding="utf-8") as f:
-        table = rows_table([json.loads(line) for line in f if line.strip()])
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as exc:  # its own "line 1 column N" is within the row
+                    raise ValueError(f"line {number}: {exc}") from None
+    table = rows_table(rows)
     return table.select(list(columns)) if columns else table
 
 
@@ -390,7 +398,7 @@ def segment_dataset(
         worker, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=concurrency, **strategy), num_cpus=num_cpus,
         num_gpus=num_gpus or None, **({"runtime_env": {"env_vars": env}} if env else {}),
-        **_RETRIES,
+        **_RETRIES,  # Ray 2.5x-2.63 takes them only as ray_remote_args (deprecated there)
     )
 
 
@@ -483,9 +491,9 @@ def segment_to_parquet(
     summary = Summary()
     existing = shard_paths(out)
     if existing and not skip_existing:
-        raise RayJobError(f"output folder {str(out)!r} already holds {len(existing)} result "
-                         "shards; pass --skip-existing (skip_existing=True) to complete it, "
-                         "or choose an empty folder")
+        raise RayJobError(f"output folder {str(out)!r} already holds "
+                         f"{counted(len(existing), 'result shard')}; pass --skip-existing "
+                         "(skip_existing=True) to complete it, or choose an empty folder")
     wanted = job_settings(model, speed, confidence, classes, polygons)
     if existing:  # rows made with other settings must not be mixed in
         check_same(out, wanted)

@@ -1,12 +1,13 @@
 """The settings a result folder's rows were made with, recorded beside them.
 
 A job writes :data:`SETTINGS_FILE` into its output folder before its first shard: the model
-(a released model's name, or a file's name and sha256), the speed mode, the confidence
-threshold it ran at, the classes kept and whether polygons were added. Completing the folder
-later (``skip_existing=True``, ``--skip-existing``) checks the new run's settings against it,
-so that rows made with another model or threshold are never mixed into one table: a
-difference is refused, naming each setting and both values. Folders written before the
-record existed are completed with a warning that they could not be checked.
+(a released model's name, or a file's name and sha256, compared by the digest alone), the
+speed mode, the confidence threshold it ran at, the classes kept and whether polygons were
+added. Completing the folder later (``skip_existing=True``, ``--skip-existing``) checks the
+new run's settings against it, so that rows made with another model or threshold are never
+mixed into one table: a difference is refused, naming each setting and both values. Folders
+written before the record existed are completed with a warning that they could not be
+checked.
 """
 from __future__ import annotations
 
@@ -76,13 +77,20 @@ def check_same(folder: Path, settings: dict) -> None:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise RayJobError(f"{path}: not a settings record pixellib can read ({exc}); restore "
                           "it, or remove it to complete the folder unchecked") from None
-    differ = [key for key in COMPARED if recorded.get(key) != settings[key]]
+    differ = [key for key in COMPARED if _key(key, recorded.get(key)) != _key(key, settings[key])]
     if differ:
         said = "; ".join(f"{key} {_said(key, recorded.get(key))} there, "
                          f"{_said(key, settings[key])} now" for key in differ)
         raise RayJobError(
             f"output folder {str(folder)!r} holds results made with other settings ({said}); "
             "complete it with the settings it was made with, or write to another folder")
+
+
+def _key(key: str, value):
+    """What is compared: a model file by its content (its digest), not its name or place."""
+    if key == "model" and isinstance(value, dict) and "sha256" in value:
+        return value["sha256"]
+    return value
 
 
 def _said(key: str, value) -> str:

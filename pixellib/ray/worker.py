@@ -121,7 +121,9 @@ class SegmentBatch:
                 image = decode(item, path)
                 rows.append(self._segment(path, image))
             except Exception as e:  # noqa: BLE001 - a bad image is a row, never a failed job
-                logger.warning("pixellib: skipped %s: %s", path, e)
+                # the driver says it, once, from the error row (a worker's line would
+                # reach the terminal too, prefixed by Ray)
+                logger.debug("skipped %s: %s", path, e)
                 rows.append(error_row(path, f"{type(e).__name__}: {e}"))
         return rows_table(rows)
 

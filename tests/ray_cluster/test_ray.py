@@ -219,7 +219,8 @@ def test_cli_skip_existing_completes_a_partial_output_as_parquet(crashed_run, im
     argv = ["segment", str(images), "--ray", "-o", str(partial), "--model", str(r50_checkpoint),
             "--speed", "rapid", "--confidence", "0.5"]
     assert main(argv) == 1  # the folder already has results: refused without --skip-existing
-    assert "--skip-existing" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "--skip-existing" in said and re.search(r"holds \d+ result shards?;", said)
     assert main([*argv[:-1], "0.3", "--skip-existing"]) == 1  # not with another threshold
     assert "confidence 0.5 there, 0.3 now" in capsys.readouterr().err
     assert main([*argv, "--skip-existing"]) == 0
@@ -322,6 +323,8 @@ def test_cli_ray_refuses_bad_options_and_a_missing_model_before_any_work(tmp_pat
     assert "after the inputs" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
     # --format is --ray's; without it the option would be silently ignored: a usage error.
+    assert main(["segment", "--ray", str(image), "-o", str(tmp_path / "o.jpg")]) == 2
+    assert "put --ray after the inputs" in capsys.readouterr().err  # the input became the address
     assert main(["segment", str(image), "-o", str(tmp_path / "o.jpg"), "--format", "jsonl"]) == 2
     err = capsys.readouterr().err
     assert "--format chooses the result files of --ray" in err and err.startswith("usage:")
@@ -476,12 +479,14 @@ def test_read_rows_needs_a_result_folder(tmp_path):
     from pixellib.errors import RayJobError
 
     for name, data in (("part-cut.parquet", b"PAR1 and then nothing"),
-                       ("part-bad.jsonl", b'{"path": "a.jpg"\n')):
+                       ("part-bad.jsonl", b'{"path": "b.jpg"}\n\n{"path": "a.jpg"\n')):
         folder = tmp_path / name.split(".")[1]
         folder.mkdir()
         (folder / name).write_bytes(data)
-        with pytest.raises(RayJobError, match=f"{name}: not a readable result shard"):
+        with pytest.raises(RayJobError, match=f"{name}: not a readable result shard") as e:
             read_rows(folder)
+        if name.endswith(".jsonl"):  # the file's line, not the line within the row
+            assert "line 3: " in str(e.value), str(e.value)
 
 
 def test_skip_existing_keeps_the_folders_format(r50_checkpoint, tmp_path, capsys):
@@ -530,7 +535,9 @@ def test_completing_a_folder_needs_the_settings_it_was_made_with(r50_checkpoint,
             segment_to_parquet(folder, out, skip_existing=True, **options)
         assert said in str(e.value), str(e.value)
         assert sorted(p.name for p in out.iterdir()) == before  # nothing written
-    summary = segment_to_parquet(folder, out, model=str(r50_checkpoint), **OPTIONS,
+    same_model = tmp_path / "renamed.pkl"  # the same file elsewhere: the same model
+    shutil.copy(r50_checkpoint, same_model)
+    summary = segment_to_parquet(folder, out, model=str(same_model), **OPTIONS,
                                  skip_existing=True)
     assert summary.skipped == 1 and summary.errors == 1
     assert json.loads((out / SETTINGS_FILE).read_text()) == recorded

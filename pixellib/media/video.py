@@ -50,7 +50,8 @@ class VideoInfo:
     ``start`` when the first frame is shown, in seconds (trimmed clips and MPEG-TS start
     late; the audio is shifted with the picture); ``pixel_aspect`` the sample aspect ratio
     when pixels are not square (None when they are); ``time_base`` the unit of the video
-    track's timestamps (None when unknown)."""
+    track's timestamps (None when unknown); ``duration`` the container's length in seconds
+    (None when it does not say)."""
 
     rate: Fraction | None
     frame_count: int
@@ -60,6 +61,7 @@ class VideoInfo:
     start: Fraction = Fraction(0)
     pixel_aspect: Fraction | None = None
     time_base: Fraction | None = None
+    duration: Fraction | None = None
 
 
 def probe_video(path: PathLike) -> VideoInfo:
@@ -98,7 +100,8 @@ def probe_video(path: PathLike) -> VideoInfo:
             pass
         return VideoInfo(rate, count, size, bool(container.streams.audio), declared,
                          max(start, Fraction(0)), aspect,
-                         Fraction(stream.time_base) if stream.time_base else None)
+                         Fraction(stream.time_base) if stream.time_base else None,
+                         Fraction(container.duration, 1_000_000) if container.duration else None)
     finally:
         container.close()
 
@@ -367,9 +370,11 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
         bar = tqdm(source_frames, total=total or None, unit="frame", desc=progress)
     writes = WriteBehind(enabled=overlap)
     writer, last, count, interrupted, stopped = None, (None, None), 0, None, False
+    last_time = None  # the last frame's time in the source, in seconds
     try:
         for frame, seconds in bar if bar is not None else source_frames:
             count += 1
+            last_time = seconds if seconds is not None else last_time
             last = step(frame, count)
             if output is not None and last[1] is not None:
                 if writer is None:
@@ -410,23 +415,26 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
     if interrupted is not None:
         raise interrupted
     if info is not None and not stopped:
-        _say_if_cut_short(source, info, count)
+        _say_if_cut_short(source, info, count, last_time)
     return last, count
 
 
-def _say_if_cut_short(source, info: VideoInfo, count: int) -> None:
+def _say_if_cut_short(source, info: VideoInfo, count: int, last_time) -> None:
     """FFmpeg's threaded decoders end a damaged or cut file quietly: say what is missing,
     against the frame count the header declares (MP4, AVI) or, where none is stored (MKV,
-    WebM, MPEG-TS), the one its duration and rate give, with a margin for variable rates."""
+    WebM, MPEG-TS), against the length the container gives: the last frame decoded must be
+    in its last tenth (a time, not a count, so that a variable rate does not matter)."""
     if info.declared_frames:
         if count < info.declared_frames:
             logger.warning("%s: only %d of the %d frames its header declares could be decoded; "
                            "the file may be truncated or damaged", source, count,
                            info.declared_frames)
-    elif info.frame_count and count < 0.9 * info.frame_count - 1:
-        logger.warning("%s: only %d frames could be decoded, though its duration at %.3g fps "
-                       "gives about %d; the file may be truncated or damaged", source, count,
-                       float(info.rate), info.frame_count)
+    elif info.duration and last_time is not None:
+        reached = last_time - info.start + (1 / info.rate if info.rate else 0)
+        if reached < Fraction(9, 10) * info.duration:
+            logger.warning("%s: the frames decoded stop at %.2f s of its %.2f s; the file may "
+                           "be truncated or damaged", source, float(reached),
+                           float(info.duration))
 
 
 def _discard(writer: VideoWriter | None) -> None:

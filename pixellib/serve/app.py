@@ -144,6 +144,26 @@ def _error(status: int, error: str, detail, headers: dict | None = None) -> JSON
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
+def _json_cors():
+    from fastapi.middleware.cors import CORSMiddleware
+
+    class JsonCors(CORSMiddleware):
+        """Starlette's CORS middleware, with a refused preflight answered in JSON like every
+        other error (it answers plain text)."""
+
+        def preflight_response(self, request_headers):
+            response = super().preflight_response(request_headers)
+            if response.status_code != 400:
+                return response
+            headers = {k: v for k, v in response.headers.items()
+                       if k.lower() not in ("content-length", "content-type")}
+            return _error(400, "bad request",
+                          f"CORS preflight refused: {response.body.decode(errors='replace')}",
+                          headers)
+
+    return JsonCors
+
+
 class _Observe:
     """ASGI middleware: request metrics and security headers."""
 
@@ -223,9 +243,7 @@ def create_app(settings: ServeSettings, *, predictors: list | None = None) -> Fa
     app.state.pixellib = state
     app.add_middleware(_Observe, state=state)
     if settings.cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
-
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+        app.add_middleware(_json_cors(), allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"],
                            expose_headers=["Retry-After"])  # scripts back off on a 503

@@ -193,6 +193,8 @@ def test_cors_only_when_asked(serve_predictor):
         other = httpx.options(s.url + "/v1/segment",
                               headers={"Origin": "https://evil.example", **preflight})
         assert "access-control-allow-origin" not in other.headers
+        assert other.status_code == 400 and other.json() == {  # JSON, as every error
+            "error": "bad request", "detail": "CORS preflight refused: Disallowed CORS origin"}
         # A script on that origin reads a 503's Retry-After only if it is exposed to it.
         info = httpx.get(s.url + "/v1/info", headers={"Origin": "https://app.example"})
         assert "retry-after" in info.headers["access-control-expose-headers"].lower()

@@ -5,6 +5,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -17,4 +18,11 @@ def remove_profile(profile: Path | str) -> None:
         if (folder.name.startswith("org.chromium.Chromium.")
                 and folder.parent == Path(tempfile.gettempdir())):
             shutil.rmtree(folder, ignore_errors=True)
-    shutil.rmtree(profile, ignore_errors=True)
+    # The browser's helper processes can outlive it by a moment and write into the profile
+    # again (a "Network Persistent State" file): remove it until it stays gone.
+    deadline = time.monotonic() + 5
+    while True:
+        shutil.rmtree(profile, ignore_errors=True)
+        time.sleep(0.2)
+        if not os.path.exists(profile) or time.monotonic() > deadline:
+            break

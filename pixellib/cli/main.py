@@ -248,6 +248,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                 j.video for j in todo):
             print("pixellib: warning: --extract, --coco, --cutouts and --masks apply to images; "
                   "videos are only annotated", file=sys.stderr)
+        if args.track and not any(j.video for j in todo):
+            print("pixellib: warning: --track follows objects across a video's frames; the "
+                  "images are segmented each on its own", file=sys.stderr)
         predictor = _load_predictor(args)
         images = [j for j in todo if not j.video]
         with tqdm(_image_outcomes(predictor, images, args), total=len(images), unit="img",

@@ -525,6 +525,13 @@ def test_coco_file_must_not_be_an_input_an_output_or_the_model(fake, folder, tmp
     assert not (tmp_path / "out").exists()
 
 
+def test_track_on_images_only_says_it_tracks_nothing(fake, folder, tmp_path):
+    """--track on photos was silently ignored."""
+    code, out, err = fake(folder, "-o", tmp_path / "out", "--track")
+    assert code == 0 and _summary(out)["images"] == 2, err
+    assert "pixellib: warning: --track follows objects across a video's frames" in err
+
+
 def test_output_folder_equal_to_input_folder_is_refused(fake, folder):
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     for out in (folder, folder / "." / ""):

@@ -31,7 +31,6 @@ COCO_CATEGORY_IDS: tuple[int, ...] = (
 assert len(COCO_CATEGORY_IDS) == len(COCO_CLASSES) == 80
 
 
-
 def mask_polygons(mask: np.ndarray) -> list[np.ndarray]:
     """Outlines of a ``(H, W)`` mask as a list of ``(K, 2)`` int64 ``(x, y)`` point arrays.
 

@@ -31,7 +31,7 @@ from .export import (
     check_rle_runs,
     to_coco_json,
 )
-from .wording import counted
+from .wording import counted, shortened
 
 #: What each of COCOeval's 12 summary numbers is, in its order.
 STAT_NAMES = (
@@ -127,7 +127,7 @@ def load_annotations(path: str | os.PathLike) -> dict:
                "{'size': [height, width], 'counts': ...}")
         problem = _segmentation_problem(ann["segmentation"], *image_ids[ann["image_id"]])
         if problem:
-            raise AnnotationFileError(f"{where}: {problem}"[:300])
+            raise AnnotationFileError(shortened(f"{where}: {problem}", 300))
     return data
 
 
@@ -231,7 +231,8 @@ def _is_segmentation(value) -> bool:
 
 def _check(where: str, key: str, value, ok: Callable, expected: str) -> None:
     if not ok(value):
-        raise AnnotationFileError(f"{where}: {key!r} must be {expected}, got {value!r}"[:300])
+        raise AnnotationFileError(
+            shortened(f"{where}: {key!r} must be {expected}, got {value!r}", 300))
 
 
 def _require(path: Path, section: str, index: int, entry, fields: Iterable[str]) -> None:

@@ -18,6 +18,7 @@ from .effects.cutouts import cutout_objects, label_image, object_masks, save_cut
 from .errors import InvalidArgumentError
 from .media.images import write_image
 from .structures import Detections
+from .wording import shortened
 
 #: Official COCO category id of each of the 80 model classes (index = class id). COCO numbers
 #: 91 categories but only these 80 were annotated; ids 12, 26, 29, 30, 45, 66, 68, 69, 71, 83
@@ -185,7 +186,7 @@ def rle_to_mask(rle: dict) -> np.ndarray:
     if problem:
         raise InvalidArgumentError(
             f"not a COCO RLE ({problem}): expected {{'size': [height, width], 'counts': ...}}, "
-            f"got {_short(rle)}")
+            f"got {shortened(repr(rle), 80)}")
     h, w = (int(v) for v in rle["size"])
     counts = rle["counts"]
     if isinstance(counts, bytes):
@@ -209,11 +210,6 @@ def _rle_problem(rle) -> str | None:
     if not isinstance(rle["counts"], (str, bytes, list, tuple, np.ndarray)):
         return f"'counts' must be a string or a list of runs, not {type(rle['counts']).__name__}"
     return None
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def to_coco_json(

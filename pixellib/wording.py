@@ -5,3 +5,11 @@ from __future__ import annotations
 def counted(n: int, singular: str, plural: str | None = None) -> str:
     """``"1 image"``, ``"0 images"``; ``plural`` when it is not ``singular + "s"``."""
     return f"{n} {singular if n == 1 else plural or singular + 's'}"
+
+
+def shortened(text: str, limit: int) -> str:
+    """``text`` on one line (runs of whitespace made one space), cut to at most ``limit``
+    characters with ``...`` where it was longer: for quoting a value or another library's
+    message inside ours."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

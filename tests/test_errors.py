@@ -108,3 +108,24 @@ def test_detections_validate_with_raises(field, value):
     fields[field] = value
     with pytest.raises(InvalidArgumentError, match=f"Detections.{field}"):
         Detections(**fields)
+
+
+@pytest.mark.parametrize("text, limit, expected", [
+    ("short", 10, "short"),
+    ("  two\n lines\tand  tabs ", 40, "two lines and tabs"),
+    ("x" * 20, 10, "xxxxxxx..."),
+    ("a b c d e f", 11, "a b c d e f"),
+])
+def test_quoted_messages_are_one_line_and_bounded(text, limit, expected):
+    from pixellib.wording import shortened
+
+    assert shortened(text, limit) == expected
+    assert len(shortened(text, limit)) <= limit
+
+
+def test_a_long_bad_rle_is_quoted_shortened():
+    from pixellib.export import rle_to_mask
+
+    with pytest.raises(InvalidArgumentError) as err:
+        rle_to_mask({"size": [2, 2], "extra": "y" * 500})
+    assert len(str(err.value)) < 300 and "..." in str(err.value)

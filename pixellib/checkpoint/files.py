@@ -21,6 +21,7 @@ import torch
 from pixellib.checkpoint import unpickler as _pickle
 from pixellib.config import MODEL_URLS
 from pixellib.errors import ModelFileError, ModelNotFoundError, UnsafeModelFileError
+from pixellib.wording import shortened
 
 PathLike = str | os.PathLike
 
@@ -97,8 +98,7 @@ def _sniff(path: PathLike) -> tuple[Path, str]:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    text = text if len(text) <= 160 else text[:157] + "..."
+    text = shortened(str(exc).strip().splitlines()[0], 160) if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

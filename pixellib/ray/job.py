@@ -46,7 +46,7 @@ import ray
 from pixellib.errors import InputNotFoundError, OutputCheckError, RayJobError
 from pixellib.media.files import atomic_path, write_text
 from pixellib.runtime import heap
-from pixellib.wording import counted
+from pixellib.wording import counted, shortened
 
 from .rows import SCHEMA, error_row, rows_table
 from .settings import SETTINGS_FILE, check_same, job_settings, record
@@ -182,7 +182,7 @@ def read_shard(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
         return _read_shard(path, columns)
     except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
         raise RayJobError(f"{path}: not a readable result shard ({type(exc).__name__}: "
-                          f"{' '.join(str(exc).split())[:200]}); move it out of the "
+                          f"{shortened(str(exc), 200)}); move it out of the "
                           "folder") from None
 
 
@@ -281,7 +281,7 @@ def connected(address: str | None = None, *, num_cpus: int | None = None) -> Ite
                 hint = (" (did an input follow --ray? put --ray after the inputs, or write "
                         "--ray=ADDRESS)")
             raise RayJobError(f"cannot connect to a Ray cluster at {address!r}: "
-                              f"{' '.join(str(exc).split())[:300]}{hint}") from None
+                              f"{shortened(str(exc), 300)}{hint}") from None
     try:
         yield
     finally:
@@ -583,7 +583,7 @@ def _run_passes(todo: list[str], out: Path, fmt: str, rows_per_shard: int, wante
         except _WORKER_DIED as exc:
             # Kept as text: the exception's traceback would keep the pass (and its actors,
             # which hold their CPUs) alive.
-            failure = (type(exc).__name__, " ".join(str(exc).split())[:200])
+            failure = (type(exc).__name__, shortened(str(exc), 200))
         if failure is not None:
             del ds
             _wait_for_the_pool_to_go()

@@ -14,11 +14,15 @@ Output naming for ``segment`` (never overwrites an input):
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputNotFoundError, InvalidArgumentError
+from ..wording import counted
+
+logger = logging.getLogger(__name__)
 
 # Inputs read as videos (by FFmpeg through PyAV): the containers phones, cameras and the web
 # produce. Outputs are written to VIDEO_CODECS' extensions.
@@ -51,6 +55,9 @@ def _expand_inputs(inputs: list[str]) -> list[Path]:
             from_glob = True
             if not matches:
                 raise InputNotFoundError(f"no file matches {raw!r}")
+        elif path.is_symlink():
+            raise InputNotFoundError(f"input {raw!r} is a broken link (to "
+                                     f"{os.readlink(path)!r})")
         else:
             raise InputNotFoundError(f"input not found: {raw!r}")
         for m in matches:
@@ -58,12 +65,18 @@ def _expand_inputs(inputs: list[str]) -> list[Path]:
                 found += list_images(m)
             elif not from_glob or m.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
                 found.append(m)
-    unique, seen = [], set()
+    unique, first, again = [], {}, []
     for p in found:
         key = p.resolve()
-        if key not in seen:
-            seen.add(key)
+        if key not in first:
+            first[key] = p
             unique.append(p)
+        elif p != first[key]:  # the same name twice says nothing worth a line
+            again.append(f"{str(p)!r} is {str(first[key])!r}")
+    if again:
+        logger.warning("%s the same file as an earlier input (%s%s): each file is segmented "
+                       "once", counted(len(again), "input names", "inputs name"),
+                       "; ".join(again[:3]), "; ..." if len(again) > 3 else "")
     if not unique:
         folders = [Path(raw).expanduser() for raw in inputs if Path(raw).expanduser().is_dir()]
         videos = [v for f in folders for v in sorted(f.iterdir())
@@ -118,7 +131,9 @@ def plan_jobs(inputs: list[str], output: str | None) -> list[Job]:
             f"output {str(folder)!r} is a file; several inputs need a folder")
     resolved = folder.resolve()
     for src in sources:
-        if src.resolve().parent == resolved:
+        # The folder the input is listed in, and the one its file really is in (a link's
+        # target): writing into either would replace the input.
+        if resolved in (src.resolve().parent, src.absolute().parent.resolve()):
             raise InvalidArgumentError(
                 f"output folder {str(folder)!r} holds the input {str(src)!r}; choose another "
                 "-o so that inputs are never overwritten"

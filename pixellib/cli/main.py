@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,9 +181,13 @@ class _TqdmLines(logging.Handler):
 def _messages_for_a_terminal():
     """While a command runs: the library's log warnings as one ``pixellib: warning:`` line
     each, clear of the progress bars, and OpenCV's own log (``[ WARN:0@...] global
-    grfmt_tiff.cpp ...``, next to the error that says the same in one line) silenced. The
-    command owns its process; both are restored afterwards."""
+    grfmt_tiff.cpp ...``, next to the error that says the same in one line) silenced, and so
+    is Pillow's ``DecompressionBombWarning`` (its own 89-megapixel mark, which calls a large
+    photo an attack: the limit that applies is ``$PIXELLIB_MAX_PIXELS``'s, and an image over
+    it is refused with an error naming it). The command owns its process; all are restored
+    afterwards."""
     from cv2.utils import logging as cv_log
+    from PIL import Image
 
     log = logging.getLogger("pixellib")
     handler = _TqdmLines(logging.WARNING)
@@ -193,7 +198,9 @@ def _messages_for_a_terminal():
         log.setLevel(logging.WARNING)
     cv_log.setLogLevel(cv_log.LOG_LEVEL_FATAL)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+            yield
     finally:
         log.removeHandler(handler)
         log.propagate, level, cv_level = previous
@@ -227,6 +234,9 @@ def _stop_on_sigterm():
 def _cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..media.images import resolve_max_pixels
+
+    resolve_max_pixels()  # a bad $PIXELLIB_MAX_PIXELS: once, before any work (not per image)
     if args.ray is not None:
         from .ray_job import run_ray
 

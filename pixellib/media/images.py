@@ -228,7 +228,8 @@ def _decode(data: np.ndarray, label: str, max_pixels: int) -> np.ndarray:
 def _too_large(path: Path | str, size: str, max_pixels: int) -> str:
     return (
         f"image {str(path)!r} is {size} pixels, over the limit of {max_pixels} pixels; "
-        f"raise it with read_image(..., max_pixels=N) or ${MAX_PIXELS_ENV}"
+        f"raise the limit with the environment variable {MAX_PIXELS_ENV} (in Python, also "
+        "read_image(..., max_pixels=N))"
     )
 
 
@@ -246,6 +247,7 @@ def _header_size(
         # Pillow's warnings (e.g. DecompressionBombWarning above 89 MP) pass through:
         # warnings.catch_warnings() is not thread-safe before Python 3.14.
         with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
+            _say_if_several_frames(im, label or path)
             return tuple(int(v) for v in im.size)
     except Image.DecompressionBombError:
         if pil_limit is not None and max_pixels <= 2 * pil_limit:
@@ -268,6 +270,25 @@ def _header_size(
     if len(head) >= 24 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
         return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     return _text_header_size(head)
+
+
+# Formats whose extra frames or pages are pictures of their own. (A camera's MPO JPEG also has
+# several, but the others are previews of the first.)
+_MULTI_FRAME_FORMATS = {"GIF": "frames", "PNG": "frames", "WEBP": "frames", "TIFF": "pages"}
+
+
+def _say_if_several_frames(im: Image.Image, label) -> None:
+    """A warning naming the file when it is an animation or a multi-page document: like
+    ``cv2.imread``, only the first frame or page is read."""
+    kind = _MULTI_FRAME_FORMATS.get(im.format or "")
+    try:
+        several = bool(kind) and getattr(im, "is_animated", False)
+        count = getattr(im, "n_frames", 0) if several else 1
+    except Exception:  # noqa: BLE001 - a corrupt later frame: the decoder has the last word
+        return
+    if several:
+        logger.warning("%r holds %s %s; only the first is read (split it into images to "
+                       "segment each)", str(label), count if count > 1 else "several", kind)
 
 
 # Radiance .hdr and .pfm, which Pillow cannot open, state their size in a short text header.

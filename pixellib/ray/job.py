@@ -45,6 +45,7 @@ import ray
 
 from pixellib.errors import InputNotFoundError, OutputCheckError, RayJobError
 from pixellib.media.files import atomic_path, write_text
+from pixellib.media.images import resolve_max_pixels
 from pixellib.runtime import heap
 from pixellib.wording import counted, shortened
 
@@ -433,6 +434,8 @@ def _check_numbers(**values) -> None:
             what = ("a whole number, at least 1" if whole else
                     "a number, 0 or more" if name == "num_gpus" else "a number above 0")
             raise RayJobError(f"{name} must be {what}, got {value!r}")
+    # The workers read $PIXELLIB_MAX_PIXELS (forwarded to them): a bad value would fail every row.
+    resolve_max_pixels()
 
 
 def _utf8(path: str) -> bool:

@@ -404,11 +404,13 @@ async def _request_input(state: _State, request: Request, allowed: dict,
     if extra:
         raise ApiError(422, "invalid option", f"unexpected file field {extra[0]!r}; this "
                        f"endpoint takes {' and '.join(file_fields)}")
-    if "image" not in files or not files["image"][1]:
+    if "image" not in files:
         raise ApiError(400, "no image", "send the image as multipart field 'image' or as the "
                        "raw request body")
-    if "background" in files and not files["background"][1]:
-        raise ApiError(400, "no image", "the multipart field 'background' is empty")
+    for field, (name, data) in files.items():
+        if not data:
+            raise ApiError(400, "no image", f"the multipart field {field!r} is empty (0 bytes"
+                           f"{f', file {name!r}' if name != field else ''}): was the file chosen?")
     query = request.query_params
     twice = sorted({k for k in query if len(query.getlist(k)) > 1} | (set(query) & set(fields)))
     if twice:  # which one was meant? (the query string and the form are merged)

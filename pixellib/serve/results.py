@@ -18,12 +18,22 @@ from .uploads import ApiError
 
 # Leading bytes of the formats OpenCV decodes: data that starts otherwise is not an image
 # (415); data that does but cannot be decoded is a broken image (422).
-_MAGIC = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF", b"P1",
-          b"P2", b"P3", b"P4", b"P5", b"P6", b"\x00\x00\x00\x0cjP", b"#?RADIANCE", b"#?RGBE",
-          b"PF", b"Pf", b"\x76\x2f\x31\x01")
-
+_MAGIC = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"II*\x00", b"MM\x00*", b"P1", b"P2", b"P3", b"P4",
+          b"P5", b"P6", b"\x00\x00\x00\x0cjP", b"#?RADIANCE", b"#?RGBE", b"PF", b"Pf",
+          b"\x76\x2f\x31\x01")
+# BMP's two letters and RIFF's four start much else (text, WAV, AVI): those two are taken
+# with their next fields, the DIB header's size and the RIFF form type.
+_BMP_INFO_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)
 # ISO base media files (AVIF) start with a box size, then "ftyp" and the brand.
 _ISO_BRANDS = (b"ftypavif", b"ftypavis")
+
+
+def _looks_like_image(data: bytes) -> bool:
+    """Whether ``data`` starts like one of the formats OpenCV decodes."""
+    return (data.startswith(_MAGIC) or data[4:12] in _ISO_BRANDS
+            or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+            or (data[:2] == b"BM" and len(data) >= 18
+                and int.from_bytes(data[14:18], "little") in _BMP_INFO_SIZES))
 
 _MIME = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
@@ -34,7 +44,7 @@ def decode_upload(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     except ImageTooLargeError as e:
         raise ApiError(413, "image too large", str(e).split(";")[0]) from None
     except ImageReadError as e:
-        if not data.startswith(_MAGIC) and data[4:12] not in _ISO_BRANDS:
+        if not _looks_like_image(data):
             what = "the request body" if name == "body" else repr(name)
             how = ("; send the image itself as the body, or as the multipart/form-data field "
                    "'image'" if name == "body" else "")

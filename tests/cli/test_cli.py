@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -540,6 +541,74 @@ def test_output_folder_equal_to_input_folder_is_refused(fake, folder):
         _assert_one_line_error(err, "holds the input")
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert FakePredictor.created == []  # refused before loading the model
+
+
+def test_output_folder_of_links_to_the_inputs_is_refused(fake, folder, tmp_path):
+    """An album of links run in place: the outputs replaced the links (exit 0), because only
+    the folder of each link's target was compared with the output folder."""
+    album = tmp_path / "album"
+    album.mkdir()
+    for p in sorted(folder.iterdir()):
+        (album / p.name).symlink_to(p)
+    code, _, err = fake(album, "-o", album)
+    assert code == 1
+    _assert_one_line_error(err, "holds the input")
+    assert all(p.is_symlink() for p in album.iterdir())
+    assert FakePredictor.created == []
+
+
+def test_a_broken_link_named_as_input_says_so(fake, tmp_path):
+    link = tmp_path / "photo.jpg"
+    link.symlink_to(tmp_path / "gone" / "IMG_1.jpg")
+    code, _, err = fake(link, "-o", tmp_path / "out.jpg")
+    assert code == 1
+    _assert_one_line_error(err, "is a broken link", "IMG_1.jpg")
+
+
+def test_a_file_reached_twice_is_segmented_once_and_named(fake, folder, tmp_path):
+    """A link beside its target was dropped without a word (the summary just counted one
+    image less)."""
+    (folder / "alias.jpg").symlink_to(folder / "photo0.jpg")
+    code, out, err = fake(folder, "-o", tmp_path / "out")
+    assert code == 0, err
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert "alias.jpg" in names and "photo0.jpg" not in names
+    assert _summary(out)["images"] == len(names)
+    warning = [line for line in err.splitlines() if "the same file" in line]
+    assert len(warning) == 1 and "photo0.jpg" in warning[0] and "alias.jpg" in warning[0]
+    # The same path twice (a folder and a glob over it) is not worth a line.
+    code, _, err = fake(folder, folder / "*.jpg", "-o", tmp_path / "out2")
+    assert code == 0 and err.count("the same file") == 1, err
+
+
+def test_a_bad_pixel_limit_in_the_environment_stops_the_run_once(fake, folder, tmp_path,
+                                                                 monkeypatch):
+    """Each image was skipped with the same complaint, after the model had loaded."""
+    monkeypatch.setenv("PIXELLIB_MAX_PIXELS", "100M")
+    code, _, err = fake(folder, "-o", tmp_path / "out")
+    assert code == 1
+    _assert_one_line_error(err, "PIXELLIB_MAX_PIXELS", "'100M'")
+    assert FakePredictor.created == [] and not (tmp_path / "out").exists()
+
+
+def test_pillows_decompression_bomb_warning_stays_out_of_the_terminal(fake, folder, tmp_path,
+                                                                      monkeypatch):
+    """A photo over Pillow's 89-megapixel mark but within ours printed Pillow's
+    "DecompressionBombWarning: ... could be decompression bomb DOS attack"."""
+    from PIL import Image
+
+    from pixellib.media.images import read_image
+
+    pixels = min(h * w for h, w, _ in (cv2.imread(str(p)).shape for p in folder.iterdir()))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pixels - 1)  # a warning, not Pillow's error
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        code, out, err = fake(folder, "-o", tmp_path / "out")
+    assert code == 0 and _summary(out)["images"] == 2, err
+    assert not [w for w in seen if issubclass(w.category, Image.DecompressionBombWarning)]
+    assert "decompression bomb" not in err.lower()
+    with pytest.warns(Image.DecompressionBombWarning):  # as before, outside the command
+        read_image(folder / "photo0.jpg")
 
 
 def test_output_equal_to_input_is_refused(fake, folder):

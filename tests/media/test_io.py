@@ -239,6 +239,29 @@ def test_limit_above_pillows_bomb_guard_falls_back_to_decoding(tmp_path, monkeyp
         read_image(path, max_pixels=150)
 
 
+@pytest.mark.parametrize("ext, kind", [(".gif", "frames"), (".webp", "frames"), (".png", "frames"),
+                                       (".tif", "pages")])
+def test_animations_and_page_stacks_say_only_the_first_is_read(tmp_path, caplog, ext, kind):
+    """An animated GIF or a scanned multi-page TIFF gave page 1's objects without a word."""
+    first, second = Image.fromarray(BASE), Image.fromarray(255 - BASE)
+    path = tmp_path / f"several{ext}"
+    first.save(path, save_all=True, append_images=[second, Image.fromarray(BASE // 2)])
+    with caplog.at_level("WARNING", logger="pixellib"):
+        image = read_image(path)
+        decode_image(path.read_bytes(), "upload")
+    expected = cv2.cvtColor(np.asarray(first.convert("RGB")), cv2.COLOR_RGB2BGR)
+    assert np.abs(image.astype(int) - expected).mean() < 8  # the first frame
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2 and f"'{path}' holds 3 {kind}" in said[0], said
+    assert "'upload' holds 3" in said[1] and "only the first is read" in said[1]
+    caplog.clear()
+    single = tmp_path / f"single{ext}"
+    first.save(single)
+    with caplog.at_level("WARNING", logger="pixellib"):
+        read_image(single)
+    assert not caplog.records
+
+
 def test_non_image_source_type():
     with pytest.raises(TypeError, match="list"):
         read_image([[1, 2, 3]])

@@ -25,7 +25,7 @@ import ray
 from ray import cloudpickle
 
 from pixellib.cli import main
-from pixellib.errors import ImageReadError
+from pixellib.errors import ImageReadError, InvalidArgumentError
 from pixellib.media.images import decode_image, read_image
 from pixellib.ray import (
     SegmentBatch,
@@ -384,7 +384,7 @@ def test_an_image_that_kills_its_worker_every_time_is_an_error_row(cluster, imag
 
 
 def test_sizes_the_cluster_cannot_run_are_refused_at_once(cluster, images, r50_checkpoint,
-                                                         tmp_path):
+                                                         tmp_path, monkeypatch):
     """A GPU actor on a cluster without GPUs, or actors holding every CPU (nothing left to
     read with), waited for ever; sizes Ray refuses failed deep in the job. Each is refused
     before anything runs, and no output folder is left behind."""
@@ -405,6 +405,12 @@ def test_sizes_the_cluster_cannot_run_are_refused_at_once(cluster, images, r50_c
         with pytest.raises(RayJobError, match=re.escape(words)):
             segment_to_parquet(inputs, out, model=str(r50_checkpoint), **options)
         assert not out.exists(), options
+    # A pixel limit the workers cannot read made every row an error.
+    with monkeypatch.context() as env:
+        env.setenv("PIXELLIB_MAX_PIXELS", "100M")
+        with pytest.raises(InvalidArgumentError, match="PIXELLIB_MAX_PIXELS .*'100M'"):
+            segment_to_parquet(inputs, out, model=str(r50_checkpoint))
+        assert not out.exists()
     # Results that could not be written were found after the whole job had run.
     (tmp_path / "file").write_text("x")
     with pytest.raises(RayJobError, match="cannot write results in .*file/out"):

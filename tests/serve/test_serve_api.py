@@ -186,6 +186,18 @@ def test_bad_requests_get_json_errors(cli_server, photo_bytes):
                                  files={"image": ("a.jpg", photo_bytes),
                                         "background": ("b.jpg", b"")}), 400)
     assert "'background' is empty" in empty_bg["detail"]
+    # An empty file field was told to send the image as that very field.
+    empty = _error(post(files={"image": ("zero.jpg", b"")}), 400)["detail"]
+    assert "'image' is empty" in empty and "'zero.jpg'" in empty, empty
+    # Text and sound that happen to start like BMP ("BM") or WebP ("RIFF") are not images
+    # (415), where a broken image is 422.
+    wav = b"RIFF\x24\x08\x00\x00WAVEfmt \x10\x00\x00\x00" + bytes(40)
+    for body in (b"BMW 320i, for sale, good condition", wav):
+        _error(post(content=body, headers={"Content-Type": "application/octet-stream"}), 415)
+    webp = cv2.imencode(".webp", cv2.imdecode(np.frombuffer(photo_bytes, np.uint8), 1))[1]
+    bmp = cv2.imencode(".bmp", cv2.imdecode(np.frombuffer(photo_bytes, np.uint8), 1))[1]
+    for broken in (webp.tobytes()[:60], bmp.tobytes()[:60]):
+        _error(post(content=broken), 422)
     assert "truncated" in _error(post(content=photo_bytes[: len(photo_bytes) // 2]), 422)["detail"]
     avif = cv2.imencode(".avif", cv2.imdecode(np.frombuffer(photo_bytes, np.uint8), 1))[1]
     _error(post(content=avif.tobytes()[:800]), 422)  # a cut AVIF is a broken image, not 415

@@ -444,6 +444,18 @@ def _assert_close_results(a: dict, b: dict) -> None:
         assert _iou(m, n) > 0.99 or not (m.any() or n.any())
 
 
+def test_segment_batch_with_a_bad_pixel_limit_fails_once(ins, tmp_path, monkeypatch):
+    """A bad $PIXELLIB_MAX_PIXELS skipped every image with the same warning."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jpg").write_bytes((IMAGES / "small.jpg").read_bytes())
+    monkeypatch.setenv("PIXELLIB_MAX_PIXELS", "abc")
+    with pytest.raises(InvalidArgumentError, match="PIXELLIB_MAX_PIXELS must be a positive "
+                                                   "integer, got 'abc'"):
+        ins.segmentBatch(src, output_folder_name=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_segment_batch_two_at_a_time_matches_single_images(ins, tmp_path, monkeypatch):
     """PIXELLIB_BATCH_WORKERS=2: order and results as one at a time; shared stems get their
     own extract folders."""

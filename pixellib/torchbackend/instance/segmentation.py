@@ -34,7 +34,13 @@ from tqdm import tqdm
 
 from ...errors import BATCH_SKIPPED, InvalidArgumentError, UsageError
 from ...media.files import output_path_problem, user_path
-from ...media.images import check_image_output, list_images, read_image, write_image
+from ...media.images import (
+    check_image_output,
+    list_images,
+    read_image,
+    resolve_max_pixels,
+    write_image,
+)
 from ...runtime.pipeline import overlap_enabled, run_batch
 from . import paths
 from . import results as fmt
@@ -245,6 +251,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         predictor = self._require_predictor()
         target_ids = fmt.target_class_ids(segment_target_classes)
         files = list_images(input_folder)
+        resolve_max_pixels()  # a bad $PIXELLIB_MAX_PIXELS fails here, not once per image
         out_dir = None if output_folder_name is None else user_path(output_folder_name)
         if out_dir is not None and paths.same_folder(out_dir, Path(input_folder)):
             raise InvalidArgumentError(

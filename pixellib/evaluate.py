@@ -312,12 +312,11 @@ def detect(predictor, items: list[tuple[dict, Path]], *, progress: bool = True,
 
     ``categories`` maps official COCO ids to the file's (:func:`category_map`); None keeps
     the official ids."""
-    from tqdm import tqdm
-
+    from .runtime.progress import ProgressBar
     from .torchbackend.instance.segmentation import SkippedImageWarning
 
     results, skipped, left_out = [], [], 0
-    for image, file in tqdm(items, unit="img", disable=not progress, desc="evaluate"):
+    for image, file in ProgressBar(items, unit="img", disable=not progress, desc="evaluate"):
         try:
             det = predictor(file)
             h, w = det.image_size

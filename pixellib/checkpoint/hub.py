@@ -141,7 +141,7 @@ def _check_name(name: str) -> str:
 def _fetch(url: str, out, *, progress: bool, dest: Path) -> None:
     """Stream ``url`` into the open binary file ``out`` (which becomes ``dest``); raise
     ModelDownloadError on any failure."""
-    from tqdm import tqdm
+    from ..runtime.progress import ProgressBar
 
     request = urllib.request.Request(url, headers={"User-Agent": "pixellib"})
     try:
@@ -149,8 +149,8 @@ def _fetch(url: str, out, *, progress: bool, dest: Path) -> None:
             header = response.headers.get("Content-Length")
             expected = int(header) if header and header.isdigit() else None
             received = 0
-            with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
-                      disable=not progress, file=sys.stderr) as bar:
+            with ProgressBar(total=expected, unit="B", unit_scale=True, unit_divisor=1024,
+                             desc=dest.name, disable=not progress, file=sys.stderr) as bar:
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     received += len(chunk)

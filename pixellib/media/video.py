@@ -364,10 +364,10 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
     source_frames = prefetch(frames) if overlap else frames
     bar = None
     if progress is not None:
-        from tqdm import tqdm
+        from ..runtime.progress import ProgressBar
 
         total = info.frame_count if info is not None else None
-        bar = tqdm(source_frames, total=total or None, unit="frame", desc=progress)
+        bar = ProgressBar(source_frames, total=total or None, unit="frame", desc=progress)
     writes = WriteBehind(enabled=overlap)
     writer, last, count, interrupted, stopped = None, (None, None), 0, None, False
     last_time = None  # the last frame's time in the source, in seconds

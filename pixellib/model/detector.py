@@ -5,7 +5,6 @@ paste the masks.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -201,12 +200,25 @@ def build_model(
     config = ARCHITECTURES[arch] if isinstance(arch, str) else arch
     with torch.device("meta"):
         model = PointRendRCNN(config, inference)
-    # to_empty's first call imports sympy inside torch, which adds a process-wide warnings
-    # filter; a library call must leave the caller's filters as they were.
-    with warnings.catch_warnings():
-        model = model.to_empty(device="cpu").eval()
+    _allocate_on_cpu(model)
+    model.eval()
     model.reset_constants()
     return model
+
+
+def _allocate_on_cpu(model: nn.Module) -> None:
+    """Give every meta parameter and buffer uninitialised CPU storage of its shape, as
+    ``model.to_empty(device="cpu")`` does. Done by hand: ``to_empty``'s first call imports
+    sympy inside torch, which adds a process-wide warnings filter, and undoing it with
+    ``warnings.catch_warnings()`` would also drop filters other threads set meanwhile."""
+    for module in model.modules():
+        for name, p in list(module._parameters.items()):
+            if p is not None:
+                module._parameters[name] = nn.Parameter(
+                    torch.empty(p.shape, dtype=p.dtype), requires_grad=p.requires_grad)
+        for name, b in list(module._buffers.items()):
+            if b is not None:
+                module._buffers[name] = torch.empty(b.shape, dtype=b.dtype)
 
 
 def state_dict_shapes(arch: str, *, folded: bool = False) -> dict[str, tuple[int, ...]]:

@@ -30,8 +30,6 @@ import logging
 import warnings
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ...errors import BATCH_SKIPPED, InvalidArgumentError, UsageError
 from ...media.files import output_path_problem, user_path
 from ...media.images import (
@@ -42,6 +40,7 @@ from ...media.images import (
     write_image,
 )
 from ...runtime.pipeline import overlap_enabled, run_batch
+from ...runtime.progress import ProgressBar
 from . import paths
 from . import results as fmt
 
@@ -288,8 +287,8 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         done = run_batch(files, read_image, segment, lambda path, x: finish(path, *x),
                          device=predictor.device, skip=BATCH_SKIPPED)
         all_results, outputs, failures = [], [], []
-        for path, outcome in tqdm(done, total=len(files), desc="segmentBatch",
-                                  unit="image", disable=not files):
+        for path, outcome in ProgressBar(done, total=len(files), desc="segmentBatch",
+                                         unit="image", disable=not files):
             if outcome.error is not None:
                 reason = " ".join(str(outcome.error).split())
                 failures.append((str(path), reason))

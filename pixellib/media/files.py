@@ -11,7 +11,7 @@ import errno
 import os
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 PathLike = str | os.PathLike
@@ -51,14 +51,42 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.filename is not None and str(exc.filename) == str(tmp) and exc.errno:
-            # Name the file the caller asked for, not our hidden temporary one.
-            raise type(exc)(exc.errno, f"cannot write {str(path)!r}: {exc.strerror}") from exc
+        _discard(tmp)
+        named = output_error(exc, tmp, path)
+        if named is not None:
+            raise named from exc
         raise
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: Path) -> None:
+    # On a read-only file system the unlink fails too: that second error would hide the first.
+    with suppress(OSError):
+        tmp.unlink(missing_ok=True)
+
+
+# What a failing write raises without naming any file: a full disk or quota, a read-only or
+# failing device, a file past the size limit.
+_WRITE_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "EIO",
+                                                             "EFBIG") if hasattr(errno, name))
+
+
+def output_error(exc: OSError, tmp: PathLike, path: PathLike) -> OSError | None:
+    """The error to show for ``exc``, raised while writing ``path`` through its temporary
+    file ``tmp``: an ``OSError`` naming ``path`` (the file the caller asked for) instead of
+    the hidden temporary name, or instead of no name at all (``No space left on device``);
+    None when ``exc`` is about another file, or is not a write error."""
+    if not exc.errno:
+        return None
+    if exc.filename is None:
+        if exc.errno not in _WRITE_ERRNOS:
+            return None
+    elif Path(tmp).name not in str(exc.filename):
+        return None
+    reason = exc.strerror or os.strerror(exc.errno)
+    return OSError(exc.errno, f"cannot write {str(path)!r}: {reason}")
 
 
 def output_path_problem(path: PathLike, *, folder: bool = False) -> str | None:

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import InvalidArgumentError
 from . import encode
 from .encode import pyav
-from .files import atomic_path, output_path_problem, user_path
+from .files import atomic_path, output_error, output_path_problem, user_path
 
 logger = logging.getLogger(__name__)
 
@@ -174,12 +174,18 @@ class VideoWriter:
             frame = cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2BGR)
         if (frame.shape[1], frame.shape[0]) != self.frame_size:
             frame = cv2.resize(frame, self.frame_size, interpolation=cv2.INTER_AREA)
-        if self._encoder is None:
-            self._encoder = self._open(alpha=self.alpha if self.alpha is not None
-                                       else frame.shape[2] == 4)
-        elif frame.shape[2] == 4 and not self._encoder.alpha:
-            frame = frame[:, :, :3]  # opened opaque: the alpha channel has nowhere to go
-        self._encoder.write(frame, None if time is None else Fraction(time))
+        try:
+            if self._encoder is None:
+                self._encoder = self._open(alpha=self.alpha if self.alpha is not None
+                                           else frame.shape[2] == 4)
+            elif frame.shape[2] == 4 and not self._encoder.alpha:
+                frame = frame[:, :, :3]  # opened opaque: the alpha channel has nowhere to go
+            self._encoder.write(frame, None if time is None else Fraction(time))
+        except OSError as exc:  # a full disk names the output, not our temporary file
+            named = output_error(exc, self._tmp, self.path)
+            if named is not None:
+                raise named from exc
+            raise
         self.frames_written += 1
 
     def _open(self, alpha: bool):

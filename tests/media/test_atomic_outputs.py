@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -62,3 +64,59 @@ def test_writes_name_the_path_asked_for_not_the_temporary_file(tmp_path, monkeyp
         files.write_bytes(tmp_path / "out.png", b"data")
     assert str(tmp_path / "out.png") in str(info.value) and ".tmp" not in str(info.value)
     assert list((tmp_path).glob(".*")) == []  # nothing left behind
+
+
+_FILE_SIZE_LIMIT = """
+import resource, signal, sys
+import numpy as np
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+from pixellib.media.images import write_image
+from pixellib.media.writer import VideoWriter
+noise = np.random.default_rng(0).integers(0, 255, (30, 240, 320, 3), dtype=np.uint8)
+try:
+    write_image(sys.argv[1] + "/photo.png", np.concatenate(noise[:8], axis=1))
+except OSError as exc:
+    print(exc)
+try:
+    with VideoWriter(sys.argv[1] + "/clip.mp4", 10, (320, 240)) as video:
+        for frame in noise:
+            video.write(frame)
+except OSError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a POSIX file size limit (RLIMIT_FSIZE)")
+def test_a_write_that_runs_out_of_room_names_the_output(tmp_path):
+    """A full disk said "[Errno 28] No space left on device" with no file at all, and a video
+    named its hidden temporary file. A file size limit fails writes the same way, for real."""
+    out = subprocess.run([sys.executable, "-c", _FILE_SIZE_LIMIT, str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines == [f"[Errno 27] cannot write {str(tmp_path / name)!r}: File too large"
+                     for name in ("photo.png", "clip.mp4")], out.stdout
+    assert list(tmp_path.iterdir()) == []  # nothing half-written, no temporary file
+
+
+def test_a_read_only_folder_gives_the_write_error_not_the_cleanups(tmp_path, monkeypatch):
+    """On a read-only file system removing the temporary file fails as well: that second
+    error replaced the first, naming the hidden temporary file."""
+    from pathlib import Path
+
+    from pixellib.media import files
+
+    def read_only(path, mode="r", *args, **kwargs):
+        raise OSError(30, "Read-only file system", str(path))
+
+    def unlink(self, missing_ok=False):
+        raise OSError(30, "Read-only file system", str(self))
+
+    monkeypatch.setattr("builtins.open", read_only)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(OSError) as info:
+        files.write_bytes(tmp_path / "out.png", b"data")
+    assert str(info.value) == f"[Errno 30] cannot write {str(tmp_path / 'out.png')!r}: " \
+                              "Read-only file system"
+    assert info.value.__cause__.errno == 30 and info.value.__context__ is info.value.__cause__

@@ -9,11 +9,22 @@ rapid only cap the long side and keep the 800 px short side (docs/design.md, "Sp
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import InvalidArgumentError
+
+# Values that leave an on/off environment switch (PIXELLIB_NO_HEAP_REUSE, ...) off.
+_OFF_WORDS = ("", "0", "false", "no", "off")
+
+
+def env_switch(name: str) -> bool:
+    """Whether the environment switch ``name`` is set: any value but empty, ``0``,
+    ``false``, ``no`` or ``off`` (any case)."""
+    return os.environ.get(name, "").strip().lower() not in _OFF_WORDS
+
 
 # Where PixelLib's released checkpoints are downloaded from.
 RELEASE_URL = "https://github.com/ayoolaolafenwa/PixelLib/releases/download/0.2.0"

@@ -93,7 +93,8 @@ class Predictor:
     settings, so a library leaves it off unless asked; programs that own their process turn it
     on (the ``pixellib`` command and PixelLib's ``instanceSegmentation`` do).
     ``PIXELLIB_NO_HEAP_REUSE=1`` keeps it off even when asked. :attr:`heap_reuse` says
-    whether it is on.
+    whether this predictor turned it on; once on, the process keeps the malloc settings
+    after the predictor is gone.
 
     Thread safety: a call mutates no state (the model runs under ``inference_mode``), so
     one instance can be shared between threads and gives the same results as sequential

@@ -10,11 +10,11 @@ masks"). When torchvision's compiled ops load they are used for NMS and RoIAlign
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import torch.nn.functional as F
 
+from pixellib.config import env_switch
 from pixellib.model.nms import batched_nms, nms, pairwise_iou  # noqa: F401 (re-exported)
 
 # torch's fused add + ReLU kernel (aten::_add_relu, made for its JIT fuser), when it has one;
@@ -51,7 +51,7 @@ def _probe(tv_ops, device: str | torch.device = "cpu") -> None:
 
 
 def _load_torchvision_ops():
-    if os.environ.get("PIXELLIB_NO_TORCHVISION"):
+    if env_switch("PIXELLIB_NO_TORCHVISION"):
         return None
     try:
         import torchvision.ops as tv_ops

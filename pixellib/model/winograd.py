@@ -17,11 +17,10 @@ between the input transform, the matrix products and the output transform.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
+from ..config import env_switch
 from . import ops
 
 # G (6x3): filter transform. B^T and A^T are applied below as explicit sums.
@@ -49,8 +48,9 @@ BIAS_SLOT = 1 * 6 + 1
 
 
 def enabled() -> bool:
-    """Winograd is on unless ``PIXELLIB_NO_WINOGRAD`` is set to a non-empty value."""
-    return not os.environ.get("PIXELLIB_NO_WINOGRAD")
+    """Winograd is on unless ``PIXELLIB_NO_WINOGRAD`` is set (``1``; see
+    :func:`pixellib.config.env_switch`)."""
+    return not env_switch("PIXELLIB_NO_WINOGRAD")
 
 
 def applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:

@@ -33,6 +33,8 @@ import os
 import sys
 import threading
 
+from ..config import env_switch
+
 logger = logging.getLogger(__name__)
 
 # mallopt parameters (glibc's malloc.h).
@@ -62,8 +64,9 @@ _heap_size = 0  # the largest heap size (mallinfo2 "arena") release_surplus has 
 
 
 def enabled() -> bool:
-    """Heap reuse is on unless ``PIXELLIB_NO_HEAP_REUSE`` is set to a non-empty value."""
-    return not os.environ.get("PIXELLIB_NO_HEAP_REUSE")
+    """Heap reuse is on unless ``PIXELLIB_NO_HEAP_REUSE`` is set (``1``; see
+    :func:`pixellib.config.env_switch`)."""
+    return not env_switch("PIXELLIB_NO_HEAP_REUSE")
 
 
 def _glibc():

@@ -251,3 +251,17 @@ def test_library_batches_leave_the_multiprocessing_start_method_unset(r50_checkp
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {
         "method": "spawn", "threads": ["MainThread"]}
+
+
+@pytest.mark.parametrize("value, switched", [
+    ("1", True), ("yes", True), ("ON", True), ("anything", True),
+    ("", False), ("0", False), ("false", False), (" No ", False), ("off", False)])
+def test_off_switches_read_0_and_false_as_not_set(monkeypatch, value, switched):
+    """PIXELLIB_NO_HEAP_REUSE=0 turned heap reuse off (any non-empty value counted), where
+    PIXELLIB_OVERLAP=0 means off."""
+    from pixellib.model import winograd
+
+    monkeypatch.setenv("PIXELLIB_NO_HEAP_REUSE", value)
+    monkeypatch.setenv("PIXELLIB_NO_WINOGRAD", value)
+    assert heap.enabled() is not switched
+    assert winograd.enabled() is not switched

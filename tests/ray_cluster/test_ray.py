@@ -623,3 +623,41 @@ def test_cli_ray_checks_the_device(tmp_path, capsys):
         assert main(argv) == 1
         assert words in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_readme_and_scale_out_examples_run_verbatim(cluster, images, r50_checkpoint,
+                                                        tmp_path, monkeypatch):
+    """The Python examples of README's "Many machines: Ray" and of docs/scale-out.md's start,
+    run as written in a folder holding ``photos/`` (the model name "resnet50" resolves to the
+    cached file: here the synthetic checkpoint)."""
+    import contextlib
+    import io
+
+    from doc_blocks import python_blocks
+    from pixellib.checkpoint.hub import cached_model_path
+
+    monkeypatch.setenv("PIXELLIB_HOME", str(tmp_path / "home"))
+    cached_model_path("resnet50").parent.mkdir(parents=True)
+    shutil.copy(r50_checkpoint, cached_model_path("resnet50"))
+    (tmp_path / "photos").mkdir()
+    for name in ("good_00.jpg", "good_01.jpg"):
+        shutil.copy(images / name, tmp_path / "photos" / name)
+    root = Path(__file__).parents[2]
+    blocks = [(doc, line, code) for doc in ("README.md", "docs/scale-out.md")
+              for line, code in python_blocks((root / doc).read_text("utf-8"))
+              if "segment_to_parquet(" in code]
+    assert len(blocks) == 2, blocks
+    monkeypatch.chdir(tmp_path)
+    for doc, line, code in blocks:
+        shutil.rmtree(tmp_path / "results", ignore_errors=True)
+        namespace: dict = {}
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            exec(compile(code, f"{doc}:{line}", "exec"), namespace)
+        summary, det = namespace["summary"], namespace["det"]
+        assert (summary.images, summary.errors) == (2, 0), (doc, summary)
+        assert len(det) == len(det.masks) and det.masks.dtype == bool
+        paths = read_rows(tmp_path / "results").column("path").to_pylist()
+        assert sorted(Path(p).name for p in paths) == ["good_00.jpg", "good_01.jpg"]
+        if doc == "README.md":
+            assert printed.getvalue().split()[:3] == ["2", str(summary.objects), "0"]

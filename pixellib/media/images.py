@@ -424,6 +424,9 @@ def check_image_output(path: PathLike) -> None:
     itself (an extension outside :data:`IMAGE_EXTENSIONS`, a folder there, a file where a
     folder is needed), so that callers can refuse it before doing the work."""
     folder_like = os.fspath(path).endswith(("/", os.sep))
+    if not os.fspath(path).strip():
+        raise InvalidArgumentError(f"cannot write an image to {os.fspath(path)!r}: the file "
+                                   "name is empty; name the image file, e.g. 'output.jpg'")
     path = user_path(path)
     ext = path.suffix.lower()
     if folder_like or path.is_dir():  # an image file is needed here

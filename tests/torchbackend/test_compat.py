@@ -239,13 +239,15 @@ def test_box_extraction_into_cwd_with_polygons(ins, base, tmp_path, monkeypatch)
     assert names == [f"object_extract_{k}.jpg" for k in range(1, n + 1) if crops[k - 1].size]
     assert len(names) >= n - 1
 
+    # PixelLib's container: np.asarray(outlines per object, dtype=object) (a list, not an
+    # array, was returned before: `.shape` failed on it).
     polygons = results["masks"]
-    assert isinstance(polygons, list) and len(polygons) == n
+    assert isinstance(polygons, np.ndarray) and polygons.dtype == object and len(polygons) == n
     for k, parts in enumerate(polygons):
-        assert isinstance(parts, list) and parts
+        parts = [np.asarray(points, np.int64) for points in parts]
+        assert parts
         for points in parts:
             assert points.ndim == 2 and points.shape[1] == 2
-            assert np.issubdtype(points.dtype, np.integer)
         mask = expected["masks"][:, :, k]
         assert _iou(_rasterise(parts, mask.shape), mask) >= 0.9
 
@@ -255,6 +257,51 @@ def test_select_target_classes(ins):
     assert list(flags) == list(COCO_CLASSES)
     assert {k for k, v in flags.items() if v == "valid"} == {"person", "traffic light"}
     assert set(flags.values()) == {"valid", "invalid"}
+    # PixelLib's 80 parameters can be given by position, in COCO order.
+    assert ins.select_target_classes(True, False, True) == ins.select_target_classes(
+        person=True, car=True)
+    assert ins.select_target_classes(*[False] * 78, True)["hair dryer"] == "valid"
+    with pytest.raises(TypeError, match="multiple values for 'person'"):
+        ins.select_target_classes(True, person=False)
+    with pytest.raises(TypeError, match="80 class flags"):
+        ins.select_target_classes(*[False] * 81)
+
+
+def test_pixellib_attributes_and_filter_objects(ins, base):
+    """ins.class_names[class_id] and ins.filter_objects(...) raised AttributeError."""
+    assert instanceSegmentation().class_names == list(COCO_CLASSES)
+    results = base[0]
+    targets = ins.select_target_classes(umbrella=True)
+    kept = ins.filter_objects(results, targets)
+    filtered, _ = ins.segmentImage(str(CAR), segment_target_classes=targets)
+    assert set(kept) == set(filtered)
+    for key in ("boxes", "class_ids", "scores", "masks"):
+        np.testing.assert_array_equal(kept[key], filtered[key])
+        assert kept[key].dtype == filtered[key].dtype
+    assert kept["class_names"] == filtered["class_names"] and len(kept["class_names"]) >= 5
+    assert kept["object_counts"] == filtered["object_counts"]
+    assert len(results["class_names"]) > len(kept["class_names"])  # the input is untouched
+    none = ins.filter_objects(results, ins.select_target_classes(person=True))
+    assert none["masks"].shape == (*results["masks"].shape[:2], 0) and none["class_names"] == []
+    points, _ = ins.segmentImage(str(CAR), mask_points_values=True)
+    kept_points = ins.filter_objects(points, ["umbrella"])["masks"]
+    assert len(kept_points) == len(kept["class_names"]) and kept_points.dtype == object
+
+
+def test_style_arguments_go_unchecked_when_no_box_is_drawn(ins, base):
+    """PixelLib took box_thickness=None (and any value) when show_bboxes was off; here it
+    was int(None): a bare TypeError."""
+    _, plain = ins.segmentImage(str(CAR))
+    _, unstyled = ins.segmentImage(str(CAR), text_size=None, text_thickness=None,
+                                   box_thickness=None)
+    np.testing.assert_array_equal(unstyled, plain)
+    with pytest.raises(InvalidArgumentError, match="box_thickness"):
+        ins.segmentImage(str(CAR), show_bboxes=True, box_thickness=None)
+
+
+def test_an_empty_output_name_says_so(ins):
+    with pytest.raises(InvalidArgumentError, match="file name is empty"):
+        ins.segmentImage(str(CAR), output_image_name="")
 
 
 # --------------------------------------------------------------------------- errors

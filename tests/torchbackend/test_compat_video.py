@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pixellib.errors import ImageReadError, InputNotFoundError
+from pixellib.errors import ImageReadError, InputNotFoundError, InvalidArgumentError
 from pixellib.media.video import VideoWriter, iter_frames, video_info
 from pixellib.torchbackend.instance import instanceSegmentation
 
@@ -91,6 +91,19 @@ def test_process_video_frames_per_second_and_avi(ins, tmp_path):
     fps, _, size = video_info(out)
     assert fps == pytest.approx(4.0) and size == SIZE
     assert len(list(iter_frames(out))) == 2
+
+
+def test_a_rate_is_only_checked_for_an_output_video(ins, tmp_path):
+    """frames_per_second=0 without an output video ran in PixelLib (the rate is never read
+    then), and raised "fps must be a positive number" here, processing nothing."""
+    source = _clip(tmp_path / "clip.mp4", 2, 25.0)
+    results, output = ins.process_video(source, frames_per_second=0)
+    assert output.shape == (SIZE[1], SIZE[0], 3) and "boxes" in results
+    _, camera_output = ins.process_camera(cv2.VideoCapture(str(source)), frames_per_second=0)
+    assert camera_output.shape == output.shape
+    with pytest.raises(InvalidArgumentError, match="fps must be a positive number"):
+        ins.process_video(source, frames_per_second=0, output_video_name=tmp_path / "o.mp4")
+    assert not (tmp_path / "o.mp4").exists()
 
 
 def test_process_video_bad_inputs(ins, tmp_path):

@@ -11,8 +11,10 @@ Pure functions between the core's :class:`~pixellib.structures.Detections` (boxe
 ``object_counts``      ``collections.Counter`` of ``class_names``
 ``scores``             numpy float32 ``(N,)``: whole percentages, ``trunc(score * 100)`` in float32
 ``masks``              numpy bool ``(H, W, N)`` (``(H, W, 0)`` when empty), or with
-                       ``mask_points_values`` a list with one entry per object, each a list of
-                       ``(K, 2)`` int64 ``x, y`` outline arrays (one per separate part or hole)
+                       ``mask_points_values`` one entry per object, each a list of ``(K, 2)``
+                       int64 ``x, y`` outline arrays (one per separate part or hole), made
+                       an object array by ``np.asarray(..., dtype=object)`` as PixelLib does
+                       (``[]`` when empty)
 ``extracted_objects``  ``[]`` unless extracting, else one BGR crop per object
 =====================  ==========================================================================
 
@@ -33,14 +35,25 @@ from ...export import extract_objects, mask_polygons, save_extracts  # noqa: F40
 from ...structures import Detections
 from ...visualize import annotate, check_style
 
+# select_target_classes' parameters, in PixelLib's order (COCO's): "traffic_light", ...
+FLAG_NAMES = tuple(name.replace(" ", "_") for name in COCO_CLASSES)
 
-def target_flags(**flags) -> dict[str, str]:
+
+def target_flags(*positional, **flags) -> dict[str, str]:
     """PixelLib's ``select_target_classes``: ``{class name: "valid" | "invalid"}`` for all 80.
 
     ``flags`` are class names with spaces written as underscores (``traffic_light=True``);
-    a true value selects the class. An unknown name raises ``ValueError`` listing the valid
-    ones.
+    a true value selects the class. ``positional`` flags follow PixelLib's parameter order,
+    :data:`FLAG_NAMES` (``target_flags(True)`` selects person). An unknown name raises
+    ``ValueError`` listing the valid ones.
     """
+    if len(positional) > len(FLAG_NAMES):
+        raise TypeError(f"select_target_classes() takes {len(FLAG_NAMES)} class flags, got "
+                        f"{len(positional)} positional ones")
+    for name, on in zip(FLAG_NAMES, positional):
+        if name in flags:
+            raise TypeError(f"select_target_classes() got multiple values for {name!r}")
+        flags[name] = on
     selected = {COCO_CLASSES[class_id(name)] for name, on in flags.items() if on}
     for name in flags:  # also validate the names passed as False
         class_id(name)
@@ -91,19 +104,55 @@ def target_class_ids(targets) -> np.ndarray | None:
     return np.array(sorted(ids), dtype=np.int64)
 
 
+def filter_results(results: Mapping, ids: np.ndarray | None) -> dict:
+    """``results`` (the dict above) with only the objects whose class id is in ``ids``
+    (None keeps them all): every per-object key filtered alike, ``object_counts`` recounted."""
+    n = len(results["class_ids"])
+    keep = (np.ones(n, bool) if ids is None
+            else np.isin(np.asarray(results["class_ids"], np.int64), ids))
+    index = np.flatnonzero(keep)
+
+    def per_object(values):
+        if isinstance(values, np.ndarray) and values.dtype != object:
+            return values[index]
+        return [values[int(k)] for k in index]
+
+    names = per_object(results["class_names"])
+    masks = results["masks"]
+    if isinstance(masks, np.ndarray) and masks.dtype == bool and masks.ndim == 3:
+        masks = masks[:, :, index]  # (H, W, N)
+    elif len(masks) == n:  # mask_points_values outlines
+        masks = points_array(per_object(masks))
+    extracted = results.get("extracted_objects", [])
+    return {**results,
+            "boxes": per_object(np.asarray(results["boxes"])),
+            "class_ids": per_object(np.asarray(results["class_ids"])),
+            "class_names": names,
+            "object_counts": Counter(names),
+            "scores": per_object(np.asarray(results["scores"])),
+            "masks": masks,
+            "extracted_objects": (per_object(extracted) if len(extracted) == n
+                                  else list(extracted))}
+
+
 def score_percent(scores: np.ndarray) -> np.ndarray:
     """PixelLib's integer percentages: ``trunc(score * 100)`` with the product in float32."""
     return (np.asarray(scores, np.float32) * np.float32(100)).astype(np.int64)
+
+
+# PixelLib's defaults, passed on when no box is drawn (the caller's values then go unused).
+UNUSED_STYLE = (0.6, 1, 2)
 
 
 def checked_style(show_bboxes, text_size, text_thickness, box_thickness) -> tuple:
     """``(text_size, text_thickness, box_thickness)``, refused up front (before any image is
     read or segmented) when boxes are drawn and OpenCV could not draw them: an
     :class:`~pixellib.errors.InvalidArgumentError` naming the argument."""
-    if show_bboxes:
-        whole = [int(v) if isinstance(v, float) and v.is_integer() else v
-                 for v in (text_thickness, box_thickness)]
-        check_style(text_size, *whole)
+    if not show_bboxes:  # nothing is drawn with them, and PixelLib took anything (None too)
+        return UNUSED_STYLE
+    whole = [int(v) if isinstance(v, float) and v.is_integer() else v
+             for v in (text_thickness, box_thickness)]
+    check_style(text_size, *whole)
     return text_size, text_thickness, box_thickness
 
 
@@ -119,7 +168,7 @@ def results_dict(det: Detections, *, mask_points_values: bool = False,
     """The results dict described in the module docstring, built from ``det``."""
     names = det.class_names
     if mask_points_values:
-        masks = [mask_polygons(m) for m in det.masks]
+        masks = points_array([mask_polygons(m) for m in det.masks])
     else:
         masks = np.ascontiguousarray(np.moveaxis(det.masks, 0, -1))  # (N, H, W) -> (H, W, N)
     return {
@@ -131,6 +180,19 @@ def results_dict(det: Detections, *, mask_points_values: bool = False,
         "masks": masks,
         "extracted_objects": list(extracted_objects or []),
     }
+
+
+def points_array(outlines: list) -> np.ndarray | list:
+    """PixelLib's ``mask_points_values`` container: ``np.asarray(outlines, dtype=object)``
+    (one row per object, indexable and iterable like the list), or ``[]`` with no object."""
+    if not outlines:
+        return []
+    try:
+        return np.asarray(outlines, dtype=object)
+    except ValueError:  # a layout numpy cannot stack even as objects: one cell per object
+        cells = np.empty(len(outlines), dtype=object)
+        cells[:] = outlines
+        return cells
 
 
 def extract(image: np.ndarray, det: Detections, *, from_box: bool) -> list[np.ndarray]:

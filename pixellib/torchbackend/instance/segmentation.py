@@ -30,6 +30,7 @@ import logging
 import warnings
 from pathlib import Path
 
+from ...classes import COCO_CLASSES
 from ...errors import BATCH_SKIPPED, InvalidArgumentError, UsageError
 from ...media.files import output_path_problem, user_path
 from ...media.images import (
@@ -76,11 +77,13 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
     with concurrent batches on one instance it describes whichever finished last.
 
     Attributes:
+        class_names: the 80 COCO class names, indexed by class id (as in PixelLib).
         batch_failures: ``[(path, reason), ...]`` for the files the last :meth:`segmentBatch`
             call skipped (empty when all succeeded).
     """
 
     def __init__(self):
+        self.class_names: list[str] = list(COCO_CLASSES)  # PixelLib's attribute: id -> name
         self.batch_failures: list[tuple[str, str]] = []
         self._predictor = None
         self._model_key = None  # identifies the checkpoint behind self._predictor.model
@@ -142,15 +145,23 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
                               device=device, heap_reuse=True)
         self._predictor, self._model_key = predictor, key
 
-    def select_target_classes(self, **flags) -> dict[str, str]:
+    def select_target_classes(self, *positional, **flags) -> dict[str, str]:
         """Choose classes for ``segment_target_classes``: ``select_target_classes(person=True)``.
 
         Keyword flags are the 80 COCO names with underscores for spaces (``traffic_light``,
-        ``sports_ball``, ``teddy_bear``...). Returns ``{class name: "valid" | "invalid"}``
-        for all 80 classes, like PixelLib. An unknown name raises ``ValueError`` listing the
-        valid ones.
+        ``sports_ball``, ``teddy_bear``...); positional ones follow PixelLib's parameter
+        order, the COCO order of :attr:`class_names` (``select_target_classes(True)`` is
+        person). Returns ``{class name: "valid" | "invalid"}`` for all 80 classes, like
+        PixelLib. An unknown name raises ``ValueError`` listing the valid ones.
         """
-        return fmt.target_flags(**flags)
+        return fmt.target_flags(*positional, **flags)
+
+    def filter_objects(self, segvalues: dict, segment_target_classes) -> dict:
+        """PixelLib's filter: the results dict ``segvalues`` (as :meth:`segmentImage`
+        returns it) keeping only the objects of ``segment_target_classes`` (what
+        :meth:`select_target_classes` returns, or class names or ids); every per-object key
+        is filtered alike and ``object_counts`` recounted. ``segvalues`` is not changed."""
+        return fmt.filter_results(segvalues, fmt.target_class_ids(segment_target_classes))
 
     # ------------------------------------------------------------------------ images
 

@@ -36,10 +36,17 @@ def run_video(segment, video_path, *, output_video_name=None, frames_per_second=
     else:
         name = str(video_path)
     last, count = run_frames(video_path, segment, output=output_video_name,
-                             fps=frames_per_second, progress=name, overlap=overlap)
+                             fps=_output_fps(output_video_name, frames_per_second),
+                             progress=name, overlap=overlap)
     if count == 0:  # a file with no frame raises in run_frames; a capture may just be empty
         raise ImageReadError(f"no frame could be read from {name}")
     return last
+
+
+def _output_fps(output_video_name, frames_per_second):
+    """The rate of the output video; without one, PixelLib never read ``frames_per_second``
+    (scripts passing 0 there ran), so it is not checked either."""
+    return frames_per_second if output_video_name is not None else None
 
 
 def run_camera(segment, cam, *, output_video_name=None, frames_per_second=None,
@@ -66,7 +73,8 @@ def run_camera(segment, cam, *, output_video_name=None, frames_per_second=None,
     started = time.perf_counter()
     try:
         # Ctrl-C is the usual way to stop a camera: the video so far is kept
-        last, count = run_frames(cam, segment, output=output_video_name, fps=frames_per_second,
+        last, count = run_frames(cam, segment, output=output_video_name,
+                                 fps=_output_fps(output_video_name, frames_per_second),
                                  stop=pressed_q, keep_on_interrupt=True)
     finally:
         if hasattr(cam, "release"):

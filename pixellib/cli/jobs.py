@@ -41,8 +41,10 @@ class Job:
     video: bool
 
 
-def _expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files named by the arguments: files as given, folders' images (sorted), glob matches."""
+def _expand_inputs(inputs: list[str], *, every: list[Path] | None = None) -> list[Path]:
+    """Files named by the arguments: files as given, folders' images (sorted), glob matches;
+    each file once, under the first path that reached it. ``every`` (a list) receives all
+    the paths, those dropped as another path to the same file included."""
     from ..media.images import IMAGE_EXTENSIONS, list_images
 
     found: list[Path] = []
@@ -65,14 +67,17 @@ def _expand_inputs(inputs: list[str]) -> list[Path]:
                 found += list_images(m)
             elif not from_glob or m.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
                 found.append(m)
-    unique, first, again = [], {}, []
+    if every is not None:
+        every += found
+    unique, first, again = [], {}, {}
     for p in found:
         key = p.resolve()
         if key not in first:
             first[key] = p
             unique.append(p)
         elif p != first[key]:  # the same name twice says nothing worth a line
-            again.append(f"{str(p)!r} is {str(first[key])!r}")
+            again.setdefault(f"{str(p)!r} is {str(first[key])!r}")
+    again = list(again)
     if again:
         logger.warning("%s the same file as an earlier input (%s%s): each file is segmented "
                        "once", counted(len(again), "input names", "inputs name"),
@@ -108,7 +113,8 @@ def plan_jobs(inputs: list[str], output: str | None) -> list[Job]:
     from ..media.images import IMAGE_EXTENSIONS, OTHER_WRITE_EXTENSIONS
     from ..media.video import VIDEO_CODECS
 
-    sources = _expand_inputs(inputs)
+    every: list[Path] = []
+    sources = _expand_inputs(inputs, every=every)
     single = len(inputs) == 1 and Path(inputs[0]).expanduser().is_file()
     inside = output is not None and (Path(output).is_dir() or output.endswith(("/", os.sep)))
     if single and not inside:
@@ -130,7 +136,7 @@ def plan_jobs(inputs: list[str], output: str | None) -> list[Job]:
         raise InvalidArgumentError(
             f"output {str(folder)!r} is a file; several inputs need a folder")
     resolved = folder.resolve()
-    for src in sources:
+    for src in every:  # a link segmented under another name is still an input in the folder
         # The folder the input is listed in, and the one its file really is in (a link's
         # target): writing into either would replace the input.
         if resolved in (src.resolve().parent, src.absolute().parent.resolve()):

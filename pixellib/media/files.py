@@ -8,11 +8,14 @@ writing the same output never collide), which then replaces the destination with
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
 
@@ -63,14 +66,17 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
 
 def _discard(tmp: Path) -> None:
     # On a read-only file system the unlink fails too: that second error would hide the first.
-    with suppress(OSError):
+    try:
         tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        logger.debug("could not remove %s: %s", tmp, exc)
 
 
-# What a failing write raises without naming any file: a full disk or quota, a read-only or
-# failing device, a file past the size limit.
-_WRITE_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "EIO",
-                                                             "EFBIG") if hasattr(errno, name))
+# What a failing write raises without naming any file: a full disk or quota, a read-only
+# file system, a file past the size limit.
+# (Not EIO: a read of another file, such as the audio copied into a video, can raise it.)
+_WRITE_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "EFBIG")
+                          if hasattr(errno, name))
 
 
 def output_error(exc: OSError, tmp: PathLike, path: PathLike) -> OSError | None:

@@ -247,8 +247,9 @@ def _header_size(
         # Pillow's warnings (e.g. DecompressionBombWarning above 89 MP) pass through:
         # warnings.catch_warnings() is not thread-safe before Python 3.14.
         with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
-            _say_if_several_frames(im, label or path)
-            return tuple(int(v) for v in im.size)
+            size = tuple(int(v) for v in im.size)  # the first frame's: counting frames seeks
+            _say_if_several_frames(im, label or ("<bytes>" if isinstance(path, bytes) else path))
+            return size
     except Image.DecompressionBombError:
         if pil_limit is not None and max_pixels <= 2 * pil_limit:
             raise ImageTooLargeError(

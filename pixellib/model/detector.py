@@ -200,9 +200,10 @@ def build_model(
     config = ARCHITECTURES[arch] if isinstance(arch, str) else arch
     with torch.device("meta"):
         model = PointRendRCNN(config, inference)
-    _allocate_on_cpu(model)
-    model.eval()
-    model.reset_constants()
+    with torch.device("cpu"):  # whatever default device the caller set
+        _allocate_on_cpu(model)
+        model.eval()
+        model.reset_constants()
     return model
 
 
@@ -215,10 +216,11 @@ def _allocate_on_cpu(model: nn.Module) -> None:
         for name, p in list(module._parameters.items()):
             if p is not None:
                 module._parameters[name] = nn.Parameter(
-                    torch.empty(p.shape, dtype=p.dtype), requires_grad=p.requires_grad)
+                    torch.empty(p.shape, dtype=p.dtype, device="cpu"),
+                    requires_grad=p.requires_grad)
         for name, b in list(module._buffers.items()):
             if b is not None:
-                module._buffers[name] = torch.empty(b.shape, dtype=b.dtype)
+                module._buffers[name] = torch.empty(b.shape, dtype=b.dtype, device="cpu")
 
 
 def state_dict_shapes(arch: str, *, folded: bool = False) -> dict[str, tuple[int, ...]]:

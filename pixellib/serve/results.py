@@ -19,11 +19,12 @@ from .uploads import ApiError
 # Leading bytes of the formats OpenCV decodes: data that starts otherwise is not an image
 # (415); data that does but cannot be decoded is a broken image (422).
 _MAGIC = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"II*\x00", b"MM\x00*", b"P1", b"P2", b"P3", b"P4",
-          b"P5", b"P6", b"\x00\x00\x00\x0cjP", b"#?RADIANCE", b"#?RGBE", b"PF", b"Pf",
-          b"\x76\x2f\x31\x01")
+          b"P5", b"P6", b"P7", b"\x00\x00\x00\x0cjP", b"\xff\x4f\xff\x51", b"#?RADIANCE",
+          b"#?RGBE", b"PF", b"Pf", b"\x76\x2f\x31\x01")
 # BMP's two letters and RIFF's four start much else (text, WAV, AVI): those two are taken
-# with their next fields, the DIB header's size and the RIFF form type.
-_BMP_INFO_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)
+# with their next fields, the DIB header's size (12 for OS/2 1.x, 16 to 124 for the others)
+# and the RIFF form type.
+_BMP_INFO_SIZES = range(12, 125)
 # ISO base media files (AVIF) start with a box size, then "ftyp" and the brand.
 _ISO_BRANDS = (b"ftypavif", b"ftypavis")
 

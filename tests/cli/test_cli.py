@@ -553,6 +553,11 @@ def test_output_folder_of_links_to_the_inputs_is_refused(fake, folder, tmp_path)
     code, _, err = fake(album, "-o", album)
     assert code == 1
     _assert_one_line_error(err, "holds the input")
+    # The links reached as a second path to inputs named first are inputs all the same.
+    for inputs in ([folder, album], [folder / "photo0.jpg", album / "photo0.jpg"]):
+        code, _, err = fake(*inputs, "-o", album)
+        assert code == 1, inputs
+        assert err.splitlines()[-1].startswith("pixellib: error: ") and "holds the input" in err
     assert all(p.is_symlink() for p in album.iterdir())
     assert FakePredictor.created == []
 

@@ -262,6 +262,28 @@ def test_animations_and_page_stacks_say_only_the_first_is_read(tmp_path, caplog,
     assert not caplog.records
 
 
+def test_a_broken_later_page_leaves_the_size_check_before_decoding(tmp_path, monkeypatch):
+    """Counting a TIFF's pages left Pillow on a later page when one was corrupt: its size,
+    not the first page's, went to the pixel limit, and a huge first page was decoded."""
+    pages = [Image.fromarray(np.zeros(shape, np.uint8)) for shape in
+             ((400, 600, 3), (10, 20, 3), (10, 20, 3))]
+    buf = _io.BytesIO()
+    pages[0].save(buf, format="TIFF", save_all=True, append_images=pages[1:])
+    data = bytearray(buf.getvalue())
+
+    def after(ifd):  # where an IFD's "next IFD" offset is
+        return ifd + 2 + 12 * struct.unpack("<H", data[ifd:ifd + 2])[0]
+
+    second = struct.unpack("<I", data[after(struct.unpack("<I", data[4:8])[0]):][:4])[0]
+    data[after(second):after(second) + 4] = struct.pack("<I", len(data) - 3)  # cut 3rd IFD
+    decoded = []
+    monkeypatch.setattr(pio.cv2, "imdecode", lambda *a: decoded.append(a))
+    for blob in (bytes(data), buf.getvalue()):
+        with pytest.raises(ImageTooLargeError, match="600x400"):
+            decode_image(blob, "scan.tif", max_pixels=1000)
+    assert decoded == []  # refused from the header, both times
+
+
 def test_non_image_source_type():
     with pytest.raises(TypeError, match="list"):
         read_image([[1, 2, 3]])

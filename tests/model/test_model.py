@@ -110,6 +110,14 @@ def random_r50():
     return fold_frozen_norms(model)
 
 
+def test_the_model_is_built_on_the_cpu_whatever_the_default_device():
+    """The model's storage came from the caller's default device (``torch.device`` as a
+    context, ``set_default_device``): under "meta" it stayed without data."""
+    with torch.device("meta"):
+        model = build_model("resnet50")
+    assert {t.device.type for t in (*model.parameters(), *model.buffers())} == {"cpu"}
+
+
 def test_full_model_on_tiny_and_odd_images(random_r50):
     with torch.inference_mode():
         for h, w in [(1, 1), (37, 5), (64, 64)]:

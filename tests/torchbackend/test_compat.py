@@ -239,17 +239,33 @@ def test_box_extraction_into_cwd_with_polygons(ins, base, tmp_path, monkeypatch)
     assert names == [f"object_extract_{k}.jpg" for k in range(1, n + 1) if crops[k - 1].size]
     assert len(names) >= n - 1
 
-    # PixelLib's container: np.asarray(outlines per object, dtype=object) (a list, not an
-    # array, was returned before: `.shape` failed on it).
+    # An (N,) object array, as PixelLib's np.asarray(..., dtype=object) gives (a list was
+    # returned before: `.shape` failed on it), of lists of int outlines OpenCV can draw.
     polygons = results["masks"]
-    assert isinstance(polygons, np.ndarray) and polygons.dtype == object and len(polygons) == n
+    assert isinstance(polygons, np.ndarray) and polygons.dtype == object
+    assert polygons.shape == (n,)
     for k, parts in enumerate(polygons):
-        parts = [np.asarray(points, np.int64) for points in parts]
-        assert parts
+        assert isinstance(parts, list) and parts
         for points in parts:
             assert points.ndim == 2 and points.shape[1] == 2
+            assert np.issubdtype(points.dtype, np.integer)
         mask = expected["masks"][:, :, k]
         assert _iou(_rasterise(parts, mask.shape), mask) >= 0.9
+
+
+def test_outlines_of_equal_length_stay_drawable():
+    """np.asarray(outlines, dtype=object) stacks single outlines of one length into an
+    (N, 1, K, 2) array of Python ints, which cv2.fillPoly refuses ("Can't parse 'pts'")."""
+    from pixellib.torchbackend.instance.results import points_array
+
+    square = np.array([[1, 1], [8, 1], [8, 8], [1, 8]], np.int64)
+    cells = points_array([[square], [square + 10]])
+    assert cells.shape == (2,) and cells.dtype == object
+    canvas = np.zeros((20, 20), np.uint8)
+    for parts in cells:
+        cv2.fillPoly(canvas, parts, 1)
+    assert canvas.sum() == 2 * 64
+    assert points_array([]) == []
 
 
 def test_select_target_classes(ins):
@@ -265,6 +281,8 @@ def test_select_target_classes(ins):
         ins.select_target_classes(True, person=False)
     with pytest.raises(TypeError, match="80 class flags"):
         ins.select_target_classes(*[False] * 81)
+    with pytest.raises(TypeError, match=r"True or False by position .*car=True"):
+        ins.select_target_classes("car")  # not person
 
 
 def test_pixellib_attributes_and_filter_objects(ins, base):

@@ -11,10 +11,9 @@ Pure functions between the core's :class:`~pixellib.structures.Detections` (boxe
 ``object_counts``      ``collections.Counter`` of ``class_names``
 ``scores``             numpy float32 ``(N,)``: whole percentages, ``trunc(score * 100)`` in float32
 ``masks``              numpy bool ``(H, W, N)`` (``(H, W, 0)`` when empty), or with
-                       ``mask_points_values`` one entry per object, each a list of ``(K, 2)``
-                       int64 ``x, y`` outline arrays (one per separate part or hole), made
-                       an object array by ``np.asarray(..., dtype=object)`` as PixelLib does
-                       (``[]`` when empty)
+                       ``mask_points_values`` an ``(N,)`` object array (``[]`` when empty)
+                       whose entry per object is a list of ``(K, 2)`` int64 ``x, y`` outline
+                       arrays (one per separate part or hole), see :func:`points_array`
 ``extracted_objects``  ``[]`` unless extracting, else one BGR crop per object
 =====================  ==========================================================================
 
@@ -51,6 +50,10 @@ def target_flags(*positional, **flags) -> dict[str, str]:
         raise TypeError(f"select_target_classes() takes {len(FLAG_NAMES)} class flags, got "
                         f"{len(positional)} positional ones")
     for name, on in zip(FLAG_NAMES, positional):
+        if not isinstance(on, (bool, np.bool_, int, np.integer)) or on not in (0, 1):
+            raise TypeError(f"select_target_classes() takes True or False by position (in "
+                            f"COCO's order, first {name!r}), got {on!r}; name a class as "
+                            "select_target_classes(car=True)")
         if name in flags:
             raise TypeError(f"select_target_classes() got multiple values for {name!r}")
         flags[name] = on
@@ -183,16 +186,17 @@ def results_dict(det: Detections, *, mask_points_values: bool = False,
 
 
 def points_array(outlines: list) -> np.ndarray | list:
-    """PixelLib's ``mask_points_values`` container: ``np.asarray(outlines, dtype=object)``
-    (one row per object, indexable and iterable like the list), or ``[]`` with no object."""
+    """The ``mask_points_values`` container: an ``(N,)`` object array whose entry ``k`` is
+    object ``k``'s list of ``(K, 2)`` int64 outlines, or ``[]`` with no object, as PixelLib's
+    ``np.asarray(outlines, dtype=object)`` gives in general. (When every object has one part
+    of the same length, ``np.asarray`` stacks them into an ``(N, 1, K, 2)`` array of Python
+    objects, whose outlines OpenCV's drawing functions refuse; that layout is not kept.)"""
     if not outlines:
         return []
-    try:
-        return np.asarray(outlines, dtype=object)
-    except ValueError:  # a layout numpy cannot stack even as objects: one cell per object
-        cells = np.empty(len(outlines), dtype=object)
-        cells[:] = outlines
-        return cells
+    cells = np.empty(len(outlines), dtype=object)
+    for k, parts in enumerate(outlines):
+        cells[k] = parts
+    return cells
 
 
 def extract(image: np.ndarray, det: Detections, *, from_box: bool) -> list[np.ndarray]:

@@ -2,10 +2,13 @@
 
 The selected detections' masks are merged into one object mask. A background effect changes
 the pixels outside it, an object effect the pixels inside it; the other pixels are copied
-unchanged. With ``feather=F`` the border is softened: a pixel at signed distance ``s`` from
-the mask border (positive inside, border pixels at +-0.5) keeps the object's pixels with
-weight ``clip(0.5 + s / (2F), 0, 1)``, so only pixels within ``F`` of the border are blended
-and every other pixel is exactly what the hard-edged effect gives.
+unchanged. With ``feather=F`` the border is softened inside the object: a mask pixel at
+distance ``d`` from the nearest pixel outside the mask (1 on the border) keeps the object's
+pixels with weight ``min(1, d / F)``, and pixels outside the mask keep none of them. So
+only the ``F`` mask pixels nearest the border are blended, every other pixel is exactly what
+the hard-edged effect gives, and nothing of the old background is kept outside the object
+(a ramp centred on the border kept the background's colour half-visible around every cut-out:
+a green-screen fringe). A feather as wide as an object leaves none of its pixels fully kept.
 
 Pixel rules (``image`` BGR uint8):
 
@@ -63,8 +66,9 @@ def object_mask(detections: Detections) -> np.ndarray:
 
 
 def keep_weight(mask: np.ndarray, feather: float) -> np.ndarray | None:
-    """Float32 weight of the object pixels (1 inside, 0 outside, a ramp ``feather`` wide
-    around the border); None when ``feather`` is 0 (use the hard mask)."""
+    """Float32 weight of the object pixels: 0 outside the mask, rising inside it over the
+    ``feather`` pixels nearest the border to 1 (module notes); None when ``feather`` is 0
+    (use the hard mask)."""
     if feather <= 0:
         return None
     m = mask.astype(np.uint8)
@@ -72,10 +76,8 @@ def keep_weight(mask: np.ndarray, feather: float) -> np.ndarray | None:
         return np.zeros(mask.shape, np.float32)
     if m.all():
         return np.ones(mask.shape, np.float32)
-    inside = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    outside = cv2.distanceTransform(1 - m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    signed = np.where(mask, inside - 0.5, 0.5 - outside)
-    return np.clip(0.5 + signed / (2.0 * float(feather)), 0.0, 1.0).astype(np.float32)
+    inside = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)  # 0 outside
+    return np.minimum(inside / np.float32(feather), np.float32(1.0)).astype(np.float32)
 
 
 def apply_effect(image_bgr: np.ndarray, detections: Detections, effect, *, classes=None,

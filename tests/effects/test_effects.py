@@ -291,6 +291,29 @@ def test_feathered_edges_stay_within_the_band(scene, text):
         assert (alpha[near] > 0).any() and (alpha[near] < 255).any()
 
 
+def test_a_feathered_cut_out_keeps_nothing_of_the_old_background():
+    """A blue square on a green screen: the ramp was centred on the border, so pixels
+    outside the mask kept up to half their alpha and all their green (a halo over white,
+    green showing through a new background)."""
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[:] = (0, 255, 0)
+    image[10:30, 10:30] = (255, 0, 0)
+    masks = np.zeros((1, 40, 40), bool)
+    masks[0, 10:30, 10:30] = True
+    det = Detections(np.array([[10, 10, 30, 30]], np.float32), np.ones(1, np.float32),
+                     np.zeros(1, np.int64), masks, (40, 40))
+    cut = apply_effect(image, det, "remove-bg", feather=4)
+    outside = ~masks[0]
+    assert (cut[outside] == 0).all()  # alpha 0 and no colour kept
+    alpha = cut[:, :, 3]
+    assert alpha[10, 20] < 255 and alpha[20, 20] == 255  # the ramp lies inside
+    assert (cut[masks[0]][:, :3] == (255, 0, 0)).all()
+    red = np.full((40, 40, 3), (0, 0, 255), np.uint8)
+    replaced = apply_effect(image, det, "replace-bg", feather=4, background=red)
+    assert (replaced[outside] == (0, 0, 255)).all()  # no green anywhere
+    assert not (replaced[..., 1] > 0).any()
+
+
 # ----------------------------------------------------------------------------- errors
 
 

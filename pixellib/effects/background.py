@@ -9,6 +9,7 @@ show, so it is refused with an error that names the file.
 """
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def load_background(background, *, what: str | None = None) -> np.ndarray:
         # Read as photos are: the pixel limit from the header, truncation named, and the
         # EXIF orientation applied (a phone's portrait background stays upright).
         image = read_image(path)
-        _refuse_transparency(path, what)
+        refuse_transparency(path, what)
         return image
     if not isinstance(background, np.ndarray):
         raise TypeError(f"{what or 'background picture'} must be a path or a numpy array, got "
@@ -46,15 +47,19 @@ def load_background(background, *, what: str | None = None) -> np.ndarray:
     return _to_bgr(background, what or "background picture")
 
 
-def _refuse_transparency(path: Path, what: str) -> None:
-    """Raise when the picture at ``path`` has an alpha channel with transparent pixels."""
+def refuse_transparency(source: Path | bytes, what: str) -> None:
+    """Raise :class:`ImageReadError` naming ``what`` when the picture (a file, or its encoded
+    bytes as uploaded) has an alpha channel with transparent pixels."""
+    encoded = source if isinstance(source, bytes) else None
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(encoded) if encoded is not None else source) as im:
             alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
     except Exception:  # noqa: BLE001 - a format Pillow cannot open has no alpha OpenCV keeps
         return
     if alpha:
-        _to_bgr(cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_UNCHANGED), what)
+        data = (np.frombuffer(encoded, np.uint8) if encoded is not None
+                else np.fromfile(str(source), np.uint8))
+        _to_bgr(cv2.imdecode(data, cv2.IMREAD_UNCHANGED), what)
 
 
 def _to_bgr(array: np.ndarray, what: str) -> np.ndarray:

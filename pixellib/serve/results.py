@@ -114,6 +114,12 @@ def render_job(files: dict, opts: dict, max_pixels: int, effect):
         bg = None
         if effect is not None and background is not None:
             bg = decode_upload(background[1], background[0], max_pixels)
+            from ..effects.background import refuse_transparency
+
+            try:  # as the CLI and the library refuse it: its hidden colours would show
+                refuse_transparency(background[1], f"background picture {background[0]!r}")
+            except ImageReadError as e:
+                raise ApiError(422, "invalid option", f"background: {e}") from None
         if opts["format"]:
             too_wide = side_limit_error("." + opts["format"], image.shape)
             if too_wide:

@@ -57,6 +57,13 @@ def test_render_effects_match_apply_effect(cli_server, photo_bytes, photo_bgr, r
     assert np.array_equal(_decode(r.content), expected)
 
 
+def _half_clear_png() -> bytes:
+    picture = np.zeros((20, 20, 4), np.uint8)
+    picture[:, :10] = (255, 0, 0, 255)
+    picture[:, 10:] = (255, 0, 255, 0)  # magenta under alpha 0
+    return cv2.imencode(".png", picture)[1].tobytes()
+
+
 def test_render_effect_errors(cli_server, photo_bytes):
     cases = [
         ({"effect": "sparkle-bg"}, None, "blur-bg"),  # lists the valid effects
@@ -67,6 +74,9 @@ def test_render_effect_errors(cli_server, photo_bytes):
         ({"effect": "gray-bg", "feather": "1000"}, None, "feather"),
         ({"feather": "2"}, None, "give an effect too"),  # would be silently ignored
         ({}, {"background": ("bg.png", b"x")}, "replace-bg"),
+        # A half-transparent background showed its hidden colours (the CLI refuses it).
+        ({"effect": "replace-bg"}, {"background": ("clear.png", _half_clear_png())},
+         "'clear.png' has transparent pixels"),
     ]
     for data, files, word in cases:
         r = _render(cli_server, photo_bytes, data, files)

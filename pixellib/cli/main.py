@@ -35,6 +35,8 @@ class _Stats:
     skipped: int = 0
     failed: list[str] = field(default_factory=list)
     coco: dict[str, dict] = field(default_factory=dict)  # input -> its to_coco_json dict
+    # outputs of a background effect with no object in them (remove-bg: fully transparent)
+    no_object: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -258,6 +260,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                 j.video for j in todo):
             print("pixellib: warning: --extract, --coco, --cutouts and --masks apply to images; "
                   "videos are only annotated", file=sys.stderr)
+        if args.feather and args.effect is None:
+            print("pixellib: warning: --feather softens the border of an --effect; without "
+                  "one it changes nothing", file=sys.stderr)
         if args.track and not any(j.video for j in todo):
             print("pixellib: warning: --track follows objects across a video's frames; the "
                   "images are segmented each on its own", file=sys.stderr)
@@ -281,6 +286,13 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if args.coco:
         _write_coco(Path(args.coco), stats.coco, [str(j.source) for j in jobs])
     print(_summary(stats, time.perf_counter() - started))
+    if stats.no_object:
+        from ..wording import counted
+
+        names = ", ".join(stats.no_object[:5]) + (", ..." if len(stats.no_object) > 5 else "")
+        print(f"pixellib: warning: no object found (or selected) in "
+              f"{counted(len(stats.no_object), 'image')}, so --effect "
+              f"{args.effect.name} left only background there: {names}", file=sys.stderr)
     if stats.failed:
         print(f"pixellib: warning: {len(stats.failed)} failed: {', '.join(stats.failed)}",
               file=sys.stderr)
@@ -366,6 +378,8 @@ def _count_image(job: Job, det, args, stats: _Stats) -> None:
     """Book-keeping for a finished image, in input order (COCO ids follow it)."""
     stats.images += 1
     stats.objects += len(det)
+    if len(det) == 0 and args.effect is not None and not args.effect.on_objects:
+        stats.no_object.append(str(job.output))
     if args.coco:
         from ..export import to_coco_json
 

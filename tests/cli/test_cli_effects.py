@@ -105,6 +105,25 @@ def test_effect_on_a_folder_with_classes(capsys, tmp_path, r50_checkpoint):
     assert np.array_equal(result[objects], image[objects])
 
 
+def test_a_background_effect_with_nothing_selected_says_so(capsys, tmp_path, r50_checkpoint):
+    """remove-bg on a photo without the selected class wrote a fully transparent file with
+    exit 0 and nothing said but "0 objects"."""
+    image = cv2.resize(cv2.imread(str(PHOTO)), (200, 150), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(tmp_path / "photo.jpg"), image)
+    common = ("--model", r50_checkpoint, "--speed", "rapid", "--confidence", "0.3")
+    code, out, err = _cli(capsys, "segment", tmp_path / "photo.jpg", *common,
+                          "--effect", "remove-bg", "--classes", "toothbrush")
+    result = cv2.imread(str(tmp_path / "photo_segmented.png"), cv2.IMREAD_UNCHANGED)
+    assert code == 0 and (result[:, :, 3] == 0).all(), err
+    assert "no object found (or selected) in 1 image, so --effect remove-bg left only " \
+           "background there" in err and "photo_segmented.png" in err
+    code, out, err = _cli(capsys, "segment", tmp_path / "photo.jpg", *common,
+                          "--effect", "remove-bg")  # objects found: nothing to say
+    assert code == 0 and "no object found" not in err
+    code, out, err = _cli(capsys, "segment", tmp_path / "photo.jpg", *common, "--feather", "3")
+    assert code == 0 and "--feather softens the border of an --effect" in err
+
+
 def test_remove_bg_on_an_image_names_an_image_format(capsys, tmp_path):
     image = tmp_path / "photo.jpg"
     cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))

@@ -16,14 +16,15 @@ import numpy as np
 
 from .errors import InvalidArgumentError
 
-# Values that leave an on/off environment switch (PIXELLIB_NO_HEAP_REUSE, ...) off.
-_OFF_WORDS = ("", "0", "false", "no", "off")
+# How yes and no are written in environment switches and request options (lower case).
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
 
 
 def env_switch(name: str) -> bool:
-    """Whether the environment switch ``name`` is set: any value but empty, ``0``,
-    ``false``, ``no`` or ``off`` (any case)."""
-    return os.environ.get(name, "").strip().lower() not in _OFF_WORDS
+    """Whether the environment switch ``name`` is set: any value but empty or one of
+    :data:`FALSE_WORDS` (any case)."""
+    return os.environ.get(name, "").strip().lower() not in ("", *FALSE_WORDS)
 
 
 # Where PixelLib's released checkpoints are downloaded from.

@@ -23,6 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from queue import Full, Queue
 from typing import Any
 
+from ..config import FALSE_WORDS, TRUE_WORDS
 from ..errors import InvalidArgumentError
 
 DEFAULT_DEPTH = 2
@@ -32,9 +33,9 @@ def overlap_enabled(device="cpu") -> bool:
     """Whether batch and video loops on ``device`` overlap reading and writing with the
     model (see the module notes); ``PIXELLIB_OVERLAP`` overrides the default."""
     raw = os.environ.get("PIXELLIB_OVERLAP", "").strip().lower()
-    if raw in ("1", "true", "yes", "on"):
+    if raw in TRUE_WORDS:
         return True
-    if raw in ("0", "false", "no", "off"):
+    if raw in FALSE_WORDS:
         return False
     if raw:
         raise InvalidArgumentError(f"PIXELLIB_OVERLAP must be 1 or 0, got {raw!r}")

@@ -11,6 +11,7 @@ import asyncio
 import time
 
 from ..classes import COCO_CLASSES, class_id
+from ..config import FALSE_WORDS, TRUE_WORDS
 
 #: Most multipart parts a request may have, and the largest plain (non-file) field.
 MAX_PARTS = 16
@@ -222,9 +223,9 @@ def _number(name: str, text: str, kind: type) -> float | int:
 
 def _boolean(name: str, text: str) -> bool:
     low = text.lower()
-    if low in ("1", "true", "yes", "on"):
+    if low in TRUE_WORDS:
         return True
-    if low in ("0", "false", "no", "off"):
+    if low in FALSE_WORDS:
         return False
     if not low:  # "?polygons" alone: say so rather than read it as either
         raise _bad(name, f"expected true or false, got no value (write {name}=true)")

@@ -206,8 +206,8 @@ def _decode(data: np.ndarray, label: str, max_pixels: int) -> np.ndarray:
     if kind:
         raise ImageReadError(
             f"cannot read image {label!r}: the {kind} data is truncated (it ends before "
-            "its end-of-image marker); the file was probably not completely written or "
-            "downloaded"
+            "the end its own structure announces); the file was probably not completely "
+            "written or downloaded"
         )
     try:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR)
@@ -313,12 +313,134 @@ def _text_header_size(head: bytes) -> tuple[int, int] | None:
 
 
 def _truncated_kind(data: memoryview) -> str | None:
-    """``"JPEG"``/``"PNG"`` when such a file ends before its end marker, else ``None``."""
+    """The format's name (``"JPEG"``, ``"PNG"``, ``"GIF"``, ``"WebP"``, ``"BMP"``,
+    ``"TIFF"``) when such a file ends before the data its own structure says it holds,
+    else ``None``. Each check says "truncated" only where OpenCV's decoder fails too (it
+    then prints its own error lines on stderr, which this check spares library users); a
+    structure it does not understand is left to the decoder."""
     if data[:2] == b"\xff\xd8" and not _jpeg_is_complete(data):
         return "JPEG"
     if data[:8] == _PNG_SIGNATURE and not _png_is_complete(data):
         return "PNG"
+    if data[:6] in (b"GIF87a", b"GIF89a") and not _gif_is_complete(data):
+        return "GIF"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) < 8 + _u32(data, 4, "<"):
+        return "WebP"
+    if data[:2] == b"BM" and len(data) < _bmp_needs(data):
+        return "BMP"
+    if data[:4] in (b"II*\x00", b"MM\x00*") and not _tiff_is_complete(data):
+        return "TIFF"
     return None
+
+
+def _u32(data: memoryview, pos: int, order: str) -> int:
+    return int.from_bytes(data[pos: pos + 4], "little" if order == "<" else "big")
+
+
+def _u16(data: memoryview, pos: int, order: str) -> int:
+    return int.from_bytes(data[pos: pos + 2], "little" if order == "<" else "big")
+
+
+def _gif_is_complete(data: memoryview) -> bool:
+    """True when the blocks (colour tables, extensions, images and their length-prefixed
+    sub-blocks) lead to the trailer byte inside the data, or the structure is not one this
+    walk knows. OpenCV refuses a GIF without its trailer."""
+    n = len(data)
+    if n < 13:
+        return False
+
+    def table(flags: int) -> int:
+        return 3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0
+
+    def sub_blocks(pos: int) -> int:  # the position after the terminator, or n + 1
+        while pos < n:
+            size = data[pos]
+            pos += 1 + size
+            if size == 0:
+                return pos
+        return n + 1
+
+    pos = 13 + table(data[10])
+    while pos < n:
+        kind = data[pos]
+        if kind == 0x3B:  # trailer
+            return True
+        if kind == 0x21:  # extension: introducer, label, sub-blocks
+            pos = sub_blocks(pos + 2)
+        elif kind == 0x2C:  # image: descriptor, local table, LZW code size, sub-blocks
+            if pos + 10 > n:
+                return False
+            pos = sub_blocks(pos + 11 + table(data[pos + 9]))
+        else:
+            return True
+    return False
+
+
+def _bmp_needs(data: memoryview) -> int:
+    """Bytes an uncompressed BMP needs for its headers and pixel rows (0 when its header is
+    not one of the common ones, or compressed: the decoder decides)."""
+    if len(data) < 18:
+        return 0
+    offset, header = _u32(data, 10, "<"), _u32(data, 14, "<")
+    if header == 12:
+        if len(data) < 26:
+            return 26
+        width, height = _u16(data, 18, "<"), _u16(data, 20, "<")
+        bits, compression = _u16(data, 24, "<"), 0
+    elif header in (40, 52, 56, 108, 124):
+        if len(data) < 34:
+            return 34
+        width = int.from_bytes(data[18:22], "little", signed=True)
+        height = int.from_bytes(data[22:26], "little", signed=True)
+        bits, compression = _u16(data, 28, "<"), _u32(data, 30, "<")
+    else:
+        return 0
+    if compression not in (0, 3) or bits not in (1, 4, 8, 16, 24, 32) or width <= 0:
+        return 0
+    if offset < 14 + header:
+        return 0
+    return offset + (width * bits + 31) // 32 * 4 * abs(height)
+
+
+# Bytes per value of the TIFF field types (BYTE, ASCII, SHORT, LONG, RATIONAL, SBYTE,
+# UNDEFINED, SSHORT, SLONG, SRATIONAL, FLOAT, DOUBLE, IFD).
+_TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8,
+                    13: 4}
+
+
+def _tiff_is_complete(data: memoryview) -> bool:
+    """False when the first page's directory (its entries, the values they point to, the
+    next page's offset) or the strips or tiles it points to run past the end of the data.
+    libtiff (in OpenCV) refuses such a page; OpenCV reads the first page only."""
+    n, order = len(data), "<" if data[:2] == b"II" else ">"
+    if n < 8:
+        return False
+    ifd = _u32(data, 4, order)
+    if ifd + 2 > n:
+        return False
+    count = _u16(data, ifd, order)
+    if ifd + 2 + 12 * count + 4 > n:
+        return False
+    tables = {}
+    for i in range(count):
+        entry = ifd + 2 + 12 * i
+        tag, kind = _u16(data, entry, order), _u16(data, entry + 2, order)
+        size, values = _TIFF_TYPE_SIZES.get(kind), _u32(data, entry + 4, order)
+        if size is None:  # a type libtiff does not know either: skipped
+            continue
+        where = entry + 8 if size * values <= 4 else _u32(data, entry + 8, order)
+        if where + size * values > n:
+            return False
+        if tag in (273, 279, 324, 325) and kind in (3, 4):
+            read = _u16 if size == 2 else _u32
+            tables[tag] = [read(data, where + size * k, order) for k in range(values)]
+    for offsets, counts in ((273, 279), (324, 325)):
+        if offsets in tables and counts in tables:
+            if len(tables[offsets]) != len(tables[counts]):
+                return True
+            if any(o + c > n for o, c in zip(tables[offsets], tables[counts])):
+                return False
+    return True
 
 
 def _png_is_complete(data: memoryview) -> bool:

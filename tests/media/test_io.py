@@ -150,7 +150,66 @@ BAD_FILES = {
         lambda p: _write(p, (lambda d: d[:33] + b"\x98" + d[34:])(_png_header(64, 64))),
         "truncated"),
     "a_directory.jpg": (lambda p: p.mkdir(), "directory"),
+    "truncated.gif": (lambda p: _write(p, _pil_bytes("GIF")[:-1]), "GIF data is truncated"),
+    "truncated.webp": (lambda p: _write(p, _pil_bytes("WEBP")[:-40]), "WebP data is truncated"),
+    "truncated.bmp": (lambda p: _write(p, _pil_bytes("BMP")[:-1]), "BMP data is truncated"),
+    "truncated.tif": (lambda p: _write(p, _pil_bytes("TIFF")[:-1]), "TIFF data is truncated"),
 }
+
+
+def _pil_bytes(fmt: str, image: Image.Image | None = None, **kwargs) -> bytes:
+    out = _io.BytesIO()
+    (image or Image.fromarray(BASE)).save(out, fmt, **kwargs)
+    return out.getvalue()
+
+
+def _animated_gif() -> bytes:
+    frames = [Image.fromarray(np.roll(BASE, 7 * i, axis=1)) for i in range(3)]
+    out = _io.BytesIO()
+    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:])
+    return out.getvalue()
+
+
+# Whole files in the formats checked for truncation beyond JPEG and PNG, from both encoders.
+TRUNCATION_FORMATS = {
+    "gif": lambda: _pil_bytes("GIF"),
+    "animated_gif": _animated_gif,
+    "webp": lambda: _pil_bytes("WEBP"),
+    "webp_opencv": lambda: cv2.imencode(".webp", BASE)[1].tobytes(),
+    "bmp": lambda: _pil_bytes("BMP"),
+    "bmp_1bit": lambda: _pil_bytes("BMP", Image.fromarray(BASE[:, :, 0] > 100)),
+    "bmp_opencv_bgra": lambda: cv2.imencode(".bmp", np.dstack([BASE, BASE[:, :, :1]]))[1]
+    .tobytes(),
+    "tif_lzw": lambda: _pil_bytes("TIFF", compression="tiff_lzw"),
+    "tif_deflate": lambda: _pil_bytes("TIFF", compression="tiff_adobe_deflate"),
+    "tif_opencv": lambda: cv2.imencode(".tiff", BASE)[1].tobytes(),
+}
+
+
+@pytest.mark.parametrize("name", list(TRUNCATION_FORMATS))
+def test_truncation_is_said_only_where_opencv_cannot_decode(name):
+    """Every cut of a whole file that is called truncated is one OpenCV's decoder refuses
+    too, so that no decodable image is refused; and the whole file, and the file with bytes
+    appended, are not called truncated."""
+    data = TRUNCATION_FORMATS[name]()
+    assert pio._truncated_kind(memoryview(data)) is None
+    assert pio._truncated_kind(memoryview(data + b"\x00" * 16)) is None
+    called = 0
+    for cut in sorted({*range(1, len(data), 23), len(data) - 1, len(data) - 2}):
+        if pio._truncated_kind(memoryview(data[:cut])):
+            called += 1
+            assert cv2.imdecode(np.frombuffer(data[:cut], np.uint8), cv2.IMREAD_COLOR) is None, cut
+    assert pio._truncated_kind(memoryview(data[:-1]))  # a lost last byte is noticed
+    assert called > len(data) // 23 * 0.9
+
+
+@pytest.mark.parametrize("name", ["truncated.gif", "truncated.tif", "truncated.bmp"])
+def test_truncated_file_is_refused_without_opencv_noise(tmp_path, capfd, name):
+    path = tmp_path / name
+    BAD_FILES[name][0](path)
+    with pytest.raises(ImageReadError, match="truncated"):
+        read_image(path)
+    assert capfd.readouterr().err == ""
 
 
 _NO_BOMB_WARNING = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")

@@ -196,12 +196,15 @@ def roi_align_into(
     last; ``rows`` None means ``out`` has one row per box), so that several feature maps
     can fill one result without intermediate copies.
 
-    Bilinear sampling is separable, so each box's output is ``Wy @ window @ Wx^T`` where
-    ``Wy``/``Wx`` hold the summed sample weights per bin and the window is the feature patch
-    the samples touch: two small matmuls instead of four gathers per sample.
+    Bilinear sampling is separable: each bin's value is a weighted sum of the feature
+    positions its samples touch, the weight of position (y, x) being ``Wy[p, y] * Wx[q, x]``
+    with ``Wy``/``Wx`` the summed sample weights per bin along each axis. So the rows are
+    summed first (bin row ``p``, every column of the box's window) and then the columns (bin
+    ``(p, q)``), each pass one ``embedding_bag`` over channel vectors that reads only the few
+    positions of each bin's band and writes no gathered window.
     """
     r, (_, c, h, w) = len(boxes), features.shape
-    output_size = out.shape[1]
+    size = out.shape[1]
     if r == 0:
         return
     dev = features.device
@@ -211,7 +214,7 @@ def roi_align_into(
     if tv is not None:
         rois = torch.cat([boxes.new_zeros((r, 1)), boxes], dim=1)
         out[rows] = tv.roi_align(
-            features, rois, (output_size, output_size), spatial_scale, sampling_ratio, aligned
+            features, rois, (size, size), spatial_scale, sampling_ratio, aligned
         ).permute(0, 2, 3, 1)
         return
     offset = 0.5 if aligned else 0.0
@@ -222,39 +225,78 @@ def roi_align_into(
     roi_h = boxes[:, 3] * spatial_scale - offset - start_y
     if not aligned:
         roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
-    bin_w, bin_h = roi_w / output_size, roi_h / output_size
+    bin_w, bin_h = roi_w / size, roi_h / size
     if sampling_ratio > 0:
         grid_w = torch.full((r,), sampling_ratio, dtype=torch.int64)
         grid_h = grid_w
     else:
-        grid_w = torch.ceil(roi_w / output_size).long().clamp(min=0)
-        grid_h = torch.ceil(roi_h / output_size).long().clamp(min=0)
+        grid_w = torch.ceil(roi_w / size).long().clamp(min=0)
+        grid_h = torch.ceil(roi_h / size).long().clamp(min=0)
     count = (grid_w * grid_h).clamp(min=1).to(features.dtype)
 
     table = features[0].permute(1, 2, 0).reshape(h * w, c)  # one C-vector per position
     rows = rows.to(dev)
-    # Similar-sized boxes together, so padding every window of a chunk to its largest is cheap.
-    order = torch.argsort(roi_w.clamp(min=0) * roi_h.clamp(min=0))
-    chunk = 64
-    plans = []  # per chunk, on the host: (boxes, window positions, Wy, Wx)
-    for idx in order.split(chunk):
-        y0, wy = _axis_weights(start_y[idx], bin_h[idx], grid_h[idx], h, output_size)
-        x0, wx = _axis_weights(start_x[idx], bin_w[idx], grid_w[idx], w, output_size)
-        hw, ww = wy.shape[2], wx.shape[2]
-        ys = (y0.view(-1, 1) + torch.arange(hw)).clamp(max=h - 1)
-        xs = (x0.view(-1, 1) + torch.arange(ww)).clamp(max=w - 1)
-        flat = ys[:, :, None] * w + xs[:, None, :]
+    plans = []  # per chunk, on the host: (boxes, row-pass taps and weights, column pass's)
+    for idx in _roi_chunks(roi_w, size):
+        n = len(idx)
+        y0, wy = _axis_weights(start_y[idx], bin_h[idx], grid_h[idx], h, size)
+        x0, wx = _axis_weights(start_x[idx], bin_w[idx], grid_w[idx], w, size)
         wy = wy / count[idx].view(-1, 1, 1)  # the average over samples, folded into Wy
-        plans.append((idx, flat, wy, wx))
+        ww = wx.shape[2]
+        first_y, band_wy = _bands(wy)  # (n, S), (n, S, by)
+        first_x, band_wx = _bands(wx)
+        by, bx = band_wy.shape[2], band_wx.shape[2]
+        # Pass 1, one bag per (box, bin row, window column): the bin row's band of rows.
+        ys = (y0.view(n, 1, 1) + first_y[:, :, None] + torch.arange(by)).clamp(max=h - 1)
+        xs = (x0.view(n, 1) + torch.arange(ww)).clamp(max=w - 1)
+        taps1 = (ys[:, :, None, :] * w + xs[:, None, :, None]).view(-1, by)
+        weights1 = band_wy[:, :, None, :].expand(n, size, ww, by).reshape(-1, by)
+        # Pass 2, one bag per (box, bin row, bin column): the bin column's band of pass 1's
+        # window columns.
+        window = (torch.arange(n * size) * ww).view(n, size, 1, 1)
+        cols = (first_x[:, None, :, None] + torch.arange(bx)).clamp(max=ww - 1)
+        taps2 = (window + cols).view(-1, bx)
+        weights2 = band_wx[:, None].expand(n, size, size, bx).reshape(-1, bx)
+        plans.append((idx, taps1, weights1.to(table.dtype), taps2, weights2.to(table.dtype)))
     if dev.type != "cpu":
         plans = _to_device(plans, dev)
-    for idx, flat, wy, wx in plans:
-        n, hw, ww = flat.shape
-        window = torch.index_select(table, 0, flat.view(-1)).view(n, hw, ww * c)  # 2x `[]`
-        t = torch.bmm(wy, window).view(n * output_size, ww, c)  # rows -> bins
-        wx_rep = wx.repeat_interleave(output_size, dim=0)  # (n*P, P, ww)
-        res = torch.bmm(wx_rep, t).view(n, output_size, output_size, c)  # columns -> bins
-        out[rows[idx]] = res
+    for idx, taps1, weights1, taps2, weights2 in plans:
+        by_rows = F.embedding_bag(taps1, table, per_sample_weights=weights1, mode="sum")
+        res = F.embedding_bag(taps2, by_rows, per_sample_weights=weights2, mode="sum")
+        out[rows[idx]] = res.view(len(idx), size, size, c)
+
+
+# Rows of the row pass per chunk of boxes (x 256 channels x 4 bytes: 32 MB).
+ROI_ROWS_PER_CHUNK = 1 << 15
+
+
+def _roi_chunks(roi_w: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Box indices by increasing width, cut into chunks whose row pass (boxes x ``size`` bin
+    rows x the widest window's columns) stays within :data:`ROI_ROWS_PER_CHUNK`."""
+    order = torch.argsort(roi_w.clamp(min=0))
+    widths = (roi_w.clamp(min=0)[order].floor().long() + 3).tolist()  # >= each window
+    chunks, begin = [], 0
+    for end, width in enumerate(widths):
+        if end > begin and (end + 1 - begin) * size * width > ROI_ROWS_PER_CHUNK:
+            chunks.append(order[begin:end])
+            begin = end
+    chunks.append(order[begin:])
+    return chunks
+
+
+def _bands(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(first, band)`` for (n, S, E) per-bin weights along an axis, each bin's non-zero
+    weights lying in a run of positions: ``first`` (n, S) the run's start and ``band``
+    (n, S, B) the weights from there on, B the longest run (zero past a bin's own)."""
+    n, s, e = weights.shape
+    where = torch.arange(e).view(1, 1, e)
+    nonzero = weights != 0
+    first = torch.where(nonzero, where, e).amin(dim=2)
+    last = torch.where(nonzero, where, -1).amax(dim=2)
+    first = torch.where(last < 0, torch.zeros_like(first), first)  # a bin without samples
+    span = max(int((last - first).max()) + 1, 1)
+    padded = torch.cat([weights, weights.new_zeros((n, s, span))], dim=2)
+    return first, padded.gather(2, first[:, :, None] + torch.arange(span))
 
 
 def _to_device(tensors: list[tuple[torch.Tensor, ...]], dev: torch.device) -> list[tuple]:

@@ -17,8 +17,10 @@ Differences from ``cv2.imread`` (on purpose):
 * Images whose header claims more than ``max_pixels`` pixels are refused **before** the pixels
   are decoded (the header is read lazily with Pillow), see :func:`resolve_max_pixels`. The
   two formats OpenCV reads and Pillow cannot open (Radiance ``.hdr``, ``.pfm``) are sized
-  from their text headers; one whose header cannot be read is checked after decoding,
-  within OpenCV's own limit of 2**30 pixels.
+  from their text headers, read as OpenCV reads them. A Radiance file whose size line
+  cannot be read is refused (its run-length coding makes a few MB decode to gigabytes); a
+  PFM (uncompressed: its data is as large as its pixels) is checked after decoding, within
+  OpenCV's own limit of 2**30 pixels.
 * A PNG whose chunk lengths run past the end of the file is refused as truncated: besides
   naming the problem, this keeps one corrupt length field (which can claim gigabytes) from
   reaching OpenCV 5's PNG reader, which allocates what a chunk claims (a 60-byte file found
@@ -270,6 +272,18 @@ def _header_size(
         return None
     if len(head) >= 24 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
         return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head.startswith((b"#?RADIANCE", b"#?RGBE")):  # the signatures OpenCV decodes
+        # Run-length coding packs 16 MP into ~4 MB: the size must be known before decoding.
+        try:
+            size = _radiance_size(_header_lines(path)) or _text_header_size(head)
+        except OSError:
+            return None
+        if size is None:
+            raise ImageReadError(
+                f"cannot decode image {str(label or path)!r}: a Radiance (.hdr) header "
+                "without the size line OpenCV reads ('-Y <height> +X <width>' after the "
+                "'FORMAT=32-bit_rle_rgbe' line and a blank line)")
+        return size
     return _text_header_size(head)
 
 
@@ -294,6 +308,43 @@ def _say_if_several_frames(im: Image.Image, label) -> None:
 
 # Radiance .hdr and .pfm, which Pillow cannot open, state their size in a short text header.
 _TEXT_HEADER_BYTES = 4096
+_RADIANCE_SIZE = re.compile(rb"-Y\s*([-+]?\d+)\s*\+X\s*([-+]?\d+)")
+
+
+def _header_lines(source: Path | bytes):
+    """The header's lines as OpenCV's Radiance reader gets them (``fgets`` into 128 bytes:
+    up to 127 bytes, through the newline), from a file or bytes."""
+    if isinstance(source, bytes):
+        pos = 0
+        while pos < len(source):
+            end = source.find(b"\n", pos, pos + 127)
+            end = min(pos + 127, len(source)) if end < 0 else end + 1
+            yield source[pos:end]
+            pos = end
+        return
+    with open(source, "rb") as f:
+        while line := f.readline(127):
+            yield line
+
+
+def _radiance_size(lines) -> tuple[int, int] | None:
+    """``(width, height)`` read the way OpenCV's Radiance reader reads it (``RGBE_ReadHeader``:
+    lines up to ``FORMAT=32-bit_rle_rgbe``, a blank line, then ``sscanf("-Y %d +X %d")``,
+    which takes any spacing and signed numbers); ``None`` where OpenCV fails too."""
+    for line in lines:
+        if line[:1] in (b"", b"\0", b"\n"):
+            return None
+        if line == b"FORMAT=32-bit_rle_rgbe\n":
+            break
+    else:
+        return None
+    if next(lines, None) != b"\n":
+        return None
+    match = _RADIANCE_SIZE.match(next(lines, b""))
+    if match is None:
+        return None
+    height, width = int(match.group(1)), int(match.group(2))
+    return (width, height) if width > 0 and height > 0 else None
 _HDR_SIZE = re.compile(rb"\n\n([-+][XY]) (\d+) ([-+][XY]) (\d+)\s")
 _PFM_SIZE = re.compile(rb"P[Ff]\s+(\d+)\s+(\d+)\s")
 

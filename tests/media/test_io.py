@@ -233,6 +233,13 @@ def test_bad_files_raise_image_read_error_naming_the_file(tmp_path, name):
     ("claims.hdr", b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 2000 +X 3000\n"),
     ("claims_rotated.hdr", b"#?RGBE\r\nEXPOSURE=1\r\n\r\n+X 3000 -Y 2000\r\n"),
     ("claims.pfm", b"PF\n3000 2000\n-1.0\n"),
+    # Any spacing and signed numbers, as OpenCV's sscanf("-Y %d +X %d") takes them; a
+    # header longer than the first 4 KB.
+    ("wide_spaces.hdr", b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y  2000  +X  3000\n"),
+    ("no_spaces.hdr", b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y2000+X3000\n"),
+    ("tabs_signs.hdr", b"#?RGBE\nFORMAT=32-bit_rle_rgbe\n\n-Y\t+2000\t+X +3000\n"),
+    ("long_header.hdr", b"#?RADIANCE\n" + b"# a comment line of some length\n" * 400
+     + b"FORMAT=32-bit_rle_rgbe\n\n-Y 2000 +X 3000\n"),
 ])
 def test_radiance_and_pfm_sizes_come_from_their_headers(tmp_path, name, header):
     """Pillow cannot open these; their text header still states the size, so an image past
@@ -242,6 +249,46 @@ def test_radiance_and_pfm_sizes_come_from_their_headers(tmp_path, name, header):
         read_image(path, max_pixels=1_000_000)
     with pytest.raises(ImageTooLargeError, match="3000x2000"):
         decode_image(path.read_bytes(), max_pixels=1_000_000)
+
+
+def _radiance(width: int, height: int, size_line: bytes) -> bytes:
+    """A run-length coded Radiance picture: each row a run of 128s per channel."""
+    row = bytearray([2, 2, width >> 8, width & 255])
+    for _ in range(4):
+        left = width
+        while left:
+            run = min(127, left)
+            row += bytes([128 + run, 128])
+            left -= run
+    return b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n" + size_line + b"\n" + bytes(row) * height
+
+
+@pytest.mark.parametrize("size_line", [b"-Y 30 +X 40", b"-Y  30  +X  40", b"-Y30+X40",
+                                       b"-Y +30 +X +40", b"-Y\t30\t+X\t40"])
+def test_radiance_size_is_read_as_opencv_reads_it(tmp_path, size_line):
+    """The header's size agrees with what OpenCV decodes, for every spelling it takes; a
+    run-length coded one over the limit (16 MP in ~1 MB) is refused before decoding."""
+    path = _write(tmp_path / "small.hdr", _radiance(40, 30, size_line))
+    np.testing.assert_array_equal(read_image(path), cv2.imread(str(path)))
+    assert read_image(path).shape == (30, 40, 3)
+    big = _radiance(4000, 4000, size_line.replace(b"30", b"4000").replace(b"40", b"4000"))
+    start = time.perf_counter()
+    with pytest.raises(ImageTooLargeError, match="4000x4000"):
+        decode_image(big, "big.hdr", max_pixels=1_000_000)
+    assert time.perf_counter() - start < 0.5  # OpenCV alone takes ~1 s and 250 MB
+
+
+@pytest.mark.parametrize("header", [
+    b"#?RADIANCE\nEXPOSURE=1\n-Y 2000 +X 3000\n",                  # no FORMAT line
+    b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n-Y 2000 +X 3000\n",      # no blank line
+    b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\nY 2000 X 3000\n",     # no size line
+])
+def test_radiance_header_without_a_size_opencv_reads_is_refused(tmp_path, header):
+    data = header + bytes(64)
+    assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is None
+    with pytest.raises(ImageReadError, match="Radiance") as info:
+        read_image(_write(tmp_path / "odd.hdr", data))
+    assert "odd.hdr" in str(info.value)
 
 
 def test_write_image_names_the_side_limit_of_jpeg_and_webp(tmp_path):

@@ -222,6 +222,36 @@ def _openapi(options: dict, *, background: bool = False) -> dict:
     }
 
 
+_UNAUTHORIZED = "missing or wrong API key (when the server has one)"
+_INFERENCE_ERRORS = {
+    400: "no image, or malformed multipart",
+    401: _UNAUTHORIZED,
+    408: "the upload was too slow",
+    413: "the body or the image is too large",
+    415: "not an image",
+    422: "a truncated or corrupt image, or a wrong option (or one given twice)",
+    503: "the queue is full or the model is still loading (Retry-After)",
+    504: "over the timeout",
+}
+_RENDER_ANSWER = {
+    "description": "The image (jpeg, png or webp); with detections=true, multipart/form-data "
+                   "with a part 'detections' (/v1/segment's JSON) and a part 'image'",
+    "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+                "image/webp": {"schema": {"type": "string", "format": "binary"}},
+                "multipart/form-data": {"schema": {"type": "object"}}},
+}
+
+
+def _errors(descriptions: dict[int, str]) -> dict:
+    """OpenAPI answers for error statuses: every error is JSON ``{"error", "detail"}``."""
+    schema = {"type": "object", "required": ["error", "detail"], "properties": {
+        "error": {"type": "string", "description": "what went wrong, in a few words"},
+        "detail": {"description": "the particulars: which option, file or limit"}}}
+    return {status: {"description": text, "content": {"application/json": {"schema": schema}}}
+            for status, text in descriptions.items()}
+
+
 def create_app(settings: ServeSettings, *, predictors: list | None = None) -> FastAPI:
     """The app for ``settings``. The model loads in a background thread at startup (``/readyz``
     answers 503 until then); ``predictors`` (one per replica) skips the loading."""
@@ -283,23 +313,35 @@ def create_app(settings: ServeSettings, *, predictors: list | None = None) -> Fa
             raise ApiError(404, "not found", f"no static file {name!r}")
         return Response(_static_text(name), media_type=_STATIC[name])
 
-    @app.api_route("/healthz", methods=["GET", "HEAD"], summary="Liveness: the process answers")
+    def probe(path: str, summary: str, responses: dict | None = None):
+        """One route answers GET and HEAD (so that a 405 allows both); a second one, which
+        no request reaches, describes the GET alone: described, the first route would give
+        the API description two operations of the same id."""
+        def register(fn):
+            app.api_route(path, methods=["GET", "HEAD"], include_in_schema=False)(fn)
+            app.get(path, summary=summary, responses=responses)(fn)
+            return fn
+        return register
+
+    @probe("/healthz", "Liveness: the process answers")
     async def healthz():
         return {"status": "ok"}
 
-    @app.api_route("/readyz", methods=["GET", "HEAD"],
-                   summary="Readiness: 503 until the model is loaded")
+    @probe("/readyz", "Readiness: 503 until the model is loaded",
+           _errors({503: "the model is still loading (Retry-After) or failed to load"}))
     async def readyz():
         if state.pool is None:
             raise state.not_ready()
         return {"status": "ready"}
 
-    @app.get("/v1/info", summary="Model, device, speed mode, versions and limits")
+    @app.get("/v1/info", summary="Model, device, speed mode, versions and limits",
+             responses=_errors({401: _UNAUTHORIZED}))
     async def info(request: Request):
         _authorize(state, request)
         return _info(state)
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse,
+             responses=_errors({401: _UNAUTHORIZED}))
     async def metrics(request: Request):
         _authorize(state, request)
         pool = state.pool
@@ -311,7 +353,7 @@ def create_app(settings: ServeSettings, *, predictors: list | None = None) -> Fa
     # ------------------------------------------------------------------ inference
 
     @app.post("/v1/segment", summary="Detect objects: JSON with boxes, scores, COCO RLE masks",
-              openapi_extra=_openapi(_SEGMENT_OPTIONS))
+              openapi_extra=_openapi(_SEGMENT_OPTIONS), responses=_errors(_INFERENCE_ERRORS))
     async def segment(request: Request):
         files, opts = await _request_input(state, request, _SEGMENT_OPTIONS, ("image",))
         result = await _run(state, request, segment_job(files, opts, settings.max_pixels),
@@ -322,7 +364,8 @@ def create_app(settings: ServeSettings, *, predictors: list | None = None) -> Fa
 
     @app.post("/v1/render", summary="The annotated or edited image",
               openapi_extra=_openapi(_RENDER_OPTIONS, background=True),
-              response_class=Response)
+              response_class=Response, responses={200: _RENDER_ANSWER,
+                                                  **_errors(_INFERENCE_ERRORS)})
     async def render(request: Request):
         files, opts = await _request_input(state, request, _RENDER_OPTIONS,
                                            ("image", "background"))

@@ -264,6 +264,8 @@ def test_probes_answer_head_and_methods_are_labelled(cli_server):
     for path in ("/healthz", "/readyz", "/", "/static/app.js"):
         r = httpx.head(cli_server.url + path)
         assert r.status_code == 200 and r.content == b"", (path, r.status_code)
+    r = httpx.post(cli_server.url + "/healthz")
+    assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == {"GET", "HEAD"}
     for method in ("XABC", "XDEF"):
         httpx.request(method, cli_server.url + "/healthz")
     text = httpx.get(cli_server.url + "/metrics", headers=cli_server.headers()).text
@@ -287,6 +289,14 @@ def test_info_metrics_docs(cli_server):
     assert "swagger" in httpx.get(cli_server.url + "/docs").text.lower()
     paths = httpx.get(cli_server.url + "/openapi.json").json()["paths"]
     assert {"/v1/segment", "/v1/render", "/healthz", "/readyz", "/v1/info"} <= set(paths)
+    ids = [op["operationId"] for path in paths.values() for op in path.values()]
+    assert len(ids) == len(set(ids)), ids  # a valid description: client generators need it
+    render = paths["/v1/render"]["post"]["responses"]
+    assert {"image/jpeg", "image/png", "image/webp"} <= set(render["200"]["content"])
+    for route in (paths["/v1/render"]["post"], paths["/v1/segment"]["post"]):
+        for status in ("400", "401", "413", "415", "422", "503", "504"):
+            error = route["responses"][status]["content"]["application/json"]["schema"]
+            assert error["required"] == ["error", "detail"], (status, error)
     page = httpx.get(cli_server.url + "/")
     assert "<html" in page.text and "default-src 'self'" in page.headers["content-security-policy"]
     assert httpx.get(cli_server.url + "/static/app.js").status_code == 200

@@ -34,6 +34,7 @@ class DevTools:
         self.ws = self._stack.enter_context(
             sync_client.connect(ws_url, max_size=64 << 20, open_timeout=30))
         self.next_id = 0
+        self.events: list[dict] = []  # events that arrived while a call waited
 
     def call(self, method: str, **params):
         self.next_id += 1
@@ -44,6 +45,23 @@ class DevTools:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")
                 return message["result"]
+            if "method" in message:
+                self.events.append(message)
+
+    def event(self, method: str, timeout: float = 60) -> dict:
+        """The next event ``method`` (those of other kinds are dropped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while self.events:
+                message = self.events.pop(0)
+                if message["method"] == method:
+                    return message["params"]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no {method} event within {timeout} s")
+            message = json.loads(self.ws.recv(timeout=left))
+            if "method" in message:
+                self.events.append(message)
 
     def eval(self, expression: str):
         result = self.call("Runtime.evaluate", expression=expression, awaitPromise=True,
@@ -173,6 +191,35 @@ def test_page_segments_a_photo(browser, cli_server, photo_bgr, reference):
     x1, y1 = int(np.ceil(x1)), int(np.ceil(y1))
     assert cut.shape == (y1 - y0, x1 - x0, 4)
     assert np.array_equal(cut[:, :, 3] > 0, reference.masks[0][y0:y1, x0:x1])
+
+
+def test_page_waits_out_a_busy_servers_retry_after(browser, cli_server):
+    """A 503 with a Retry-After over 5 s ended the run with an error (the page retried only
+    short waits). Here the browser's network layer answers the page's first request with a
+    503 and Retry-After: 7 (what a busy CPU server sends); the page counts down, asks again
+    and shows the real server's result."""
+    tools = browser
+    _open_page(tools, cli_server)
+    tools.call("Fetch.enable", patterns=[{"urlPattern": "*/v1/render*"}])
+    try:
+        _choose(tools, PHOTO)
+        first = tools.event("Fetch.requestPaused")
+        body = json.dumps({"error": "busy", "detail": "all replicas are busy"}).encode()
+        tools.call("Fetch.fulfillRequest", requestId=first["requestId"], responseCode=503,
+                   responseHeaders=[{"name": "Retry-After", "value": "7"},
+                                    {"name": "Content-Type", "value": "application/json"}],
+                   body=base64.b64encode(body).decode())
+        answered = time.monotonic()
+        _wait(tools, "document.getElementById('status').textContent.includes('trying again')",
+              10)
+        assert re.fullmatch(r"the server is busy; trying again in [1-7] s…", _status(tools))
+        again = tools.event("Fetch.requestPaused", timeout=30)
+        assert time.monotonic() - answered > 6
+        tools.call("Fetch.continueRequest", requestId=again["requestId"])
+        count = _wait(tools, "document.querySelectorAll('#objects li.object').length")
+        assert _status(tools) == f"{count} object(s)"
+    finally:
+        tools.call("Fetch.disable")
 
 
 _LINKS = ("[document.getElementById('download-json').href, "

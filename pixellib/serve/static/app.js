@@ -136,7 +136,12 @@ function link(blob, name, text, into) {
 
 class Stale extends Error {}
 
-// POST a form; a busy server (503 with a short Retry-After) is asked again, up to 3 times.
+// A busy server (503 with Retry-After) is asked again after the time it gives (at most
+// MAX_WAIT s each time, counted down on the page), up to MAX_RETRIES times; choosing
+// another photo meanwhile drops the wait.
+const MAX_RETRIES = 5;
+const MAX_WAIT = 120;
+
 async function post(path, makeForm, token) {
   for (let attempt = 0; ; attempt++) {
     let resp;
@@ -147,10 +152,13 @@ async function post(path, makeForm, token) {
     }
     if (token !== current) throw new Stale();
     const wait = Number(resp.headers.get("Retry-After"));
-    if (resp.status === 503 && attempt < 3 && wait > 0 && wait <= 5) {
-      setStatus(`the server is busy; trying again in ${wait} s…`);
-      await new Promise((resolve) => setTimeout(resolve, wait * 1000));
-      if (token !== current) throw new Stale();
+    if (resp.status === 503 && attempt < MAX_RETRIES && wait > 0) {
+      for (let left = Math.min(Math.ceil(wait), MAX_WAIT); left > 0; left--) {
+        setStatus(`the server is busy; trying again in ${left} s…`);
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        if (token !== current) throw new Stale();
+      }
+      setStatus("segmenting…");
       continue;
     }
     if (resp.status === 401) throw new Error(keyProblem());

@@ -61,7 +61,7 @@ function check(src) {
     document.body.appendChild(v);
   });
 }
-Promise.all([check("clip.mp4"), check("cutout.webm")]).then(results => {
+Promise.all([check("clip.mp4"), check("cutout.webm"), check("hd.mp4")]).then(results => {
   document.getElementById("result").textContent = "RESULT" + JSON.stringify(results) + "END";
 });
 </script></body></html>
@@ -155,16 +155,27 @@ def test_chromium_plays_our_mp4_and_transparent_webm(tmp_path):
         frame[:, :32] = (0, 255, 0, 255)
         for _ in range(10):
             writer.write(frame)
+    # HD H.264: a player that finds no colour tags guesses BT.709 from the size (FFmpeg
+    # converts with BT.601): pure green then played as (0, 215, 0).
+    with VideoWriter(site / "hd.mp4", Fraction(10), (1280, 720)) as writer:
+        frame = np.zeros((720, 1280, 3), np.uint8)
+        frame[:, :640] = (0, 255, 0)
+        frame[:, 640:] = (0, 0, 255)
+        for _ in range(3):
+            writer.write(frame)
     (site / "index.html").write_text(PAGE)
 
     with _serve(site) as url:
         text = _page_result(f"{url}/index.html", tmp_path / "profile")
-    mp4, webm = json.loads(text.removeprefix("RESULT").removesuffix("END"))
+    mp4, webm, hd = json.loads(text.removeprefix("RESULT").removesuffix("END"))
 
-    for result in (mp4, webm):
+    for result in (mp4, webm, hd):
         assert "error" not in result and "timeout" not in result, json.dumps(result)
         assert result.get("ended") is True, result
-        assert result["width"] == 64
+    assert mp4["width"] == webm["width"] == 64 and hd["width"] == 1280
+    # the colours a viewer sees, within FFmpeg's own rounding (a few levels)
+    assert np.abs(np.subtract(hd["left"][:3], (0, 255, 0))).max() <= 10, hd
+    assert np.abs(np.subtract(hd["right"][:3], (255, 0, 0))).max() <= 10, hd
     assert mp4["duration"] == pytest.approx(30 * 1001 / 30000, abs=0.03)
     assert webm["duration"] == pytest.approx(1.0, abs=0.03)
     red, blue = mp4["left"], mp4["right"]  # RGBA from the canvas

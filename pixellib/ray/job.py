@@ -576,10 +576,11 @@ def _run_passes(todo: list[str], out: Path, fmt: str, rows_per_shard: int, wante
         sizes = dict(concurrency=1, batch_size=1, one_at_a_time=True) if window else dict(
             concurrency=concurrency, batch_size=batch_size)
         reading = read_cpus(float(ray.cluster_resources().get("CPU", 0.0)))
-        ds = segment_dataset(ray.data.read_binary_files(
-            part, include_paths=True, **({"num_cpus": reading} if reading < 1 else {})),
-            **sizes, **options)
+        ds = None
         try:
+            ds = segment_dataset(ray.data.read_binary_files(
+                part, include_paths=True, **({"num_cpus": reading} if reading < 1 else {})),
+                **sizes, **options)
             with _ordered(bool(window)):
                 _stream(ds, out, fmt, rows_per_shard, wanted, summary, started)
             failure = None
@@ -587,6 +588,22 @@ def _run_passes(todo: list[str], out: Path, fmt: str, rows_per_shard: int, wante
             # Kept as text: the exception's traceback would keep the pass (and its actors,
             # which hold their CPUs) alive.
             failure = (type(exc).__name__, shortened(str(exc), 200))
+        except Exception:
+            # Ray's reader stops the pass on a file it cannot open: one deleted, moved or
+            # made unreadable since the job began (the check before the cluster started
+            # found it fine). Those get error rows, and the rest goes on.
+            written = set(read_rows(out, ["path"]).column("path").to_pylist())
+            gone = {p: f"{why} (it changed after the job started)" for p in part
+                    if row_id(p) not in written and (why := _unreadable(p))}
+            if not gone:
+                raise
+            del ds
+            _wait_for_the_pool_to_go()
+            logger.warning("pixellib: %s could no longer be read (recorded as error rows): %s",
+                           counted(len(gone), "input"), ", ".join(list(gone)[:3]))
+            _error_rows(out, fmt, gone, summary)
+            remaining = [p for p in remaining if row_id(p) not in written and p not in gone]
+            continue
         if failure is not None:
             del ds
             _wait_for_the_pool_to_go()

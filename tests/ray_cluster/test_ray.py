@@ -460,6 +460,37 @@ def test_unreadable_files_become_error_rows_without_stopping_the_job(r50_checkpo
     assert "not a regular file" in rows[str(folder / "pipe.jpg")]["error"]
 
 
+def test_a_file_gone_after_the_job_started_is_an_error_row(cluster, images, r50_checkpoint,
+                                                          tmp_path, monkeypatch):
+    """On a bucket read for hours, files move: one deleted after the job's own check (here
+    right after it, so that Ray's reader meets it) stopped the whole job with a bare
+    FileNotFoundError and no row for the others."""
+    from pixellib.ray import job
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("good_00.jpg", "good_01.jpg", "good_03.jpg"):
+        shutil.copy(images / name, folder / name)
+    doomed, check = str(folder / "good_01.jpg"), job._unreadable
+    checked: set[str] = set()
+
+    def check_then_delete(path):
+        if path == doomed and path not in checked:  # found readable, then deleted
+            checked.add(path)
+            os.unlink(path)
+            return None
+        return check(path)
+
+    monkeypatch.setattr(job, "_unreadable", check_then_delete)
+    summary = segment_to_parquet(folder, tmp_path / "out", model=str(r50_checkpoint),
+                                 **OPTIONS, concurrency=1, batch_size=1)
+    assert summary.errors == 1 and summary.images == 2
+    rows = _by_path(read_rows(tmp_path / "out"))
+    assert set(rows) == {str(folder / n) for n in ("good_00.jpg", "good_01.jpg", "good_03.jpg")}
+    assert rows[doomed]["error"].startswith("image not found (it changed after the job")
+    assert all(rows[str(folder / n)]["error"] is None for n in ("good_00.jpg", "good_03.jpg"))
+
+
 def test_names_that_are_not_utf8_are_refused_up_front(r50_checkpoint, tmp_path):
     from pixellib.errors import RayJobError
 

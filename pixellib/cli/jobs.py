@@ -8,7 +8,9 @@ Output naming for ``segment`` (never overwrites an input):
 * anything else (several inputs, a folder, a glob): a folder, ``-o DIR`` or ``./segmented``,
   holding ``<stem><ext>`` per image and ``<stem>.mp4`` per video (``<stem>_2...`` when two
   inputs share a stem, such as ``a.jpg`` and ``a.png``: the extras below are named after
-  the output's stem). An output folder that holds inputs is refused.
+  the output's stem). An output folder that holds inputs is refused. The folder's
+  :data:`RECORD_NAME` says which input and settings made each output, so that
+  ``--skip-existing`` skips an input only when its output came from it.
 * ``--extract``: cut-outs in ``<output stem>_extracts/`` beside each output image.
 """
 from __future__ import annotations
@@ -32,13 +34,20 @@ DEFAULT_BATCH_FOLDER = "segmented"
 _GLOB_CHARS = frozenset("*?[")
 
 
+#: In a batch output folder: one JSON line per finished output (its name, the input it was
+#: made from, the settings), which ``--skip-existing`` checks before skipping an input.
+RECORD_NAME = ".pixellib-done.jsonl"
+
+
 @dataclass(frozen=True)
 class Job:
-    """One input and the output it gets."""
+    """One input and the output it gets; ``record``: the batch folder's :data:`RECORD_NAME`
+    (None for a single input's output)."""
 
     source: Path
     output: Path
     video: bool
+    record: Path | None = None
 
 
 def _expand_inputs(inputs: list[str], *, every: list[Path] | None = None) -> list[Path]:
@@ -153,5 +162,6 @@ def plan_jobs(inputs: list[str], output: str | None) -> list[Job]:
             k += 1
             name = f"{src.stem}_{k}"
         used.add(name.lower())
-        jobs.append(Job(src, folder / f"{name}{_output_ext(src)}", _is_video(src)))
+        jobs.append(Job(src, folder / f"{name}{_output_ext(src)}", _is_video(src),
+                        folder / RECORD_NAME))
     return jobs

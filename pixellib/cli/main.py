@@ -37,6 +37,7 @@ class _Stats:
     coco: dict[str, dict] = field(default_factory=dict)  # input -> its to_coco_json dict
     # outputs of a background effect with no object in them (remove-bg: fully transparent)
     no_object: list[str] = field(default_factory=list)
+    record_failed: bool = False  # the batch folder's record could not be appended to
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -212,10 +213,11 @@ def _messages_for_a_terminal():
 
 @contextlib.contextmanager
 def _stop_on_sigterm():
-    """While a command runs, SIGTERM (a job scheduler, ``timeout``, ``kill``) unwinds like an
-    exception, so that half-written outputs are deleted as on Ctrl-C (by default the process
-    would die on the spot, leaving its hidden temporary files); exit status 143. The command
-    owns its process; the previous handler is restored afterwards."""
+    """While a command runs, SIGTERM (a job scheduler, ``timeout``, ``kill``) and SIGHUP (the
+    terminal or ssh session went away) unwind like an exception, so that half-written outputs
+    are deleted as on Ctrl-C (by default the process would die on the spot, leaving its
+    hidden temporary files); exit status 143 or 129. The command owns its process; the
+    previous handlers are restored afterwards."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -223,11 +225,14 @@ def _stop_on_sigterm():
     def stop(signum, frame):
         raise SystemExit(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    # SIGHUP too: the terminal closed or the ssh session dropped (exit status 129).
+    signals = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.signal(s, stop) for s in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 # ----------------------------------------------------------------------------- segment
@@ -246,8 +251,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     jobs = outputs.prepare(plan_jobs(args.inputs, args.output), args)
     stats = _Stats()
+    settings = _settings_key(args)
     if args.skip_existing:
-        done = [j.output.exists() for j in jobs]
+        done = _already_done(jobs, settings)
         todo = [j for j, d in zip(jobs, done) if not d]
         stats.skipped = len(jobs) - len(todo)
         if args.coco and stats.skipped:  # the skipped inputs keep their entries
@@ -270,19 +276,29 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         images = [j for j in todo if not j.video]
         with tqdm(_image_outcomes(predictor, images, args), total=len(images), unit="img",
                   disable=len(images) <= 1, file=sys.stderr) as bar:
-            for job, (det, error) in bar:
-                if error is None:
-                    _count_image(job, det, args, stats)
-                else:
-                    _report_failure(job, error, stats, bar)
-        for job in (j for j in todo if j.video):
-            counts, error = _attempt(_segment_video, predictor, job, args)
-            if error is None:
-                stats.videos += 1
-                stats.frames += counts[0]
-                stats.objects += counts[1]
-            else:
-                _report_failure(job, error, stats, None)
+            try:
+                for job, (det, error) in bar:
+                    if error is None:
+                        _count_image(job, det, args, stats)
+                        _record_done(job, settings, stats)
+                    else:
+                        _report_failure(job, error, stats, bar)
+                for job in (j for j in todo if j.video):
+                    counts, error = _attempt(_segment_video, predictor, job, args)
+                    if error is None:
+                        stats.videos += 1
+                        stats.frames += counts[0]
+                        stats.objects += counts[1]
+                        _record_done(job, settings, stats)
+                    else:
+                        _report_failure(job, error, stats, None)
+            except BaseException:  # Ctrl-C, SIGTERM: keep the detections of what was done
+                if args.coco and stats.images:
+                    _write_coco(Path(args.coco), stats.coco, [str(j.source) for j in jobs])
+                    print(f"pixellib: --coco {args.coco!r} holds the {stats.images} image(s) "
+                          "finished before the stop; --skip-existing keeps them",
+                          file=sys.stderr)
+                raise
     if args.coco:
         _write_coco(Path(args.coco), stats.coco, [str(j.source) for j in jobs])
     print(_summary(stats, time.perf_counter() - started))
@@ -298,6 +314,75 @@ def _cmd_segment(args: argparse.Namespace) -> int:
               file=sys.stderr)
     succeeded = stats.images + stats.videos
     return 1 if stats.failed and (args.strict or succeeded == 0) else 0
+
+
+# Options that change no output picture: left out of the settings a record compares.
+_NOT_SETTINGS = {"command", "func", "usage", "inputs", "output", "skip_existing", "strict",
+                 "coco", "device", "ray", "format"}
+
+
+def _settings_key(args: argparse.Namespace) -> str:
+    """The options that shape the outputs, as one string (new options count by default)."""
+    return repr(sorted((k, repr(v)) for k, v in vars(args).items() if k not in _NOT_SETTINGS))
+
+
+def _already_done(jobs: list[Job], settings: str) -> list[bool]:
+    """For ``--skip-existing``: whether each job's output exists and was made from its input
+    with these settings, per the folder's record (an output the record does not vouch for
+    is made again: batch names follow the input order, so after inputs came or went a name
+    may hold another input's result). A folder without a record (written by hand, or by
+    pixellib before 2026-12) keeps the plain rule: an existing output is done."""
+    import json
+
+    records: dict[Path, dict[str, tuple[str, str]] | None] = {}
+    done, redone = [], []
+    for job in jobs:
+        if not job.output.exists():
+            done.append(False)
+            continue
+        if job.record not in records:
+            entries = None
+            if job.record is not None and job.record.is_file():
+                entries = {}
+                with open(job.record, encoding="utf-8", errors="replace") as f:
+                    for line in f:
+                        try:
+                            item = json.loads(line)
+                            entries[item["output"]] = (item["source"], item["settings"])
+                        except (ValueError, KeyError, TypeError):
+                            continue  # a line cut short by a crash
+            records[job.record] = entries
+        entries = records[job.record]
+        ok = entries is None or entries.get(job.output.name) == (
+            str(job.source.absolute()), settings)
+        done.append(ok)
+        if not ok:
+            redone.append(str(job.output))
+    if redone:
+        print(f"pixellib: warning: {len(redone)} existing output(s) were not made from their "
+              "input with these settings (inputs came or went, so names moved, or the options "
+              f"changed): made again: {', '.join(redone[:3])}{', ...' if len(redone) > 3 else ''}",
+              file=sys.stderr)
+    return done
+
+
+def _record_done(job: Job, settings: str, stats: _Stats) -> None:
+    """Append the finished output to its folder's record (see :func:`_already_done`)."""
+    import json
+
+    if job.record is None:
+        return
+    line = json.dumps({"output": job.output.name, "source": str(job.source.absolute()),
+                       "settings": settings}, ensure_ascii=False)
+    try:
+        with open(job.record, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+    except OSError as e:
+        if not stats.record_failed:
+            stats.record_failed = True
+            print(f"pixellib: warning: cannot note finished outputs in {str(job.record)!r} "
+                  f"({e.strerror or e}); --skip-existing will make them again",
+                  file=sys.stderr)
 
 
 def check_device_option(device: str) -> None:

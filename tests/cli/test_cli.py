@@ -77,6 +77,13 @@ def folder(tmp_path, photos) -> Path:
     return d
 
 
+def _outputs(folder: Path) -> list[str]:
+    """The names in a batch output folder, less its record of finished outputs."""
+    from pixellib.cli.jobs import RECORD_NAME
+
+    return sorted(p.name for p in folder.iterdir() if p.name != RECORD_NAME)
+
+
 def _cli(*argv: str, capsys) -> tuple[int, str, str]:
     code = main(list(map(str, argv)))
     out, err = capsys.readouterr()
@@ -299,7 +306,7 @@ def test_folder_with_bad_file(run, folder, tmp_path):
     out_dir = tmp_path / "out"
     code, out, err = run(folder, "-o", out_dir)
     assert code == 0, err
-    assert sorted(p.name for p in out_dir.iterdir()) == ["photo0.jpg"]
+    assert _outputs(out_dir) == ["photo0.jpg"]
     assert "broken.jpg" in err and "warning" in err and "Traceback" not in err
     summary = _summary(out)
     assert summary["images"] == 1 and summary["failed"] == 1
@@ -406,7 +413,7 @@ def test_strict_and_all_failed(fake, folder, tmp_path, monkeypatch, overlap):
     (folder / "empty.png").write_bytes(b"")
     code, out, err = fake(folder, "-o", tmp_path / "strict", "--strict")
     assert code == 1  # any failure with --strict; the good files are still written
-    assert len(list((tmp_path / "strict").iterdir())) == 2
+    assert len(_outputs(tmp_path / "strict")) == 2
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "a.jpg").write_bytes(b"")
@@ -427,7 +434,7 @@ def test_glob_classes_coco(fake, folder, tmp_path, monkeypatch, workers, overlap
     coco = tmp_path / "all.json"
     code, out, err = fake(str(folder / "*"), "-o", tmp_path / "all", "--coco", coco)
     assert code == 0, err
-    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["photo0.jpg", "photo1.jpg"]
+    assert _outputs(tmp_path / "all") == ["photo0.jpg", "photo1.jpg"]
     data = json.loads(coco.read_text())
     assert [im["file_name"] for im in data["images"]] == [
         str(folder / "photo0.jpg"), str(folder / "photo1.jpg")]
@@ -460,7 +467,7 @@ def test_extract(fake, folder, tmp_path, mode, prefix):
         assert shapes[0] == (75, 100) and shapes[2] == (6, 8)
 
 
-def test_skip_existing(fake, folder, tmp_path):
+def test_skip_existing(fake, folder, tmp_path, checkpoint):
     out_dir = tmp_path / "out"
     cv2.imwrite(str(folder / "photo2.jpg"), np.zeros((20, 30, 3), np.uint8))
     assert fake(folder, "-o", out_dir)[0] == 0
@@ -472,9 +479,73 @@ def test_skip_existing(fake, folder, tmp_path):
     assert summary["images"] == 1 and summary["skipped"] == 2
     after = {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()}
     assert after["photo0.jpg"] == before["photo0.jpg"] and "photo1.jpg" in after
-    # Nothing left to do: succeeds without even loading the model.
-    code, out, _ = fake(folder, "-o", out_dir, "--skip-existing", model="no-such-model.pkl")
+    # Nothing left to do: succeeds without even loading the model (its file gone meanwhile).
+    moved = tmp_path / "model-elsewhere.pkl"
+    checkpoint.rename(moved)
+    try:
+        code, out, _ = fake(folder, "-o", out_dir, "--skip-existing")
+    finally:
+        moved.rename(checkpoint)
     assert code == 0 and _summary(out)["skipped"] == 3
+
+
+def test_skip_existing_redoes_an_output_that_another_input_made(fake, photos, tmp_path):
+    """Batch names follow the input order (photo.jpg, photo_2.jpg): a photo arriving in the
+    first folder took the name of the second folder's output, which --skip-existing then
+    took as done (the new photo never segmented, the other one twice). The folder's record
+    says which input and settings made each output."""
+    d1, d2, out, fresh = (tmp_path / n for n in ("d1", "d2", "out", "fresh"))
+    d1.mkdir()
+    d2.mkdir()
+    cv2.imwrite(str(d2 / "photo.jpg"), photos[1])
+    cv2.imwrite(str(d2 / "other.jpg"), photos[2])
+    assert fake(d1, d2, "-o", out)[0] == 0
+    cv2.imwrite(str(d1 / "photo.jpg"), photos[0])  # a new photo, listed first
+    code, stdout, err = fake(d1, d2, "-o", out, "--skip-existing")
+    assert code == 0 and "1 existing output(s) were not made from their input" in err, err
+    summary = _summary(stdout)
+    assert summary["images"] == 2 and summary["skipped"] == 1  # other.jpg is still its own
+    assert fake(d1, d2, "-o", fresh)[0] == 0
+    for name in ("photo.jpg", "photo_2.jpg", "other.jpg"):
+        assert (out / name).read_bytes() == (fresh / name).read_bytes(), name
+    code, stdout, err = fake(d1, d2, "-o", out, "--skip-existing")
+    assert code == 0 and _summary(stdout)["skipped"] == 3 and "made again" not in err
+    # other options, other pictures: made again
+    code, stdout, err = fake(d1, d2, "-o", out, "--skip-existing", "--boxes")
+    assert code == 0 and _summary(stdout)["images"] == 3 and "3 existing output(s)" in err
+    # a folder without a record (written by hand, or by an older pixellib): by name, as before
+    (out / ".pixellib-done.jsonl").unlink()
+    code, stdout, _ = fake(d1, d2, "-o", out, "--skip-existing")
+    assert code == 0 and _summary(stdout)["skipped"] == 3
+
+
+def test_an_interrupted_run_keeps_the_coco_entries_of_what_it_finished(fake, folder, tmp_path,
+                                                                        monkeypatch, capsys):
+    """Ctrl-C after two of three images wrote no --coco file at all: every detection of the
+    run was lost, and resuming could not get them back."""
+    import importlib
+
+    cli = importlib.import_module("pixellib.cli.main")  # the package's `main` is the function
+    out_dir, coco = tmp_path / "out", tmp_path / "all.json"
+    cv2.imwrite(str(folder / "photo2.jpg"), np.zeros((20, 30, 3), np.uint8))
+    assert fake(folder, "-o", tmp_path / "whole", "--coco", tmp_path / "whole.json")[0] == 0
+    whole = json.loads((tmp_path / "whole.json").read_text())
+    count, finished = cli._count_image, []
+
+    def count_then_ctrl_c(job, det, args, stats):
+        count(job, det, args, stats)
+        finished.append(job)
+        if len(finished) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_count_image", count_then_ctrl_c)
+    code, _, err = fake(folder, "-o", out_dir, "--coco", coco)
+    assert code == 130 and "holds the 2 image(s) finished before the stop" in err, err
+    assert len(json.loads(coco.read_text())["images"]) == 2
+    monkeypatch.setattr(cli, "_count_image", count)
+    code, stdout, err = fake(folder, "-o", out_dir, "--coco", coco, "--skip-existing")
+    assert code == 0, err
+    assert json.loads(coco.read_text()) == whole
 
 
 def test_skip_existing_keeps_the_coco_entries_of_the_skipped_inputs(fake, folder, tmp_path):
@@ -576,7 +647,7 @@ def test_a_file_reached_twice_is_segmented_once_and_named(fake, folder, tmp_path
     (folder / "alias.jpg").symlink_to(folder / "photo0.jpg")
     code, out, err = fake(folder, "-o", tmp_path / "out")
     assert code == 0, err
-    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    names = _outputs(tmp_path / "out")
     assert "alias.jpg" in names and "photo0.jpg" not in names
     assert _summary(out)["images"] == len(names)
     warning = [line for line in err.splitlines() if "the same file" in line]
@@ -630,7 +701,7 @@ def test_inputs_sharing_a_stem_get_their_own_outputs_and_extras(fake, tmp_path, 
     code, _, err = fake(pics, "-o", tmp_path / "out", "--masks", tmp_path / "masks",
                         "--effect", "remove-bg")
     assert code == 0, err
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "a_2.png"]
+    assert _outputs(tmp_path / "out") == ["a.png", "a_2.png"]
     for out, src in (("a.png", "a.jpg"), ("a_2.png", "a.png")):  # each from its own input
         bgra = cv2.imread(str(tmp_path / "out" / out), cv2.IMREAD_UNCHANGED)
         kept = bgra[..., 3] > 0
@@ -698,7 +769,7 @@ def test_same_names_from_two_folders_do_not_collide(fake, folder, tmp_path, phot
     (other / "photo0.gif").write_bytes(b"GIF89a")  # an explicit file is tried, then fails
     code, out, err = fake(folder / "photo0.jpg", other / "photo0.jpg", other / "photo0.gif")
     assert code == 0, err  # no -o: ./segmented/
-    names = sorted(p.name for p in (tmp_path / "segmented").iterdir())
+    names = _outputs(tmp_path / "segmented")
     assert names == ["photo0.jpg", "photo0_2.jpg"]
     assert "photo0.gif" in err and _summary(out)["failed"] == 1
 
@@ -723,9 +794,11 @@ def test_readme_test_command_is_what_ci_runs():
 
 
 @pytest.mark.slow
-def test_sigterm_leaves_no_half_written_video(tmp_path, checkpoint, photos):
-    """`timeout` or a job scheduler stops the command with SIGTERM: the hidden temporary
-    output is deleted as on Ctrl-C (the process used to die with it on disk)."""
+@pytest.mark.parametrize("name, status", [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_sigterm_leaves_no_half_written_video(tmp_path, checkpoint, photos, name, status):
+    """`timeout` or a job scheduler stops the command with SIGTERM, a closed terminal or
+    dropped ssh session with SIGHUP: the hidden temporary output is deleted as on Ctrl-C
+    (the process used to die with it on disk)."""
     import signal
 
     src = tmp_path / "clip.mp4"
@@ -744,8 +817,8 @@ def test_sigterm_leaves_no_half_written_video(tmp_path, checkpoint, photos):
         while not list(out.parent.glob(".seg.*.tmp.mp4")):  # the video is being written
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
             time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 143
+        proc.send_signal(getattr(signal, name))
+        assert proc.wait(timeout=60) == status
     finally:
         proc.kill()
         proc.wait()

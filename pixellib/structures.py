@@ -64,6 +64,17 @@ class Detections:
             image_size=(int(h), int(w)),
         )
 
+    def __repr__(self) -> str:
+        """One line: the count, the image size and the first objects (the arrays are in the
+        fields; the default repr printed every box, 10 KB at 100 objects)."""
+        h, w = self.image_size
+        shown = ", ".join(f"{COCO_CLASSES[int(c)]} {float(s):.2f}"
+                          for c, s in zip(self.class_ids[:5], self.scores[:5]))
+        more = ", ..." if len(self) > 5 else ""
+        tracked = ", tracked" if self.track_ids is not None else ""
+        return (f"Detections({len(self)} object{'s' if len(self) != 1 else ''} in {w}x{h}"
+                f"{tracked}{': ' + shown + more if len(self) else ''})")
+
     def __len__(self) -> int:
         return len(self.boxes)
 

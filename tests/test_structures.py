@@ -78,3 +78,21 @@ def test_coco_json_takes_numpy_ids_and_refuses_others():
     for bad in ("7", 7.0, True, None):
         with pytest.raises(InvalidArgumentError, match="image_id must be a whole number"):
             to_coco_json(_detections(), image_id=bad)
+
+
+def test_repr_is_one_short_line_naming_the_objects():
+    """The dataclass repr printed every box and mask row: about 10 KB at 100 objects."""
+    many = _detections(n=100, size=(100, 120), class_ids=np.arange(100) % 80)
+    text = repr(many)
+    assert "\n" not in text and len(text) < 200, text
+    assert text.startswith("Detections(100 objects in 120x100: person ") and text.endswith(", ...)")
+    assert repr(many[:1]).startswith("Detections(1 object in 120x100: person ")
+    assert repr(Detections.empty((48, 64))) == "Detections(0 objects in 64x48)"
+
+
+def test_a_model_that_is_not_a_path_is_named_as_such():
+    from pixellib.predictor import Predictor
+
+    for bad in (None, 123):
+        with pytest.raises(TypeError, match="the model must be a checkpoint path"):
+            Predictor(bad)

@@ -60,9 +60,12 @@ def load_model(
             source = source["model"]
         raw = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
                for k, v in source.items()}
-    else:
+    elif isinstance(source, (str, os.PathLike)):
         path = resolve_model(source, download=False)
         raw = weights.read_checkpoint(path)
+    else:
+        raise TypeError(f"the model must be a checkpoint path, 'resnet50' / 'resnet101' or a "
+                        f"state dict, got {type(source).__name__}")
     with weights.about_file(path or "checkpoint"):
         state_dict, _ = weights.convert_state_dict(raw)
         arch = weights.detect_architecture(state_dict)

@@ -153,6 +153,8 @@ def read_image(
     if isinstance(source, np.ndarray):
         return _from_array(source)
     if isinstance(source, (str, os.PathLike)):
+        if not os.fspath(source).strip():  # Path("") is ".": "it is a directory" misleads
+            raise InputNotFoundError(f"image path is empty: {os.fspath(source)!r}")
         return _from_file(user_path(source), resolve_max_pixels(max_pixels))
     raise TypeError(
         f"image source must be a path or a numpy array, got {type(source).__name__}"

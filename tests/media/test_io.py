@@ -302,6 +302,13 @@ def test_write_image_names_the_side_limit_of_jpeg_and_webp(tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "wide.jpg"]  # nothing half-written
 
 
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_path_is_named_empty(empty):
+    """read_image("") said "cannot read image '.': it is a directory"."""
+    with pytest.raises(InputNotFoundError, match="image path is empty"):
+        read_image(empty)
+
+
 def test_missing_file_raises_input_not_found(tmp_path):
     path = tmp_path / "nope ü.jpg"
     with pytest.raises(InputNotFoundError, match="nope ü.jpg"):

@@ -283,6 +283,12 @@ def test_select_target_classes(ins):
         ins.select_target_classes(*[False] * 81)
     with pytest.raises(TypeError, match=r"True or False by position .*car=True"):
         ins.select_target_classes("car")  # not person
+    # By name as by position: PixelLib's `flag == True` took 1, and "no" or 2 as not selected
+    # (a flag read from a config file as text selected the class here).
+    assert ins.select_target_classes(person=1, car=0) == ins.select_target_classes(person=True)
+    for odd in ("no", "False", 2, 0.5, [0], None):
+        with pytest.raises(TypeError, match=r"select_target_classes\(person=...\) takes True"):
+            ins.select_target_classes(person=odd)
 
 
 def test_pixellib_attributes_and_filter_objects(ins, base):

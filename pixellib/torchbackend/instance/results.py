@@ -38,11 +38,17 @@ from ...visualize import annotate, check_style
 FLAG_NAMES = tuple(name.replace(" ", "_") for name in COCO_CLASSES)
 
 
+def _is_flag(value) -> bool:
+    """True, False, or 1 / 0, which PixelLib's ``flag == True`` reads the same."""
+    return isinstance(value, (bool, np.bool_, int, np.integer)) and value in (0, 1)
+
+
 def target_flags(*positional, **flags) -> dict[str, str]:
     """PixelLib's ``select_target_classes``: ``{class name: "valid" | "invalid"}`` for all 80.
 
     ``flags`` are class names with spaces written as underscores (``traffic_light=True``);
-    a true value selects the class. ``positional`` flags follow PixelLib's parameter order,
+    True (or 1) selects the class, False (or 0) does not; other values are a ``TypeError``.
+    ``positional`` flags follow PixelLib's parameter order,
     :data:`FLAG_NAMES` (``target_flags(True)`` selects person). An unknown name raises
     ``ValueError`` listing the valid ones.
     """
@@ -50,13 +56,17 @@ def target_flags(*positional, **flags) -> dict[str, str]:
         raise TypeError(f"select_target_classes() takes {len(FLAG_NAMES)} class flags, got "
                         f"{len(positional)} positional ones")
     for name, on in zip(FLAG_NAMES, positional):
-        if not isinstance(on, (bool, np.bool_, int, np.integer)) or on not in (0, 1):
+        if not _is_flag(on):
             raise TypeError(f"select_target_classes() takes True or False by position (in "
                             f"COCO's order, first {name!r}), got {on!r}; name a class as "
                             "select_target_classes(car=True)")
         if name in flags:
             raise TypeError(f"select_target_classes() got multiple values for {name!r}")
         flags[name] = on
+    for name, on in flags.items():
+        if not _is_flag(on):  # PixelLib tests `flag == True`: "no" or 2 selected nothing
+            raise TypeError(f"select_target_classes({name}=...) takes True or False, got "
+                            f"{on!r}")
     selected = {COCO_CLASSES[class_id(name)] for name, on in flags.items() if on}
     for name in flags:  # also validate the names passed as False
         class_id(name)

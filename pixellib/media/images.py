@@ -218,6 +218,9 @@ def _decode(data: np.ndarray, label: str, max_pixels: int) -> np.ndarray:
     except cv2.error as exc:
         raise ImageReadError(f"cannot decode image {label!r}: {exc}") from exc
     if image is None:
+        kind = _not_an_image(memoryview(data))
+        if kind:
+            raise ImageReadError(f"cannot decode image {label!r}: {kind}")
         raise ImageReadError(
             f"cannot decode image {label!r}: not an image format OpenCV can read, or "
             "the file is corrupt or truncated"
@@ -227,6 +230,31 @@ def _decode(data: np.ndarray, label: str, max_pixels: int) -> np.ndarray:
     if h * w > max_pixels:  # header unreadable by Pillow: checked after decoding instead
         raise ImageTooLargeError(_too_large(label, f"{w}x{h}", max_pixels))
     return np.ascontiguousarray(image)
+
+
+# ISO base media brands of still pictures OpenCV cannot decode (HEIC/HEIF: iPhone photos).
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs",
+                b"mif1", b"msf1"}
+_VIDEO_HINT = ("a video file needs a video extension (.mp4, .mov, .mkv, .webm, .avi...): the "
+               "command line and segmentBatch pick videos by it; in Python, process_video "
+               "reads it")
+
+
+def _not_an_image(data: memoryview) -> str | None:
+    """What an undecodable file is instead, when its first bytes say so: a HEIC photo or a
+    video (an MP4/MOV, Matroska/WebM or AVI container)."""
+    if data[4:8] == b"ftyp":
+        if bytes(data[8:12]) in _HEIF_BRANDS:
+            return ("it is a HEIC/HEIF picture (iPhones save photos so), which OpenCV cannot "
+                    "decode: convert it to JPEG or PNG first")
+        if bytes(data[8:12]) in (b"avif", b"avis"):
+            return None
+        return f"it is an MP4/MOV video, not an image; {_VIDEO_HINT}"
+    if data[:4] == b"\x1a\x45\xdf\xa3":
+        return f"it is a Matroska/WebM video, not an image; {_VIDEO_HINT}"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return f"it is an AVI video, not an image; {_VIDEO_HINT}"
+    return None
 
 
 def _too_large(path: Path | str, size: str, max_pixels: int) -> str:

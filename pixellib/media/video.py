@@ -184,6 +184,39 @@ def _check_file(path: PathLike) -> tuple[str | Path, str]:
     return path, f"video {str(path)!r}"
 
 
+_CUT_MP4 = ("cannot open {what}: it is an MP4/MOV file without its index (the 'moov' box, "
+            "which a camera or encoder writes last unless the file is made for streaming): "
+            "it was cut short; was it completely written or downloaded?")
+
+
+def _mp4_without_index(path: PathLike) -> bool:
+    """True for a file that starts as an MP4/MOV (an ``ftyp`` box) whose ``moov`` box is
+    missing or runs past the end of the file: a recording or download cut short. FFmpeg then
+    finds no stream, or a stream without a codec, or fails to open it at all."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if f.read(8)[4:8] != b"ftyp":
+                return False
+            pos = 0
+            while pos + 8 <= size:
+                f.seek(pos)
+                head = f.read(16)
+                length, kind = int.from_bytes(head[:4], "big"), head[4:8]
+                if length == 1:  # a 64-bit size follows the type
+                    length = int.from_bytes(head[8:16], "big")
+                elif length == 0:  # to the end of the file
+                    length = size - pos
+                if length < 8:
+                    return False  # not a box structure this walk knows
+                if kind == b"moov":
+                    return pos + length > size  # the index itself cut short
+                pos += length
+            return True
+    except OSError:
+        return False
+
+
 def _open_av(path: PathLike, what: str, quiet: bool = False):
     av = encode.av
     try:
@@ -191,9 +224,14 @@ def _open_av(path: PathLike, what: str, quiet: bool = False):
     except (av.FFmpegError, UnicodeDecodeError) as exc:
         if is_stream_url(path):  # a network failure as often as a format one
             raise ImageReadError(f"cannot open {what}: {exc}") from None
+        if _mp4_without_index(path):
+            raise ImageReadError(_CUT_MP4.format(what=what)) from None
         raise ImageReadError(f"cannot open {what}: not a video FFmpeg can decode ({exc})") from None
-    if not container.streams.video:
+    if not container.streams.video or all(
+            s.codec_context is None for s in container.streams.video):
         container.close()
+        if not is_stream_url(path) and _mp4_without_index(path):
+            raise ImageReadError(_CUT_MP4.format(what=what))
         raise ImageReadError(f"cannot open {what}: it has no video track")
     stream = _main_video(container, what, quiet)
     stream.thread_type = "AUTO"  # this decoder's own threads; nothing process-wide
@@ -312,9 +350,19 @@ def frame_rate(requested, reported) -> Fraction:
         return as_rate(reported)
     except ValueError as exc:
         if reported:  # declared but unusable (over MAX_FPS, say): say what happens instead
-            logger.warning("the source's frame rate cannot be used (%s): writing at %s fps; "
-                           "give the rate to use", exc, DEFAULT_FPS)
+            logger.warning("the source's frame rate cannot be used (%s): writing one frame "
+                           "after another at %s fps (a high-speed clip plays slowed down); in "
+                           "Python, fps= / frames_per_second= sets another rate", exc,
+                           DEFAULT_FPS)
         return DEFAULT_FPS
+
+
+def _usable_rate(reported) -> bool:
+    try:
+        as_rate(reported)
+        return True
+    except ValueError:
+        return False
 
 
 def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=None,
@@ -351,7 +399,9 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
     else:
         reported = source.get(cv2.CAP_PROP_FPS) if hasattr(source, "get") else None
     rate = frame_rate(fps, reported)
-    timed = is_file and (fps is None or rate == info.rate)  # the source's own timestamps
+    # the source's own timestamps, unless its rate could not be used (frames then follow one
+    # another at the rate chosen instead, as the warning says)
+    timed = is_file and _usable_rate(info.rate) and (fps is None or rate == info.rate)
     audio = None
     if output is not None and is_file and info.has_audio:
         if is_stream_url(source):  # a second connection would not be in step with the first

@@ -150,6 +150,12 @@ BAD_FILES = {
         lambda p: _write(p, (lambda d: d[:33] + b"\x98" + d[34:])(_png_header(64, 64))),
         "truncated"),
     "a_directory.jpg": (lambda p: p.mkdir(), "directory"),
+    # What a file is instead, from its first bytes (a video named .jpg, an iPhone photo)
+    "video.jpg": (lambda p: _write(p, b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
+                                   + bytes(200)), "it is an MP4/MOV video, not an image"),
+    "clip.png": (lambda p: _write(p, b"\x1a\x45\xdf\xa3" + bytes(200)), "Matroska/WebM video"),
+    "photo.jpg": (lambda p: _write(p, b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"
+                                   + bytes(200)), "HEIC/HEIF picture"),
     "truncated.gif": (lambda p: _write(p, _pil_bytes("GIF")[:-1]), "GIF data is truncated"),
     "truncated.webp": (lambda p: _write(p, _pil_bytes("WEBP")[:-40]), "WebP data is truncated"),
     "truncated.bmp": (lambda p: _write(p, _pil_bytes("BMP")[:-1]), "BMP data is truncated"),

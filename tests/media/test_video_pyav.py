@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
+from pixellib.errors import ImageReadError
 from pixellib.media.video import (
     DEFAULT_FPS,
     VideoWriter,
@@ -614,6 +615,35 @@ def test_a_requested_frame_rate_retimes_the_frames(tmp_path):
     out = tmp_path / "out.mp4"
     run_frames(src, _copy, output=out, fps=10)
     assert _frame_times(out) == pytest.approx([i / 10 for i in range(len(VFR_MS))], abs=1e-3)
+
+
+def test_a_rate_past_the_limit_is_written_at_the_default_as_the_warning_says(tmp_path,
+                                                                            caplog):
+    """A 1200 fps clip: the warning said "writing at 30 fps" while the frames kept the
+    source's times (0.8 ms apart, a 5 ms video)."""
+    src = make_clip(tmp_path / "fast.mp4", n=6, rate=Fraction(1200))
+    out = tmp_path / "out.mp4"
+    with caplog.at_level(logging.WARNING, logger="pixellib"):
+        run_frames(src, _copy, output=out)
+    assert "writing one frame after another at 30 fps" in caplog.text
+    assert "audio not carried over" in caplog.text
+    assert _frame_times(out) == pytest.approx([i / DEFAULT_FPS for i in range(6)], abs=1e-3)
+    with av.open(str(out)) as result:
+        assert not result.streams.audio
+
+
+@pytest.mark.parametrize("audio", ["aac", None])
+@pytest.mark.parametrize("keep", [0.5, 0.9])
+def test_an_mp4_cut_before_its_index_says_so(tmp_path, audio, keep):
+    """A recording cut short loses the index MP4 writes last: it was called "not a video
+    FFmpeg can decode", "it has no video track" (as an audio file) or "Decoder not found"."""
+    whole = make_clip(tmp_path / "whole.mp4", n=20, audio=audio).read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole[: int(len(whole) * keep)])
+    with pytest.raises(ImageReadError, match="MP4/MOV file without its index") as info:
+        list(iter_frames(cut))
+    assert str(cut) in str(info.value) and "completely written" in str(info.value)
+    assert len(list(iter_frames(tmp_path / "whole.mp4"))) == 20  # the whole file is fine
 
 
 def test_writer_times_out_of_order_move_after_the_previous_frame(tmp_path):

@@ -272,6 +272,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         if args.track and not any(j.video for j in todo):
             print("pixellib: warning: --track follows objects across a video's frames; the "
                   "images are segmented each on its own", file=sys.stderr)
+        _check_writable({j.output.parent for j in todo})  # before the model runs on them all
         predictor = _load_predictor(args)
         images = [j for j in todo if not j.video]
         with tqdm(_image_outcomes(predictor, images, args), total=len(images), unit="img",
@@ -314,6 +315,27 @@ def _cmd_segment(args: argparse.Namespace) -> int:
               file=sys.stderr)
     succeeded = stats.images + stats.videos
     return 1 if stats.failed and (args.strict or succeeded == 0) else 0
+
+
+def _check_writable(folders) -> None:
+    """Refuse output folders nothing can be written in (read-only file system, no
+    permission), or the nearest existing folder above one that does not exist yet, before
+    any work: every output would fail, after the model had run on each input."""
+    for folder in sorted(folders):
+        existing = folder.absolute()
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            continue  # a file in the way: the write names it
+        if os.access(existing, os.W_OK | os.X_OK):
+            continue
+        try:
+            read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+        except (OSError, AttributeError):
+            read_only = False
+        why = "it is on a read-only file system" if read_only else "no permission to write there"
+        where = str(folder) if existing == folder.absolute() else f"{folder} (in {existing})"
+        raise InvalidArgumentError(f"cannot write outputs in {where!r}: {why}")
 
 
 # Options that change no output picture: left out of the settings a record compares.

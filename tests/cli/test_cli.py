@@ -824,3 +824,34 @@ def test_sigterm_leaves_no_half_written_video(tmp_path, checkpoint, photos, name
         proc.wait()
         proc.stderr.close()
     assert list(out.parent.iterdir()) == []
+
+
+def _without_root_powers(argv: list[str]) -> list[str]:
+    """``argv`` run with file permissions applying (root otherwise writes anywhere)."""
+    if os.geteuid() != 0:
+        return argv
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--", *argv]
+
+
+def test_an_output_folder_nothing_can_be_written_in_is_refused_before_any_work(
+        folder, tmp_path, checkpoint):
+    """Each image failed only after the model had run on it ("5 failed" after 27 s): the
+    folder's permissions are checked before the model loads."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    try:
+        for out in (locked, locked / "new" / "deeper"):
+            done = subprocess.run(_without_root_powers(
+                [sys.executable, "-m", "pixellib", "segment", str(folder), "-o", str(out),
+                 "--model", str(tmp_path / "no-such-model.pkl")]),
+                env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 1, done.stderr
+            assert f"cannot write outputs in '{out}" in done.stderr, done.stderr
+            assert "no permission to write there" in done.stderr
+            assert "no-such-model" not in done.stderr  # refused before the model was looked at
+    finally:
+        locked.chmod(0o755)
+    assert list(locked.iterdir()) == []

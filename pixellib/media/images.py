@@ -282,10 +282,10 @@ def _header_size(
             size = tuple(int(v) for v in im.size)  # the first frame's: counting frames seeks
             _say_if_several_frames(im, label or ("<bytes>" if isinstance(path, bytes) else path))
             return size
-    except Image.DecompressionBombError:
+    except Image.DecompressionBombError as exc:
         if pil_limit is not None and max_pixels <= 2 * pil_limit:
             raise ImageTooLargeError(
-                _too_large(label or path, f"more than {2 * pil_limit}", max_pixels)
+                _too_large(label or path, _bomb_size(path, str(exc), pil_limit), max_pixels)
             ) from None
         return None
     except Exception as exc:  # noqa: BLE001 - advisory probe; the decoder has the last word
@@ -315,6 +315,23 @@ def _header_size(
                 "'FORMAT=32-bit_rle_rgbe' line and a blank line)")
         return size
     return _text_header_size(head)
+
+
+def _bomb_size(path: Path | bytes, message: str, pil_limit: int) -> str:
+    """The size of an image Pillow refused as a decompression bomb: ``WxH`` from a PNG's
+    header, else the pixel count Pillow's message states, else a lower bound."""
+    try:
+        if isinstance(path, bytes):
+            head = path[:24]
+        else:
+            with open(path, "rb") as f:
+                head = f.read(24)
+    except OSError:
+        head = b""
+    if len(head) >= 24 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+        return f"{int.from_bytes(head[16:20], 'big')}x{int.from_bytes(head[20:24], 'big')}"
+    match = re.search(r"\((\d+) pixels\)", message)
+    return match.group(1) if match else f"more than {2 * pil_limit}"
 
 
 # Formats whose extra frames or pages are pictures of their own. (A camera's MPO JPEG also has

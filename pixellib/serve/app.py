@@ -486,7 +486,11 @@ def _parse_effect(text: str | None, files: dict):
     try:
         return parse_effect(text)
     except ValueError as e:
-        raise ApiError(422, "invalid option", f"effect: {e}") from None
+        hint = ""
+        if sep and not text.partition("=")[2].strip():  # color-bg=#00ff00 in a URL
+            hint = ("; in a URL a '#' starts the fragment, which is never sent: write it %23 "
+                    "(effect=color-bg%3D%2300ff00) or leave it out (color-bg=00ff00)")
+        raise ApiError(422, "invalid option", f"effect: {e}{hint}") from None
 
 
 async def _run(state: _State, request: Request, job_fn, timeout: float | None):

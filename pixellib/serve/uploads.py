@@ -146,7 +146,8 @@ def split_body(content_type: str, body: bytes) -> tuple[dict[str, tuple[str, byt
         else:
             if len(part["data"]) > MAX_FIELD_BYTES:
                 raise ApiError(413, "payload too large", f"form field {name!r} is over "
-                               f"{MAX_FIELD_BYTES} bytes")
+                               f"{MAX_FIELD_BYTES} bytes: options are short text; an image "
+                               "goes in a file field named 'image' (curl -F image=@photo.jpg)")
             if name in fields:
                 raise _bad(name, "given twice")
             fields[name] = part["data"].decode("utf-8", "replace")

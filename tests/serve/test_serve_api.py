@@ -336,3 +336,19 @@ def test_threads_option(r50_checkpoint):
         ServeSettings(torch_threads=0)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--threads", "0"])
+
+
+def test_common_request_mistakes_say_what_to_do(cli_server, photo_bytes):
+    """An image sent as a text field under another name was answered "form field 'photo' is
+    over 4096 bytes" (as if it were too large); color-bg=#00ff00 in a URL (the '#' starts
+    the fragment, never sent) "has an empty argument"."""
+    h = cli_server.headers()
+    body = _error(httpx.post(cli_server.url + "/v1/segment", headers=h,
+                             files={"photo": (None, "x" * 5000)}), 413)
+    assert "form field 'photo'" in body["detail"] and "file field named 'image'" in body["detail"]
+    body = _error(httpx.post(cli_server.url + "/v1/render?effect=color-bg=#00ff00", headers=h,
+                             files={"image": ("p.jpg", photo_bytes)}), 422)
+    assert "%23" in body["detail"] and "color-bg=00ff00" in body["detail"], body
+    r = httpx.post(cli_server.url + "/v1/render?effect=color-bg%3D%2300ff00", headers=h,
+                   files={"image": ("p.jpg", photo_bytes)}, timeout=300)
+    assert r.status_code == 200, r.text

@@ -746,7 +746,8 @@ def list_images(folder: PathLike) -> list[Path]:
     """Image files directly in ``folder`` (not recursive) sorted by name.
 
     A file counts when its extension is in :data:`IMAGE_EXTENSIONS`, in any letter case
-    (a broken link with such a name too, so that a batch reports it). Raises
+    (a broken link, a pipe or a device with such a name too, so that a batch reports it
+    instead of leaving it out silently; a folder with such a name does not). Raises
     :class:`InputNotFoundError` when the folder does not exist and :class:`ImageReadError`
     when it is not a folder.
     """
@@ -755,10 +756,8 @@ def list_images(folder: PathLike) -> list[Path]:
         raise InputNotFoundError(f"folder not found: {str(folder)!r}")
     if not folder.is_dir():
         raise ImageReadError(f"not a folder: {str(folder)!r}")
-    # A broken link named like an image is listed too: reading it then fails, naming it,
-    # instead of the file silently missing from the batch.
-    found = [
-        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
-        and (p.is_file() or (p.is_symlink() and not p.exists()))
-    ]
+    # A broken link, a pipe or a device named like an image is listed too: reading it then
+    # fails, naming it, instead of the file silently missing from the batch.
+    found = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
+             and not p.is_dir()]
     return sorted(found, key=lambda p: p.name)

@@ -650,6 +650,18 @@ def test_list_images(tmp_path):
         list_images(tmp_path / "a.png")
 
 
+def test_a_pipe_or_device_named_like_an_image_is_listed_and_then_named(tmp_path):
+    """A batch left them out silently ("0 failed"); named on the command line they were
+    reported. Listed, reading them says what they are."""
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    (tmp_path / "real.png").write_bytes(b"x")
+    assert [p.name for p in list_images(tmp_path)] == ["pipe.jpg", "real.png", "zero.png"]
+    for name in ("pipe.jpg", "zero.png"):
+        with pytest.raises(ImageReadError, match="not a regular file"):
+            read_image(tmp_path / name)
+
+
 def test_transparent_images_are_not_written_as_jpeg(tmp_path):
     from pixellib.errors import InvalidArgumentError
 

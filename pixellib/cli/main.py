@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--strict", action="store_true",
                      help="exit with 1 when any input fails (default: only when all fail)")
     seg.add_argument("--skip-existing", action="store_true",
-                     help="skip inputs whose output file already exists")
+                     help="skip inputs whose output file already exists (in a batch folder: "
+                          "made from that input with the same options, per its record)")
     seg.add_argument("--track", action="store_true",
                      help="videos: give each object an id that persists across frames; its "
                           "colour and caption (#id) follow the id")
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                   "put --ray after the inputs, or write --ray=ADDRESS", file=sys.stderr)
         return code
     try:
-        with _stop_on_sigterm(), _messages_for_a_terminal():
+        with _stop_on_signals(), _messages_for_a_terminal():
             return args.func(args)
     except KeyboardInterrupt:
         print("pixellib: interrupted", file=sys.stderr)
@@ -212,7 +213,7 @@ def _messages_for_a_terminal():
 
 
 @contextlib.contextmanager
-def _stop_on_sigterm():
+def _stop_on_signals():
     """While a command runs, SIGTERM (a job scheduler, ``timeout``, ``kill``) and SIGHUP (the
     terminal or ssh session went away) unwind like an exception, so that half-written outputs
     are deleted as on Ctrl-C (by default the process would die on the spot, leaving its
@@ -225,8 +226,10 @@ def _stop_on_sigterm():
     def stop(signum, frame):
         raise SystemExit(128 + signum)
 
-    # SIGHUP too: the terminal closed or the ssh session dropped (exit status 129).
-    signals = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    # SIGHUP too: the terminal closed or the ssh session dropped (exit status 129). A signal
+    # the process was started ignoring (`nohup`) stays ignored.
+    signals = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None))
+               if s is not None and signal.getsignal(s) is not signal.SIG_IGN]
     previous = {s: signal.signal(s, stop) for s in signals}
     try:
         yield
@@ -295,7 +298,13 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                         _report_failure(job, error, stats, None)
             except BaseException:  # Ctrl-C, SIGTERM: keep the detections of what was done
                 if args.coco and stats.images:
-                    _write_coco(Path(args.coco), stats.coco, [str(j.source) for j in jobs])
+                    # and those an earlier run wrote for the inputs not reached this time
+                    try:
+                        earlier = _coco_entries(Path(args.coco), {str(j.source) for j in jobs})
+                    except (OSError, ValueError, KeyError, TypeError):
+                        earlier = {}  # no earlier file (or not one we wrote)
+                    _write_coco(Path(args.coco), {**earlier, **stats.coco},
+                                [str(j.source) for j in jobs])
                     print(f"pixellib: --coco {args.coco!r} holds the {stats.images} image(s) "
                           "finished before the stop; --skip-existing keeps them",
                           file=sys.stderr)
@@ -338,26 +347,41 @@ def _check_writable(folders) -> None:
         raise InvalidArgumentError(f"cannot write outputs in {where!r}: {why}")
 
 
-# Options that change no output picture: left out of the settings a record compares.
+# Options that do not shape the output files (pictures, extracts, cut-outs, masks): left out
+# of the settings a record compares. (``effect_background`` is the decoded picture of the
+# --effect's background, which the effect names by its path.)
 _NOT_SETTINGS = {"command", "func", "usage", "inputs", "output", "skip_existing", "strict",
-                 "coco", "device", "ray", "format"}
+                 "coco", "device", "ray", "format", "effect_background"}
 
 
 def _settings_key(args: argparse.Namespace) -> str:
-    """The options that shape the outputs, as one string (new options count by default)."""
-    return repr(sorted((k, repr(v)) for k, v in vars(args).items() if k not in _NOT_SETTINGS))
+    """The options that shape the outputs, as one string (new options count by default);
+    paths as absolute paths, so that ``bg.png`` and ``./bg.png`` are the same setting."""
+    import dataclasses
+
+    def plain(value):
+        if isinstance(value, (str, os.PathLike)) and os.path.exists(value):
+            return os.path.abspath(value)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return (type(value).__name__,
+                    sorted((k, plain(v)) for k, v in dataclasses.asdict(value).items()))
+        return value
+
+    return repr(sorted((k, repr(plain(v))) for k, v in vars(args).items()
+                       if k not in _NOT_SETTINGS))
 
 
 def _already_done(jobs: list[Job], settings: str) -> list[bool]:
     """For ``--skip-existing``: whether each job's output exists and was made from its input
     with these settings, per the folder's record (an output the record does not vouch for
     is made again: batch names follow the input order, so after inputs came or went a name
-    may hold another input's result). A folder without a record (written by hand, or by
-    pixellib before 2026-12) keeps the plain rule: an existing output is done."""
+    may hold another input's result). A folder without a record (written by hand, or by an
+    older pixellib) keeps the plain rule, an existing output is done, and its outputs are
+    entered into a new record as they are, so that the next run keeps them too."""
     import json
 
     records: dict[Path, dict[str, tuple[str, str]] | None] = {}
-    done, redone = [], []
+    done, redone, adopted = [], [], []
     for job in jobs:
         if not job.output.exists():
             done.append(False)
@@ -375,11 +399,14 @@ def _already_done(jobs: list[Job], settings: str) -> list[bool]:
                             continue  # a line cut short by a crash
             records[job.record] = entries
         entries = records[job.record]
-        ok = entries is None or entries.get(job.output.name) == (
-            str(job.source.absolute()), settings)
+        if entries is None and job.record is not None:
+            adopted.append(job)
+        ok = entries is None or entries.get(job.output.name) == (_source_key(job), settings)
         done.append(ok)
         if not ok:
             redone.append(str(job.output))
+    for job in adopted:
+        _record_done(job, settings, None)
     if redone:
         print(f"pixellib: warning: {len(redone)} existing output(s) were not made from their "
               "input with these settings (inputs came or went, so names moved, or the options "
@@ -388,19 +415,26 @@ def _already_done(jobs: list[Job], settings: str) -> list[bool]:
     return done
 
 
-def _record_done(job: Job, settings: str, stats: _Stats) -> None:
+def _source_key(job: Job) -> str:
+    """The input as the record names it: its real path (``a/../b.jpg`` and a link to it are
+    the same input)."""
+    return str(job.source.resolve())
+
+
+def _record_done(job: Job, settings: str, stats: _Stats | None) -> None:
     """Append the finished output to its folder's record (see :func:`_already_done`)."""
     import json
 
     if job.record is None:
         return
-    line = json.dumps({"output": job.output.name, "source": str(job.source.absolute()),
-                       "settings": settings}, ensure_ascii=False)
+    # ASCII with escapes: a file name that is not UTF-8 (kept as surrogates) is written too
+    line = json.dumps({"output": job.output.name, "source": _source_key(job),
+                       "settings": settings})
     try:
         with open(job.record, "a", encoding="utf-8") as f:
             f.write(line + "\n")
     except OSError as e:
-        if not stats.record_failed:
+        if stats is not None and not stats.record_failed:
             stats.record_failed = True
             print(f"pixellib: warning: cannot note finished outputs in {str(job.record)!r} "
                   f"({e.strerror or e}); --skip-existing will make them again",
@@ -558,11 +592,27 @@ def _write_coco(path: Path, per_image: dict[str, dict], order: list[str]) -> Non
     write_text(path, text)
 
 
+def _coco_entries(path: Path, names: set[str]) -> dict[str, dict]:
+    """``{file name: {"images": [...], "annotations": [...]}}`` of a COCO file an earlier
+    run wrote, for the ``names`` it holds; raises ``OSError`` / ``ValueError`` /
+    ``KeyError`` / ``TypeError`` for a file that is not one."""
+    import json
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    images, annotations = data["images"], data["annotations"]
+    kept = {image["file_name"]: {"images": [image], "annotations": []}
+            for image in images if image["file_name"] in names}
+    ids = {kept[name]["images"][0]["id"]: name for name in kept}
+    for ann in annotations:
+        if ann["image_id"] in ids:
+            kept[ids[ann["image_id"]]]["annotations"].append(ann)
+    return kept
+
+
 def _previous_coco(path: Path, skipped: list[Job]) -> dict[str, dict]:
     """The entries an earlier run wrote into the ``--coco`` file for the inputs
     ``--skip-existing`` skips (by file name), so that the rewritten file keeps them. A file
     that is not COCO JSON is refused before any work: it would be overwritten."""
-    import json
 
     names = {str(j.source) for j in skipped}
     if not path.exists():
@@ -571,14 +621,7 @@ def _previous_coco(path: Path, skipped: list[Job]) -> dict[str, dict]:
               "them", file=sys.stderr)
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        images, annotations = data["images"], data["annotations"]
-        kept = {image["file_name"]: {"images": [image], "annotations": []}
-                for image in images if image["file_name"] in names}
-        ids = {kept[name]["images"][0]["id"]: name for name in kept}
-        for ann in annotations:
-            if ann["image_id"] in ids:
-                kept[ids[ann["image_id"]]]["annotations"].append(ann)
+        kept = _coco_entries(path, names)
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         why = f"no {exc} field" if isinstance(exc, KeyError) else " ".join(str(exc).split())
         raise InvalidArgumentError(

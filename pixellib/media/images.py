@@ -153,8 +153,8 @@ def read_image(
     if isinstance(source, np.ndarray):
         return _from_array(source)
     if isinstance(source, (str, os.PathLike)):
-        if not os.fspath(source).strip():  # Path("") is ".": "it is a directory" misleads
-            raise InputNotFoundError(f"image path is empty: {os.fspath(source)!r}")
+        if os.fspath(source) == "":  # Path("") is ".": "it is a directory" would mislead
+            raise InputNotFoundError("image path is empty: ''")
         return _from_file(user_path(source), resolve_max_pixels(max_pixels))
     raise TypeError(
         f"image source must be a path or a numpy array, got {type(source).__name__}"
@@ -305,7 +305,7 @@ def _header_size(
     if head.startswith((b"#?RADIANCE", b"#?RGBE")):  # the signatures OpenCV decodes
         # Run-length coding packs 16 MP into ~4 MB: the size must be known before decoding.
         try:
-            size = _radiance_size(_header_lines(path)) or _text_header_size(head)
+            size = _radiance_size(_header_lines(path))
         except OSError:
             return None
         if size is None:
@@ -353,7 +353,7 @@ def _say_if_several_frames(im: Image.Image, label) -> None:
                        "segment each)", str(label), count if count > 1 else "several", kind)
 
 
-# Radiance .hdr and .pfm, which Pillow cannot open, state their size in a short text header.
+# Radiance .hdr and .pfm, which Pillow cannot open, state their size in a text header.
 _TEXT_HEADER_BYTES = 4096
 _RADIANCE_SIZE = re.compile(rb"-Y\s*([-+]?\d+)\s*\+X\s*([-+]?\d+)")
 
@@ -392,18 +392,12 @@ def _radiance_size(lines) -> tuple[int, int] | None:
         return None
     height, width = int(match.group(1)), int(match.group(2))
     return (width, height) if width > 0 and height > 0 else None
-_HDR_SIZE = re.compile(rb"\n\n([-+][XY]) (\d+) ([-+][XY]) (\d+)\s")
 _PFM_SIZE = re.compile(rb"P[Ff]\s+(\d+)\s+(\d+)\s")
 
 
 def _text_header_size(head: bytes) -> tuple[int, int] | None:
-    """``(width, height)`` a Radiance (``#?RADIANCE``/``#?RGBE``) or PFM header states."""
-    if head.startswith(b"#?"):
-        match = _HDR_SIZE.search(head.replace(b"\r\n", b"\n"))
-        if match:  # "-Y 480 +X 640": the first axis named is the slow one
-            first, second = int(match.group(2)), int(match.group(4))
-            return (second, first) if match.group(1).endswith(b"Y") else (first, second)
-    elif head.startswith((b"PF", b"Pf")):
+    """``(width, height)`` a PFM header states (Radiance headers: :func:`_radiance_size`)."""
+    if head.startswith((b"PF", b"Pf")):
         match = _PFM_SIZE.match(head)
         if match:
             return int(match.group(1)), int(match.group(2))
@@ -506,10 +500,16 @@ _TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8,
                     13: 4}
 
 
+# Tags whose values libtiff must read to decode a page (a metadata tag it cannot read, such
+# as ImageDescription or XMP, is skipped with a warning): BitsPerSample, StripOffsets,
+# StripByteCounts, ColorMap, TileOffsets, TileByteCounts, ExtraSamples, SampleFormat.
+_TIFF_NEEDED = {258, 273, 279, 320, 324, 325, 338, 339}
+
+
 def _tiff_is_complete(data: memoryview) -> bool:
-    """False when the first page's directory (its entries, the values they point to, the
-    next page's offset) or the strips or tiles it points to run past the end of the data.
-    libtiff (in OpenCV) refuses such a page; OpenCV reads the first page only."""
+    """False when the first page's directory (its entries, the values of the tags a decoder
+    needs, the next page's offset) or the strips or tiles it points to run past the end of
+    the data. libtiff (in OpenCV) refuses such a page; OpenCV reads the first page only."""
     n, order = len(data), "<" if data[:2] == b"II" else ">"
     if n < 8:
         return False
@@ -524,7 +524,7 @@ def _tiff_is_complete(data: memoryview) -> bool:
         entry = ifd + 2 + 12 * i
         tag, kind = _u16(data, entry, order), _u16(data, entry + 2, order)
         size, values = _TIFF_TYPE_SIZES.get(kind), _u32(data, entry + 4, order)
-        if size is None:  # a type libtiff does not know either: skipped
+        if size is None or tag not in _TIFF_NEEDED:  # libtiff skips those it can do without
             continue
         where = entry + 8 if size * values <= 4 else _u32(data, entry + 8, order)
         if where + size * values > n:

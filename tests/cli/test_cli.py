@@ -548,6 +548,70 @@ def test_an_interrupted_run_keeps_the_coco_entries_of_what_it_finished(fake, fol
     assert json.loads(coco.read_text()) == whole
 
 
+def test_the_record_takes_odd_names_spellings_and_older_folders(fake, folder, tmp_path):
+    """A file name that is not UTF-8 crashed the batch when recorded; the same folder spelt
+    with '..' had every output made again; a folder written before the record existed kept
+    its outputs for one run, then lost them to the record."""
+    out = tmp_path / "out"
+    odd = os.fsdecode(b"caf\xe9.jpg")
+    (folder / odd).write_bytes((folder / "photo0.jpg").read_bytes())
+    code, stdout, err = fake(folder, "-o", out)
+    assert code == 0 and _summary(stdout)["images"] == 3, err
+    assert (out / odd).exists()
+    roundabout = tmp_path / "elsewhere" / ".." / "in"
+    (tmp_path / "elsewhere").mkdir()
+    code, stdout, err = fake(roundabout, "-o", out, "--skip-existing")
+    assert code == 0 and _summary(stdout)["skipped"] == 3 and "made again" not in err, err
+    (out / ".pixellib-done.jsonl").unlink()  # as if an older pixellib had written the folder
+    for _ in range(2):
+        code, stdout, err = fake(folder, "-o", out, "--skip-existing")
+        assert code == 0 and _summary(stdout)["skipped"] == 3 and "made again" not in err
+
+
+def test_an_interrupted_rerun_keeps_the_coco_entries_it_did_not_reach(fake, folder, tmp_path,
+                                                                      monkeypatch):
+    """A finished run's COCO file, then a run into the same file stopped after one image:
+    the file kept only that image (the others' entries lost for good)."""
+    import importlib
+
+    cli = importlib.import_module("pixellib.cli.main")
+    out_dir, coco = tmp_path / "out", tmp_path / "all.json"
+    cv2.imwrite(str(folder / "photo2.jpg"), np.zeros((20, 30, 3), np.uint8))
+    assert fake(folder, "-o", out_dir, "--coco", coco)[0] == 0
+    whole = json.loads(coco.read_text())
+    count = cli._count_image
+
+    def count_then_ctrl_c(job, det, args, stats):
+        count(job, det, args, stats)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_count_image", count_then_ctrl_c)
+    assert fake(folder, "-o", out_dir, "--coco", coco)[0] == 130
+    assert json.loads(coco.read_text()) == whole
+    monkeypatch.setattr(cli, "_count_image", count)
+    code, stdout, err = fake(folder, "-o", out_dir, "--coco", coco, "--skip-existing")
+    assert code == 0 and _summary(stdout)["skipped"] == 3, err
+    assert json.loads(coco.read_text()) == whole
+
+
+def test_nohup_keeps_a_hangup_ignored():
+    """Under `nohup` SIGHUP is ignored from the start; the command took it over and a closed
+    ssh session killed the run."""
+    import importlib
+    import signal
+
+    cli = importlib.import_module("pixellib.cli.main")
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with cli._stop_on_signals():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)  # ignored: nothing happens
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 def test_skip_existing_keeps_the_coco_entries_of_the_skipped_inputs(fake, folder, tmp_path):
     """Finishing a run with --skip-existing --coco rewrote the COCO file with only the images
     segmented this time (a finished run's file became empty)."""

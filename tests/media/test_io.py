@@ -211,6 +211,21 @@ def test_truncation_is_said_only_where_opencv_cannot_decode(name):
     assert called > len(data) // 23 * 0.9
 
 
+def test_a_tiff_whose_metadata_points_past_its_end_still_decodes(tmp_path):
+    """libtiff skips a tag it can do without (here the description, its text cut off): such
+    a file decodes in OpenCV and must not be called truncated."""
+    data = bytearray(_pil_bytes("TIFF", tiffinfo={270: "a description longer than four"}))
+    ifd = int.from_bytes(data[4:8], "little")
+    for k in range(int.from_bytes(data[ifd:ifd + 2], "little")):
+        entry = ifd + 2 + 12 * k
+        if int.from_bytes(data[entry:entry + 2], "little") == 270:
+            data[entry + 8:entry + 12] = (len(data) + 1000).to_bytes(4, "little")
+    path = _write(tmp_path / "described.tif", bytes(data))
+    expected = cv2.imread(str(path))
+    assert expected is not None
+    np.testing.assert_array_equal(read_image(path), expected)
+
+
 @pytest.mark.parametrize("name", ["truncated.gif", "truncated.tif", "truncated.bmp"])
 def test_truncated_file_is_refused_without_opencv_noise(tmp_path, capfd, name):
     path = tmp_path / name
@@ -239,7 +254,6 @@ def test_bad_files_raise_image_read_error_naming_the_file(tmp_path, name):
 
 @pytest.mark.parametrize("name, header", [
     ("claims.hdr", b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 2000 +X 3000\n"),
-    ("claims_rotated.hdr", b"#?RGBE\r\nEXPOSURE=1\r\n\r\n+X 3000 -Y 2000\r\n"),
     ("claims.pfm", b"PF\n3000 2000\n-1.0\n"),
     # Any spacing and signed numbers, as OpenCV's sscanf("-Y %d +X %d") takes them; a
     # header longer than the first 4 KB.
@@ -290,6 +304,8 @@ def test_radiance_size_is_read_as_opencv_reads_it(tmp_path, size_line):
     b"#?RADIANCE\nEXPOSURE=1\n-Y 2000 +X 3000\n",                  # no FORMAT line
     b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n-Y 2000 +X 3000\n",      # no blank line
     b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\nY 2000 X 3000\n",     # no size line
+    b"#?RGBE\r\nFORMAT=32-bit_rle_rgbe\r\n\r\n-Y 2000 +X 3000\r\n",  # CRLF lines
+    b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n+X 3000 -Y 2000\n",   # an orientation it lacks
 ])
 def test_radiance_header_without_a_size_opencv_reads_is_refused(tmp_path, header):
     data = header + bytes(64)
@@ -310,7 +326,7 @@ def test_write_image_names_the_side_limit_of_jpeg_and_webp(tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "wide.jpg"]  # nothing half-written
 
 
-@pytest.mark.parametrize("empty", ["", "  "])
+@pytest.mark.parametrize("empty", [""])
 def test_an_empty_path_is_named_empty(empty):
     """read_image("") said "cannot read image '.': it is a directory"."""
     with pytest.raises(InputNotFoundError, match="image path is empty"):

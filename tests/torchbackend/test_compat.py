@@ -286,7 +286,9 @@ def test_select_target_classes(ins):
     # By name as by position: PixelLib's `flag == True` took 1, and "no" or 2 as not selected
     # (a flag read from a config file as text selected the class here).
     assert ins.select_target_classes(person=1, car=0) == ins.select_target_classes(person=True)
-    for odd in ("no", "False", 2, 0.5, [0], None):
+    assert ins.select_target_classes(person=1.0, car=None) == ins.select_target_classes(
+        person=True)
+    for odd in ("no", "False", 2, 0.5, [0]):
         with pytest.raises(TypeError, match=r"select_target_classes\(person=...\) takes True"):
             ins.select_target_classes(person=odd)
 

@@ -39,15 +39,20 @@ FLAG_NAMES = tuple(name.replace(" ", "_") for name in COCO_CLASSES)
 
 
 def _is_flag(value) -> bool:
-    """True, False, or 1 / 0, which PixelLib's ``flag == True`` reads the same."""
-    return isinstance(value, (bool, np.bool_, int, np.integer)) and value in (0, 1)
+    """True, False, None (PixelLib's ``flag == True`` reads it as False) or a number equal
+    to 1 or 0, which it reads as True or False."""
+    if value is None:
+        return True
+    return (isinstance(value, (bool, np.bool_, int, float, np.integer, np.floating))
+            and value in (0, 1))
 
 
 def target_flags(*positional, **flags) -> dict[str, str]:
     """PixelLib's ``select_target_classes``: ``{class name: "valid" | "invalid"}`` for all 80.
 
     ``flags`` are class names with spaces written as underscores (``traffic_light=True``);
-    True (or 1) selects the class, False (or 0) does not; other values are a ``TypeError``.
+    True (or 1) selects the class, False, 0 or None does not; other values (``"no"``, 2...)
+    are a ``TypeError`` (PixelLib silently selected nothing with them).
     ``positional`` flags follow PixelLib's parameter order,
     :data:`FLAG_NAMES` (``target_flags(True)`` selects person). An unknown name raises
     ``ValueError`` listing the valid ones.

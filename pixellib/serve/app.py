@@ -230,7 +230,8 @@ _INFERENCE_ERRORS = {
     413: "the body or the image is too large",
     415: "not an image",
     422: "a truncated or corrupt image, or a wrong option (or one given twice)",
-    503: "the queue is full or the model is still loading (Retry-After)",
+    503: "the queue is full or the model is still loading (Retry-After), or the server was "
+         "forced to stop before the answer was ready",
     504: "over the timeout",
 }
 _RENDER_ANSWER = {
@@ -521,5 +522,9 @@ async def _run(state: _State, request: Request, job_fn, timeout: float | None):
                 state.metrics.disconnects += 1
                 return Response(status_code=499)
     except asyncio.CancelledError:
+        # uvicorn's forced exit (a second Ctrl-C) cancels the requests still running: answer
+        # why in JSON, as every other error (re-raised, it became a plain-text 500 and a
+        # logged traceback per request, which read as a bug of ours).
         pool.cancel(job)
-        raise
+        return _error(503, "shutting down", "the server was stopped before this request "
+                      "finished; send it again", {"Connection": "close"})

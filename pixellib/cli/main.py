@@ -37,22 +37,30 @@ class _Stats:
     coco: dict[str, dict] = field(default_factory=dict)  # input -> its to_coco_json dict
     # outputs of a background effect with no object in them (remove-bg: fully transparent)
     no_object: list[str] = field(default_factory=list)
-    record_failed: bool = False  # the batch folder's record could not be appended to
 
 
 # ----------------------------------------------------------------------------- arguments
 
 
 def _class_list(text: str) -> list[int]:
-    from ..classes import class_id
+    from ..classes import COCO_CLASSES, class_id
 
-    names = [n for n in text.split(",") if n.strip()]
+    names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise argparse.ArgumentTypeError("expected class names such as person,car")
-    try:
-        return [class_id(n) for n in names]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    ids = []
+    for name in names:
+        if name.isdigit():  # an id, as the server and the Python API take them
+            if int(name) >= len(COCO_CLASSES):
+                raise argparse.ArgumentTypeError(
+                    f"class id {name} is not a COCO class id (0 to {len(COCO_CLASSES) - 1})")
+            ids.append(int(name))
+            continue
+        try:
+            ids.append(class_id(name))
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return ids
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--confidence", type=probability, metavar="F",
                      help="score threshold in [0, 1] (default: 0.5, fast 0.3, rapid 0.2)")
     seg.add_argument("--classes", type=_class_list, metavar="NAMES",
-                     help="keep only these classes, comma separated (e.g. person,car)")
+                     help="keep only these classes, comma separated names or COCO ids (e.g. "
+                          "person,car or 0,2)")
     seg.add_argument("--boxes", action="store_true", help="draw boxes and labels")
     seg.add_argument("--extract", choices=("mask", "box"),
                      help="also save each object: mask cut-out or box crop, in "
@@ -224,6 +233,7 @@ def _stop_on_signals():
         return
 
     def stop(signum, frame):
+        print(f"pixellib: stopped by {signal.Signals(signum).name}", file=sys.stderr)
         raise SystemExit(128 + signum)
 
     # SIGHUP too: the terminal closed or the ssh session dropped (exit status 129). A signal
@@ -254,9 +264,11 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     jobs = outputs.prepare(plan_jobs(args.inputs, args.output), args)
     stats = _Stats()
-    settings = _settings_key(args)
+    from .record import DoneRecord
+
+    record = DoneRecord(args)
     if args.skip_existing:
-        done = _already_done(jobs, settings)
+        done = _already_done(jobs, record)
         todo = [j for j, d in zip(jobs, done) if not d]
         stats.skipped = len(jobs) - len(todo)
         if args.coco and stats.skipped:  # the skipped inputs keep their entries
@@ -275,39 +287,30 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         if args.track and not any(j.video for j in todo):
             print("pixellib: warning: --track follows objects across a video's frames; the "
                   "images are segmented each on its own", file=sys.stderr)
-        _check_writable({j.output.parent for j in todo})  # before the model runs on them all
+        _check_writable({j.output.parent for j in todo} | _extra_folders(args))  # before the
+        # model runs on them all
         predictor = _load_predictor(args)
         images = [j for j in todo if not j.video]
-        with tqdm(_image_outcomes(predictor, images, args), total=len(images), unit="img",
-                  disable=len(images) <= 1, file=sys.stderr) as bar:
+        with tqdm(_image_outcomes(predictor, images, args, record), total=len(images),
+                  unit="img", disable=len(images) <= 1, file=sys.stderr) as bar:
             try:
                 for job, (det, error) in bar:
                     if error is None:
                         _count_image(job, det, args, stats)
-                        _record_done(job, settings, stats)
                     else:
                         _report_failure(job, error, stats, bar)
                 for job in (j for j in todo if j.video):
                     counts, error = _attempt(_segment_video, predictor, job, args)
                     if error is None:
+                        record.note(job)
                         stats.videos += 1
                         stats.frames += counts[0]
                         stats.objects += counts[1]
-                        _record_done(job, settings, stats)
                     else:
                         _report_failure(job, error, stats, None)
             except BaseException:  # Ctrl-C, SIGTERM: keep the detections of what was done
                 if args.coco and stats.images:
-                    # and those an earlier run wrote for the inputs not reached this time
-                    try:
-                        earlier = _coco_entries(Path(args.coco), {str(j.source) for j in jobs})
-                    except (OSError, ValueError, KeyError, TypeError):
-                        earlier = {}  # no earlier file (or not one we wrote)
-                    _write_coco(Path(args.coco), {**earlier, **stats.coco},
-                                [str(j.source) for j in jobs])
-                    print(f"pixellib: --coco {args.coco!r} holds the {stats.images} image(s) "
-                          "finished before the stop; --skip-existing keeps them",
-                          file=sys.stderr)
+                    _keep_coco_on_stop(Path(args.coco), jobs, stats, record)
                 raise
     if args.coco:
         _write_coco(Path(args.coco), stats.coco, [str(j.source) for j in jobs])
@@ -324,6 +327,12 @@ def _cmd_segment(args: argparse.Namespace) -> int:
               file=sys.stderr)
     succeeded = stats.images + stats.videos
     return 1 if stats.failed and (args.strict or succeeded == 0) else 0
+
+
+def _extra_folders(args) -> set[Path]:
+    """The other places the command writes: the --coco file's folder, --cutouts, --masks."""
+    places = {Path(args.coco).expanduser().absolute().parent} if args.coco else set()
+    return places | {Path(f).expanduser() for f in (args.cutouts, args.masks) if f}
 
 
 def _check_writable(folders) -> None:
@@ -347,98 +356,27 @@ def _check_writable(folders) -> None:
         raise InvalidArgumentError(f"cannot write outputs in {where!r}: {why}")
 
 
-# Options that do not shape the output files (pictures, extracts, cut-outs, masks): left out
-# of the settings a record compares. (``effect_background`` is the decoded picture of the
-# --effect's background, which the effect names by its path.)
-_NOT_SETTINGS = {"command", "func", "usage", "inputs", "output", "skip_existing", "strict",
-                 "coco", "device", "ray", "format", "effect_background"}
-
-
-def _settings_key(args: argparse.Namespace) -> str:
-    """The options that shape the outputs, as one string (new options count by default);
-    paths as absolute paths, so that ``bg.png`` and ``./bg.png`` are the same setting."""
-    import dataclasses
-
-    def plain(value):
-        if isinstance(value, (str, os.PathLike)) and os.path.exists(value):
-            return os.path.abspath(value)
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return (type(value).__name__,
-                    sorted((k, plain(v)) for k, v in dataclasses.asdict(value).items()))
-        return value
-
-    return repr(sorted((k, repr(plain(v))) for k, v in vars(args).items()
-                       if k not in _NOT_SETTINGS))
-
-
-def _already_done(jobs: list[Job], settings: str) -> list[bool]:
-    """For ``--skip-existing``: whether each job's output exists and was made from its input
-    with these settings, per the folder's record (an output the record does not vouch for
-    is made again: batch names follow the input order, so after inputs came or went a name
-    may hold another input's result). A folder without a record (written by hand, or by an
-    older pixellib) keeps the plain rule, an existing output is done, and its outputs are
-    entered into a new record as they are, so that the next run keeps them too."""
-    import json
-
-    records: dict[Path, dict[str, tuple[str, str]] | None] = {}
-    done, redone, adopted = [], [], []
+def _already_done(jobs: list[Job], record) -> list[bool]:
+    """For ``--skip-existing``: whether each job's output exists and the folder's record
+    vouches for it (:mod:`pixellib.cli.record`); a folder without a record keeps the plain
+    rule, and its existing outputs are entered into a new record as they are."""
+    done, redone = [], []
     for job in jobs:
         if not job.output.exists():
             done.append(False)
             continue
-        if job.record not in records:
-            entries = None
-            if job.record is not None and job.record.is_file():
-                entries = {}
-                with open(job.record, encoding="utf-8", errors="replace") as f:
-                    for line in f:
-                        try:
-                            item = json.loads(line)
-                            entries[item["output"]] = (item["source"], item["settings"])
-                        except (ValueError, KeyError, TypeError):
-                            continue  # a line cut short by a crash
-            records[job.record] = entries
-        entries = records[job.record]
-        if entries is None and job.record is not None:
-            adopted.append(job)
-        ok = entries is None or entries.get(job.output.name) == (_source_key(job), settings)
-        done.append(ok)
-        if not ok:
+        vouched = record.vouches(job)
+        if vouched is None and job.record is not None:
+            record.note(job)  # adopted: an older pixellib's output
+        done.append(vouched is not False)
+        if vouched is False:
             redone.append(str(job.output))
-    for job in adopted:
-        _record_done(job, settings, None)
     if redone:
         print(f"pixellib: warning: {len(redone)} existing output(s) were not made from their "
-              "input with these settings (inputs came or went, so names moved, or the options "
-              f"changed): made again: {', '.join(redone[:3])}{', ...' if len(redone) > 3 else ''}",
-              file=sys.stderr)
+              "input as it is now, with these options (inputs came, went or changed, so names "
+              "moved, or the options changed): made again: "
+              f"{', '.join(redone[:3])}{', ...' if len(redone) > 3 else ''}", file=sys.stderr)
     return done
-
-
-def _source_key(job: Job) -> str:
-    """The input as the record names it: its real path (``a/../b.jpg`` and a link to it are
-    the same input)."""
-    return str(job.source.resolve())
-
-
-def _record_done(job: Job, settings: str, stats: _Stats | None) -> None:
-    """Append the finished output to its folder's record (see :func:`_already_done`)."""
-    import json
-
-    if job.record is None:
-        return
-    # ASCII with escapes: a file name that is not UTF-8 (kept as surrogates) is written too
-    line = json.dumps({"output": job.output.name, "source": _source_key(job),
-                       "settings": settings})
-    try:
-        with open(job.record, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-    except OSError as e:
-        if stats is not None and not stats.record_failed:
-            stats.record_failed = True
-            print(f"pixellib: warning: cannot note finished outputs in {str(job.record)!r} "
-                  f"({e.strerror or e}); --skip-existing will make them again",
-                  file=sys.stderr)
 
 
 def check_device_option(device: str) -> None:
@@ -481,7 +419,7 @@ def _report_failure(job: Job, error: BaseException, stats: _Stats, bar) -> None:
         print(message, file=sys.stderr)
 
 
-def _image_outcomes(predictor, jobs: list[Job], args):
+def _image_outcomes(predictor, jobs: list[Job], args, record):
     """``(job, (detections, None))`` or ``(job, (None, error))`` per image job, in order:
     :func:`pixellib.runtime.pipeline.run_batch` (several images at once with
     ``PIXELLIB_BATCH_WORKERS`` > 1, else reading ahead and writing behind the model where that
@@ -491,14 +429,15 @@ def _image_outcomes(predictor, jobs: list[Job], args):
 
     done = run_batch(jobs, lambda job: read_image(job.source),
                      lambda job, image: (image, predictor(image, classes=args.classes)),
-                     lambda job, found: _finish_image(job, *found, args),
+                     lambda job, found: _finish_image(job, *found, args, record),
                      device=predictor.device, skip=BATCH_SKIPPED)
     for job, outcome in done:
         yield job, (outcome.value, outcome.error)
 
 
-def _finish_image(job: Job, image, det, args):
-    """Draw and write one image's outputs; its detections."""
+def _finish_image(job: Job, image, det, args, record=None):
+    """Draw and write one image's outputs, then note it in the folder's record (at once, in
+    the thread that wrote it); its detections."""
     from ..media.images import write_image
 
     drawn = outputs.render(image, det, args)
@@ -512,6 +451,8 @@ def _finish_image(job: Job, image, det, args):
                       from_box=from_box)
     outputs.save_extras(image, det, job, args)
     write_image(job.output, drawn)  # last: an existing output means the job is complete
+    if record is not None:
+        record.note(job)
     return det
 
 
@@ -592,21 +533,43 @@ def _write_coco(path: Path, per_image: dict[str, dict], order: list[str]) -> Non
     write_text(path, text)
 
 
-def _coco_entries(path: Path, names: set[str]) -> dict[str, dict]:
-    """``{file name: {"images": [...], "annotations": [...]}}`` of a COCO file an earlier
-    run wrote, for the ``names`` it holds; raises ``OSError`` / ``ValueError`` /
-    ``KeyError`` / ``TypeError`` for a file that is not one."""
+def _coco_entries(path: Path, jobs: list[Job]) -> dict[str, dict]:
+    """``{input as named now: {"images": [...], "annotations": [...]}}`` from a COCO file an
+    earlier run wrote, for the ``jobs``' inputs it holds, matched by real path (the earlier
+    run may have named the folder otherwise; ``file_name`` takes this run's spelling).
+    Raises ``OSError`` / ``ValueError`` / ``KeyError`` / ``TypeError`` for a file that is
+    not one."""
     import json
 
     data = json.loads(path.read_text(encoding="utf-8"))
     images, annotations = data["images"], data["annotations"]
-    kept = {image["file_name"]: {"images": [image], "annotations": []}
-            for image in images if image["file_name"] in names}
+    wanted = {os.path.realpath(j.source): str(j.source) for j in jobs}
+    kept = {}
+    for image in images:
+        name = wanted.get(os.path.realpath(image["file_name"]))
+        if name is not None:
+            kept[name] = {"images": [{**image, "file_name": name}], "annotations": []}
     ids = {kept[name]["images"][0]["id"]: name for name in kept}
     for ann in annotations:
         if ann["image_id"] in ids:
             kept[ids[ann["image_id"]]]["annotations"].append(ann)
     return kept
+
+
+def _keep_coco_on_stop(path: Path, jobs: list[Job], stats: _Stats, record) -> None:
+    """On a stop: write ``--coco`` with the images finished, and the entries the file
+    already held for inputs not reached whose outputs the record vouches for (made from
+    them, with these options)."""
+    unreached = [j for j in jobs if not j.video and str(j.source) not in stats.coco
+                 and j.output.exists() and record.vouches(j)]
+    try:
+        earlier = _coco_entries(path, unreached) if unreached else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        earlier = {}  # no earlier file (or not one we wrote)
+    _write_coco(path, {**earlier, **stats.coco}, [str(j.source) for j in jobs])
+    kept = f", and the {len(earlier)} an earlier run made with these options" if earlier else ""
+    print(f"pixellib: --coco {str(path)!r} holds the {stats.images} image(s) finished before "
+          f"the stop{kept}; --skip-existing finishes it", file=sys.stderr)
 
 
 def _previous_coco(path: Path, skipped: list[Job]) -> dict[str, dict]:
@@ -621,7 +584,7 @@ def _previous_coco(path: Path, skipped: list[Job]) -> dict[str, dict]:
               "them", file=sys.stderr)
         return {}
     try:
-        kept = _coco_entries(path, names)
+        kept = _coco_entries(path, skipped)
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         why = f"no {exc} field" if isinstance(exc, KeyError) else " ".join(str(exc).split())
         raise InvalidArgumentError(

@@ -114,6 +114,10 @@ def _check_coco_file(jobs: list[Job], args) -> None:
             raise InvalidArgumentError(
                 f"--coco {str(coco)!r} is also the output picture of {str(job.source)!r}; "
                 "choose another file")
+    records = {job.record.expanduser().resolve() for job in jobs if job.record is not None}
+    if target in records:
+        raise InvalidArgumentError(f"--coco {str(coco)!r} is the output folder's record of "
+                                   "finished outputs; choose another file")
     model = getattr(args, "model", None)
     if model and target == Path(model).expanduser().resolve():
         raise InvalidArgumentError(f"--coco {str(coco)!r} is the model file; choose another file")

@@ -742,12 +742,17 @@ def _channels_for(ext: str, image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+# pixellib.media.files.temporary_name's pattern: a half-written output a killed run left.
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{12}\.tmp\.[^.]+")
+
+
 def list_images(folder: PathLike) -> list[Path]:
     """Image files directly in ``folder`` (not recursive) sorted by name.
 
     A file counts when its extension is in :data:`IMAGE_EXTENSIONS`, in any letter case
     (a broken link, a pipe or a device with such a name too, so that a batch reports it
-    instead of leaving it out silently; a folder with such a name does not). Raises
+    instead of leaving it out silently; a folder with such a name does not, nor a hidden
+    temporary file a killed run left, ``.<name>.<hex>.tmp.<ext>``). Raises
     :class:`InputNotFoundError` when the folder does not exist and :class:`ImageReadError`
     when it is not a folder.
     """
@@ -759,5 +764,5 @@ def list_images(folder: PathLike) -> list[Path]:
     # A broken link, a pipe or a device named like an image is listed too: reading it then
     # fails, naming it, instead of the file silently missing from the batch.
     found = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
-             and not p.is_dir()]
+             and not p.is_dir() and not _TEMPORARY.fullmatch(p.name)]
     return sorted(found, key=lambda p: p.name)

@@ -467,7 +467,7 @@ def test_extract(fake, folder, tmp_path, mode, prefix):
         assert shapes[0] == (75, 100) and shapes[2] == (6, 8)
 
 
-def test_skip_existing(fake, folder, tmp_path, checkpoint):
+def test_skip_existing(fake, folder, tmp_path):
     out_dir = tmp_path / "out"
     cv2.imwrite(str(folder / "photo2.jpg"), np.zeros((20, 30, 3), np.uint8))
     assert fake(folder, "-o", out_dir)[0] == 0
@@ -479,14 +479,11 @@ def test_skip_existing(fake, folder, tmp_path, checkpoint):
     assert summary["images"] == 1 and summary["skipped"] == 2
     after = {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()}
     assert after["photo0.jpg"] == before["photo0.jpg"] and "photo1.jpg" in after
-    # Nothing left to do: succeeds without even loading the model (its file gone meanwhile).
-    moved = tmp_path / "model-elsewhere.pkl"
-    checkpoint.rename(moved)
-    try:
-        code, out, _ = fake(folder, "-o", out_dir, "--skip-existing")
-    finally:
-        moved.rename(checkpoint)
+    # Nothing left to do: succeeds without even loading the model.
+    FakePredictor.created.clear()
+    code, out, _ = fake(folder, "-o", out_dir, "--skip-existing")
     assert code == 0 and _summary(out)["skipped"] == 3
+    assert FakePredictor.created == []
 
 
 def test_skip_existing_redoes_an_output_that_another_input_made(fake, photos, tmp_path):
@@ -916,6 +913,144 @@ def test_an_output_folder_nothing_can_be_written_in_is_refused_before_any_work(
             assert f"cannot write outputs in '{out}" in done.stderr, done.stderr
             assert "no permission to write there" in done.stderr
             assert "no-such-model" not in done.stderr  # refused before the model was looked at
+        # the other places it writes: --coco's folder, --cutouts, --masks
+        for extra in (["--coco", str(locked / "c.json")], ["--cutouts", str(locked / "c")],
+                      ["--masks", str(locked)]):
+            done = subprocess.run(_without_root_powers(
+                [sys.executable, "-m", "pixellib", "segment", str(folder), "-o",
+                 str(tmp_path / "fine"), *extra, "--model", str(tmp_path / "no-such.pkl")]),
+                env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 1 and "cannot write outputs in" in done.stderr, extra
+            assert str(locked) in done.stderr and "no-such" not in done.stderr, done.stderr
     finally:
         locked.chmod(0o755)
     assert list(locked.iterdir()) == []
+
+
+def _photo_folder(tmp_path, photos, name="in", count=3) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    for k in range(count):
+        cv2.imwrite(str(folder / f"p{k}.jpg"), photos[k % len(photos)])
+    return folder
+
+
+def test_the_record_follows_contents_and_settles_what_does_not_matter(fake, photos, tmp_path):
+    """--skip-existing kept a photo replaced in place and one whose replace-bg picture was
+    replaced; it redid everything for --cutouts into a new folder, for the same classes in
+    another order, for the default confidence spelt out, and for --track on images."""
+    folder = _photo_folder(tmp_path, photos)
+    out, cuts = tmp_path / "out", tmp_path / "new_cuts"
+    assert fake(folder, "-o", out, "--cutouts", cuts, "--classes", "person,cat")[0] == 0
+    for extra in (["--classes", "cat,person"], ["--classes", "person,cat", "--confidence",
+                                                "0.2", "--track"]):
+        code, stdout, err = fake(folder, "-o", out, "--cutouts", cuts, "--skip-existing",
+                                 *extra)
+        assert code == 0 and _summary(stdout)["skipped"] == 3 and "made again" not in err, err
+    cv2.imwrite(str(folder / "p1.jpg"), np.zeros((30, 40, 3), np.uint8))  # replaced in place
+    code, stdout, err = fake(folder, "-o", out, "--cutouts", cuts, "--classes", "person,cat",
+                             "--skip-existing")
+    assert code == 0 and _summary(stdout)["images"] == 1 and "made again: " in err, err
+    assert cv2.imread(str(out / "p1.jpg")).shape == (30, 40, 3)
+    # a background picture replaced under the same name: other pictures
+    background = tmp_path / "bg.png"
+    cv2.imwrite(str(background), np.full((20, 20, 3), 90, np.uint8))
+    assert fake(folder, "-o", out, "--effect", f"replace-bg={background}")[0] == 0
+    cv2.imwrite(str(background), np.full((20, 20, 3), 200, np.uint8))
+    code, stdout, err = fake(folder, "-o", out, "--effect", f"replace-bg={background}",
+                             "--skip-existing")
+    assert code == 0 and _summary(stdout)["images"] == 3, err
+
+
+def test_the_record_survives_a_cut_line_and_is_not_the_coco_file(fake, photos, tmp_path):
+    folder = _photo_folder(tmp_path, photos)
+    out = tmp_path / "out"
+    assert fake(folder, "-o", out)[0] == 0
+    record = out / ".pixellib-done.jsonl"
+    text = record.read_text()
+    record.write_text(text[:-30])  # the last line cut short (a kill, a full disk)
+    code, stdout, _ = fake(folder, "-o", out, "--skip-existing")
+    assert code == 0 and _summary(stdout)["images"] == 1  # its output is made again
+    code, stdout, err = fake(folder, "-o", out, "--skip-existing")  # and noted on a new line
+    assert code == 0 and _summary(stdout)["skipped"] == 3 and "made again" not in err, err
+    code, _, err = fake(folder, "-o", out, "--coco", record)
+    assert code == 1 and "record of finished outputs" in err
+    # a half-written output a killed run left is not an input
+    (out / ".p0.0123456789ab.tmp.jpg").write_bytes(b"x")
+    from pixellib.media.images import list_images
+
+    assert [p.name for p in list_images(out)] == ["p0.jpg", "p1.jpg", "p2.jpg"]
+
+
+def test_a_stop_keeps_earlier_coco_entries_only_where_the_record_vouches(fake, photos,
+                                                                         tmp_path, monkeypatch):
+    """Stopped without --skip-existing after other options: the file held the new images
+    and stale entries made with the old options. Resumed under another spelling of the
+    folder, the entries were looked up by the path as typed and the file lost them all."""
+    import importlib
+
+    cli = importlib.import_module("pixellib.cli.main")
+    folder = _photo_folder(tmp_path, photos)
+    out, coco = tmp_path / "out", tmp_path / "c.json"
+    assert fake(folder, "-o", out, "--coco", coco, "--classes", "cat")[0] == 0
+    count = cli._count_image
+
+    def count_then_stop(job, det, args, stats):
+        count(job, det, args, stats)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_count_image", count_then_stop)
+    code, _, err = fake(folder, "-o", out, "--coco", coco)  # other options: all classes
+    assert code == 130 and "holds the 1 image(s) finished before the stop;" in err, err
+    assert len(json.loads(coco.read_text())["images"]) == 1
+    monkeypatch.setattr(cli, "_count_image", count)
+    code, stdout, err = fake(folder, "-o", out, "--coco", coco, "--skip-existing")
+    assert code == 0 and _summary(stdout)["images"] == 2, err
+    whole = json.loads(coco.read_text())
+    assert len(whole["images"]) == 3 and len(whole["annotations"]) == 9
+    elsewhere = tmp_path / "x" / ".." / "in"
+    (tmp_path / "x").mkdir()
+    code, stdout, err = fake(elsewhere, "-o", out, "--coco", coco, "--skip-existing")
+    assert code == 0 and _summary(stdout)["skipped"] == 3 and "no entry" not in err, err
+    again = json.loads(coco.read_text())
+    assert [im["file_name"] for im in again["images"]] == [
+        str(elsewhere / f"p{k}.jpg") for k in range(3)]
+    assert again["annotations"] == whole["annotations"]
+
+
+def test_an_output_written_behind_the_model_is_noted_before_a_stop(fake, photos, tmp_path,
+                                                                   monkeypatch):
+    """With the writing overlapped (the default on CUDA), outputs on disk at a stop were not
+    in the record yet: the resume made them again, saying the options had changed."""
+    import importlib
+
+    cli = importlib.import_module("pixellib.cli.main")
+    monkeypatch.setenv("PIXELLIB_OVERLAP", "1")
+    folder = _photo_folder(tmp_path, photos, count=5)
+    out = tmp_path / "out"
+    count, seen = cli._count_image, []
+
+    def count_then_stop(job, det, args, stats):
+        count(job, det, args, stats)
+        seen.append(job)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_count_image", count_then_stop)
+    assert fake(folder, "-o", out)[0] == 130
+    monkeypatch.setattr(cli, "_count_image", count)
+    written = len(_outputs(out))
+    code, stdout, err = fake(folder, "-o", out, "--skip-existing")
+    assert code == 0 and "made again" not in err, err
+    assert _summary(stdout)["skipped"] == written and _summary(stdout)["images"] == 5 - written
+
+
+def test_classes_by_coco_id_as_the_server_and_the_api_take_them():
+    """`--classes 25,66` was "unknown class name '25'" (the server and Python take ids)."""
+    import importlib
+
+    cli = importlib.import_module("pixellib.cli.main")
+    assert cli._class_list("25, keyboard,0") == [25, 66, 0]
+    assert cli._class_list("umbrella,keyboard") == cli._class_list("25,66")
+    with pytest.raises(Exception, match="not a COCO class id"):
+        cli._class_list("80")

@@ -1,0 +1,148 @@
+"""The record a batch output folder keeps of its finished outputs (``.pixellib-done.jsonl``).
+
+One JSON line per output, appended right after the output is in place: its name, the input
+it was made from (real path, size, modification time) and the options that shape it. With
+``--skip-existing`` an input is skipped only when its output exists and the record's last
+line for that output names this very input, unchanged, and these options: batch names
+follow the input order (``photo.jpg``, ``photo_2.jpg``), so after inputs came or went a name
+may hold another input's result, and an input replaced in place, or other options, make
+other pictures. A folder without a record (written by hand, or by an older pixellib) keeps
+the plain rule, an existing output is done, and its outputs are entered as they are.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+from .jobs import Job
+
+logger = logging.getLogger("pixellib.cli")
+
+# Options that do not shape the output files (pictures, extracts, cut-outs, masks).
+# (``effect_background`` is the decoded picture of the --effect's background, which the
+# effect names by its path.)
+_NOT_SETTINGS = {"command", "func", "usage", "inputs", "output", "skip_existing", "strict",
+                 "coco", "device", "ray", "format", "effect_background"}
+# Folders the extras go to: compared as absolute paths, whether they exist yet or not.
+_FOLDER_OPTIONS = {"cutouts", "masks"}
+
+
+def _file_identity(path: str) -> list:
+    """An existing file as its real path, size and modification time (a file replaced in
+    place is another file); a folder as its real path."""
+    real = os.path.realpath(path)
+    if os.path.isfile(real):
+        st = os.stat(real)
+        return [real, st.st_size, st.st_mtime_ns]
+    return [real]
+
+
+def _plain(value):
+    if isinstance(value, (str, os.PathLike)) and os.path.exists(value):
+        return _file_identity(os.fspath(value))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [type(value).__name__,
+                sorted((k, _plain(v)) for k, v in dataclasses.asdict(value).items())]
+    return value
+
+
+def settings_key(args: argparse.Namespace, *, video: bool) -> str:
+    """The options that shape an image's (or with ``video``, a video's) outputs, as one
+    string: new options count by default; files by identity (``./bg.png`` and its absolute
+    path are one setting, a picture replaced under the same name another); the model name
+    ``resnet50`` as the cached file it stands for; classes as a set; the confidence as the
+    one that applies (``--speed rapid`` alone is ``--speed rapid --confidence 0.2``);
+    ``--track`` for videos only."""
+    from ..checkpoint.hub import MODEL_URLS, cached_model_path
+    from ..config import SPEED_PRESETS
+
+    values = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS}
+    model = values.get("model")
+    if isinstance(model, str) and not os.path.exists(model):
+        key = model.strip().lower()
+        if key in MODEL_URLS and cached_model_path(key).is_file():
+            values["model"] = str(cached_model_path(key))
+    if values.get("confidence") is None:
+        values["confidence"] = SPEED_PRESETS[values.get("speed") or "default"][0]
+    if values.get("classes") is not None:
+        values["classes"] = sorted(set(values["classes"]))
+    if not video:
+        values.pop("track", None)
+    for name in _FOLDER_OPTIONS:
+        if values.get(name):  # a tuple: compared as the path, not as what is there now
+            values[name] = ("folder", os.path.abspath(values[name]))
+    return repr(sorted((k, repr(_plain(v))) for k, v in values.items()))
+
+
+class DoneRecord:
+    """The records of a run's batch folders: what they vouch for, and the appending of
+    finished outputs (from any thread)."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.keys = {False: settings_key(args, video=False), True: settings_key(args, video=True)}
+        self._entries: dict[Path, dict[str, dict] | None] = {}
+        self._lock = threading.Lock()
+        self._warned = False
+
+    def _source(self, job: Job) -> dict:
+        identity = _file_identity(os.fspath(job.source))
+        return {"source": identity[0], "size": identity[1] if len(identity) > 1 else None,
+                "mtime": identity[2] if len(identity) > 2 else None}
+
+    def _line(self, job: Job) -> dict:
+        return {"output": job.output.name, **self._source(job), "settings": self.keys[job.video]}
+
+    def _read(self, record: Path) -> dict[str, dict] | None:
+        if record not in self._entries:
+            entries = None
+            if record.is_file():
+                entries = {}
+                with open(record, encoding="utf-8", errors="replace") as f:
+                    for line in f:
+                        try:
+                            item = json.loads(line)
+                            entries[item["output"]] = item
+                        except (ValueError, KeyError, TypeError):
+                            continue  # a line cut short by a crash
+            self._entries[record] = entries
+        return self._entries[record]
+
+    def vouches(self, job: Job) -> bool | None:
+        """Whether the record says ``job``'s existing output was made from its input, as it
+        is now, with these options; None when its folder has no record (or it is no batch
+        job)."""
+        if job.record is None:
+            return None
+        entries = self._read(job.record)
+        if entries is None:
+            return None
+        entry = entries.get(job.output.name)
+        if entry is None:
+            return False
+        return {k: entry.get(k) for k in ("source", "size", "mtime", "settings")} == {
+            k: v for k, v in self._line(job).items() if k != "output"}
+
+    def note(self, job: Job) -> None:
+        """Append ``job``'s finished output (a line that starts on a line of its own, even
+        after a line a crash cut short)."""
+        if job.record is None:
+            return
+        line = json.dumps(self._line(job)).encode("ascii")  # non-UTF-8 names escaped
+        try:
+            with self._lock, open(job.record, "a+b") as f:
+                f.seek(0, os.SEEK_END)
+                if f.tell():
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":
+                        line = b"\n" + line
+                f.write(line + b"\n")
+        except OSError as e:
+            if not self._warned:
+                self._warned = True
+                logger.warning("cannot note finished outputs in %r (%s); --skip-existing "
+                               "will make them again", str(job.record), e.strerror or e)

@@ -291,8 +291,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         # model runs on them all
         predictor = _load_predictor(args)
         images = [j for j in todo if not j.video]
-        with tqdm(_image_outcomes(predictor, images, args, record), total=len(images),
-                  unit="img", disable=len(images) <= 1, file=sys.stderr) as bar:
+        outcomes = _image_outcomes(predictor, images, args, record, stats)
+        with tqdm(outcomes, total=len(images), unit="img", disable=len(images) <= 1,
+                  file=sys.stderr) as bar:
             try:
                 for job, (det, error) in bar:
                     if error is None:
@@ -309,10 +310,11 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                     else:
                         _report_failure(job, error, stats, None)
             except BaseException:  # Ctrl-C, SIGTERM: keep the detections of what was done
-                if args.coco and stats.images:
+                outcomes.close()  # the outputs still being written are finished and noted
+                if args.coco and stats.coco:
                     _keep_coco_on_stop(Path(args.coco), jobs, stats, record)
                 raise
-    if args.coco:
+    if args.coco and (todo or not Path(args.coco).exists()):  # nothing done: left as it is
         _write_coco(Path(args.coco), stats.coco, [str(j.source) for j in jobs])
     print(_summary(stats, time.perf_counter() - started))
     if stats.no_object:
@@ -419,7 +421,7 @@ def _report_failure(job: Job, error: BaseException, stats: _Stats, bar) -> None:
         print(message, file=sys.stderr)
 
 
-def _image_outcomes(predictor, jobs: list[Job], args, record):
+def _image_outcomes(predictor, jobs: list[Job], args, record, stats):
     """``(job, (detections, None))`` or ``(job, (None, error))`` per image job, in order:
     :func:`pixellib.runtime.pipeline.run_batch` (several images at once with
     ``PIXELLIB_BATCH_WORKERS`` > 1, else reading ahead and writing behind the model where that
@@ -429,15 +431,16 @@ def _image_outcomes(predictor, jobs: list[Job], args, record):
 
     done = run_batch(jobs, lambda job: read_image(job.source),
                      lambda job, image: (image, predictor(image, classes=args.classes)),
-                     lambda job, found: _finish_image(job, *found, args, record),
+                     lambda job, found: _finish_image(job, *found, args, record, stats),
                      device=predictor.device, skip=BATCH_SKIPPED)
     for job, outcome in done:
         yield job, (outcome.value, outcome.error)
 
 
-def _finish_image(job: Job, image, det, args, record=None):
-    """Draw and write one image's outputs, then note it in the folder's record (at once, in
-    the thread that wrote it); its detections."""
+def _finish_image(job: Job, image, det, args, record=None, stats: _Stats | None = None):
+    """Draw and write one image's outputs, keep its ``--coco`` entry, then note it in the
+    folder's record (at once, in the thread that wrote it: a noted output always has its
+    entry); its detections."""
     from ..media.images import write_image
 
     drawn = outputs.render(image, det, args)
@@ -451,6 +454,10 @@ def _finish_image(job: Job, image, det, args, record=None):
                       from_box=from_box)
     outputs.save_extras(image, det, job, args)
     write_image(job.output, drawn)  # last: an existing output means the job is complete
+    if args.coco and stats is not None:
+        from ..export import to_coco_json
+
+        stats.coco[str(job.source)] = to_coco_json(det, 1, str(job.source))
     if record is not None:
         record.note(job)
     return det
@@ -462,10 +469,6 @@ def _count_image(job: Job, det, args, stats: _Stats) -> None:
     stats.objects += len(det)
     if len(det) == 0 and args.effect is not None and not args.effect.on_objects:
         stats.no_object.append(str(job.output))
-    if args.coco:
-        from ..export import to_coco_json
-
-        stats.coco[str(job.source)] = to_coco_json(det, 1, str(job.source))
 
 
 def _segment_video(predictor, job: Job, args) -> tuple[int, int]:
@@ -547,7 +550,11 @@ def _coco_entries(path: Path, jobs: list[Job]) -> dict[str, dict]:
     kept = {}
     for image in images:
         name = wanted.get(os.path.realpath(image["file_name"]))
-        if name is not None:
+        if name is None:  # a relative name from another working folder: its unique tail
+            tail = os.sep + os.path.normpath(image["file_name"]).lstrip("." + os.sep)
+            matches = [n for real, n in wanted.items() if real.endswith(tail)]
+            name = matches[0] if len(matches) == 1 else None
+        if name is not None and name not in kept:
             kept[name] = {"images": [{**image, "file_name": name}], "annotations": []}
     ids = {kept[name]["images"][0]["id"]: name for name in kept}
     for ann in annotations:
@@ -560,15 +567,15 @@ def _keep_coco_on_stop(path: Path, jobs: list[Job], stats: _Stats, record) -> No
     """On a stop: write ``--coco`` with the images finished, and the entries the file
     already held for inputs not reached whose outputs the record vouches for (made from
     them, with these options)."""
-    unreached = [j for j in jobs if not j.video and str(j.source) not in stats.coco
-                 and j.output.exists() and record.vouches(j)]
     try:
+        unreached = [j for j in jobs if not j.video and str(j.source) not in stats.coco
+                     and j.output.exists() and record.vouches(j)]
         earlier = _coco_entries(path, unreached) if unreached else {}
     except (OSError, ValueError, KeyError, TypeError):
-        earlier = {}  # no earlier file (or not one we wrote)
+        earlier = {}  # no earlier file (or not one we wrote), or no readable record
     _write_coco(path, {**earlier, **stats.coco}, [str(j.source) for j in jobs])
     kept = f", and the {len(earlier)} an earlier run made with these options" if earlier else ""
-    print(f"pixellib: --coco {str(path)!r} holds the {stats.images} image(s) finished before "
+    print(f"pixellib: --coco {str(path)!r} holds the {len(stats.coco)} image(s) finished before "
           f"the stop{kept}; --skip-existing finishes it", file=sys.stderr)
 
 

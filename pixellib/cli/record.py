@@ -43,19 +43,25 @@ def _file_identity(path: str) -> list:
 
 
 def _plain(value):
-    if isinstance(value, (str, os.PathLike)) and os.path.exists(value):
-        return _file_identity(os.fspath(value))
+    """A value as the key holds it: numbers as floats (``--feather 0`` is the default 0),
+    an effect as its fields with its background picture by identity."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return [type(value).__name__,
-                sorted((k, _plain(v)) for k, v in dataclasses.asdict(value).items())]
+        fields = dataclasses.asdict(value)
+        picture = fields.get("background")
+        if isinstance(picture, str) and os.path.exists(os.path.expanduser(picture)):
+            fields["background"] = _file_identity(os.path.expanduser(picture))
+        return [type(value).__name__, sorted((k, _plain(v)) for k, v in fields.items())]
     return value
 
 
 def settings_key(args: argparse.Namespace, *, video: bool) -> str:
     """The options that shape an image's (or with ``video``, a video's) outputs, as one
-    string: new options count by default; files by identity (``./bg.png`` and its absolute
-    path are one setting, a picture replaced under the same name another); the model name
-    ``resnet50`` as the cached file it stands for; classes as a set; the confidence as the
+    string: new options count by default; the model file and the background picture by
+    identity (``./bg.png`` and its absolute path are one setting, a picture replaced under
+    the same name another); ``resnet50`` and its cached file alike; classes as a set;
+    numbers as floats; the confidence as the
     one that applies (``--speed rapid`` alone is ``--speed rapid --confidence 0.2``);
     ``--track`` for videos only."""
     from ..checkpoint.hub import MODEL_URLS, cached_model_path
@@ -63,10 +69,15 @@ def settings_key(args: argparse.Namespace, *, video: bool) -> str:
 
     values = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS}
     model = values.get("model")
-    if isinstance(model, str) and not os.path.exists(model):
+    if isinstance(model, str):  # a released model by name, whether downloaded yet or not
+        named = {os.path.realpath(cached_model_path(k)): k for k in MODEL_URLS}
         key = model.strip().lower()
-        if key in MODEL_URLS and cached_model_path(key).is_file():
-            values["model"] = str(cached_model_path(key))
+        if key in MODEL_URLS and not os.path.exists(model):
+            values["model"] = ("released", key)
+        elif os.path.realpath(os.path.expanduser(model)) in named:
+            values["model"] = ("released", named[os.path.realpath(os.path.expanduser(model))])
+        elif os.path.exists(os.path.expanduser(model)):
+            values["model"] = ("file", *_file_identity(os.path.expanduser(model)))
     if values.get("confidence") is None:
         values["confidence"] = SPEED_PRESETS[values.get("speed") or "default"][0]
     if values.get("classes") is not None:
@@ -75,7 +86,7 @@ def settings_key(args: argparse.Namespace, *, video: bool) -> str:
         values.pop("track", None)
     for name in _FOLDER_OPTIONS:
         if values.get(name):  # a tuple: compared as the path, not as what is there now
-            values[name] = ("folder", os.path.abspath(values[name]))
+            values[name] = ("folder", os.path.abspath(os.path.expanduser(values[name])))
     return repr(sorted((k, repr(_plain(v))) for k, v in values.items()))
 
 

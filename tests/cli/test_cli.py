@@ -1012,9 +1012,17 @@ def test_a_stop_keeps_earlier_coco_entries_only_where_the_record_vouches(fake, p
     (tmp_path / "x").mkdir()
     code, stdout, err = fake(elsewhere, "-o", out, "--coco", coco, "--skip-existing")
     assert code == 0 and _summary(stdout)["skipped"] == 3 and "no entry" not in err, err
+    assert json.loads(coco.read_text()) == whole  # nothing to do: the file left as it is
+    # with one input to do, from another working folder: the others' entries found by path
+    (out / "p1.jpg").unlink()
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    monkeypatch.chdir(sub)
+    code, stdout, err = fake(Path("..") / "in", "-o", out, "--coco", coco, "--skip-existing")
+    assert code == 0 and _summary(stdout)["skipped"] == 2 and "no entry" not in err, err
     again = json.loads(coco.read_text())
     assert [im["file_name"] for im in again["images"]] == [
-        str(elsewhere / f"p{k}.jpg") for k in range(3)]
+        str(Path("..") / "in" / f"p{k}.jpg") for k in range(3)]
     assert again["annotations"] == whole["annotations"]
 
 
@@ -1037,12 +1045,34 @@ def test_an_output_written_behind_the_model_is_noted_before_a_stop(fake, photos,
             raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "_count_image", count_then_stop)
-    assert fake(folder, "-o", out)[0] == 130
+    coco = tmp_path / "c.json"
+    assert fake(folder, "-o", out, "--coco", coco)[0] == 130
     monkeypatch.setattr(cli, "_count_image", count)
     written = len(_outputs(out))
-    code, stdout, err = fake(folder, "-o", out, "--skip-existing")
-    assert code == 0 and "made again" not in err, err
+    assert len(json.loads(coco.read_text())["images"]) == written  # every noted output
+    code, stdout, err = fake(folder, "-o", out, "--coco", coco, "--skip-existing")
+    assert code == 0 and "made again" not in err and "no entry" not in err, err
     assert _summary(stdout)["skipped"] == written and _summary(stdout)["images"] == 5 - written
+    assert len(json.loads(coco.read_text())["images"]) == 5
+
+
+def test_the_settings_key_is_the_same_before_and_after_the_model_download(tmp_path,
+                                                                          monkeypatch):
+    """A first run that downloads resnet50 keyed it by name, later runs by the cached file:
+    stopped and resumed, it made everything again."""
+    from pixellib.checkpoint.hub import cached_model_path
+    from pixellib.cli.main import build_parser
+    from pixellib.cli.record import settings_key
+
+    monkeypatch.setenv("PIXELLIB_HOME", str(tmp_path / "home"))
+    args = build_parser().parse_args(["segment", "x.jpg", "--feather", "0"])
+    before = settings_key(args, video=False)
+    cached = cached_model_path("resnet50")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(b"weights")
+    assert settings_key(args, video=False) == before
+    by_path = build_parser().parse_args(["segment", "x.jpg", "--model", str(cached)])
+    assert settings_key(by_path, video=False) == before  # --feather 0 is the default too
 
 
 def test_classes_by_coco_id_as_the_server_and_the_api_take_them():
@@ -1054,3 +1084,21 @@ def test_classes_by_coco_id_as_the_server_and_the_api_take_them():
     assert cli._class_list("umbrella,keyboard") == cli._class_list("25,66")
     with pytest.raises(Exception, match="not a COCO class id"):
         cli._class_list("80")
+
+
+def test_coco_entries_named_from_another_working_folder_are_found(fake, photos, tmp_path,
+                                                                  monkeypatch):
+    """`segment in --coco c.json`, then from a subfolder `segment ../in ... --skip-existing`:
+    the relative names of the first run were looked up from the second's folder, found
+    nothing, and the file was rewritten without them."""
+    _photo_folder(tmp_path, photos)
+    monkeypatch.chdir(tmp_path)
+    assert fake("in", "-o", "out", "--coco", "c.json")[0] == 0
+    whole = json.loads((tmp_path / "c.json").read_text())
+    (tmp_path / "out" / "p2.jpg").unlink()
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    code, stdout, err = fake("../in", "-o", "../out", "--coco", "../c.json", "--skip-existing")
+    assert code == 0 and _summary(stdout)["skipped"] == 2 and "no entry" not in err, err
+    again = json.loads((tmp_path / "c.json").read_text())
+    assert len(again["images"]) == 3 and again["annotations"] == whole["annotations"]

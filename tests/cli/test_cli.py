@@ -84,6 +84,23 @@ def _outputs(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name != RECORD_NAME)
 
 
+def _ctrl_c_after(monkeypatch, images: int):
+    """Ctrl-C as the ``images``-th image is counted; returns the function that stops it."""
+    import importlib
+
+    cli = importlib.import_module("pixellib.cli.main")  # the package's `main` is the function
+    count, seen = cli._count_image, []
+
+    def count_then_stop(job, det, args, stats):
+        count(job, det, args, stats)
+        seen.append(job)
+        if len(seen) == images:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_count_image", count_then_stop)
+    return lambda: monkeypatch.setattr(cli, "_count_image", count)
+
+
 def _cli(*argv: str, capsys) -> tuple[int, str, str]:
     code = main(list(map(str, argv)))
     out, err = capsys.readouterr()
@@ -520,26 +537,15 @@ def test_an_interrupted_run_keeps_the_coco_entries_of_what_it_finished(fake, fol
                                                                         monkeypatch, capsys):
     """Ctrl-C after two of three images wrote no --coco file at all: every detection of the
     run was lost, and resuming could not get them back."""
-    import importlib
-
-    cli = importlib.import_module("pixellib.cli.main")  # the package's `main` is the function
     out_dir, coco = tmp_path / "out", tmp_path / "all.json"
     cv2.imwrite(str(folder / "photo2.jpg"), np.zeros((20, 30, 3), np.uint8))
     assert fake(folder, "-o", tmp_path / "whole", "--coco", tmp_path / "whole.json")[0] == 0
     whole = json.loads((tmp_path / "whole.json").read_text())
-    count, finished = cli._count_image, []
-
-    def count_then_ctrl_c(job, det, args, stats):
-        count(job, det, args, stats)
-        finished.append(job)
-        if len(finished) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(cli, "_count_image", count_then_ctrl_c)
+    resume = _ctrl_c_after(monkeypatch, 2)
     code, _, err = fake(folder, "-o", out_dir, "--coco", coco)
     assert code == 130 and "holds the 2 image(s) finished before the stop" in err, err
     assert len(json.loads(coco.read_text())["images"]) == 2
-    monkeypatch.setattr(cli, "_count_image", count)
+    resume()
     code, stdout, err = fake(folder, "-o", out_dir, "--coco", coco, "--skip-existing")
     assert code == 0, err
     assert json.loads(coco.read_text()) == whole
@@ -569,23 +575,14 @@ def test_an_interrupted_rerun_keeps_the_coco_entries_it_did_not_reach(fake, fold
                                                                       monkeypatch):
     """A finished run's COCO file, then a run into the same file stopped after one image:
     the file kept only that image (the others' entries lost for good)."""
-    import importlib
-
-    cli = importlib.import_module("pixellib.cli.main")
     out_dir, coco = tmp_path / "out", tmp_path / "all.json"
     cv2.imwrite(str(folder / "photo2.jpg"), np.zeros((20, 30, 3), np.uint8))
     assert fake(folder, "-o", out_dir, "--coco", coco)[0] == 0
     whole = json.loads(coco.read_text())
-    count = cli._count_image
-
-    def count_then_ctrl_c(job, det, args, stats):
-        count(job, det, args, stats)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(cli, "_count_image", count_then_ctrl_c)
+    resume = _ctrl_c_after(monkeypatch, 1)
     assert fake(folder, "-o", out_dir, "--coco", coco)[0] == 130
     assert json.loads(coco.read_text()) == whole
-    monkeypatch.setattr(cli, "_count_image", count)
+    resume()
     code, stdout, err = fake(folder, "-o", out_dir, "--coco", coco, "--skip-existing")
     assert code == 0 and _summary(stdout)["skipped"] == 3, err
     assert json.loads(coco.read_text()) == whole
@@ -987,23 +984,14 @@ def test_a_stop_keeps_earlier_coco_entries_only_where_the_record_vouches(fake, p
     """Stopped without --skip-existing after other options: the file held the new images
     and stale entries made with the old options. Resumed under another spelling of the
     folder, the entries were looked up by the path as typed and the file lost them all."""
-    import importlib
-
-    cli = importlib.import_module("pixellib.cli.main")
     folder = _photo_folder(tmp_path, photos)
     out, coco = tmp_path / "out", tmp_path / "c.json"
     assert fake(folder, "-o", out, "--coco", coco, "--classes", "cat")[0] == 0
-    count = cli._count_image
-
-    def count_then_stop(job, det, args, stats):
-        count(job, det, args, stats)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(cli, "_count_image", count_then_stop)
+    resume = _ctrl_c_after(monkeypatch, 1)
     code, _, err = fake(folder, "-o", out, "--coco", coco)  # other options: all classes
     assert code == 130 and "holds the 1 image(s) finished before the stop;" in err, err
     assert len(json.loads(coco.read_text())["images"]) == 1
-    monkeypatch.setattr(cli, "_count_image", count)
+    resume()
     code, stdout, err = fake(folder, "-o", out, "--coco", coco, "--skip-existing")
     assert code == 0 and _summary(stdout)["images"] == 2, err
     whole = json.loads(coco.read_text())
@@ -1030,24 +1018,13 @@ def test_an_output_written_behind_the_model_is_noted_before_a_stop(fake, photos,
                                                                    monkeypatch):
     """With the writing overlapped (the default on CUDA), outputs on disk at a stop were not
     in the record yet: the resume made them again, saying the options had changed."""
-    import importlib
-
-    cli = importlib.import_module("pixellib.cli.main")
     monkeypatch.setenv("PIXELLIB_OVERLAP", "1")
     folder = _photo_folder(tmp_path, photos, count=5)
     out = tmp_path / "out"
-    count, seen = cli._count_image, []
-
-    def count_then_stop(job, det, args, stats):
-        count(job, det, args, stats)
-        seen.append(job)
-        if len(seen) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(cli, "_count_image", count_then_stop)
+    resume = _ctrl_c_after(monkeypatch, 2)
     coco = tmp_path / "c.json"
     assert fake(folder, "-o", out, "--coco", coco)[0] == 130
-    monkeypatch.setattr(cli, "_count_image", count)
+    resume()
     written = len(_outputs(out))
     assert len(json.loads(coco.read_text())["images"]) == written  # every noted output
     code, stdout, err = fake(folder, "-o", out, "--coco", coco, "--skip-existing")

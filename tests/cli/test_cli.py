@@ -867,9 +867,13 @@ def test_sigterm_leaves_no_half_written_video(tmp_path, checkpoint, photos, name
     out = tmp_path / "out" / "seg.mp4"
     root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    # A run under `nohup` (as CI may be) ignores SIGHUP, and so would the command (it keeps
+    # an ignored hangup ignored, test_nohup_keeps_a_hangup_ignored): start it as a terminal
+    # session would, with the signal's default.
     proc = subprocess.Popen([sys.executable, "-m", "pixellib", "segment", str(src), "-o",
                              str(out), "--model", str(checkpoint), "--speed", "rapid"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not list(out.parent.glob(".seg.*.tmp.mp4")):  # the video is being written

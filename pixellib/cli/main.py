@@ -581,9 +581,9 @@ def _keep_coco_on_stop(path: Path, jobs: list[Job], stats: _Stats, record) -> No
 
 def _previous_coco(path: Path, skipped: list[Job]) -> dict[str, dict]:
     """The entries an earlier run wrote into the ``--coco`` file for the inputs
-    ``--skip-existing`` skips (by file name), so that the rewritten file keeps them. A file
-    that is not COCO JSON is refused before any work: it would be overwritten."""
-
+    ``--skip-existing`` skips (matched as :func:`_coco_entries` matches them), so that the
+    rewritten file keeps them. A file that is not COCO JSON is refused before any work: it
+    would be overwritten."""
     names = {str(j.source) for j in skipped}
     if not path.exists():
         print(f"pixellib: warning: --coco {str(path)!r} does not exist, so the {len(names)} "

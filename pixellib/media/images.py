@@ -292,16 +292,11 @@ def _header_size(
         logger.debug("no header size for %s from Pillow: %r", label or path, exc)
     # Pillow gives up on a PNG cut short before its first IDAT; OpenCV may still allocate
     # the size that the IHDR chunk (always first, at a fixed offset) claims.
-    try:
-        if isinstance(path, bytes):
-            head = path[:_TEXT_HEADER_BYTES]
-        else:
-            with open(path, "rb") as f:
-                head = f.read(_TEXT_HEADER_BYTES)
-    except OSError:
+    head = _head(path, _TEXT_HEADER_BYTES)
+    if head is None:
         return None
-    if len(head) >= 24 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
-        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if (size := _png_size(head)) is not None:
+        return size
     if head.startswith((b"#?RADIANCE", b"#?RGBE")):  # the signatures OpenCV decodes
         # Run-length coding packs 16 MP into ~4 MB: the size must be known before decoding.
         try:
@@ -317,19 +312,30 @@ def _header_size(
     return _text_header_size(head)
 
 
+def _head(path: Path | bytes, n: int) -> bytes | None:
+    """The first ``n`` bytes of a file or of bytes; None when the file cannot be read."""
+    if isinstance(path, bytes):
+        return path[:n]
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return None
+
+
+def _png_size(head: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from a PNG's IHDR chunk (always first, at a fixed offset)."""
+    if len(head) >= 24 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return None
+
+
 def _bomb_size(path: Path | bytes, message: str, pil_limit: int) -> str:
     """The size of an image Pillow refused as a decompression bomb: ``WxH`` from a PNG's
     header, else the pixel count Pillow's message states, else a lower bound."""
-    try:
-        if isinstance(path, bytes):
-            head = path[:24]
-        else:
-            with open(path, "rb") as f:
-                head = f.read(24)
-    except OSError:
-        head = b""
-    if len(head) >= 24 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
-        return f"{int.from_bytes(head[16:20], 'big')}x{int.from_bytes(head[20:24], 'big')}"
+    size = _png_size(_head(path, 24) or b"")
+    if size:
+        return f"{size[0]}x{size[1]}"
     match = re.search(r"\((\d+) pixels\)", message)
     return match.group(1) if match else f"more than {2 * pil_limit}"
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def number_between(low: float, high: float, unit: str = ""):
@@ -20,3 +21,9 @@ def number_between(low: float, high: float, unit: str = ""):
 
 #: A score threshold in [0, 1].
 probability = number_between(0, 1)
+
+
+def user_path(text: str) -> str:
+    """An argparse ``type`` for a path option: ``~`` expanded as the shell would have done,
+    had the option not been written ``--option=~/dir`` (where the shell leaves it)."""
+    return os.path.expanduser(text)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..errors import BATCH_SKIPPED, InvalidArgumentError
 from . import outputs
-from .args import probability
+from .args import probability, user_path
 from .jobs import DEFAULT_BATCH_FOLDER, VIDEO_EXTENSIONS, Job, plan_jobs
 
 
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("inputs", nargs="+", metavar="INPUT",
                      help="image file, folder (its images), glob (quote it) or video file "
                           f"({' '.join(VIDEO_EXTENSIONS)})")
-    seg.add_argument("-o", "--output", metavar="OUT",
+    seg.add_argument("-o", "--output", type=user_path, metavar="OUT",
                      help="output file for one input, else output folder "
                           f"(default: <stem>_segmented<ext> beside a single input, "
                           f"./{DEFAULT_BATCH_FOLDER}/ otherwise)")
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--track", action="store_true",
                      help="videos: give each object an id that persists across frames; its "
                           "colour and caption (#id) follow the id")
-    seg.add_argument("--coco", metavar="FILE.json",
+    seg.add_argument("--coco", type=user_path, metavar="FILE.json",
                      help="also write the image detections as COCO-style JSON")
     outputs.add_arguments(seg)
     seg.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",

@@ -21,7 +21,7 @@ from ..effects import EFFECTS, Effect, apply_effect, load_background, parse_effe
 from ..errors import EffectError, InvalidArgumentError
 from ..media.files import output_path_problem
 from ..media.images import ALPHA_WRITE_EXTENSIONS
-from .args import number_between
+from .args import number_between, user_path
 from .jobs import Job
 
 EPILOG = f"""\
@@ -57,9 +57,9 @@ def add_arguments(seg: argparse.ArgumentParser) -> None:
     seg.add_argument("--feather", type=number_between(0, 10_000, " pixels"), default=0,
                      metavar="PX",
                      help="soften the effect's edge over PX pixels (default 0: hard edge)")
-    seg.add_argument("--cutouts", metavar="DIR",
+    seg.add_argument("--cutouts", type=user_path, metavar="DIR",
                      help="also save each object as a transparent PNG cropped to its mask")
-    seg.add_argument("--masks", metavar="DIR",
+    seg.add_argument("--masks", type=user_path, metavar="DIR",
                      help="also save each object's binary mask PNG and an instance-id "
                           "<stem>_labels.png (0 = background, k = k-th object)")
     seg.add_argument("--no-overlay", action="store_true",

@@ -807,6 +807,28 @@ def test_a_re_run_replaces_the_earlier_runs_object_files(fake, folder, tmp_path)
         "segmented_object_1.jpg"]
 
 
+def test_tilde_in_option_equals_form_is_the_home_folder(fake, folder, tmp_path, monkeypatch):
+    """``--cutouts=~/c``: the shell leaves a ``~`` after ``=`` as it is; the command reads it
+    as the home folder (it used to write into a folder named ``~``)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    code, _, err = fake(folder / "photo0.jpg", "--output=~/o.jpg", "--cutouts=~/cuts",
+                        "--masks=~/masks", "--coco=~/c.json")
+    assert code == 0, err
+    assert (home / "o.jpg").is_file() and (home / "c.json").is_file()
+    assert len(list((home / "cuts").iterdir())) == 3
+    assert len(list((home / "masks").iterdir())) == 4
+    # a re-run with fewer objects clears the earlier object files there too
+    code, _, err = fake(folder / "photo0.jpg", "--output=~/o.jpg", "--cutouts=~/cuts",
+                        "--masks=~/masks", "--classes", "cat")
+    assert code == 0, err
+    assert sorted(p.name for p in (home / "cuts").iterdir()) == ["o_object_1_cat.png"]
+    assert sorted(p.name for p in (home / "masks").iterdir()) == [
+        "o_labels.png", "o_mask_1_cat.png"]
+    assert not list(tmp_path.rglob("~"))
+
+
 def test_single_output_needs_image_extension(fake, folder, tmp_path):
     code, _, err = fake(folder / "photo0.jpg", "-o", tmp_path / "result")
     assert code == 1

@@ -30,6 +30,8 @@ _NOT_SETTINGS = {"command", "func", "usage", "inputs", "output", "skip_existing"
                  "coco", "device", "ray", "format", "effect_background"}
 # Folders the extras go to: compared as absolute paths, whether they exist yet or not.
 _FOLDER_OPTIONS = {"cutouts", "masks"}
+# Options that shape an image's files only (a video gets a warning that they do not apply).
+_IMAGE_ONLY = {"extract", "cutouts", "masks"}
 
 
 def _file_identity(path: str) -> list:
@@ -63,7 +65,8 @@ def settings_key(args: argparse.Namespace, *, video: bool) -> str:
     the same name another); ``resnet50`` and its cached file alike; classes as a set;
     numbers as floats; the confidence as the
     one that applies (``--speed rapid`` alone is ``--speed rapid --confidence 0.2``);
-    ``--track`` for videos only."""
+    ``--track`` for videos only, ``--extract``, ``--cutouts`` and ``--masks`` for images
+    only."""
     from ..checkpoint.hub import MODEL_URLS, cached_model_path
     from ..config import SPEED_PRESETS
 
@@ -82,8 +85,8 @@ def settings_key(args: argparse.Namespace, *, video: bool) -> str:
         values["confidence"] = SPEED_PRESETS[values.get("speed") or "default"][0]
     if values.get("classes") is not None:
         values["classes"] = sorted(set(values["classes"]))
-    if not video:
-        values.pop("track", None)
+    for name in _IMAGE_ONLY if video else {"track"}:
+        values.pop(name, None)
     for name in _FOLDER_OPTIONS:
         if values.get(name):  # a tuple: compared as the path, not as what is there now
             values[name] = ("folder", os.path.abspath(os.path.expanduser(values[name])))

@@ -1078,6 +1078,23 @@ def test_the_settings_key_is_the_same_before_and_after_the_model_download(tmp_pa
     assert settings_key(by_path, video=False) == before  # --feather 0 is the default too
 
 
+def test_the_settings_key_of_a_video_leaves_out_the_image_only_options():
+    """Adding --cutouts (or --masks, --extract) to a resumed run that mixes photos and videos
+    re-encoded every video, though those options do not apply to videos; --track still
+    counts for videos and not for photos."""
+    from pixellib.cli.main import build_parser
+    from pixellib.cli.record import settings_key
+
+    plain = build_parser().parse_args(["segment", "x.mp4"])
+    extras = build_parser().parse_args(["segment", "x.mp4", "--cutouts", "c", "--masks", "m",
+                                        "--extract", "mask"])
+    tracked = build_parser().parse_args(["segment", "x.mp4", "--track"])
+    assert settings_key(extras, video=True) == settings_key(plain, video=True)
+    assert settings_key(extras, video=False) != settings_key(plain, video=False)
+    assert settings_key(tracked, video=True) != settings_key(plain, video=True)
+    assert settings_key(tracked, video=False) == settings_key(plain, video=False)
+
+
 def test_classes_by_coco_id_as_the_server_and_the_api_take_them():
     """`--classes 25,66` was "unknown class name '25'" (the server and Python take ids)."""
     import importlib

@@ -144,7 +144,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise KeyboardInterrupt from None  # "pixellib: interrupted", status 130
         raise
     if state.error is not None:
-        print(f"pixellib: error: the model failed to load: {state.error}", file=sys.stderr)
+        if state.error_traced:  # after the traceback, the reason again as the last line
+            print(f"pixellib: error: the model failed to load: {state.error}", file=sys.stderr)
         return 1
     return 0
 

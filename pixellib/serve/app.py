@@ -18,6 +18,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..errors import PixellibError
 from .metrics import Metrics
 from .pool import InferencePool, QueueFull
 from .results import render_job, segment_job
@@ -62,6 +63,7 @@ class _State:
         self.metrics = Metrics()
         self.pool: InferencePool | None = None
         self.error: str | None = None  # why the model failed to load (for good)
+        self.error_traced = False  # logged with a traceback (not a plain user error)
         self.model_info: dict = {}
         # Called (on the loader thread) when the model fails to load: `pixellib serve` stops.
         self.on_load_error = None
@@ -121,7 +123,11 @@ def _load(state: _State, predictors: list | None) -> None:
         logger.info("ready: %d replica(s) of %s", len(predictors), first.arch)
     except Exception as e:  # noqa: BLE001 - reported by /readyz and the log
         state.error = f"{type(e).__name__}: {e}"
-        logger.exception("the model failed to load")
+        if isinstance(e, PixellibError):  # the file's fault, named: one line, no traceback
+            logger.error("the model failed to load: %s", state.error)
+        else:
+            logger.exception("the model failed to load")
+            state.error_traced = True
         if state.on_load_error is not None:
             state.on_load_error()
 

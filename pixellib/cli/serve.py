@@ -44,7 +44,7 @@ def add_serve_parser(sub) -> None:
                     "/healthz /readyz /v1/info /metrics, OpenAPI at /docs and a web page at /.")
     p.add_argument("--model", default="resnet50", metavar="PATH_OR_NAME",
                    help="checkpoint file, or resnet50 / resnet101 (default: resnet50)")
-    p.add_argument("--speed", choices=("fast", "rapid"), help="PixelLib detection_speed")
+    p.add_argument("--speed", choices=("fast", "rapid"), help="PixelLib detection_speed (default: short side 800 px, long side <= 1333)")
     p.add_argument("--confidence", type=probability, metavar="F",
                    help="score threshold; requests may raise it, never lower it")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
@@ -65,9 +65,9 @@ def add_serve_parser(sub) -> None:
                    help="seconds a client may take to send its upload before 408 (default 60)")
     p.add_argument("--head-timeout", type=_positive_float, default=10.0, metavar="S",
                    help="seconds a client may take to send its request line and headers, "
-                        "after connecting or after the previous answer, before 408 and "
-                        "closing (default 10)")
-    p.add_argument("--max-upload-mb", type=_positive_float, default=20.0, metavar="MB",
+                        "after connecting or after the previous answer; then the connection "
+                        "is closed, with a 408 when part of a head came (default 10)")
+    p.add_argument("--max-upload-mb", type=_positive_float, default=20.0, metavar="MIB",
                    help="largest request body in MiB (default 20)")
     p.add_argument("--max-megapixels", type=_positive_float, default=40.0, metavar="MP",
                    help="largest image (width x height, from its header) (default 40)")
@@ -78,7 +78,8 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser calls from this origin (repeatable; default: none)")
     p.add_argument("--log-level", default="info",
-                   choices=("critical", "error", "warning", "info", "debug"))
+                   choices=("critical", "error", "warning", "info", "debug"),
+                   help="uvicorn's log level (default info)")
     p.set_defaults(func=_cmd_serve)
 
 

@@ -75,12 +75,15 @@ def detect_class_ids(detect) -> tuple[int, ...]:
     return tuple(ids)
 
 
-@lru_cache(maxsize=1)
-def _predictor(path: str, stamp: tuple[int, int], speed, confidence, device):
-    """The last model loaded, kept: PixelLib scripts often build ``alter_bg`` per call."""
+def _new_predictor(path: str, stamp: tuple[int, int], speed, confidence, device):
     from ..predictor import Predictor
 
     return Predictor(path, speed=speed, confidence=confidence, device=device)
+
+
+# The last model loaded, kept (``alter_bg.keep_model``): PixelLib scripts often build
+# ``alter_bg`` per call. ``stamp`` (modification time, size): a file replaced is reloaded.
+_kept_predictor = lru_cache(maxsize=1)(_new_predictor)
 
 
 def _blur_effect(low, moderate, extreme) -> Effect:
@@ -104,10 +107,21 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
     TensorFlow ``alter_bg`` choose); setting the class attributes
     ``alter_bg.detection_speed`` / ``alter_bg.confidence`` changes the default for every
     instance.
+
+    The last model loaded stays in memory after its instances are gone, so that a script
+    building ``alter_bg`` per call loads it once; instances with the same model and settings
+    share it. ``alter_bg.keep_model = False`` turns that off (each load is the instance's
+    own, freed with it), and :meth:`release_model` drops the kept one.
     """
 
     detection_speed: str | None = None
     confidence: float | None = None
+    keep_model: bool = True
+
+    @staticmethod
+    def release_model() -> None:
+        """Forget the kept model (its memory is freed once no instance holds it)."""
+        _kept_predictor.cache_clear()
 
     def __init__(self, model_type: str = "h5", *, detection_speed: str | None = None,
                  confidence: float | None = None, device: str | None = None):
@@ -144,8 +158,9 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
         stat = os.stat(resolved)
         from ..predictor import default_device
 
-        self.predictor = _predictor(str(Path(resolved).resolve()), (stat.st_mtime_ns, stat.st_size),
-                                    self.speed, self.confidence, self.device or default_device())
+        load = _kept_predictor if self.keep_model else _new_predictor
+        self.predictor = load(str(Path(resolved).resolve()), (stat.st_mtime_ns, stat.st_size),
+                              self.speed, self.confidence, self.device or default_device())
         self.detect = detect
 
     # ------------------------------------------------------------------ core

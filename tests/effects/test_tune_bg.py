@@ -148,6 +148,37 @@ def test_device_defaults_like_instance_segmentation(r50_checkpoint):
     assert cpu.predictor.device.type == "cpu"
 
 
+def test_the_kept_model_is_shared_and_can_be_turned_off_or_released(r50_checkpoint,
+                                                                     monkeypatch):
+    """The last model loaded is kept for scripts that build alter_bg per call; it held
+    ~0.5 GB after every instance was gone, with no public way to let it go."""
+    import gc
+    import weakref
+
+    alter_bg.release_model()
+    first, second = alter_bg(detection_speed="rapid"), alter_bg(detection_speed="rapid")
+    first.load_pascalvoc_model(str(r50_checkpoint))
+    second.load_pascalvoc_model(str(r50_checkpoint))
+    assert first.predictor is second.predictor  # loaded once
+    kept = weakref.ref(first.predictor)
+    del first, second
+    gc.collect()
+    assert kept() is not None  # kept for the next instance
+    alter_bg.release_model()
+    gc.collect()
+    assert kept() is None  # released: freed with its instances
+    monkeypatch.setattr(alter_bg, "keep_model", False)
+    own = alter_bg(detection_speed="rapid")
+    own.load_pascalvoc_model(str(r50_checkpoint))
+    other = alter_bg(detection_speed="rapid")
+    other.load_pascalvoc_model(str(r50_checkpoint))
+    assert own.predictor is not other.predictor
+    mine = weakref.ref(own.predictor)
+    del own
+    gc.collect()
+    assert mine() is None  # not kept: freed with the instance
+
+
 def test_video_calls_check_detect_before_the_first_frame(r50_checkpoint, tmp_path):
     tuner = alter_bg(detection_speed="rapid")
     tuner.load_pascalvoc_model(str(r50_checkpoint))

@@ -95,6 +95,15 @@ def output_error(exc: OSError, tmp: PathLike, path: PathLike) -> OSError | None:
     return OSError(exc.errno, f"cannot write {str(path)!r}: {reason}")
 
 
+def extension_problem(path: Path, kind: str, extensions) -> str:
+    """Why ``path`` has no usable ``kind`` extension, for an error message: a name that is
+    only an extension (``.mp4``: a hidden file's name, which has none) is said to be so."""
+    if not path.suffix and path.name.startswith("."):
+        return (f"{path.name!r} is a file name with no extension (a name starting with a dot "
+                f"has none); name the file, e.g. 'output{path.name}'")
+    return f"unknown {kind}extension {path.suffix!r}; use one of {', '.join(extensions)}"
+
+
 def output_path_problem(path: PathLike, *, folder: bool = False) -> str | None:
     """Why nothing can be written at ``path`` (a file, or with ``folder`` a folder to create
     or fill), found before any work is done: ``"'x': it is a folder"``, ``"'x': 'a' is a

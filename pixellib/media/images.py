@@ -45,7 +45,7 @@ from ..errors import (
     InputNotFoundError,
     InvalidArgumentError,
 )
-from .files import output_path_problem, user_path, write_bytes
+from .files import extension_problem, output_path_problem, user_path, write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -662,9 +662,9 @@ def check_image_output(path: PathLike) -> None:
             f"{str(path / 'output.jpg')!r}")
     if ext not in IMAGE_EXTENSIONS and ext not in OTHER_WRITE_EXTENSIONS:
         raise InvalidArgumentError(
-            f"cannot write {str(path)!r}: unknown image extension {path.suffix!r}; "
-            f"use one of {', '.join(IMAGE_EXTENSIONS)} (or another that OpenCV writes: "
-            f"{', '.join(OTHER_WRITE_EXTENSIONS)})"
+            f"cannot write {str(path)!r}: "
+            + extension_problem(path, "image ", IMAGE_EXTENSIONS)
+            + f" (or another that OpenCV writes: {', '.join(OTHER_WRITE_EXTENSIONS)})"
         )
     if ext in OTHER_WRITE_EXTENSIONS and not cv2.haveImageWriter("image" + ext):
         raise InvalidArgumentError(

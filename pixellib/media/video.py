@@ -298,9 +298,12 @@ def _open_cv_file(path: PathLike, what: str):
 def _open_capture(source) -> tuple[object, bool, str]:
     """``(capture, owned, description)`` for a camera index or a capture object."""
     if hasattr(source, "read") and hasattr(source, "isOpened"):
+        what = f"the capture {type(source).__name__} given"
         if not source.isOpened():
-            raise ImageReadError(f"cannot read from {source!r}: it is not opened")
-        return source, False, repr(source)
+            raise ImageReadError(f"cannot read from {what}: it is not opened (a camera "
+                                 "that does not exist or is in use, or a file OpenCV "
+                                 "cannot open)")
+        return source, False, what
     if not isinstance(source, (int, np.integer)) or isinstance(source, bool):
         raise TypeError(
             "video source must be a path, a camera index or an object with read() and "

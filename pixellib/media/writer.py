@@ -15,7 +15,13 @@ import numpy as np
 from ..errors import InvalidArgumentError
 from . import encode
 from .encode import pyav
-from .files import atomic_path, output_error, output_path_problem, user_path
+from .files import (
+    atomic_path,
+    extension_problem,
+    output_error,
+    output_path_problem,
+    user_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +66,13 @@ def check_video_output(path: PathLike, source: PathLike | None = None) -> None:
     """Refuse, before any frame is made, a video output that cannot be written: an extension
     outside :data:`VIDEO_CODECS`, a folder at ``path`` or a file where a folder is needed, or
     (given ``source``) the source video itself, which it would replace."""
+    if not os.fspath(path).strip():
+        raise InvalidArgumentError(f"cannot write a video to {os.fspath(path)!r}: the file "
+                                   "name is empty; name the video file, e.g. 'output.mp4'")
     path = user_path(path)
     if path.suffix.lower() not in VIDEO_CODECS:
-        raise InvalidArgumentError(
-            f"cannot write video {str(path)!r}: unknown extension {path.suffix!r}; "
-            f"use one of {', '.join(VIDEO_CODECS)}")
+        raise InvalidArgumentError(f"cannot write video {str(path)!r}: "
+                                   + extension_problem(path, "", VIDEO_CODECS))
     problem = output_path_problem(path)
     if problem:
         raise InvalidArgumentError(f"cannot write video {problem}")

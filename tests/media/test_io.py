@@ -638,6 +638,25 @@ def test_an_image_output_that_is_a_folder_says_so(tmp_path):
     check_image_output(tmp_path / "out" / "a.png")  # fine
 
 
+def test_an_output_name_that_is_only_an_extension_or_empty_says_so(tmp_path):
+    """``output_image_name='.jpg'`` said "unknown image extension ''", and an empty video
+    name "cannot write video '.'": neither said what was wrong with the name given."""
+    from pixellib.media.images import check_image_output
+    from pixellib.media.writer import check_video_output
+
+    with pytest.raises(ValueError, match=r"'\.jpg' is a file name with no extension.*"
+                                         r"'output\.jpg'"):
+        check_image_output(tmp_path / ".jpg")
+    with pytest.raises(ValueError, match=r"'\.mp4' is a file name with no extension.*"
+                                         r"'output\.mp4'"):
+        check_video_output(tmp_path / ".mp4")
+    with pytest.raises(ValueError, match=r"video to '': the file name is empty"):
+        check_video_output("")
+    with pytest.raises(ValueError, match=r"unknown extension '\.xyz'; use one of \.mp4"):
+        check_video_output(tmp_path / "a.xyz")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_pipe_named_like_an_image_is_refused_not_waited_on(tmp_path):
     """Reading a named pipe blocked until some writer came: the CLI hung on it."""
     os.mkfifo(tmp_path / "pipe.jpg")

@@ -138,8 +138,10 @@ def test_capture_objects_are_used_and_not_released():
     capture = _FakeCapture(_frames(3))
     assert len(list(iter_frames(capture))) == 3
     assert not capture.released
-    with pytest.raises(ImageReadError, match="not opened"):
+    with pytest.raises(ImageReadError, match="not opened") as caught:
         iter_frames(_FakeCapture([], opened=False))
+    # named by its type, not by a repr with a memory address
+    assert str(caught.value).startswith("cannot read from the capture _FakeCapture given")
     assert list(iter_frames(_FakeCapture([]))) == []  # a live source may simply be empty
 
 

@@ -44,7 +44,9 @@ def add_serve_parser(sub) -> None:
                     "/healthz /readyz /v1/info /metrics, OpenAPI at /docs and a web page at /.")
     p.add_argument("--model", default="resnet50", metavar="PATH_OR_NAME",
                    help="checkpoint file, or resnet50 / resnet101 (default: resnet50)")
-    p.add_argument("--speed", choices=("fast", "rapid"), help="PixelLib detection_speed (default: short side 800 px, long side <= 1333)")
+    p.add_argument("--speed", choices=("fast", "rapid"),
+                   help="PixelLib detection_speed (default: short side 800 px, long side "
+                        "<= 1333)")
     p.add_argument("--confidence", type=probability, metavar="F",
                    help="score threshold; requests may raise it, never lower it")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")

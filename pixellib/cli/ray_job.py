@@ -3,9 +3,9 @@
 Results are rows (:mod:`pixellib.ray.rows`) in shards ``OUT_DIR/part-*.parquet`` (or
 ``.jsonl`` with ``--format jsonl``), one row per input image, checked at the end. Without
 ADDRESS a private local cluster is started and stopped; ``--ray auto`` joins the cluster this
-machine is part of, ``--ray HOST:PORT`` / ``ray://HOST:10001`` a given one. ``--skip-existing``
-completes a folder a killed run left behind. The progress bar is Ray Data's; the summary line
-is the one the plain command prints.
+machine is part of, ``--ray HOST:PORT`` a given one (not a Ray Client ``ray://`` address).
+``--skip-existing`` completes a folder a killed run left behind. The progress bar is Ray
+Data's; the summary line is the one the plain command prints.
 """
 from __future__ import annotations
 

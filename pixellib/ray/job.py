@@ -251,13 +251,15 @@ def check_output(output_dir: str | os.PathLike, ids: Iterable[str]) -> None:
 
 @contextlib.contextmanager
 def connected(address: str | None = None, *, num_cpus: int | None = None) -> Iterator[None]:
-    """Use the Ray connection already made, or connect to ``address`` (``"auto"``, host:port,
-    ``ray://...``), or with ``None`` / ``"local"`` start a private local cluster (its own
+    """Use the Ray connection already made, or connect to ``address`` (``"auto"``,
+    host:port), or with ``None`` / ``"local"`` start a private local cluster (its own
     temporary folder; ``num_cpus`` logical CPUs, default the cores plus one for reading).
-    What this opened it closes."""
+    What this opened it closes. A Ray Client address (``ray://...``) is refused: Ray Data's
+    iterators, which stream the results to this driver, do not run through Ray Client."""
     if ray.is_initialized():
         yield
         return
+    _check_address(address)
     temp_dir = None
     if address in (None, "local"):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
@@ -277,7 +279,7 @@ def connected(address: str | None = None, *, num_cpus: int | None = None) -> Ite
                 hint = (" (start one with `ray start --head`, or give no address for a "
                         "private local cluster)")
             elif ":" in address:
-                hint = ""
+                hint = _auth_hint()
             else:
                 hint = (" (did an input follow --ray? put --ray after the inputs, or write "
                         "--ray=ADDRESS)")
@@ -308,22 +310,39 @@ def _keeps_sigterm() -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
+def _check_address(address: str | None) -> None:
+    """Refuse a Ray Client address (``ray://...``): Ray Data's iterators, which stream the
+    results back to this driver, fail under Ray Client."""
+    if address is not None and address.strip().lower().startswith("ray://"):
+        raise RayJobError(
+            f"cannot run on {address!r}: a ray:// address is Ray Client's, through which Ray "
+            "Data cannot stream the results back to this machine; run the command on a "
+            "node of the cluster (`ray attach`, ssh, or `ray job submit -- pixellib segment "
+            "...`) with --ray auto or --ray HEAD_HOST:6379")
+
+
 #: Seconds to wait for a Ray head's port to accept a connection before calling it unreachable.
 CONNECT_TIMEOUT = 10.0
 
 
+def _auth_hint() -> str:
+    """Why a cluster that answers may still refuse this driver: Ray turns token
+    authentication on for a head started where a token exists, and a driver given an explicit
+    address sends its token only when ``RAY_AUTH_MODE=token`` says so."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return ""
+    return (" (if the cluster uses token authentication, as `ray start --head` does where a "
+            "token exists, set RAY_AUTH_MODE=token here, with the cluster's token in "
+            "~/.ray/auth_token or RAY_AUTH_TOKEN)")
+
+
 def _unreachable(address: str) -> str | None:
-    """Why nothing can answer at a ``host:port`` or ``ray://host[:port]`` address (a TCP
-    connection to it fails or times out), or None (reachable, or another form: Ray decides)."""
-    match = re.fullmatch(r"(?:ray://)?(\[[^\]]+\]|[^:/\[\]]+):(\d{1,5})/?", address.strip())
+    """Why nothing can answer at a ``host:port`` address (a TCP connection to it fails or
+    times out), or None (reachable, or another form: Ray decides)."""
+    match = re.fullmatch(r"(\[[^\]]+\]|[^:/\[\]]+):(\d{1,5})/?", address.strip())
     if match is None:
-        if address.strip().startswith("ray://"):
-            host, port = address.strip()[len("ray://"):].rstrip("/"), 10001  # the client port
-        else:
-            return None
-    else:
-        host, port = match.group(1), int(match.group(2))
-    host = host.strip("[]")
+        return None
+    host, port = match.group(1).strip("[]"), int(match.group(2))
     try:
         with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT):
             return None
@@ -476,6 +495,7 @@ def segment_to_parquet(
     :class:`~pixellib.ray.worker.SegmentBatch`'s (``worker`` may be a subclass of it).
     """
     started = time.perf_counter()
+    _check_address(address)  # before the model and the inputs are looked at
     if format not in FORMATS:
         raise RayJobError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     _check_numbers(concurrency=concurrency, batch_size=batch_size, num_cpus=num_cpus,

@@ -8,6 +8,7 @@ synthetic ResNet-50 in rapid mode.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -606,7 +607,6 @@ def test_an_address_where_nothing_listens_fails_at_once(tmp_path, r50_checkpoint
         listening.listen()
         port = listening.getsockname()[1]
         assert _unreachable(f"127.0.0.1:{port}") is None
-        assert _unreachable(f"ray://127.0.0.1:{port}") is None
     assert "cannot be reached" in _unreachable(f"127.0.0.1:{port}")  # closed now
     assert _unreachable("auto") is None and _unreachable("in5") is None  # Ray's to judge
     image = tmp_path / "in" / "a.jpg"
@@ -692,3 +692,110 @@ def test_the_readme_and_scale_out_examples_run_verbatim(cluster, images, r50_che
         assert sorted(Path(p).name for p in paths) == ["good_00.jpg", "good_01.jpg"]
         if doc == "README.md":
             assert printed.getvalue().split()[:3] == ["2", str(summary.objects), "0"]
+
+
+def test_a_ray_client_address_is_refused_saying_what_to_run_instead(tmp_path, capsys):
+    """`--ray ray://HOST:10001` was documented, but the job's results stream back through
+    Ray Data's iterators, which fail under Ray Client ("'Worker' object has no attribute
+    'core_worker'", after the connection was made, with a traceback)."""
+    image = tmp_path / "in" / "a.jpg"
+    image.parent.mkdir()
+    shutil.copy(DATA / "small.jpg", image)
+    code = main(["segment", str(image.parent), "--ray", "ray://127.0.0.1:1", "-o",
+                 str(tmp_path / "out"), "--model", "nowhere.pkl"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    assert "cannot run on 'ray://127.0.0.1:1': a ray:// address is Ray Client's" in err
+    assert "--ray auto or --ray HEAD_HOST:6379" in err
+    assert not (tmp_path / "out").exists()
+
+
+def _processes_with(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_the_cli_joins_a_cluster_started_on_its_own(tmp_path, r50_checkpoint):
+    """`--ray HOST:PORT` joins a cluster started with `ray start --head`, as on a node of a real
+    cluster (the other tests start theirs in-process). Ray turns token authentication on for
+    a head started where a token exists, and a driver given an explicit address then fails
+    after ~20 s of retries unless RAY_AUTH_MODE=token: the error says so."""
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("small.jpg", "wide.jpg"):
+        shutil.copy(DATA / name, folder / name)
+    home = tmp_path / "home"  # a token of its own, in ~/.ray/auth_token
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text("pixellib-test-" + "0" * 50)
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=str(home), OMP_NUM_THREADS="1",
+               PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    temp = tempfile.mkdtemp(prefix="pxhead-")  # short: Ray puts unix sockets in it
+    port = free_port()
+    head = subprocess.Popen(
+        [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
+         "--port", str(port), "--num-cpus", "2", "--temp-dir", temp,
+         "--include-dashboard", "false", "--disable-usage-stats",
+         "--ray-client-server-port", str(free_port())],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert head.poll() is None, "ray start --head ended"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the head never listened"
+                time.sleep(0.5)
+
+        def segment(out: str, **extra_env) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [sys.executable, "-m", "pixellib", "segment", str(folder), "--ray",
+                 f"127.0.0.1:{port}", "-o", str(tmp_path / out), "--model",
+                 str(r50_checkpoint), "--speed", "rapid"],
+                capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                env=dict(env, **extra_env))
+
+        refused = segment("refused")
+        assert refused.returncode == 1, refused.stderr[-2000:]
+        said = [line for line in refused.stderr.splitlines() if line.startswith("pixellib:")]
+        assert len(said) == 1 and "cannot connect to a Ray cluster at" in said[0], said
+        assert "set RAY_AUTH_MODE=token here" in said[0]
+        assert "Traceback" not in refused.stderr and not (tmp_path / "refused").exists()
+
+        done = segment("out", RAY_AUTH_MODE="token")
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "2 images" in done.stdout and ", 0 failed" in done.stdout, done.stdout
+        rows = read_rows(tmp_path / "out")
+        assert sorted(Path(p).name for p in rows.column("path").to_pylist()) == [
+            "small.jpg", "wide.jpg"]
+        assert rows.column("error").to_pylist() == [None, None]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(timeout=20)
+        for pid in [head.pid, *_processes_with(temp)]:  # gcs_server may outlive a SIGTERM
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        head.wait()
+        shutil.rmtree(temp, ignore_errors=True)

@@ -599,7 +599,8 @@ def _run_passes(todo: list[str], out: Path, fmt: str, rows_per_shard: int, wante
         ds = None
         try:
             ds = segment_dataset(ray.data.read_binary_files(
-                part, include_paths=True, **({"num_cpus": reading} if reading < 1 else {})),
+                part, include_paths=True, **_read_blocks(len(part), sizes["batch_size"]),
+                **({"num_cpus": reading} if reading < 1 else {})),
                 **sizes, **options)
             with _ordered(bool(window)):
                 _stream(ds, out, fmt, rows_per_shard, wanted, summary, started)
@@ -656,6 +657,24 @@ def _run_passes(todo: list[str], out: Path, fmt: str, rows_per_shard: int, wante
         remaining = [p for p in remaining if row_id(p) not in written]
 
 
+#: At most this many read blocks per pass (a million files: blocks of 100).
+MAX_READ_BLOCKS = 10_000
+
+
+def _read_blocks(files: int, batch_size: int) -> dict:
+    """``read_binary_files``' block count: a block per batch (at most
+    :data:`MAX_READ_BLOCKS`). Ray's own choice is a few blocks per CPU (1,000 files on 2
+    CPUs: 4 blocks of 250), and a block is what an actor's task takes and returns at its end:
+    what a stop loses, what a dead worker's retry redoes, and the wait for the first result
+    were a quarter of the job, not a batch."""
+    blocks = min(MAX_READ_BLOCKS, max(1, math.ceil(files / max(1, batch_size))))
+    import inspect
+
+    name = ("override_num_blocks" if "override_num_blocks"
+            in inspect.signature(ray.data.read_binary_files).parameters else "parallelism")
+    return {name: blocks}
+
+
 def _wait_for_the_pool_to_go(timeout: float = 60.0) -> None:
     """After a failed pass, wait (up to ``timeout`` s) until its actors have left and given
     their CPUs and GPUs back: the next pass's reading would wait for them for ever."""
@@ -697,8 +716,12 @@ def _stream(ds, out: Path, fmt: str, rows_per_shard: int, wanted: set[str],
             summary.shards.append(write_shard(out, pa.concat_tables(pending), fmt))
             pending.clear()
 
-    try:  # what was segmented before a failure is kept: --skip-existing resumes after it
-        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+    # What was segmented before a failure or a stop is kept: --skip-existing resumes after
+    # it. Without prefetching, a finished block comes here at once (with Ray's default of
+    # one, each came only when the next was done, so a stop lost it).
+    try:
+        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow",
+                                     prefetch_batches=0):
             if summary.first_result_s is None:
                 summary.first_result_s = time.perf_counter() - started
             block = block.cast(SCHEMA)

@@ -799,3 +799,65 @@ def test_the_cli_joins_a_cluster_started_on_its_own(tmp_path, r50_checkpoint):
                 os.kill(pid, signal.SIGKILL)
         head.wait()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+_SLOW_JOB = """
+import json, sys, time
+from pathlib import Path
+from pixellib.ray import SegmentBatch, segment_to_parquet
+
+LOG = Path(sys.argv[3])
+
+
+class Slow(SegmentBatch):  # defined in __main__: Ray ships it by value
+    def before_image(self, path):
+        time.sleep(0.5)
+
+    def __call__(self, batch):
+        rows = super().__call__(batch)
+        with open(LOG, "a") as f:  # this batch is done and goes back to the driver
+            f.write(json.dumps([time.time(), [str(p) for p in batch["path"]]]) + "\\n")
+        return rows
+
+
+segment_to_parquet(sys.argv[1], sys.argv[2], model=sys.argv[4], speed="rapid",
+                   batch_size=3, concurrency=1, worker=Slow)
+"""
+
+
+def test_a_stop_keeps_every_batch_the_workers_finished(tmp_path, images, r50_checkpoint):
+    """Ctrl-C kept none of the 27 images a run had finished: Ray Data hands a finished block
+    to the driver only when the next one is done (its prefetching), and its read blocks held
+    a quarter of the inputs each, returned whole at the end of their task."""
+    import signal
+    import subprocess
+    import time
+
+    script = tmp_path / "job.py"
+    script.write_text(_SLOW_JOB)
+    log, out = tmp_path / "done.jsonl", tmp_path / "out"
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    job = subprocess.Popen([sys.executable, str(script), str(images), str(out), str(log),
+                            str(r50_checkpoint)], env=env, cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (log.exists() and log.read_text().count("\n") >= 2):
+            assert job.poll() is None, job.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no batch was finished"
+            time.sleep(0.2)
+        time.sleep(3)  # time enough for a finished batch to reach the driver
+        signalled = time.time()
+        job.send_signal(signal.SIGINT)
+        stderr = job.communicate(timeout=120)[1]
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    done = [json.loads(line) for line in log.read_text().splitlines()]
+    finished = {path for at, paths in done if at < signalled - 2 for path in paths}
+    assert job.returncode != 0 and "KeyboardInterrupt" in stderr, stderr[-3000:]
+    saved = set(read_rows(out, ["path"]).column("path").to_pylist())
+    assert len(finished) >= 6 and finished <= saved, (sorted(finished), sorted(saved))

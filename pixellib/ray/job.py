@@ -257,6 +257,11 @@ def connected(address: str | None = None, *, num_cpus: int | None = None) -> Ite
     What this opened it closes. A Ray Client address (``ray://...``) is refused: Ray Data's
     iterators, which stream the results to this driver, do not run through Ray Client."""
     if ray.is_initialized():
+        from ray.util.client import ray as client
+
+        if client.is_connected():  # the caller's own ray.init("ray://...")
+            raise RayJobError("cannot run through Ray Client (this process connected with "
+                              f"ray.init('ray://...')): {_CLIENT_REASON}")
         yield
         return
     _check_address(address)
@@ -314,11 +319,14 @@ def _check_address(address: str | None) -> None:
     """Refuse a Ray Client address (``ray://...``): Ray Data's iterators, which stream the
     results back to this driver, fail under Ray Client."""
     if address is not None and address.strip().lower().startswith("ray://"):
-        raise RayJobError(
-            f"cannot run on {address!r}: a ray:// address is Ray Client's, through which Ray "
-            "Data cannot stream the results back to this machine; run the command on a "
-            "node of the cluster (`ray attach`, ssh, or `ray job submit -- pixellib segment "
-            "...`) with --ray auto or --ray HEAD_HOST:6379")
+        raise RayJobError(f"cannot run on {address!r}: a ray:// address is Ray Client's; "
+                          + _CLIENT_REASON)
+
+
+_CLIENT_REASON = (
+    "Ray Data cannot stream the results back to this machine through Ray Client; run the "
+    "command on a node of the cluster (`ray attach`, ssh, or `ray job submit -- pixellib "
+    "segment ...`) with --ray auto or --ray HEAD_HOST:6379")
 
 
 #: Seconds to wait for a Ray head's port to accept a connection before calling it unreachable.

@@ -705,7 +705,7 @@ def test_a_ray_client_address_is_refused_saying_what_to_run_instead(tmp_path, ca
                  str(tmp_path / "out"), "--model", "nowhere.pkl"])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1, err
-    assert "cannot run on 'ray://127.0.0.1:1': a ray:// address is Ray Client's" in err
+    assert "cannot run on 'ray://127.0.0.1:1': a ray:// address is Ray Client's; Ray Data" in err
     assert "--ray auto or --ray HEAD_HOST:6379" in err
     assert not (tmp_path / "out").exists()
 
@@ -749,12 +749,12 @@ def test_the_cli_joins_a_cluster_started_on_its_own(tmp_path, r50_checkpoint):
     env.update(HOME=str(home), OMP_NUM_THREADS="1",
                PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     temp = tempfile.mkdtemp(prefix="pxhead-")  # short: Ray puts unix sockets in it
-    port = free_port()
+    port, client_port = free_port(), free_port()
     head = subprocess.Popen(
         [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
          "--port", str(port), "--num-cpus", "2", "--temp-dir", temp,
          "--include-dashboard", "false", "--disable-usage-stats",
-         "--ray-client-server-port", str(free_port())],
+         "--ray-client-server-port", str(client_port)],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -789,6 +789,18 @@ def test_the_cli_joins_a_cluster_started_on_its_own(tmp_path, r50_checkpoint):
         assert sorted(Path(p).name for p in rows.column("path").to_pylist()) == [
             "small.jpg", "wide.jpg"]
         assert rows.column("error").to_pylist() == [None, None]
+        # connected through Ray Client by the caller: refused, not a traceback from Ray Data
+        through_client = subprocess.run(
+            [sys.executable, "-c", "import sys, ray; from pixellib.ray import "
+             "segment_to_parquet; ray.init(sys.argv[1]); segment_to_parquet(sys.argv[2], "
+             "sys.argv[3], model=sys.argv[4])", f"ray://127.0.0.1:{client_port}",
+             str(folder), str(tmp_path / "client"), str(r50_checkpoint)],
+            capture_output=True, text=True, timeout=300, env=dict(env, RAY_AUTH_MODE="token"))
+        assert through_client.returncode == 1
+        assert ("RayJobError: cannot run through Ray Client (this process connected with "
+                "ray.init('ray://...')): Ray Data cannot stream") in through_client.stderr, (
+            through_client.stderr[-3000:])
+        assert not (tmp_path / "client").exists()
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(head.pid, signal.SIGTERM)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import logging
 import os
 import sys
 
@@ -130,6 +131,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # loader) is inside torch: it aborts then ("terminate called without an active
     # exception"). At exit, let a running inference finish (atexit runs before that).
     atexit.register(_finish_model_threads, state)
+    logging.getLogger("uvicorn.error").addFilter(_forced_exit_noise)
     try:
         server.run()
     except BaseException as exc:
@@ -151,6 +153,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             print(f"pixellib: error: the model failed to load: {state.error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _forced_exit_noise(record: logging.LogRecord) -> bool:
+    """Drop uvicorn's report of the lifespan task it cancelled itself on a forced exit (a
+    second Ctrl-C): a traceback ending in ``CancelledError``, for a stop the user asked
+    for."""
+    text = record.getMessage()
+    return not (text.startswith("Traceback") and "lifespan" in text
+                and text.rstrip().endswith("CancelledError"))
 
 
 def _finish_model_threads(state) -> None:

@@ -8,9 +8,12 @@ Nothing in a file is ever executed, and every failure is a :class:`ModelFileErro
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import re
+import stat
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -67,14 +70,27 @@ def _sniff(path: PathLike) -> tuple[Path, str]:
     """The file and its format from its first bytes: zip, torch-legacy, pickle, safetensors or
     unknown. Raises for a missing, empty or unreadable path and for well-known non-models."""
     file = Path(os.fspath(path))
-    if not file.exists():
+    try:
+        mode = os.stat(file).st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ModelFileError(f"{file}: a loop of symbolic links, not a model file") from None
+        if exc.errno == errno.ENAMETOOLONG:
+            raise ModelFileError(f"{str(file)[:60]!r}...: the file name is too long "
+                                 f"({len(str(file))} characters)") from None
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise ModelFileError(f"{file}: cannot be read ({exc.strerror})") from None
+        broken = " (a symbolic link to a missing file)" if os.path.islink(file) else ""
         raise ModelNotFoundError(
-            f"{file}: model file not found. Download it with `pixellib download resnet50` (or "
-            f"`pixellib download resnet101`), or from PixelLib's releases: "
+            f"{file}: model file not found{broken}. Download it with `pixellib download "
+            f"resnet50` (or `pixellib download resnet101`), or from PixelLib's releases: "
             f"{MODEL_URLS['resnet50']} and {MODEL_URLS['resnet101']}"
-        )
-    if file.is_dir():
+        ) from None
+    if stat.S_ISDIR(mode):
         raise ModelFileError(f"{file}: is a directory, not a model file")
+    if not stat.S_ISREG(mode):  # a pipe would hang or lose the bytes read to sniff it
+        raise ModelFileError(f"{file}: not a regular file (a pipe, socket or device); save "
+                             "the model to a file and pass that")
     try:
         with open(file, "rb") as f:
             head = f.read(16)
@@ -133,7 +149,40 @@ def _torch_reason(message: str) -> tuple[bool, str]:
     return False, found.group(1).strip() if found else "refused by the weights-only unpickler"
 
 
+# What a torch zip's entries may inflate to beyond the file's size (torch stores them
+# uncompressed; weights compress little).
+_ZIP_SLACK = 64 << 20
+
+
+def _check_torch_zip(file: Path) -> None:
+    """Refuse, from the zip's directory alone, what torch.load would unpack first and fail
+    on, or fill the memory with: a compressed bomb, a TorchScript archive, a plain zip."""
+    try:
+        with zipfile.ZipFile(file) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ModelFileError(f"{file}: truncated or corrupt zip ({_short(exc)})") from None
+    names = [e.filename for e in entries]
+    if not any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
+        shown = ", ".join(repr(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
+        raise ModelFileError(f"{file}: a zip archive ({shown or 'empty'}), not a torch file: "
+                             "unzip it and pass the model file inside")
+    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+        raise ModelFileError(
+            f"{file}: a TorchScript archive (torch.jit.save), not a checkpoint: save the "
+            "model's state_dict() with torch.save, or pass the original checkpoint")
+    inflated = sum(e.file_size for e in entries)
+    size = file.stat().st_size
+    if inflated > 4 * size + _ZIP_SLACK:
+        raise ModelFileError(
+            f"{file}: its zip entries inflate to {inflated / 2**20:.0f} MiB from a "
+            f"{size / 2**20:.1f} MiB file (torch stores them uncompressed): a compression "
+            "bomb, not a model file")
+
+
 def _load_torch(file: Path) -> Any:
+    if zipfile.is_zipfile(file):
+        _check_torch_zip(file)
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -15,6 +15,7 @@ of this module, so the few lines of streaming stay here.
 """
 from __future__ import annotations
 
+import errno
 import http.client
 import logging
 import os
@@ -24,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from ..config import MODEL_ARCHS, MODEL_URLS
-from ..errors import ModelDownloadError, ModelNotFoundError
+from ..errors import ModelDownloadError, ModelFileError, ModelNotFoundError
 from ..media.files import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -90,8 +91,13 @@ def resolve_model(name_or_path: str | os.PathLike, *, download: bool = True,
     :class:`~pixellib.errors.ModelNotFoundError` saying how to get a model.
     """
     path = Path(name_or_path).expanduser()
-    if path.exists():
+    try:
+        os.lstat(path)  # there, or a link: a broken or looping one is named when read
         return path
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise ModelFileError(f"model file name too long ({len(str(path))} characters): "
+                                 f"{str(path)[:60]!r}...") from None
     key = str(name_or_path).strip().lower()
     if key in MODEL_URLS:
         cached = cached_model_path(key)

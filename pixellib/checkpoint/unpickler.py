@@ -141,8 +141,39 @@ def _check_dtype_state(state: Any) -> None:
         raise Refused(f"a dtype with object flags {flags!r}")
 
 
+#: How deep tuples and frozensets may nest (a model file's are flat). Hashing one nested
+#: hundreds of thousands deep, as a dict key, overflows the C stack: the process dies.
+MAX_NESTING = 32
+
+_TUPLE_OPCODES = (pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3, pickle.FROZENSET)
+
+
 class _RestrictedUnpickler(pickle._Unpickler):
     dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # id -> (object, depth) of each tuple and frozenset built (kept alive: ids stay
+        # unique); anything else counts as depth 0.
+        self._nesting: dict[int, tuple[Any, int]] = {}
+
+    def _depth(self, obj: Any) -> int:
+        entry = self._nesting.get(id(obj))
+        return entry[1] if entry is not None and entry[0] is obj else 0
+
+    def _checked_nesting(self, opcode_load) -> None:
+        opcode_load(self)
+        built = self.stack[-1]
+        if isinstance(built, (tuple, frozenset)) and built:
+            depth = 1 + max(self._depth(item) for item in built)
+            if depth > MAX_NESTING:
+                raise Refused(f"tuples nested over {MAX_NESTING} deep")
+            self._nesting[id(built)] = (built, depth)
+
+    for _opcode in _TUPLE_OPCODES:
+        dispatch[_opcode[0]] = (lambda load: lambda self: self._checked_nesting(load))(
+            dispatch[_opcode[0]])
+    del _opcode
 
     def find_class(self, module: str, name: str) -> Any:
         try:

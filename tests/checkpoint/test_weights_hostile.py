@@ -319,7 +319,8 @@ BROKEN = {
     "text": (".pkl", b"hello, this is a README\n" * 10, "not a model file"),
     "yaml-config": (".pth", b"MODEL:\n  WEIGHTS: model.pkl\n", "not a model file"),
     "json": (".safetensors", json.dumps({"a": 1}).encode(), "not a model file"),
-    "non-torch-zip": (".pth", _plain_zip(), "truncated or corrupt"),
+    "non-torch-zip": (".pth", _plain_zip(),
+                      "a zip archive ('readme.md'), not a torch file: unzip it"),
     "safetensors-bad-header": (
         ".safetensors",
         (20).to_bytes(8, "little") + b"{not json at all}  ",
@@ -365,6 +366,86 @@ def test_broken_files(tmp_path, name):
     text = str(err.value)
     assert path.name in text and message in text
     assert err.value.__cause__ is None  # one clear message, no chained traceback
+
+
+@pytest.mark.parametrize("depth", [33, 1000, 300_000])
+@pytest.mark.parametrize("top", [False, True])
+def test_deeply_nested_keys_are_refused(tmp_path, depth, top):
+    """A dict key nested 300,000 tuples deep (a 300 KB file) killed the process with a
+    segfault while it was hashed, and 1,000 deep raised a RecursionError traceback."""
+    deep = b"N" + b"\x85" * depth  # None in TUPLE1, depth times
+    data = (b"\x80\x02}" + deep + b"K\x01s." if top else
+            b"\x80\x02}X\x05\x00\x00\x00model}" + deep + b"K\x01ss.")
+    path = tmp_path / "deep.pkl"
+    path.write_bytes(data)
+    with pytest.raises(UnsafeModelFileError, match="it asks for tuples nested over 32 deep"):
+        read_checkpoint(path)
+    nested = None
+    for _ in range(32):  # 32 deep is a tuple key like any other
+        nested = (nested,)
+    path.write_bytes(pickle.dumps({nested: 1, "a": np.zeros(2, np.float32)}, protocol=2))
+    with pytest.raises(ModelFileError, match="is a tuple, not a string"):
+        read_checkpoint(path)
+
+
+def _zip_of(entries: dict, compression=zipfile.ZIP_STORED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in entries.items():
+            with archive.open(name, "w") as f:
+                for start in range(0, len(data) if isinstance(data, bytes) else data, 1 << 20):
+                    f.write(data[start:start + (1 << 20)] if isinstance(data, bytes)
+                            else bytes(min(1 << 20, data - start)))
+    return buffer.getvalue()
+
+
+def test_a_compressed_torch_zip_is_refused_before_it_is_inflated(tmp_path):
+    """A 1 MB .pth (torch.save of zeros, re-zipped with DEFLATE) took 1.3 GB of memory
+    before its size was checked: now the zip's directory is read first."""
+    data_pkl = pickle.dumps({"w": 1}, protocol=2)
+    path = tmp_path / "bomb.pth"
+    path.write_bytes(_zip_of({"archive/data.pkl": data_pkl, "archive/data/0": 200 << 20},
+                             zipfile.ZIP_DEFLATED))
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(ModelFileError, match=r"its zip entries inflate to 200 MiB from a 0\.\d "
+                                             r"MiB file .*a compression bomb") as err:
+        read_checkpoint(path)
+    assert path.name in str(err.value) and err.value.__cause__ is None
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit's own
+def test_a_torchscript_archive_is_named(tmp_path):
+    """It was "truncated or corrupt torch file", quoting torch's advice about weights_only."""
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+    with pytest.raises(ModelFileError, match="a TorchScript archive .torch.jit.save., not a "
+                                             "checkpoint: save the model's state_dict"):
+        read_checkpoint(path)
+
+
+def test_links_pipes_and_long_names_are_named(tmp_path):
+    """A symbolic-link loop raised RuntimeError from load_model (naming the other link) and
+    "not found" elsewhere; a named pipe hung for ever; a name over the system's limit raised
+    a bare OSError."""
+    from pixellib.checkpoint.hub import resolve_model
+    from pixellib.torchbackend.instance import instanceSegmentation
+
+    (tmp_path / "loop1.pkl").symlink_to(tmp_path / "loop2.pkl")
+    (tmp_path / "loop2.pkl").symlink_to(tmp_path / "loop1.pkl")
+    for load in (read_checkpoint, lambda p: instanceSegmentation().load_model(str(p))):
+        with pytest.raises(ModelFileError, match="loop1.pkl: a loop of symbolic links"):
+            load(tmp_path / "loop1.pkl")
+    (tmp_path / "dangling.pkl").symlink_to(tmp_path / "gone.pkl")
+    with pytest.raises(ModelNotFoundError, match=r"dangling.pkl: model file not found \(a "
+                                                 r"symbolic link to a missing file\)"):
+        read_checkpoint(tmp_path / "dangling.pkl")
+    os.mkfifo(tmp_path / "fifo.pkl")
+    with pytest.raises(ModelFileError, match="fifo.pkl: not a regular file"):
+        read_checkpoint(tmp_path / "fifo.pkl")  # at once: nothing is read from it
+    long = str(tmp_path / ("x" * 300 + ".pkl"))
+    for load in (read_checkpoint, resolve_model):
+        with pytest.raises(ModelFileError, match=r"too long \(3\d\d characters\)"):
+            load(long)
 
 
 def test_directory(tmp_path):

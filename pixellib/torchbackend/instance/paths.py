@@ -15,7 +15,7 @@ def file_key(model_path, backbone):
     try:
         path = Path(model_path).resolve()
         st = path.stat()
-    except (OSError, TypeError, ValueError):
+    except (OSError, TypeError, ValueError, RuntimeError):  # RuntimeError: a symlink loop
         return None
     return (str(path), st.st_mtime_ns, st.st_size, backbone)
 

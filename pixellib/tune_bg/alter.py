@@ -19,6 +19,7 @@ the union of the instance masks of the target classes. Differences, on purpose:
 from __future__ import annotations
 
 import os
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -84,6 +85,12 @@ def _new_predictor(path: str, stamp: tuple[int, int], speed, confidence, device)
 # The last model loaded, kept (``alter_bg.keep_model``): PixelLib scripts often build
 # ``alter_bg`` per call. ``stamp`` (modification time, size): a file replaced is reloaded.
 _kept_predictor = lru_cache(maxsize=1)(_new_predictor)
+_kept_lock = threading.Lock()  # threads loading at once share one load
+
+
+def _load_kept(*key):
+    with _kept_lock:
+        return _kept_predictor(*key)
 
 
 def _blur_effect(low, moderate, extreme) -> Effect:
@@ -121,7 +128,8 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
     @staticmethod
     def release_model() -> None:
         """Forget the kept model (its memory is freed once no instance holds it)."""
-        _kept_predictor.cache_clear()
+        with _kept_lock:
+            _kept_predictor.cache_clear()
 
     def __init__(self, model_type: str = "h5", *, detection_speed: str | None = None,
                  confidence: float | None = None, device: str | None = None):
@@ -158,7 +166,7 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
         stat = os.stat(resolved)
         from ..predictor import default_device
 
-        load = _kept_predictor if self.keep_model else _new_predictor
+        load = _load_kept if self.keep_model else _new_predictor
         self.predictor = load(str(Path(resolved).resolve()), (stat.st_mtime_ns, stat.st_size),
                               self.speed, self.confidence, self.device or default_device())
         self.detect = detect

@@ -167,6 +167,15 @@ def test_the_kept_model_is_shared_and_can_be_turned_off_or_released(r50_checkpoi
     alter_bg.release_model()
     gc.collect()
     assert kept() is None  # released: freed with its instances
+    from concurrent.futures import ThreadPoolExecutor
+
+    def load(_):
+        tuner = alter_bg(detection_speed="rapid")
+        tuner.load_pascalvoc_model(str(r50_checkpoint))
+        return tuner.predictor
+
+    with ThreadPoolExecutor(3) as pool:  # threads loading at once: one load, shared
+        assert len({id(p) for p in pool.map(load, range(3))}) == 1
     monkeypatch.setattr(alter_bg, "keep_model", False)
     own = alter_bg(detection_speed="rapid")
     own.load_pascalvoc_model(str(r50_checkpoint))

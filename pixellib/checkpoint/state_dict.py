@@ -173,18 +173,19 @@ def _mismatch(expected: Mapping[str, tuple[int, ...]], state_dict: Mapping[str, 
             if key in state_dict and tuple(state_dict[key].shape) != tuple(shape)
         ],
     }
-    text = ""
+    lines = []
     scores = state_dict.get(_CLASS_SCORES)
     if (scores is not None and _CLASS_SCORES in expected and len(scores.shape) == 2
             and scores.shape[0] != expected[_CLASS_SCORES][0]):
-        text += (f"\n  it was trained for {scores.shape[0] - 1} classes; pixellib runs the "
-                 f"{expected[_CLASS_SCORES][0] - 1}-class COCO PointRend models (PixelLib's "
-                 "pointrend_resnet50.pkl / pointrend_resnet101.pkl)")
+        lines.append(f"it was trained for {scores.shape[0] - 1} classes, and pixellib runs "
+                     f"the {expected[_CLASS_SCORES][0] - 1}-class COCO PointRend models "
+                     "(PixelLib's pointrend_resnet50.pkl / pointrend_resnet101.pkl)")
     for title, items in groups.items():
         if items:
             more = f", ... and {len(items) - 10} more" if len(items) > 10 else ""
-            text += f"\n  {title} ({len(items)}): {', '.join(items[:10])}{more}"
-    return text
+            lines.append(f"{title} ({len(items)}): {', '.join(items[:10])}{more}")
+    # one line each, ending in ';': still read apart when a command puts it on one line
+    return ";".join(f"\n  {line}" for line in lines)
 
 
 def load_into(

@@ -482,8 +482,13 @@ def test_a_checkpoint_for_other_classes_is_said_in_words():
     shapes["roi_heads.box_predictor.cls_score.weight"] = (4, 1024)
     shapes["roi_heads.box_predictor.cls_score.bias"] = (4,)
     text = weights._mismatch(shapes_table("resnet50"), meta_state_dict(shapes))
-    assert "it was trained for 3 classes; pixellib runs the 80-class COCO" in text
+    assert "it was trained for 3 classes, and pixellib runs the 80-class COCO" in text
     assert "cls_score.weight: file (4, 1024) vs model (81, 1024)" in text
+    # one line per kind, each but the last ending in ';': the CLI's one-line error (every
+    # run of spaces and newlines made one space) still reads them apart
+    assert " ".join(text.split()).startswith(
+        "it was trained for 3 classes, and pixellib runs the 80-class COCO PointRend models "
+        "(PixelLib's pointrend_resnet50.pkl / pointrend_resnet101.pkl); wrong shape (2): ")
 
 
 def test_errors_about_the_architecture_name_the_file(tmp_path):

@@ -187,8 +187,9 @@ def _validate(path: Path, name: str, url: str) -> None:
     try:
         info = weights.inspect_checkpoint(path)
     except Exception as e:  # any failure to load means the download is not a usable model
-        raise ModelDownloadError(
-            f"the file downloaded from {url} is not a valid PointRend checkpoint: {e}"
+        reason = str(e).replace(f"{path}: ", "").replace(str(path), "the file")
+        raise ModelDownloadError(  # (its temporary name is deleted: not named)
+            f"the file downloaded from {url} is not a valid PointRend checkpoint: {reason}"
         ) from e
     if info.arch != MODEL_ARCHS[name]:
         raise ModelDownloadError(

@@ -212,9 +212,10 @@ def test_download_unknown_name(home):
 )
 def test_real_validator_rejects(server, routes, home, body):
     routes["/real.pkl"] = ("plain", body)
-    with pytest.raises(hub.ModelDownloadError, match="not a valid PointRend checkpoint"):
+    with pytest.raises(hub.ModelDownloadError, match="not a valid PointRend checkpoint") as e:
         hub.download_model("resnet50", url=f"{server}/real.pkl", progress=False)
     assert _cache_files(home) == []
+    assert ".tmp" not in str(e.value)  # its temporary name, deleted: not named
 
 
 def test_real_validator_is_called(server, routes, home, monkeypatch):

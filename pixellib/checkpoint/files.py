@@ -9,6 +9,7 @@ Nothing in a file is ever executed, and every failure is a :class:`ModelFileErro
 from __future__ import annotations
 
 import errno
+import io
 import os
 import pickle
 import re
@@ -16,7 +17,7 @@ import stat
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ def read_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
     if kind == "safetensors":
         obj = _load_safetensors(file)
     elif kind in ("zip", "torch-legacy"):
-        obj = _load_torch(file)
+        obj = _load_torch(file, kind)
     else:
         obj = _load_pickle(file, known=kind == "pickle")
     weights = _weights_of(obj, file)
@@ -72,6 +73,8 @@ def _sniff(path: PathLike) -> tuple[Path, str]:
     file = Path(os.fspath(path))
     try:
         mode = os.stat(file).st_mode
+    except ValueError as exc:  # a NUL byte
+        raise ModelFileError(f"{str(file)!r}: not a usable file name ({exc})") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise ModelFileError(f"{file}: a loop of symbolic links, not a model file") from None
@@ -121,6 +124,8 @@ def _short(exc: BaseException) -> str:
 def _load_pickle(file: Path, *, known: bool) -> Any:
     try:
         with open(file, "rb") as f:
+            _pickle.check_structure(f)
+            f.seek(0)
             return _pickle.load_restricted(f)
     except _pickle.Refused as exc:
         hint = ""
@@ -160,10 +165,11 @@ def _check_torch_zip(file: Path) -> None:
     try:
         with zipfile.ZipFile(file) as archive:
             entries = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, NotImplementedError, OSError...
         raise ModelFileError(f"{file}: truncated or corrupt zip ({_short(exc)})") from None
     names = [e.filename for e in entries]
-    if not any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
+    pickles = [e for e in entries if e.filename.endswith("/data.pkl") or e.filename == "data.pkl"]
+    if not pickles:
         shown = ", ".join(repr(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
         raise ModelFileError(f"{file}: a zip archive ({shown or 'empty'}), not a torch file: "
                              "unzip it and pass the model file inside")
@@ -177,12 +183,40 @@ def _check_torch_zip(file: Path) -> None:
         raise ModelFileError(
             f"{file}: its zip entries inflate to {inflated / 2**20:.0f} MiB from a "
             f"{size / 2**20:.1f} MiB file (torch stores them uncompressed): a compression "
-            "bomb, not a model file")
+            "bomb or a corrupt file, not a model file")
+    try:
+        with zipfile.ZipFile(file) as archive, archive.open(pickles[0]) as f:
+            _check_torch_pickle(file, io.BytesIO(f.read()))
+    except (UnsafeModelFileError, ModelFileError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a corrupt entry: torch says it
+        raise ModelFileError(f"{file}: truncated or corrupt torch file ({_short(exc)})") from None
 
 
-def _load_torch(file: Path) -> Any:
-    if zipfile.is_zipfile(file):
+def _check_torch_pickle(file: Path, f: IO[bytes], count: int = 1) -> None:
+    """The structure check of :func:`unpickler.check_structure` on the next ``count``
+    pickles of ``f`` (torch's own weights-only unpickler has no such limits)."""
+    for _ in range(count):
+        try:
+            _pickle.check_structure(f)
+        except _pickle.Refused as exc:
+            raise UnsafeModelFileError(
+                f"{file}: refused to load an unsafe torch file: it asks for {exc.args[0]}, "
+                "but a model file only holds tensors. Nothing in it was run.") from None
+
+
+def _load_torch(file: Path, kind: str) -> Any:
+    if kind == "zip":
         _check_torch_zip(file)
+    else:  # legacy: magic number, protocol, system info, the object, storage keys
+        try:
+            with open(file, "rb") as f:
+                _check_torch_pickle(file, f, count=4)
+        except (UnsafeModelFileError, ModelFileError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - malformed: torch says it below
+            raise ModelFileError(f"{file}: truncated or corrupt torch file "
+                                 f"({_short(exc)})") from None
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -226,7 +260,7 @@ def _weights_of(obj: Any, file: Path) -> Mapping:
     else:
         weights = obj
         if not any(_is_array(value) for value in obj.values()):
-            keys = ", ".join(repr(key) for key in list(obj)[:8]) or "none"
+            keys = ", ".join(shortened(repr(key), 80) for key in list(obj)[:8]) or "none"
             raise ModelFileError(f"{file}: no weights found (top-level keys: {keys})")
     if not weights:
         raise ModelFileError(f"{file}: no weights found ('model' is empty)")
@@ -259,7 +293,8 @@ def to_tensor(value: Any, key: Any, file: Path) -> torch.Tensor:
     """``value`` as a float32 CPU tensor; refuses non-numeric data, views that repeat their
     storage (stride 0 or overlapping) and NaN or infinite weights, naming the file and key."""
     if not isinstance(key, str):
-        raise ModelFileError(f"{file}: key {key!r} is a {type(key).__name__}, not a string")
+        raise ModelFileError(f"{file}: key {shortened(repr(key), 80)} is a "
+                             f"{type(key).__name__}, not a string")
     if isinstance(value, torch.Tensor):
         if value.layout != torch.strided or value.is_complex() or value.is_quantized:
             raise ModelFileError(f"{file}: '{key}' is not a dense real tensor ({value.dtype})")

@@ -94,10 +94,14 @@ def resolve_model(name_or_path: str | os.PathLike, *, download: bool = True,
     try:
         os.lstat(path)  # there, or a link: a broken or looping one is named when read
         return path
+    except ValueError as exc:  # a NUL byte
+        raise ModelFileError(f"{str(path)!r}: not a usable file name ({exc})") from None
     except OSError as exc:
         if exc.errno == errno.ENAMETOOLONG:
             raise ModelFileError(f"model file name too long ({len(str(path))} characters): "
                                  f"{str(path)[:60]!r}...") from None
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            return path  # no permission...: said when it is read
     key = str(name_or_path).strip().lower()
     if key in MODEL_URLS:
         cached = cached_model_path(key)

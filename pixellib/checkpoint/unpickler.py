@@ -141,39 +141,8 @@ def _check_dtype_state(state: Any) -> None:
         raise Refused(f"a dtype with object flags {flags!r}")
 
 
-#: How deep tuples and frozensets may nest (a model file's are flat). Hashing one nested
-#: hundreds of thousands deep, as a dict key, overflows the C stack: the process dies.
-MAX_NESTING = 32
-
-_TUPLE_OPCODES = (pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3, pickle.FROZENSET)
-
-
 class _RestrictedUnpickler(pickle._Unpickler):
     dispatch = dict(pickle._Unpickler.dispatch)
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # id -> (object, depth) of each tuple and frozenset built (kept alive: ids stay
-        # unique); anything else counts as depth 0.
-        self._nesting: dict[int, tuple[Any, int]] = {}
-
-    def _depth(self, obj: Any) -> int:
-        entry = self._nesting.get(id(obj))
-        return entry[1] if entry is not None and entry[0] is obj else 0
-
-    def _checked_nesting(self, opcode_load) -> None:
-        opcode_load(self)
-        built = self.stack[-1]
-        if isinstance(built, (tuple, frozenset)) and built:
-            depth = 1 + max(self._depth(item) for item in built)
-            if depth > MAX_NESTING:
-                raise Refused(f"tuples nested over {MAX_NESTING} deep")
-            self._nesting[id(built)] = (built, depth)
-
-    for _opcode in _TUPLE_OPCODES:
-        dispatch[_opcode[0]] = (lambda load: lambda self: self._checked_nesting(load))(
-            dispatch[_opcode[0]])
-    del _opcode
 
     def find_class(self, module: str, name: str) -> Any:
         try:
@@ -197,6 +166,61 @@ class _RestrictedUnpickler(pickle._Unpickler):
             _check_plain(inst)
 
     dispatch[pickle.BUILD[0]] = load_build
+
+
+#: The most a tuple (or frozenset) in a model file may hold, counting nested ones through
+#: (a shared one each time it appears), and how deep they may nest. A model file's are a few
+#: items, three deep; hashing one nested 300,000 deep as a dict key overflows the C stack (a
+#: segfault), and one that repeats a shared tuple at every level takes exponential time.
+MAX_TUPLE_ITEMS = 10_000
+MAX_NESTING = 32
+
+_TUPLES = ("TUPLE", "FROZENSET", "EMPTY_TUPLE", "TUPLE1", "TUPLE2", "TUPLE3")
+_GETS = ("GET", "BINGET", "LONG_BINGET")
+_PUTS = ("PUT", "BINPUT", "LONG_BINPUT")
+
+
+def check_structure(file: IO[bytes]) -> None:
+    """Read one pickle's opcodes from ``file`` (without building anything) and raise
+    :class:`Refused` for tuples or frozensets too large or too deep to hash safely (see
+    :data:`MAX_TUPLE_ITEMS`). Other values count as one item; ``file`` ends after the pickle.
+    Malformed input raises what :func:`pickletools.genops` raises."""
+    import pickletools
+
+    stack: list[tuple[int, int]] = []  # (items, depth) per stack entry; 1, 0 for non-tuples
+    marks: list[int] = []
+    memo: dict[Any, tuple[int, int]] = {}
+    for opcode, arg, _ in pickletools.genops(file):
+        name = opcode.name
+        if name == "MARK":
+            marks.append(len(stack))
+            continue
+        if name in _PUTS or name == "MEMOIZE":
+            memo[arg if name in _PUTS else len(memo)] = stack[-1] if stack else (1, 0)
+            continue
+        if name in _GETS:
+            stack.append(memo.get(arg, (1, 0)))
+            continue
+        before = opcode.stack_before
+        if pickletools.markobject in before:
+            start = marks.pop() if marks else 0
+            items = stack[start:]
+            del stack[start:]
+            below = before.index(pickletools.markobject)  # taken from under the mark
+        else:
+            below = len(before)
+            items = stack[len(stack) - below:] if below else []
+        if below:
+            del stack[-below:]
+        if name in _TUPLES:
+            size = 1 + sum(n for n, _ in items)
+            depth = 1 + max((d for _, d in items), default=0)
+            if size > MAX_TUPLE_ITEMS or depth > MAX_NESTING:
+                raise Refused(f"tuples over {MAX_TUPLE_ITEMS} items or nested over "
+                              f"{MAX_NESTING} deep")
+            stack.append((size, depth))
+        else:
+            stack.extend([(1, 0)] * len(opcode.stack_after))
 
 
 def load_restricted(file: IO[bytes]) -> Any:

@@ -95,13 +95,16 @@ def output_error(exc: OSError, tmp: PathLike, path: PathLike) -> OSError | None:
     return OSError(exc.errno, f"cannot write {str(path)!r}: {reason}")
 
 
-def extension_problem(path: Path, kind: str, extensions) -> str:
+def extension_problem(path: Path, kind: str, extensions, more: str = "") -> str:
     """Why ``path`` has no usable ``kind`` extension, for an error message: a name that is
-    only an extension (``.mp4``: a hidden file's name, which has none) is said to be so."""
-    if not path.suffix and path.name.startswith("."):
-        return (f"{path.name!r} is a file name with no extension (a name starting with a dot "
-                f"has none); name the file, e.g. 'output{path.name}'")
-    return f"unknown {kind}extension {path.suffix!r}; use one of {', '.join(extensions)}"
+    only an extension (``.mp4``: a hidden file's name, which has none) is said to be so;
+    else the ``extensions`` to use (and ``more`` after them)."""
+    name = path.name
+    if not path.suffix and name.startswith(".") and name.strip(".") and "." not in name[1:]:
+        example = name if name.lower() in extensions else next(iter(extensions))
+        return (f"{name!r} is a file name with no extension (a name starting with a dot "
+                f"has none); name the file, e.g. 'output{example}'")
+    return f"unknown {kind}extension {path.suffix!r}; use one of {', '.join(extensions)}{more}"
 
 
 def output_path_problem(path: PathLike, *, folder: bool = False) -> str | None:

@@ -663,8 +663,8 @@ def check_image_output(path: PathLike) -> None:
     if ext not in IMAGE_EXTENSIONS and ext not in OTHER_WRITE_EXTENSIONS:
         raise InvalidArgumentError(
             f"cannot write {str(path)!r}: "
-            + extension_problem(path, "image ", IMAGE_EXTENSIONS)
-            + f" (or another that OpenCV writes: {', '.join(OTHER_WRITE_EXTENSIONS)})"
+            + extension_problem(path, "image ", IMAGE_EXTENSIONS, more=(
+                f" (or another that OpenCV writes: {', '.join(OTHER_WRITE_EXTENSIONS)})"))
         )
     if ext in OTHER_WRITE_EXTENSIONS and not cv2.haveImageWriter("image" + ext):
         raise InvalidArgumentError(

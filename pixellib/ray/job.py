@@ -276,6 +276,8 @@ def connected(address: str | None = None, *, num_cpus: int | None = None) -> Ite
         unreachable = _unreachable(address)
         if unreachable:  # Ray itself retries a silent address for minutes
             raise RayJobError(f"cannot connect to a Ray cluster at {address!r}: {unreachable}")
+        if address.strip() == "auto":  # Ray takes $RAY_ADDRESS for it
+            _check_address(os.environ.get("RAY_ADDRESS"))
         try:
             with _keeps_sigterm():
                 ray.init(address=address)

@@ -378,7 +378,8 @@ def test_deeply_nested_keys_are_refused(tmp_path, depth, top):
             b"\x80\x02}X\x05\x00\x00\x00model}" + deep + b"K\x01ss.")
     path = tmp_path / "deep.pkl"
     path.write_bytes(data)
-    with pytest.raises(UnsafeModelFileError, match="it asks for tuples nested over 32 deep"):
+    with pytest.raises(UnsafeModelFileError, match="it asks for tuples over 10000 items or "
+                                                   "nested over 32 deep"):
         read_checkpoint(path)
     nested = None
     for _ in range(32):  # 32 deep is a tuple key like any other
@@ -386,6 +387,64 @@ def test_deeply_nested_keys_are_refused(tmp_path, depth, top):
     path.write_bytes(pickle.dumps({nested: 1, "a": np.zeros(2, np.float32)}, protocol=2))
     with pytest.raises(ModelFileError, match="is a tuple, not a string"):
         read_checkpoint(path)
+
+
+def _shared_tuple_key(levels: int) -> bytes:
+    """A dict key of ``levels`` tuples, each holding the one below twice through the memo: a
+    few hundred bytes whose hash takes 2**levels steps."""
+    body = b"N"
+    for k in range(levels):
+        body += b"q" + bytes([k]) + b"h" + bytes([k]) + b"\x86"  # BINPUT k, BINGET k, TUPLE2
+    return b"\x80\x02}X\x05\x00\x00\x00model}" + body + b"K\x01ss."
+
+
+def test_a_key_that_repeats_a_shared_tuple_is_refused_before_it_is_hashed(tmp_path):
+    """Depth alone let a 140-byte key through whose hash doubles with each of its 24 levels
+    (the pickle memo repeats one tuple): refused by its size, counted through."""
+    path = tmp_path / "shared.pkl"
+    path.write_bytes(_shared_tuple_key(24))
+    started = time.monotonic()
+    with pytest.raises(UnsafeModelFileError, match="tuples over 10000 items"):
+        read_checkpoint(path)
+    assert time.monotonic() - started < 5
+
+
+def _torch_with_data_pkl(tmp_path, data_pkl: bytes) -> Path:
+    """A real torch.save zip whose data.pkl is replaced."""
+    path = tmp_path / "real.pth"
+    torch.save({"w": torch.zeros(2)}, path)
+    with zipfile.ZipFile(path) as archive:
+        entries = {e.filename: archive.read(e) for e in archive.infolist()}
+    name = next(n for n in entries if n.endswith("/data.pkl"))
+    entries[name] = data_pkl
+    out = tmp_path / "swapped.pth"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        for n, data in entries.items():
+            archive.writestr(n, data)
+    return out
+
+
+@pytest.mark.parametrize("payload", ["deep", "shared"])
+def test_torch_files_get_the_same_structure_limits(tmp_path, payload):
+    """The limits were the .pkl reader's alone: the same 300 KB key in a .pth's data.pkl
+    still segfaulted (torch's weights-only unpickler has none)."""
+    data = (b"\x80\x02}" + b"N" + b"\x85" * 300_000 + b"K\x01s." if payload == "deep"
+            else _shared_tuple_key(30))
+    with pytest.raises(UnsafeModelFileError, match="unsafe torch file: it asks for tuples "
+                                                   "over 10000 items"):
+        read_checkpoint(_torch_with_data_pkl(tmp_path, data))
+
+
+def test_a_legacy_torch_file_whose_bytes_look_like_a_zip_end_loads(tmp_path):
+    """zipfile.is_zipfile is true for any file with 'PK\\x05\\x06' in its last 64 KiB: a
+    legacy (non-zip) .pth holding the float 2.5e-35 was refused as a corrupt zip."""
+    # the file ends with this tensor's bytes: a zip's end record 22 bytes before the end
+    tail = bytes(10) + b"PK\x05\x06" + bytes(18)
+    weight = torch.tensor(np.frombuffer(tail, np.float32).copy())
+    path = tmp_path / "legacy.pth"
+    torch.save({"w": weight}, path, _use_new_zipfile_serialization=False)
+    assert zipfile.is_zipfile(path)
+    assert torch.equal(read_checkpoint(path)["w"], weight)
 
 
 def _zip_of(entries: dict, compression=zipfile.ZIP_STORED) -> bytes:
@@ -446,6 +505,8 @@ def test_links_pipes_and_long_names_are_named(tmp_path):
     for load in (read_checkpoint, resolve_model):
         with pytest.raises(ModelFileError, match=r"too long \(3\d\d characters\)"):
             load(long)
+        with pytest.raises(ModelFileError, match="not a usable file name"):
+            load(str(tmp_path / "a\x00b.pkl"))  # was a bare ValueError
 
 
 def test_directory(tmp_path):

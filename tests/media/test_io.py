@@ -650,6 +650,12 @@ def test_an_output_name_that_is_only_an_extension_or_empty_says_so(tmp_path):
     with pytest.raises(ValueError, match=r"'\.mp4' is a file name with no extension.*"
                                          r"'output\.mp4'"):
         check_video_output(tmp_path / ".mp4")
+    with pytest.raises(ValueError, match=r"'\.jpg' is a file name with no extension.*"
+                                         r"'output\.mp4'"):  # a video's example
+        check_video_output(tmp_path / ".jpg")
+    with pytest.raises(ValueError, match=r"unknown image extension '\.xyz'; use one of "
+                                         r"\.jpg.*\(or another that OpenCV writes: "):
+        check_image_output(tmp_path / "a.xyz")
     with pytest.raises(ValueError, match=r"video to '': the file name is empty"):
         check_video_output("")
     with pytest.raises(ValueError, match=r"unknown extension '\.xyz'; use one of \.mp4"):

@@ -710,6 +710,21 @@ def test_a_ray_client_address_is_refused_saying_what_to_run_instead(tmp_path, ca
     assert not (tmp_path / "out").exists()
 
 
+def test_ray_auto_with_a_ray_client_address_in_the_environment_is_refused(
+        tmp_path, capsys, monkeypatch, r50_checkpoint):
+    """Ray takes $RAY_ADDRESS for `auto`: a ray:// one went to Ray Client all the same."""
+    image = tmp_path / "in" / "a.jpg"
+    image.parent.mkdir()
+    shutil.copy(DATA / "small.jpg", image)
+    monkeypatch.setenv("RAY_ADDRESS", "ray://127.0.0.1:1")
+    if ray.is_initialized():  # (a connection already made is used as it is)
+        ray.shutdown()
+    code = main(["segment", str(image.parent), "--ray", "auto", "-o", str(tmp_path / "out"),
+                 "--model", str(r50_checkpoint)])
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot run on 'ray://127.0.0.1:1': a ray:// address is Ray " in err
+
+
 def _processes_with(text: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():

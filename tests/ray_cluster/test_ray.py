@@ -769,12 +769,18 @@ def test_the_cli_joins_a_cluster_started_on_its_own(tmp_path, r50_checkpoint):
         [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
          "--port", str(port), "--num-cpus", "2", "--temp-dir", temp,
          "--include-dashboard", "false", "--disable-usage-stats",
-         "--ray-client-server-port", str(client_port)],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--ray-client-server-port", str(client_port), "--object-store-memory", str(200 << 20),
+         # ports of its own: this module's in-process cluster holds the defaults
+         "--dashboard-agent-listen-port", str(free_port()),
+         "--dashboard-agent-grpc-port", str(free_port()),
+         "--runtime-env-agent-port", str(free_port()),
+         "--metrics-export-port", str(free_port())],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "head.err", "w"))  # noqa: SIM115 - closed with the process
     try:
         deadline = time.monotonic() + 120
         while True:
-            assert head.poll() is None, "ray start --head ended"
+            assert head.poll() is None, (tmp_path / "head.err").read_text()[-3000:]
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
@@ -838,7 +844,7 @@ LOG = Path(sys.argv[3])
 
 class Slow(SegmentBatch):  # defined in __main__: Ray ships it by value
     def before_image(self, path):
-        time.sleep(0.5)
+        time.sleep(1.5)
 
     def __call__(self, batch):
         rows = super().__call__(batch)
@@ -871,11 +877,13 @@ def test_a_stop_keeps_every_batch_the_workers_finished(tmp_path, images, r50_che
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
-        while not (log.exists() and log.read_text().count("\n") >= 2):
+        while not (log.exists() and log.read_text().count("\n") >= 1):
             assert job.poll() is None, job.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "no batch was finished"
             time.sleep(0.2)
-        time.sleep(3)  # time enough for a finished batch to reach the driver
+        # time enough for a finished batch to reach the driver, not for the next (3 images
+        # of 1.5 s each) to be done
+        time.sleep(2.5)
         signalled = time.time()
         job.send_signal(signal.SIGINT)
         stderr = job.communicate(timeout=120)[1]
@@ -887,4 +895,4 @@ def test_a_stop_keeps_every_batch_the_workers_finished(tmp_path, images, r50_che
     finished = {path for at, paths in done if at < signalled - 2 for path in paths}
     assert job.returncode != 0 and "KeyboardInterrupt" in stderr, stderr[-3000:]
     saved = set(read_rows(out, ["path"]).column("path").to_pylist())
-    assert len(finished) >= 6 and finished <= saved, (sorted(finished), sorted(saved))
+    assert len(finished) >= 3 and finished <= saved, (sorted(finished), sorted(saved))

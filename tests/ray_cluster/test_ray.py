@@ -764,12 +764,12 @@ def test_the_cli_joins_a_cluster_started_on_its_own(tmp_path, r50_checkpoint):
     env.update(HOME=str(home), OMP_NUM_THREADS="1",
                PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     temp = tempfile.mkdtemp(prefix="pxhead-")  # short: Ray puts unix sockets in it
-    port, client_port = free_port(), free_port()
+    port = free_port()
     head = subprocess.Popen(
         [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
          "--port", str(port), "--num-cpus", "2", "--temp-dir", temp,
          "--include-dashboard", "false", "--disable-usage-stats",
-         "--ray-client-server-port", str(client_port), "--object-store-memory", str(200 << 20),
+         "--object-store-memory", str(200 << 20),
          # ports of its own: this module's in-process cluster holds the defaults
          "--dashboard-agent-listen-port", str(free_port()),
          "--dashboard-agent-grpc-port", str(free_port()),
@@ -810,18 +810,6 @@ def test_the_cli_joins_a_cluster_started_on_its_own(tmp_path, r50_checkpoint):
         assert sorted(Path(p).name for p in rows.column("path").to_pylist()) == [
             "small.jpg", "wide.jpg"]
         assert rows.column("error").to_pylist() == [None, None]
-        # connected through Ray Client by the caller: refused, not a traceback from Ray Data
-        through_client = subprocess.run(
-            [sys.executable, "-c", "import sys, ray; from pixellib.ray import "
-             "segment_to_parquet; ray.init(sys.argv[1]); segment_to_parquet(sys.argv[2], "
-             "sys.argv[3], model=sys.argv[4])", f"ray://127.0.0.1:{client_port}",
-             str(folder), str(tmp_path / "client"), str(r50_checkpoint)],
-            capture_output=True, text=True, timeout=300, env=dict(env, RAY_AUTH_MODE="token"))
-        assert through_client.returncode == 1
-        assert ("RayJobError: cannot run through Ray Client (this process connected with "
-                "ray.init('ray://...')): Ray Data cannot stream") in through_client.stderr, (
-            through_client.stderr[-3000:])
-        assert not (tmp_path / "client").exists()
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(head.pid, signal.SIGTERM)
@@ -874,7 +862,9 @@ def test_a_stop_keeps_every_batch_the_workers_finished(tmp_path, images, r50_che
                PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     job = subprocess.Popen([sys.executable, str(script), str(images), str(out), str(log),
                             str(r50_checkpoint)], env=env, cwd=tmp_path,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           # a run started in the background has SIGINT ignored: Ctrl-C's own
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 240
         while not (log.exists() and log.read_text().count("\n") >= 1):

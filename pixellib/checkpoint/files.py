@@ -161,12 +161,22 @@ _ZIP_SLACK = 64 << 20
 
 def _check_torch_zip(file: Path) -> None:
     """Refuse, from the zip's directory alone, what torch.load would unpack first and fail
-    on, or fill the memory with: a compressed bomb, a TorchScript archive, a plain zip."""
+    on, or fill the memory with: a compressed bomb, a TorchScript archive, a plain zip; then
+    check the structure of its ``data.pkl``."""
     try:
         with zipfile.ZipFile(file) as archive:
-            entries = archive.infolist()
+            entry = _torch_zip_pickle(file, archive.infolist())
+            with archive.open(entry) as f:
+                _check_torch_pickle(file, io.BytesIO(f.read()))
+    except (UnsafeModelFileError, ModelFileError):
+        raise
     except Exception as exc:  # noqa: BLE001 - BadZipFile, NotImplementedError, OSError...
         raise ModelFileError(f"{file}: truncated or corrupt zip ({_short(exc)})") from None
+
+
+def _torch_zip_pickle(file: Path, entries: list[zipfile.ZipInfo]) -> zipfile.ZipInfo:
+    """The ``data.pkl`` entry of a torch zip, or a :class:`ModelFileError` saying what the
+    zip is instead."""
     names = [e.filename for e in entries]
     pickles = [e for e in entries if e.filename.endswith("/data.pkl") or e.filename == "data.pkl"]
     if not pickles:
@@ -184,13 +194,7 @@ def _check_torch_zip(file: Path) -> None:
             f"{file}: its zip entries inflate to {inflated / 2**20:.0f} MiB from a "
             f"{size / 2**20:.1f} MiB file (torch stores them uncompressed): a compression "
             "bomb or a corrupt file, not a model file")
-    try:
-        with zipfile.ZipFile(file) as archive, archive.open(pickles[0]) as f:
-            _check_torch_pickle(file, io.BytesIO(f.read()))
-    except (UnsafeModelFileError, ModelFileError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - a corrupt entry: torch says it
-        raise ModelFileError(f"{file}: truncated or corrupt torch file ({_short(exc)})") from None
+    return pickles[0]
 
 
 def _check_torch_pickle(file: Path, f: IO[bytes], count: int = 1) -> None:

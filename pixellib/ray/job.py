@@ -678,11 +678,18 @@ def _read_blocks(files: int, batch_size: int) -> dict:
     what a stop loses, what a dead worker's retry redoes, and the wait for the first result
     were a quarter of the job, not a batch."""
     blocks = min(MAX_READ_BLOCKS, max(1, math.ceil(files / max(1, batch_size))))
+    return {_BLOCKS_KEYWORD: blocks}
+
+
+def _blocks_keyword() -> str:
+    """``read_binary_files``' keyword for the block count (``parallelism`` before Ray 2.10)."""
     import inspect
 
-    name = ("override_num_blocks" if "override_num_blocks"
-            in inspect.signature(ray.data.read_binary_files).parameters else "parallelism")
-    return {name: blocks}
+    params = inspect.signature(ray.data.read_binary_files).parameters
+    return "override_num_blocks" if "override_num_blocks" in params else "parallelism"
+
+
+_BLOCKS_KEYWORD = _blocks_keyword()
 
 
 def _wait_for_the_pool_to_go(timeout: float = 60.0) -> None:

@@ -67,20 +67,30 @@ def read_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def unusable_name(file: PathLike, exc: Exception) -> ModelFileError | None:
+    """The error for a name the system refuses before looking: a NUL byte (``ValueError``)
+    or an over-long name; ``None`` for any other ``exc``."""
+    name = os.fspath(file)
+    if isinstance(exc, ValueError):
+        return ModelFileError(f"{name!r}: not a usable file name ({exc})")
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        return ModelFileError(f"{name[:60]!r}...: the file name is too long "
+                              f"({len(name)} characters)")
+    return None
+
+
 def _sniff(path: PathLike) -> tuple[Path, str]:
     """The file and its format from its first bytes: zip, torch-legacy, pickle, safetensors or
     unknown. Raises for a missing, empty or unreadable path and for well-known non-models."""
     file = Path(os.fspath(path))
     try:
         mode = os.stat(file).st_mode
-    except ValueError as exc:  # a NUL byte
-        raise ModelFileError(f"{str(file)!r}: not a usable file name ({exc})") from None
-    except OSError as exc:
+    except (ValueError, OSError) as exc:
+        unusable = unusable_name(file, exc)
+        if unusable is not None:
+            raise unusable from None
         if exc.errno == errno.ELOOP:
             raise ModelFileError(f"{file}: a loop of symbolic links, not a model file") from None
-        if exc.errno == errno.ENAMETOOLONG:
-            raise ModelFileError(f"{str(file)[:60]!r}...: the file name is too long "
-                                 f"({len(str(file))} characters)") from None
         if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
             raise ModelFileError(f"{file}: cannot be read ({exc.strerror})") from None
         broken = " (a symbolic link to a missing file)" if os.path.islink(file) else ""

@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from ..config import MODEL_ARCHS, MODEL_URLS
-from ..errors import ModelDownloadError, ModelFileError, ModelNotFoundError
+from ..errors import ModelDownloadError, ModelNotFoundError
 from ..media.files import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -94,12 +94,12 @@ def resolve_model(name_or_path: str | os.PathLike, *, download: bool = True,
     try:
         os.lstat(path)  # there, or a link: a broken or looping one is named when read
         return path
-    except ValueError as exc:  # a NUL byte
-        raise ModelFileError(f"{str(path)!r}: not a usable file name ({exc})") from None
-    except OSError as exc:
-        if exc.errno == errno.ENAMETOOLONG:
-            raise ModelFileError(f"model file name too long ({len(str(path))} characters): "
-                                 f"{str(path)[:60]!r}...") from None
+    except (ValueError, OSError) as exc:
+        from .files import unusable_name  # here: files imports torch
+
+        unusable = unusable_name(path, exc)
+        if unusable is not None:
+            raise unusable from None
         if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
             return path  # no permission...: said when it is read
     key = str(name_or_path).strip().lower()

@@ -6,6 +6,7 @@ pixel indices. PixelLib's behaviour: docs/design.md, "PixelLib's results".
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,14 +58,16 @@ def extract_objects(
     boxes_int: np.ndarray | None,
     *,
     from_box: bool = False,
+    drop_gaps: bool = False,
 ) -> list[np.ndarray]:
     """One ``(h, w, 3)`` uint8 BGR crop per instance (new arrays; the image is not touched).
 
     * Mask mode (default, ``masks`` ``(N, H, W)`` bool): the object's pixels on black, cropped
       to the mask's bounding extent (rows ``min..max`` and columns ``min..max`` holding a True
-      pixel). PixelLib instead keeps only the rows and columns that contain a True pixel
-      (``np.ix_``), which also drops empty rows/columns *between* the parts of a split mask;
-      for a connected mask both give the same crop.
+      pixel). With ``drop_gaps``, as PixelLib crops (``np.ix_``, its API here uses it), only
+      the rows and columns that hold a True pixel are kept, which also drops the empty rows
+      and columns *between* the parts of a split mask, closing the gap; for a mask in one
+      part both give the same crop.
     * Box mode (``from_box=True``, ``boxes_int`` ``(N, 4)`` ``(x1, y1, x2, y2)``):
       ``image[y1:y2, x1:x2]``, end-exclusive like PixelLib, clipped to the image.
 
@@ -98,7 +101,10 @@ def extract_objects(
         cols = np.flatnonzero(mask.any(axis=0))
         r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
         inside = mask[r0:r1, c0:c1, None]
-        crops.append(np.where(inside, image[r0:r1, c0:c1], 0).astype(image.dtype))
+        crop = np.where(inside, image[r0:r1, c0:c1], 0).astype(image.dtype)
+        if drop_gaps and (rows.size < r1 - r0 or cols.size < c1 - c0):
+            crop = crop[np.ix_(rows - r0, cols - c0)]
+        crops.append(crop)
     return crops
 
 
@@ -223,7 +229,8 @@ def to_coco_json(
       id), ``"bbox"`` ``[x, y, width, height]`` float pixels from the detection box,
       ``"score"`` float in [0, 1], ``"segmentation"`` compressed RLE (:func:`mask_to_rle`),
       ``"area"`` (mask pixel count, float) and ``"iscrowd": 0``. The list of annotations is
-      also what COCO's ``loadRes`` takes as detection results.
+      also what COCO's ``loadRes`` takes as detection results (pycocotools' ``loadRes``
+      fails on an empty list: with no detection, skip it, as ``pixellib evaluate`` does).
     * ``"categories"``: the 80 ``{"id", "name"}`` with COCO's spelling ("hair drier").
     """
     if isinstance(image_id, (bool, np.bool_)) or not isinstance(image_id, (int, np.integer)):
@@ -270,11 +277,29 @@ def save_extracts(crops: list[np.ndarray], folder: str | Path, *, from_box: bool
     ``object_extract_<k>.jpg`` with ``from_box``), ``k`` from 1 in result order.
 
     An empty crop (an empty mask or a degenerate box) has no pixels to encode and is
-    skipped; the numbering still counts it, so file ``k`` is always result ``k``.
+    skipped; the numbering still counts it, so file ``k`` is always result ``k``. When a
+    write fails (a full disk...), the files this call wrote are removed again, and the folder
+    if this call made it, before the error is raised: never a partial set.
     """
     stem = BOX_EXTRACT_PREFIX if from_box else MASK_EXTRACT_PREFIX
-    written = []
-    for k, crop in enumerate(crops, start=1):
-        if crop.size:
-            written.append(write_image(Path(folder) / f"{prefix}{stem}_{k}.jpg", crop))
+    made = not Path(folder).expanduser().exists()
+    written: list[Path] = []
+    try:
+        for k, crop in enumerate(crops, start=1):
+            if crop.size:
+                written.append(write_image(Path(folder) / f"{prefix}{stem}_{k}.jpg", crop))
+    except BaseException:
+        remove_files(written, Path(folder).expanduser() if made else None)
+        raise
     return written
+
+
+def remove_files(files: list[Path], folder: Path | None = None) -> None:
+    """Delete ``files`` (written by a step that then failed), then ``folder`` if that leaves
+    it empty; what cannot be removed is left (the step's own error is the one to say)."""
+    for path in files:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+    if folder is not None:
+        with contextlib.suppress(OSError):
+            folder.rmdir()

@@ -13,3 +13,11 @@ def shortened(text: str, limit: int) -> str:
     message inside ours."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def shown_name(path) -> str:
+    """A file name for a message line: as it is, or quoted with its escapes (``repr``) when
+    it holds a newline or another character that cannot be shown, which would otherwise
+    break the line or forge another."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)

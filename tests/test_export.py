@@ -216,3 +216,37 @@ def test_to_coco_json():
     assert {"id": 89, "name": "hair drier"} in doc["categories"]
     empty = to_coco_json(Detections.empty((5, 6)))
     assert empty["annotations"] == [] and empty["images"][0]["width"] == 6
+
+
+def test_extract_objects_keeps_the_gap_unless_asked_to_drop_it_as_pixellib_does():
+    image = np.arange(6 * 7 * 3, dtype=np.uint8).reshape(6, 7, 3)
+    mask = np.zeros((1, 6, 7), bool)
+    mask[0, 1, 1:3] = True   # two parts: rows 1 and 4, columns 1-2 and 5
+    mask[0, 4, 5] = True
+    kept, = extract_objects(image, mask, None)
+    assert kept.shape == (4, 5, 3)  # rows 1..4, columns 1..5: the bounding extent
+    assert (kept[1:3] == 0).all() and (kept[0, 0] == image[1, 1]).all()
+    dropped, = extract_objects(image, mask, None, drop_gaps=True)
+    assert dropped.shape == (2, 3, 3)  # rows 1, 4; columns 1, 2, 5
+    np.testing.assert_array_equal(dropped, np.where(mask[0, :, :, None], image, 0)[
+        np.ix_([1, 4], [1, 2, 5])])
+    one_part = np.zeros((1, 6, 7), bool)
+    one_part[0, 2:4, 1:6] = True
+    np.testing.assert_array_equal(extract_objects(image, one_part, None)[0],
+                                  extract_objects(image, one_part, None, drop_gaps=True)[0])
+
+
+def test_save_extracts_leaves_nothing_when_one_cannot_be_written(tmp_path):
+    """A write failing half-way (here a crop too wide for JPEG) left the first crops."""
+    from pixellib.export import save_extracts
+
+    crops = [np.full((4, 4, 3), 9, np.uint8), np.zeros((1, 70_000, 3), np.uint8)]
+    folder = tmp_path / "a_extracts"
+    with pytest.raises(Exception, match="70000"):
+        save_extracts(crops, folder, from_box=False)
+    assert not folder.exists()
+    folder.mkdir()
+    (folder / "mine.txt").write_text("a file of the user's")
+    with pytest.raises(Exception, match="70000"):
+        save_extracts(crops, folder, from_box=False)
+    assert [p.name for p in folder.iterdir()] == ["mine.txt"]  # its folder: kept

@@ -91,15 +91,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _check_output(output: Path, inputs: list[Path]) -> None:
     """Refuse an output that is one of the inputs or that cannot be written, before the
     detection pass (hours on COCO val2017) rather than after it."""
-    from ..media.files import output_path_problem
+    from ..media.files import output_path_problem, real_path
 
     problem = output_path_problem(output)
     if problem:
         raise InvalidArgumentError(f"cannot write the detections to {problem}")
     if output.exists():
-        target = output.resolve()
+        target = real_path(output)
         for i, path in enumerate(inputs):
-            if path.resolve() == target:
+            if real_path(path) == target:
                 what = "the annotation file" if i == 0 else "one of the images"
                 raise InvalidArgumentError(f"-o {str(output)!r} is {what} itself; choose "
                                            "another file for the detections")

@@ -18,10 +18,12 @@ from __future__ import annotations
 import glob
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputNotFoundError, InvalidArgumentError
+from ..media.files import link_problem, real_path
 from ..wording import counted
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,64 @@ class Job:
     record: Path | None = None
 
 
+def expand_glob(pattern: str) -> list[str]:
+    """``glob.glob(pattern, recursive=True)``, except that ``**`` enters each folder once:
+    glob follows every linked folder, so a link to a folder above lists the same files again
+    at every depth, and two such links make it run for ever. A linked folder elsewhere is
+    still searched (once, under the first path that reaches it); hidden folders are left
+    out, as glob leaves them."""
+    parts = pattern.split(os.sep)
+    if "**" not in parts:
+        return glob.glob(pattern)  # "**" inside a name is glob's "*"
+    at = parts.index("**")
+    head, rest = os.sep.join(parts[:at]), os.sep.join(parts[at + 1:])
+    if at and not head:
+        head = os.sep  # "/**/..."
+    folders_only = parts[at + 1:] == [""]  # "dir/**/": the folders, as "dir/sub/"
+    bases = ([head] if not glob.has_magic(head) else glob.glob(head)) if head else [""]
+    found: list[str] = []
+    for base in bases:
+        for root in _folders_once(base):
+            if folders_only:
+                found += [os.path.join(root, "")] if root else []
+            elif rest:
+                found += expand_glob(os.path.join(glob.escape(root), rest) if root else rest)
+            else:  # "dir/**": "dir/", then everything in it, as glob lists them
+                found += [os.path.join(root, "")] if root and root == base else []
+                found += glob.glob(os.path.join(glob.escape(root), "*") if root else "*")
+    return list(dict.fromkeys(found))
+
+
+def _folders_once(base: str) -> Iterator[str]:
+    """``base`` ("" for the current folder, named relatively) and every folder below it
+    that is not hidden, linked folders included, each folder entered once."""
+    top = base or os.curdir
+    try:
+        seen = {_folder_id(top)}
+    except OSError:
+        return
+    for root, dirs, _ in os.walk(top, followlinks=True):
+        kept = []
+        for name in sorted(dirs, key=lambda d: (os.path.islink(os.path.join(root, d)), d)):
+            try:
+                key = _folder_id(os.path.join(root, name))
+            except OSError:
+                continue
+            if not name.startswith(".") and key not in seen:
+                seen.add(key)
+                kept.append(name)
+        dirs[:] = kept
+        if not base:  # the pattern was relative to here: "sub/x.jpg", not "./sub/x.jpg"
+            root = os.path.relpath(root)
+            root = "" if root == os.curdir else root
+        yield root
+
+
+def _folder_id(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
 def _expand_inputs(inputs: list[str], *, every: list[Path] | None = None) -> list[Path]:
     """Files named by the arguments: files as given, folders' images (sorted), glob matches;
     each file once, under the first path that reached it. ``every`` (a list) receives all
@@ -62,13 +122,12 @@ def _expand_inputs(inputs: list[str], *, every: list[Path] | None = None) -> lis
         if path.exists():
             matches, from_glob = [path], False
         elif _GLOB_CHARS & set(raw):
-            matches = [Path(m) for m in sorted(glob.glob(os.path.expanduser(raw), recursive=True))]
+            matches = [Path(m) for m in sorted(expand_glob(os.path.expanduser(raw)))]
             from_glob = True
             if not matches:
                 raise InputNotFoundError(f"no file matches {raw!r}")
         elif path.is_symlink():
-            raise InputNotFoundError(f"input {raw!r} is a broken link (to "
-                                     f"{os.readlink(path)!r})")
+            raise InputNotFoundError(f"input {raw!r} is {link_problem(path)}")
         else:
             raise InputNotFoundError(f"input not found: {raw!r}")
         for m in matches:
@@ -80,7 +139,7 @@ def _expand_inputs(inputs: list[str], *, every: list[Path] | None = None) -> lis
         every += found
     unique, first, again = [], {}, {}
     for p in found:
-        key = p.resolve()
+        key = real_path(p)
         if key not in first:
             first[key] = p
             unique.append(p)
@@ -129,7 +188,7 @@ def plan_jobs(inputs: list[str], output: str | None) -> list[Job]:
     if single and not inside:
         src = sources[0]
         dst = Path(output) if output else src.with_name(f"{src.stem}_segmented{_output_ext(src)}")
-        if dst.resolve() == src.resolve():
+        if real_path(dst) == real_path(src):
             raise InvalidArgumentError(
                 f"output {str(dst)!r} is the input itself; choose another -o"
             )
@@ -144,11 +203,11 @@ def plan_jobs(inputs: list[str], output: str | None) -> list[Job]:
     if folder.exists() and not folder.is_dir():
         raise InvalidArgumentError(
             f"output {str(folder)!r} is a file; several inputs need a folder")
-    resolved = folder.resolve()
+    resolved = real_path(folder)
     for src in every:  # a link segmented under another name is still an input in the folder
         # The folder the input is listed in, and the one its file really is in (a link's
         # target): writing into either would replace the input.
-        if resolved in (src.resolve().parent, src.absolute().parent.resolve()):
+        if resolved in (real_path(src).parent, real_path(src.absolute().parent)):
             raise InvalidArgumentError(
                 f"output folder {str(folder)!r} holds the input {str(src)!r}; choose another "
                 "-o so that inputs are never overwritten"

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BATCH_SKIPPED, InvalidArgumentError
+from ..media.files import real_path, unwritable_folder
+from ..wording import shown_name
 from . import outputs
 from .args import probability, user_path
 from .jobs import DEFAULT_BATCH_FOLDER, VIDEO_EXTENSIONS, Job, plan_jobs
@@ -158,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
                              for w, nxt in zip(words, words[1:] + [""])):
             print("pixellib: note: the word after --ray is taken for the cluster's address: "
                   "put --ray after the inputs, or write --ray=ADDRESS", file=sys.stderr)
+        dashed = [w for w in words if w.startswith("-") and w != "-" and os.path.exists(w)]
+        if code == 2 and dashed:  # argparse took a file for an option
+            print(f"pixellib: note: {dashed[0]!r} is a file, but a word starting with '-' is "
+                  f"read as an option: write ./{dashed[0]}", file=sys.stderr)
         return code
     try:
         with _stop_on_signals(), _messages_for_a_terminal():
@@ -320,14 +326,17 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if stats.no_object:
         from ..wording import counted
 
-        names = ", ".join(stats.no_object[:5]) + (", ..." if len(stats.no_object) > 5 else "")
+        names = (", ".join(map(shown_name, stats.no_object[:5]))
+                 + (", ..." if len(stats.no_object) > 5 else ""))
         print(f"pixellib: warning: no object found (or selected) in "
               f"{counted(len(stats.no_object), 'image')}, so --effect "
               f"{args.effect.name} left only background there: {names}", file=sys.stderr)
     if stats.failed:
-        print(f"pixellib: warning: {len(stats.failed)} failed: {', '.join(stats.failed)}",
-              file=sys.stderr)
-    succeeded = stats.images + stats.videos
+        print(f"pixellib: warning: {len(stats.failed)} failed: "
+              f"{', '.join(shown_name(name) for name in stats.failed)}", file=sys.stderr)
+    # "Every input failed": those --skip-existing found done did not (a resumed folder whose
+    # only inputs left are its unreadable ones ends as its first run did).
+    succeeded = stats.images + stats.videos + stats.skipped
     return 1 if stats.failed and (args.strict or succeeded == 0) else 0
 
 
@@ -338,24 +347,12 @@ def _extra_folders(args) -> set[Path]:
 
 
 def _check_writable(folders) -> None:
-    """Refuse output folders nothing can be written in (read-only file system, no
-    permission), or the nearest existing folder above one that does not exist yet, before
-    any work: every output would fail, after the model had run on each input."""
+    """Refuse output folders nothing can be written in, before any work: every output would
+    fail, after the model had run on each input."""
     for folder in sorted(folders):
-        existing = folder.absolute()
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            continue  # a file in the way: the write names it
-        if os.access(existing, os.W_OK | os.X_OK):
-            continue
-        try:
-            read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
-        except (OSError, AttributeError):
-            read_only = False
-        why = "it is on a read-only file system" if read_only else "no permission to write there"
-        where = str(folder) if existing == folder.absolute() else f"{folder} (in {existing})"
-        raise InvalidArgumentError(f"cannot write outputs in {where!r}: {why}")
+        problem = unwritable_folder(folder)
+        if problem:
+            raise InvalidArgumentError(f"cannot write outputs in {problem}")
 
 
 def _already_done(jobs: list[Job], record) -> list[bool]:
@@ -372,7 +369,7 @@ def _already_done(jobs: list[Job], record) -> list[bool]:
             record.note(job)  # adopted: an older pixellib's output
         done.append(vouched is not False)
         if vouched is False:
-            redone.append(str(job.output))
+            redone.append(shown_name(job.output))
     if redone:
         print(f"pixellib: warning: {len(redone)} existing output(s) were not made from their "
               "input as it is now, with these options (inputs came, went or changed, so names "
@@ -414,7 +411,8 @@ def _attempt(fn, predictor, job: Job, args):
 
 def _report_failure(job: Job, error: BaseException, stats: _Stats, bar) -> None:
     stats.failed.append(str(job.source))
-    message = f"pixellib: warning: skipped {job.source}: {' '.join(str(error).split())}"
+    message = (f"pixellib: warning: skipped {shown_name(job.source)}: "
+               f"{' '.join(str(error).split())}")
     if bar is not None and not bar.disable:
         bar.write(message, file=sys.stderr)
     else:
@@ -445,15 +443,23 @@ def _finish_image(job: Job, image, det, args, record=None, stats: _Stats | None 
 
     drawn = outputs.render(image, det, args)
     outputs.clear_previous_extras(job, args)
-    if args.extract:
-        from ..export import extract_objects, save_extracts
+    try:
+        if args.extract:
+            from ..export import extract_objects, save_extracts
 
-        from_box = args.extract == "box"
-        crops = extract_objects(image, det.masks, _int_boxes(det), from_box=from_box)
-        save_extracts(crops, job.output.with_name(f"{job.output.stem}_extracts"),
-                      from_box=from_box)
-    outputs.save_extras(image, det, job, args)
-    write_image(job.output, drawn)  # last: an existing output means the job is complete
+            from_box = args.extract == "box"
+            crops = extract_objects(image, det.masks, _int_boxes(det), from_box=from_box)
+            save_extracts(crops, job.output.with_name(f"{job.output.stem}_extracts"),
+                          from_box=from_box)
+        outputs.save_extras(image, det, job, args)
+        write_image(job.output, drawn)  # last: an existing output means the job is complete
+    except BaseException:  # a full disk, Ctrl-C: no partial set of object files is left
+        with contextlib.suppress(OSError):  # the write's own error is the one to say
+            if outputs.clear_previous_extras(job, args, after_failure=True):
+                # An earlier run's output lost its object files above: it must not pass
+                # for complete (--skip-existing would keep it).
+                job.output.unlink(missing_ok=True)
+        raise
     if args.coco and stats is not None:
         from ..export import to_coco_json
 
@@ -492,7 +498,8 @@ def _segment_video(predictor, job: Job, args) -> tuple[int, int]:
         objects += len(det)
         return det, drawn
 
-    _, frames = run_frames(job.source, step, output=job.output, progress=job.source.name,
+    _, frames = run_frames(job.source, step, output=job.output,
+                           progress=shown_name(job.source.name),
                            overlap=overlap_enabled(predictor.device))
     return frames, objects
 
@@ -658,7 +665,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     src, dst = resolve_model(args.src, download=False), Path(args.dst)
     if dst.suffix.lower() != ".safetensors":
         raise InvalidArgumentError(f"output {str(dst)!r} must end in .safetensors")
-    if dst.exists() and dst.resolve() == src.resolve():
+    if dst.exists() and real_path(dst) == real_path(src):
         raise InvalidArgumentError(f"output {str(dst)!r} is the input itself")
     convert_checkpoint(src, dst)
     print(f"wrote {dst}")

@@ -11,15 +11,19 @@ Cut-outs and masks (images only) go to ``DIR/<output stem>_object_<k>_<class>.pn
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
 
+from ..classes import COCO_CLASSES
 from ..effects import EFFECTS, Effect, apply_effect, load_background, parse_effect
 from ..errors import EffectError, InvalidArgumentError
-from ..media.files import output_path_problem
+from ..media.files import name_too_long, output_path_problem, real_path
 from ..media.images import ALPHA_WRITE_EXTENSIONS
 from .args import number_between, user_path
 from .jobs import Job
@@ -73,6 +77,7 @@ def prepare(jobs: list[Job], args: argparse.Namespace) -> list[Job]:
     args.effect_background = None
     jobs = _transparent_outputs(jobs, args)
     _check_output_paths(jobs, args)
+    _check_extras_folders(jobs, args)
     _check_coco_file(jobs, args)
     effect = args.effect
     if effect is not None and effect.name == "replace-bg":
@@ -85,17 +90,75 @@ def prepare(jobs: list[Job], args: argparse.Namespace) -> list[Job]:
 
 def _check_not_overwritten(background: Path, jobs: list[Job], args) -> None:
     """Refuse a run that would write over its replace-bg picture (an input too)."""
-    try:
-        picture = background.resolve()
-    except OSError:
-        return  # load_background names what is wrong with it
+    picture = real_path(background)
     written = [j.output for j in jobs] + ([Path(args.coco)] if getattr(args, "coco", None)
                                          else [])
     for path in written:
-        if path.expanduser().resolve() == picture:
+        if real_path(path) == picture:
             raise InvalidArgumentError(
                 f"output {str(path)!r} is the replace-bg picture {str(background)!r}; choose "
                 "another -o so that inputs are never overwritten")
+
+
+# The class part of an object file's name: a COCO name, spaces written "_".
+_CLASS = "(?:" + "|".join(re.escape(name.replace(" ", "_")) for name in COCO_CLASSES) + ")"
+_EXTRA_SUFFIXES = {"cutouts": rf"_object_\d+_{_CLASS}\.png",
+                   "masks": rf"_(?:mask_\d+_{_CLASS}|labels)\.png"}
+#: The longest name each option writes for a stem, past the stem (100 objects at most).
+_LONGEST_EXTRA = {"cutouts": "_object_100_" + max(COCO_CLASSES, key=len) + ".png",
+                  "masks": "_mask_100_" + max(COCO_CLASSES, key=len) + ".png",
+                  "extract": "_extracts"}
+
+
+def _extra_patterns(stem: str, args: argparse.Namespace) -> dict[str, str]:
+    """The names ``--cutouts`` and ``--masks`` write for an output of this stem (and that a
+    re-run's clean-up deletes), as regular expressions, by option."""
+    return {option: re.escape(stem) + suffix for option, suffix in _EXTRA_SUFFIXES.items()
+            if getattr(args, option, None)}
+
+
+def _stems_named_in(name: str, option: str) -> set[str]:
+    """The output stems whose ``--cutouts`` / ``--masks`` files (``option``) include one
+    named ``name``: ``a`` for ``a_labels.png``; none for a name these files never take."""
+    found = set()
+    at = name.find("_", 1)
+    while at != -1:
+        if re.fullmatch(_EXTRA_SUFFIXES[option], name[at:]):
+            found.add(name[:at])
+        at = name.find("_", at + 1)
+    return found
+
+
+def _check_extras_folders(jobs: list[Job], args: argparse.Namespace) -> None:
+    """Refuse, before any work, a ``--cutouts`` or ``--masks`` folder where an input or
+    another output of the run has a name those files take (writing them, or a re-run's
+    clean-up of the old ones, would replace or delete it: an input ``a_labels.png`` beside
+    ``a.jpg``, or the output folder's own copy of that input), and names those files would
+    take that are too long for the file system."""
+    folders = {option: real_path(getattr(args, option))
+               for option in ("cutouts", "masks") if getattr(args, option, None)}
+    extras = [option for option in _LONGEST_EXTRA if getattr(args, option, None)]
+    for job in jobs:
+        for option in extras:
+            too_long = name_too_long(job.output.with_name(job.output.stem
+                                                          + _LONGEST_EXTRA[option]))
+            if too_long:
+                raise InvalidArgumentError(f"--{option} of {str(job.source)!r}: {too_long}")
+    if not folders:
+        return
+    stems = {job.output.stem: job for job in jobs}
+    for job in jobs:  # an input by its listed name and folder, and by its link's target's
+        for what, path in (("the input", job.source.absolute()),
+                           ("the input", real_path(job.source)), ("the output", job.output)):
+            where = real_path(path.parent)
+            for option, folder in folders.items():
+                if where != folder:
+                    continue
+                for stem in _stems_named_in(path.name, option) & stems.keys():
+                    raise InvalidArgumentError(
+                        f"--{option} {str(getattr(args, option))!r} would hold {what} "
+                        f"{str(path)!r}, a name the {option} of {str(stems[stem].source)!r} "
+                        f"take: choose another --{option} folder")
 
 
 def _check_coco_file(jobs: list[Job], args) -> None:
@@ -104,22 +167,22 @@ def _check_coco_file(jobs: list[Job], args) -> None:
     coco = getattr(args, "coco", None)
     if not coco:
         return
-    target = Path(coco).expanduser().resolve()
+    target = real_path(coco)
     for job in jobs:
-        if target == job.source.expanduser().resolve():
+        if target == real_path(job.source):
             raise InvalidArgumentError(
                 f"--coco {str(coco)!r} is the input {str(job.source)!r}; choose another file "
                 "so that inputs are never overwritten")
-        if target == job.output.expanduser().resolve():
+        if target == real_path(job.output):
             raise InvalidArgumentError(
                 f"--coco {str(coco)!r} is also the output picture of {str(job.source)!r}; "
                 "choose another file")
-    records = {job.record.expanduser().resolve() for job in jobs if job.record is not None}
+    records = {real_path(job.record) for job in jobs if job.record is not None}
     if target in records:
         raise InvalidArgumentError(f"--coco {str(coco)!r} is the output folder's record of "
                                    "finished outputs; choose another file")
     model = getattr(args, "model", None)
-    if model and target == Path(model).expanduser().resolve():
+    if model and target == real_path(model):
         raise InvalidArgumentError(f"--coco {str(coco)!r} is the model file; choose another file")
 
 
@@ -135,9 +198,12 @@ def _transparent_outputs(jobs: list[Job], args: argparse.Namespace) -> list[Job]
             if explicit:
                 if job.video:
                     check_video(job, args)
+                named = job.output.with_suffix(".png")
+                if real_path(named) == real_path(job.source):  # never the input's own name
+                    named = job.output.with_name(f"{job.output.stem}_segmented.png")
                 raise EffectError(
                     f"remove-bg makes a transparent picture, which {job.output.suffix} cannot "
-                    f"hold: name the output {job.output.with_suffix('.png').name}"
+                    f"hold: name the output {named.name}"
                 )
             job = dataclasses.replace(
                 job, output=job.output.with_suffix(".webm" if job.video else ".png"))
@@ -183,24 +249,51 @@ def render(image: np.ndarray, det, args: argparse.Namespace) -> np.ndarray:
     return annotate(out, det, show_boxes=True, show_masks=False)  # BGRA: alpha kept
 
 
-def clear_previous_extras(job: Job, args: argparse.Namespace) -> None:
+def clear_previous_extras(job: Job, args: argparse.Namespace, *,
+                          after_failure: bool = False) -> bool:
     """Delete the files an earlier run wrote for this output (its ``--extract`` crops,
     ``--cutouts`` and ``--masks``), so that a re-run with fewer objects leaves no stale
-    object files beside the new ones. Only names this command writes are touched."""
-    stem = re.escape(job.output.stem)
-    targets = []
-    if args.extract:
-        targets.append((job.output.with_name(f"{job.output.stem}_extracts"),
-                        r"(segmented_object|object_extract)_\d+\.jpg"))
-    if args.cutouts:
-        targets.append((Path(args.cutouts), rf"{stem}_object_\d+_[a-z_]+\.png"))
-    if args.masks:
-        targets.append((Path(args.masks), rf"{stem}_(mask_\d+_[a-z_]+|labels)\.png"))
-    for folder, pattern in targets:
-        if folder.is_dir():
-            for path in folder.iterdir():
-                if re.fullmatch(pattern, path.name) and path.is_file():
-                    path.unlink()
+    object files beside the new ones; ``after_failure``, those this run wrote, and the
+    ``--extract`` folder when that leaves it empty. Only names this command writes are
+    touched. Returns whether the options write any such files."""
+    extracts = job.output.with_name(f"{job.output.stem}_extracts")
+    found: list[Path] = []
+    if args.extract and extracts.is_dir():
+        found += [p for p in extracts.iterdir()
+                  if re.fullmatch(r"(segmented_object|object_extract)_\d+\.jpg", p.name)]
+    for option, pattern in _extra_patterns(job.output.stem, args).items():
+        folder = Path(getattr(args, option))
+        if after_failure:
+            found += [p for p in folder.iterdir() if re.fullmatch(pattern, p.name)] if (
+                folder.is_dir()) else []
+        else:
+            found += _earlier_extras(folder, option, job.output.stem, args)
+    for path in found:
+        if path.is_file():
+            path.unlink(missing_ok=True)
+    if after_failure and args.extract:
+        with contextlib.suppress(OSError):  # not empty (a file of the user's), or gone
+            extracts.rmdir()
+    return bool(args.extract or _extra_patterns(job.output.stem, args))
+
+
+_listing_lock = threading.Lock()
+
+
+def _earlier_extras(folder: Path, option: str, stem: str, args: argparse.Namespace) -> list:
+    """The files in ``folder`` that ``--option`` wrote for ``stem`` before this run. The
+    folder is listed once per run, by stem (a listing per image took a time that grew with
+    the folder: minutes for 10,000 photos' cut-outs)."""
+    with _listing_lock:
+        listings = vars(args).setdefault("_earlier_extras", {})
+        if (folder, option) not in listings:
+            by_stem: dict[str, list[str]] = {}
+            if folder.is_dir():
+                for entry in os.scandir(folder):
+                    for owner in _stems_named_in(entry.name, option):
+                        by_stem.setdefault(owner, []).append(entry.name)
+            listings[(folder, option)] = by_stem
+        return [folder / name for name in listings[(folder, option)].pop(stem, [])]
 
 
 def save_extras(image: np.ndarray, det, job: Job, args: argparse.Namespace) -> None:

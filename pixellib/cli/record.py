@@ -7,16 +7,21 @@ line for that output names this very input, unchanged, and these options: batch 
 follow the input order (``photo.jpg``, ``photo_2.jpg``), so after inputs came or went a name
 may hold another input's result, and an input replaced in place, or other options, make
 other pictures. A folder without a record (written by hand, or by an older pixellib) keeps
-the plain rule, an existing output is done, and its outputs are entered as they are.
+the plain rule, an existing output is done, and its outputs are entered as they are. A
+re-run appends a line per output it makes again; once the superseded lines outnumber the
+live ones (and the record has more than :data:`COMPACT_FROM` lines), the next run rewrites it
+with the last line per output.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from .jobs import Job
@@ -93,6 +98,11 @@ def settings_key(args: argparse.Namespace, *, video: bool) -> str:
     return repr(sorted((k, repr(_plain(v))) for k, v in values.items()))
 
 
+#: A record is rewritten without its superseded lines once it has more than this many lines
+#: and more than twice as many as outputs.
+COMPACT_FROM = 64
+
+
 class DoneRecord:
     """The records of a run's batch folders: what they vouch for, and the appending of
     finished outputs (from any thread)."""
@@ -101,6 +111,7 @@ class DoneRecord:
         self.keys = {False: settings_key(args, video=False), True: settings_key(args, video=True)}
         self._entries: dict[Path, dict[str, dict] | None] = {}
         self._lock = threading.Lock()
+        self._compacted: set[Path] = set()
         self._warned = False
 
     def _source(self, job: Job) -> dict:
@@ -115,14 +126,8 @@ class DoneRecord:
         if record not in self._entries:
             entries = None
             if record.is_file():
-                entries = {}
-                with open(record, encoding="utf-8", errors="replace") as f:
-                    for line in f:
-                        try:
-                            item = json.loads(line)
-                            entries[item["output"]] = item
-                        except (ValueError, KeyError, TypeError):
-                            continue  # a line cut short by a crash
+                with open(record, "rb") as f:
+                    entries, _ = _entries_of(f.read())
             self._entries[record] = entries
         return self._entries[record]
 
@@ -148,7 +153,10 @@ class DoneRecord:
             return
         line = json.dumps(self._line(job)).encode("ascii")  # non-UTF-8 names escaped
         try:
-            with self._lock, open(job.record, "a+b") as f:
+            with self._lock, open(job.record, "a+b") as f, _locked(f):
+                if job.record not in self._compacted:  # once a run, before its first line
+                    self._compacted.add(job.record)
+                    _compact(f)
                 f.seek(0, os.SEEK_END)
                 if f.tell():
                     f.seek(-1, os.SEEK_END)
@@ -160,3 +168,48 @@ class DoneRecord:
                 self._warned = True
                 logger.warning("cannot note finished outputs in %r (%s); --skip-existing "
                                "will make them again", str(job.record), e.strerror or e)
+
+
+def _entries_of(data: bytes) -> tuple[dict[str, dict], int]:
+    """A record's last entry per output, and its number of lines."""
+    entries, lines = {}, 0
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        lines += 1
+        try:
+            item = json.loads(line)
+            entries[item["output"]] = item
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a crash
+    return entries, lines
+
+
+def _compact(f) -> None:
+    """Rewrite the record open in ``f`` (locked) with its last line per output, once the
+    superseded lines outnumber the live ones: each re-run appends a line per output it makes
+    again, so a folder re-run daily would grow it for ever. In place, under the lock that
+    every appending run takes: another process appending at the same time waits, then
+    appends to the rewritten file."""
+    f.seek(0)
+    entries, lines = _entries_of(f.read())
+    if lines > max(COMPACT_FROM, 2 * len(entries)):
+        f.seek(0)
+        f.truncate()
+        f.write("".join(json.dumps(item) + "\n" for item in entries.values()).encode("ascii"))
+
+
+@contextlib.contextmanager
+def _locked(f) -> Iterator[None]:
+    """An exclusive lock on the open record (``flock``; none where the system has none)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        try:
+            f.flush()  # what was written is in the file before another run may append
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

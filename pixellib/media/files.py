@@ -15,9 +15,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..wording import shortened
+
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
+
+#: The longest file name, in bytes, of the usual file systems (ext4, XFS, Btrfs, tmpfs, APFS,
+#: NTFS in UTF-16 units).
+NAME_MAX = 255
 
 
 def user_path(path: PathLike) -> Path:
@@ -26,11 +32,38 @@ def user_path(path: PathLike) -> Path:
     return Path(os.path.expanduser(os.fspath(path)))
 
 
+def real_path(path: PathLike) -> Path:
+    """``path`` absolute, with ``~`` expanded and every link followed, as ``Path.resolve()``
+    gives it, but without its ``RuntimeError`` on a loop of links (Python < 3.13): a looping
+    part stays as it is, and reading or writing it then fails, naming it."""
+    return Path(os.path.realpath(user_path(path)))
+
+
+def link_problem(path: PathLike) -> str:
+    """What is wrong with a link that leads to no file: ``"a broken link (to 'x')"``, or
+    ``"a loop of symbolic links"``."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a loop of symbolic links"
+    try:
+        return f"a broken link (to {os.readlink(path)!r})"
+    except OSError:
+        return "a broken link"
+
+
 def temporary_name(path: PathLike) -> Path:
     """A hidden, unique name beside ``path`` that keeps its extension (encoders pick the
-    format from it): ``dir/.name.<random>.tmp.ext``."""
+    format from it): ``dir/.name.<random>.tmp.ext``, the name cut short where it would pass
+    :data:`NAME_MAX` (the output's own name may be up to that long)."""
     path = Path(path)
-    return path.with_name(f".{path.stem}.{secrets.token_hex(6)}.tmp{path.suffix}")
+    tail = f".{secrets.token_hex(6)}.tmp{path.suffix}"
+    budget = max(1, NAME_MAX - 1 - len(os.fsencode(tail)))
+    stem = path.stem
+    if len(os.fsencode(stem)) > budget:  # cut on a character, not inside one
+        stem = os.fsencode(stem)[:budget].decode("utf-8", "ignore") or "_"
+    return path.with_name(f".{stem}{tail}")
 
 
 @contextmanager
@@ -46,8 +79,9 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     path = user_path(path)
     problem = output_path_problem(path)
     if problem:
-        raise (IsADirectoryError if path.is_dir() else NotADirectoryError)(
-            errno.EISDIR if path.is_dir() else errno.ENOTDIR, f"cannot write {problem}")
+        code = (errno.ENAMETOOLONG if len(os.fsencode(path.name)) > NAME_MAX
+                else errno.EISDIR if path.is_dir() else errno.ENOTDIR)
+        raise OSError(code, f"cannot write {problem}")  # IsADirectoryError...
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)
     try:
@@ -107,12 +141,29 @@ def extension_problem(path: Path, kind: str, extensions, more: str = "") -> str:
     return f"unknown {kind}extension {path.suffix!r}; use one of {', '.join(extensions)}{more}"
 
 
+def name_too_long(path: PathLike) -> str | None:
+    """``"'x...': the file name is 300 bytes long, more than the 255 ..."`` when a part of
+    ``path`` passes :data:`NAME_MAX` bytes (asking the system about it would raise)."""
+    path = Path(path)
+    for part in reversed(path.parts):
+        size = len(os.fsencode(part))
+        if size > NAME_MAX:
+            what = ("the file name" if part == path.name
+                    else f"the folder name {shortened(part, 40)!r} in it")
+            return (f"{str(path)!r}: {what} is {size} bytes long, more than the {NAME_MAX} a "
+                    "file name may have")
+    return None
+
+
 def output_path_problem(path: PathLike, *, folder: bool = False) -> str | None:
     """Why nothing can be written at ``path`` (a file, or with ``folder`` a folder to create
     or fill), found before any work is done: ``"'x': it is a folder"``, ``"'x': 'a' is a
     file, not a folder"``; None when nothing stands in the way. (Permissions are left to the
     write itself, which names the path.)"""
     path = user_path(path)
+    too_long = name_too_long(path)
+    if too_long:
+        return too_long
     if path.exists():
         if folder and not path.is_dir():
             return f"{str(path)!r}: it is a file, not a folder"
@@ -124,6 +175,25 @@ def output_path_problem(path: PathLike, *, folder: bool = False) -> str | None:
                 return f"{str(path)!r}: {str(parent)!r} is a file, not a folder"
             break
     return None
+
+
+def unwritable_folder(folder: PathLike) -> str | None:
+    """Why nothing can be written in ``folder`` (or in the nearest existing folder above it,
+    where it would be made): ``"'out': it is on a read-only file system"``, or no permission;
+    None when it can be written, or when a file stands in the way (the write names it)."""
+    folder = user_path(folder)
+    existing = folder.absolute()
+    while not os.path.exists(existing) and existing != existing.parent:
+        existing = existing.parent  # (os.path.exists: False for a name too long, no raise)
+    if not os.path.isdir(existing) or os.access(existing, os.W_OK | os.X_OK):
+        return None
+    try:
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        read_only = False
+    why = "it is on a read-only file system" if read_only else "no permission to write there"
+    where = str(folder) if existing == folder.absolute() else f"{folder} (in {existing})"
+    return f"{where!r}: {why}"
 
 
 def write_bytes(path: PathLike, data: bytes | bytearray | memoryview) -> Path:

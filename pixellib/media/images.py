@@ -45,7 +45,15 @@ from ..errors import (
     InputNotFoundError,
     InvalidArgumentError,
 )
-from .files import extension_problem, output_path_problem, user_path, write_bytes
+from .files import (
+    extension_problem,
+    link_problem,
+    name_too_long,
+    output_path_problem,
+    real_path,
+    user_path,
+    write_bytes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -168,8 +176,7 @@ def _from_file(path: Path, max_pixels: int) -> np.ndarray:
         exists = False
     if not exists:
         if path.is_symlink():
-            raise InputNotFoundError(f"image not found: {str(path)!r} is a broken link (to "
-                                     f"{str(os.readlink(path))!r})")
+            raise InputNotFoundError(f"image not found: {str(path)!r} is {link_problem(path)}")
         raise InputNotFoundError(f"image not found: {str(path)!r}")
     if path.is_dir():
         raise ImageReadError(f"cannot read image {str(path)!r}: it is a directory")
@@ -646,16 +653,21 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     )
 
 
-def check_image_output(path: PathLike) -> None:
+def check_image_output(path: PathLike, inputs: Sequence = ()) -> None:
     """Raise the :class:`InvalidArgumentError` :func:`write_image` would raise for ``path``
     itself (an extension outside :data:`IMAGE_EXTENSIONS`, a folder there, a file where a
-    folder is needed), so that callers can refuse it before doing the work."""
+    folder is needed), so that callers can refuse it before doing the work; also when
+    ``path`` is one of the ``inputs`` given as file paths (arrays are skipped): the user's
+    photo would be replaced by its segmented copy."""
     folder_like = os.fspath(path).endswith(("/", os.sep))
     if not os.fspath(path).strip():
         raise InvalidArgumentError(f"cannot write an image to {os.fspath(path)!r}: the file "
                                    "name is empty; name the image file, e.g. 'output.jpg'")
     path = user_path(path)
     ext = path.suffix.lower()
+    too_long = name_too_long(path)
+    if too_long:
+        raise InvalidArgumentError(f"cannot write {too_long}")
     if folder_like or path.is_dir():  # an image file is needed here
         raise InvalidArgumentError(
             f"cannot write {str(path)!r}: it is a folder; name the image file, e.g. "
@@ -674,6 +686,11 @@ def check_image_output(path: PathLike) -> None:
     problem = output_path_problem(path)
     if problem:
         raise InvalidArgumentError(f"cannot write {problem}")
+    for source in inputs:
+        if isinstance(source, (str, os.PathLike)) and real_path(path) == real_path(source):
+            raise InvalidArgumentError(
+                f"cannot write {str(path)!r}: it is the input image itself; choose another "
+                "output name, so that the photo is not replaced by its segmented copy")
 
 
 def write_image(path: PathLike, image_bgr: np.ndarray, params: Sequence[int] = ()) -> Path:

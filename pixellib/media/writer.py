@@ -20,6 +20,7 @@ from .files import (
     extension_problem,
     output_error,
     output_path_problem,
+    real_path,
     user_path,
 )
 
@@ -76,7 +77,7 @@ def check_video_output(path: PathLike, source: PathLike | None = None) -> None:
     problem = output_path_problem(path)
     if problem:
         raise InvalidArgumentError(f"cannot write video {problem}")
-    if source is not None and path.resolve() == user_path(source).resolve():
+    if source is not None and real_path(path) == real_path(source):
         raise InvalidArgumentError(
             f"cannot write video {str(path)!r}: it is the input video itself; choose another "
             "output name")

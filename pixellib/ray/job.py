@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 import ray
 
 from pixellib.errors import InputNotFoundError, OutputCheckError, RayJobError
-from pixellib.media.files import atomic_path, write_text
+from pixellib.media.files import atomic_path, link_problem, write_text
 from pixellib.media.images import resolve_max_pixels
 from pixellib.runtime import heap
 from pixellib.wording import counted, shortened
@@ -481,7 +481,7 @@ def _unreadable(path: str) -> str | None:
         return None
     if not os.path.exists(path):
         if os.path.islink(path):
-            return f"image not found: a broken link (to {os.readlink(path)!r})"
+            return f"image not found: {link_problem(path)}"
         return "image not found"
     if not os.path.isfile(path):  # a pipe would block the reader, a device never end
         return "not a regular file (a pipe, socket or device): nothing to read as an image"

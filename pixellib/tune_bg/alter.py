@@ -29,6 +29,7 @@ from ..classes import class_id
 from ..effects import Effect, apply_effect, fit_background, load_background, parse_color
 from ..effects.spec import BLUR_LEVELS
 from ..errors import EffectError, ModelFileError
+from ..media.files import real_path
 
 #: Pascal VOC class names (PixelLib's ``detect=`` values) -> COCO class names.
 VOC_TO_COCO: dict[str, str] = {
@@ -167,7 +168,7 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
         from ..predictor import default_device
 
         load = _load_kept if self.keep_model else _new_predictor
-        self.predictor = load(str(Path(resolved).resolve()), (stat.st_mtime_ns, stat.st_size),
+        self.predictor = load(str(real_path(resolved)), (stat.st_mtime_ns, stat.st_size),
                               self.speed, self.confidence, self.device or default_device())
         self.detect = detect
 
@@ -191,11 +192,11 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
         return apply_effect(image, det, effect, background=background)
 
     def _image(self, image, effect, output_image_name, verbose, detect, background=None,
-               what="image"):
+               what="image", inputs=()):
         from ..media.images import check_image_output, write_image
 
-        if output_image_name is not None:
-            check_image_output(output_image_name)  # before the inference, not after
+        if output_image_name is not None:  # before the inference, not after
+            check_image_output(output_image_name, [image, *inputs])
         if verbose is not None:
             print(f"processing {what}......")  # PixelLib's words: image, or frame
         out = self._tune(image, effect, detect, background)
@@ -234,7 +235,8 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
     def change_bg_img(self, f_image_path, b_image_path, output_image_name=None, verbose=None,
                       detect=None):
         return self._image(f_image_path, Effect("replace-bg", background=str(b_image_path)),
-                           output_image_name, verbose, detect, load_background(b_image_path))
+                           output_image_name, verbose, detect, load_background(b_image_path),
+                           inputs=[b_image_path])
 
     def change_frame_bg(self, frame, b_image_path, verbose=None, detect=None):
         return self._image(frame, Effect("replace-bg", background=str(b_image_path)), None,

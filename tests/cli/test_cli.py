@@ -6,6 +6,7 @@ on images about 200x150, so each call takes about a second.
 from __future__ import annotations
 
 import functools
+import glob
 import json
 import os
 import re
@@ -1122,3 +1123,249 @@ def test_coco_entries_named_from_another_working_folder_are_found(fake, photos, 
     assert code == 0 and _summary(stdout)["skipped"] == 2 and "no entry" not in err, err
     again = json.loads((tmp_path / "c.json").read_text())
     assert len(again["images"]) == 3 and again["annotations"] == whole["annotations"]
+
+
+# ----------------------------------------------------------------------------- files at the edges
+
+
+def test_cutouts_and_masks_never_replace_or_delete_an_input(fake, photos, tmp_path):
+    """`--cutouts m3 --masks m3` with m3 the input folder deleted the inputs
+    a_object_1_person.png and a_mask_2_car.png (a re-run's clean-up of a.jpg's old object
+    files) and replaced the input a_labels.png by a.jpg's label image."""
+    folder = tmp_path / "m3"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), photos[0])
+    for name in ("a_object_1_person.png", "a_mask_2_car.png", "a_labels.png"):
+        cv2.imwrite(str(folder / name), photos[1])
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    for option, clash in (("--cutouts", "a_object_1_person.png"), ("--masks", "a_")):
+        code, _, err = fake(folder, "-o", tmp_path / "out", option, folder)
+        assert code == 1
+        _assert_one_line_error(err, f"{option} ", clash, "'", "a.jpg")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert FakePredictor.created == []  # refused before the model loads
+    # An input listed under another name, linked to a file these files would replace.
+    (tmp_path / "data").mkdir()
+    (folder / "a_labels.png").rename(tmp_path / "data" / "a_labels.png")
+    (folder / "q.png").symlink_to(tmp_path / "data" / "a_labels.png")
+    code, _, err = fake(folder, "-o", tmp_path / "out", "--masks", tmp_path / "data")
+    assert code == 1
+    _assert_one_line_error(err, "--masks", "data/a_labels.png")
+    # Beside a photo whose name no object file takes, they are written as asked.
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    cv2.imwrite(str(lone / "photo.jpg"), photos[0])
+    code, _, err = fake(lone / "photo.jpg", "--cutouts", lone, "--masks", lone)
+    assert code == 0, err
+    assert (lone / "photo_segmented_labels.png").is_file()
+    assert len(list(lone.glob("photo_segmented_object_*.png"))) == 3
+
+
+def test_masks_in_the_output_folder_never_replace_another_output(fake, photos, tmp_path):
+    """Inputs a.jpg and a_labels.png, `-o out --masks out`: out/a_labels.png was both the
+    annotated copy of a_labels.png and a.jpg's label image; one silently replaced the
+    other."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), photos[0])
+    cv2.imwrite(str(folder / "a_labels.png"), photos[1])
+    code, _, err = fake(folder, "-o", tmp_path / "out", "--masks", tmp_path / "out")
+    assert code == 1
+    _assert_one_line_error(err, "--masks", "the output", "a_labels.png")
+    assert not (tmp_path / "out").exists()
+    (folder / "a_labels.png").rename(folder / "b.png")  # no clash: masks beside the outputs
+    code, _, err = fake(folder, "-o", tmp_path / "out", "--masks", tmp_path / "out")
+    assert code == 0, err
+    assert {"a.jpg", "b.png", "a_labels.png", "b_labels.png"} <= set(_outputs(tmp_path / "out"))
+
+
+def test_a_loop_of_links_is_skipped_named_and_the_batch_goes_on(fake, photos, tmp_path):
+    """A link to itself in the input folder stopped the whole run with a RuntimeError
+    traceback (Path.resolve on a loop)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), photos[0])
+    (folder / "self.jpg").symlink_to("self.jpg")
+    (folder / "b.jpg").symlink_to("c.jpg")
+    (folder / "c.jpg").symlink_to("b.jpg")
+    code, out, err = fake(folder, "-o", tmp_path / "out")
+    assert code == 0 and "Traceback" not in err, err
+    assert _summary(out) == {"images": 1, "objects": 3, "failed": 3}
+    assert err.count("a loop of symbolic links") == 3
+    assert _outputs(tmp_path / "out") == ["a.jpg"]
+    code, _, err = fake(folder / "self.jpg")
+    assert code == 1
+    _assert_one_line_error(err, "self.jpg", "a loop of symbolic links")
+
+
+def test_a_recursive_glob_does_not_go_round_linked_folders(fake, photos, tmp_path):
+    """`tree/**/*.jpg` over a tree with two links to a folder above never ended (glob
+    follows them: 2**depth paths) and grew its memory; one such link listed every file
+    again at each depth. `**` now enters each folder once; a linked folder elsewhere is
+    still searched."""
+    from pixellib.cli.jobs import expand_glob
+
+    tree = tmp_path / "tree"
+    (tree / "sub" / ".hidden").mkdir(parents=True)
+    (tree / "deep" / "er").mkdir(parents=True)
+    for name in ("t.jpg", "sub/s.jpg", "deep/er/d.jpg", "sub/.hidden/h.jpg", "sub/x.png"):
+        cv2.imwrite(str(tree / name), photos[0])
+    os.chdir(tmp_path)
+    patterns = ["tree/**/*.jpg", "tree/**", "**/*.jpg", "tree/*/**/*.jpg", "tree/**/er/*.jpg",
+                str(tree) + "/**/*.jpg", "tree/**.jpg", "tree/[s]ub/**", "tree/**/", "**/"]
+    for pattern in patterns:  # without links: exactly glob's answer
+        assert sorted(expand_glob(pattern)) == sorted(glob.glob(pattern, recursive=True))
+    (tree / "sub" / "loop").symlink_to("..")
+    (tree / "sub" / "loop2").symlink_to("..")
+    (tmp_path / "elsewhere").mkdir()
+    cv2.imwrite(str(tmp_path / "elsewhere" / "e.jpg"), photos[0])
+    (tree / "linked").symlink_to(tmp_path / "elsewhere")
+    started = time.monotonic()
+    assert sorted(expand_glob("tree/**/*.jpg")) == [
+        "tree/deep/er/d.jpg", "tree/linked/e.jpg", "tree/sub/s.jpg", "tree/t.jpg"]
+    assert time.monotonic() - started < 5
+    code, out, err = fake("tree/**/*.jpg", "-o", tmp_path / "out")
+    assert code == 0 and _summary(out)["images"] == 4, err
+
+
+def test_file_names_up_to_the_limit_are_written_and_longer_ones_refused_first(fake, photos,
+                                                                              tmp_path):
+    """A 240-byte name failed: its hidden temporary name (18 bytes more) passed the 255-byte
+    limit, after the model had run. A name the system cannot hold is refused before the
+    model loads, saying so."""
+    long = tmp_path / ("M" * 240 + ".jpg")
+    cv2.imwrite(str(long), photos[0])
+    code, _, err = fake(long)
+    assert code == 0, err
+    assert (tmp_path / ("M" * 240 + "_segmented.jpg")).is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    FakePredictor.created = []
+    longer = tmp_path / ("N" * 245 + ".jpg")
+    cv2.imwrite(str(longer), photos[0])
+    code, _, err = fake(longer)
+    assert code == 1
+    _assert_one_line_error(err, "_segmented.jpg", "259 bytes long, more than the 255")
+    assert FakePredictor.created == []
+
+
+def test_a_failed_write_leaves_none_of_that_images_object_files(fake, folder, tmp_path,
+                                                                monkeypatch):
+    """Out of space while writing an image's output: its --extract crops, cut-outs and masks,
+    written just before, stayed behind for an image reported as failed."""
+    import errno
+
+    import pixellib.media.images as images
+
+    real_write = images.write_image
+
+    def full_disk_for_photo0(path, image, *args, **kwargs):
+        if Path(path).name == "photo0.jpg":
+            raise OSError(errno.ENOSPC, f"cannot write {str(path)!r}: No space left on device")
+        return real_write(path, image, *args, **kwargs)
+
+    monkeypatch.setattr(images, "write_image", full_disk_for_photo0)
+    out = tmp_path / "out"
+    code, stdout, err = fake(folder, "-o", out, "--extract", "mask", "--cutouts",
+                             tmp_path / "cut", "--masks", tmp_path / "masks")
+    assert code == 0 and _summary(stdout)["failed"] == 1, err
+    assert "photo0.jpg" in err and "No space left" in err
+    assert _outputs(out) == ["photo1.jpg", "photo1_extracts"]
+    assert {p.name.split("_")[0] for p in (tmp_path / "cut").iterdir()} == {"photo1"}
+    assert {p.name.split("_")[0] for p in (tmp_path / "masks").iterdir()} == {"photo1"}
+    # A re-run that fails the same way after a complete run: the earlier output, whose
+    # object files were cleared, must not pass for done (--skip-existing kept it, without
+    # them).
+    monkeypatch.setattr(images, "write_image", real_write)
+    options = ["--cutouts", tmp_path / "cut", "--masks", tmp_path / "masks"]
+    assert fake(folder, "-o", out, *options)[0] == 0
+    monkeypatch.setattr(images, "write_image", full_disk_for_photo0)
+    assert _summary(fake(folder, "-o", out, *options)[1])["failed"] == 1
+    assert not (out / "photo0.jpg").exists()
+    monkeypatch.setattr(images, "write_image", real_write)
+    code, stdout, _ = fake(folder, "-o", out, *options, "--skip-existing")
+    assert _summary(stdout)["images"] == 1 and (out / "photo0.jpg").is_file()
+    assert len(list((tmp_path / "cut").glob("photo0_*"))) == 3
+
+
+def test_a_resumed_folder_with_only_bad_inputs_left_ends_as_its_first_run(fake, folder,
+                                                                         tmp_path):
+    """A finished folder holding one corrupt photo: the first run exits 0, and each
+    `--skip-existing` re-run exited 1 ("every input failed": only the bad one was tried)."""
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    code, out, _ = fake(folder, "-o", tmp_path / "out")
+    assert code == 0 and _summary(out)["failed"] == 1
+    code, out, err = fake(folder, "-o", tmp_path / "out", "--skip-existing")
+    assert _summary(out) == {"images": 0, "objects": 0, "failed": 1, "skipped": 2}
+    assert code == 0, err
+    code, _, _ = fake(folder, "-o", tmp_path / "out", "--skip-existing", "--strict")
+    assert code == 1
+
+
+def test_the_record_of_a_folder_re_run_again_and_again_stays_small(fake, folder, tmp_path,
+                                                                  monkeypatch):
+    """Each re-run appended a line per output to .pixellib-done.jsonl, for ever."""
+    from pixellib.cli import record
+    from pixellib.cli.jobs import RECORD_NAME
+
+    monkeypatch.setattr(record, "COMPACT_FROM", 3)
+    out = tmp_path / "out"
+    lines = []
+    for _ in range(5):
+        assert fake(folder, "-o", out)[0] == 0
+        lines.append(len((out / RECORD_NAME).read_text().splitlines()))
+    assert lines == [2, 4, 6, 4, 6], lines  # 2 outputs: compacted when past twice that
+    code, out_text, _ = fake(folder, "-o", out, "--skip-existing")
+    assert code == 0 and _summary(out_text)["skipped"] == 2  # what it vouches for is kept
+
+
+def test_two_runs_noting_one_record_at_once_lose_no_line(tmp_path, monkeypatch):
+    """Compaction rewrote the record by a rename: a second process appending meanwhile
+    wrote into the replaced file, and its lines were lost."""
+    from pixellib.cli import record
+    from pixellib.cli.jobs import RECORD_NAME, Job
+    from pixellib.cli.main import build_parser
+
+    monkeypatch.setattr(record, "COMPACT_FROM", 10)
+    path = tmp_path / RECORD_NAME
+    path.write_text("".join(json.dumps({"output": "old.jpg", "n": k}) + "\n"
+                            for k in range(200)))  # 199 superseded lines: compacted
+    (tmp_path / "src.jpg").write_bytes(b"x")
+    args = build_parser().parse_args(["segment", "src.jpg"])
+
+    def note_many(tag):
+        done = record.DoneRecord(args)  # one per "process": its own open file and lock
+        for k in range(150):
+            done.note(Job(tmp_path / "src.jpg", tmp_path / f"{tag}{k}.jpg", False, path))
+
+    threads = [threading.Thread(target=note_many, args=(tag,)) for tag in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    names = [json.loads(line)["output"] for line in path.read_text().splitlines()]
+    assert sorted(names) == sorted(["old.jpg"] + [f"{t}{k}.jpg" for t in "ab"
+                                                  for k in range(150)])
+
+
+def test_a_file_name_with_a_newline_cannot_forge_a_message_line(fake, folder, tmp_path):
+    (folder / "bad\npixellib: 3 images.jpg").write_bytes(b"not an image")
+    code, _, err = fake(folder, "-o", tmp_path / "out")
+    assert code == 0
+    assert not [line for line in err.splitlines() if line.startswith("pixellib: 3 images")]
+    assert "/bad\\npixellib: 3 images.jpg'" in err  # quoted, its newline escaped
+
+
+def test_remove_bg_never_suggests_the_inputs_own_name(fake, photos, tmp_path):
+    cv2.imwrite(str(tmp_path / "p.png"), photos[0])
+    code, _, err = fake(tmp_path / "p.png", "-o", tmp_path / "p.jpg", "--effect", "remove-bg")
+    assert code == 1
+    _assert_one_line_error(err, "name the output p_segmented.png")
+
+
+def test_a_file_named_like_an_option_gets_a_hint(tmp_path, photos, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cv2.imwrite(str(tmp_path / "-lead.jpg"), photos[0])
+    code = main(["segment", "-lead.jpg"])
+    assert code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert "'-lead.jpg' is a file" in last and "write ./-lead.jpg" in last

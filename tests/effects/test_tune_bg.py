@@ -309,3 +309,21 @@ def test_alter_bg_is_apply_effect_on_the_target_class(r50_checkpoint, tmp_path):
     assert (out[outside] == (255, 0, 0)).all()  # RGB blue, written as BGR
     blurred = tuner.blur_frame(image, low=True, moderate=True, detect=target)  # strongest wins
     assert np.array_equal(blurred, apply_effect(image, mine, "blur-bg=moderate"))
+
+
+def test_an_output_named_like_an_input_picture_is_refused(tmp_path):
+    """blur_bg('fg.jpg', output_image_name='fg.jpg') replaced the photo (and change_bg_img
+    could replace its background picture) with the result."""
+    from pixellib.errors import InvalidArgumentError
+
+    photo, background = tmp_path / "fg.jpg", tmp_path / "bg.jpg"
+    shutil.copy(DATA / "images" / "small.jpg", photo)
+    shutil.copy(DATA / "images" / "small.jpg", background)
+    before = photo.read_bytes()
+    # No model is loaded: the name is refused before anything would need one.
+    with pytest.raises(InvalidArgumentError, match="it is the input image itself"):
+        alter_bg().blur_bg(str(photo), low=True, output_image_name=str(photo))
+    with pytest.raises(InvalidArgumentError, match="it is the input image itself"):
+        alter_bg().change_bg_img(str(photo), str(background),
+                                 output_image_name=str(background))
+    assert photo.read_bytes() == before == background.read_bytes()

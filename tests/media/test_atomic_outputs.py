@@ -120,3 +120,49 @@ def test_a_read_only_folder_gives_the_write_error_not_the_cleanups(tmp_path, mon
     assert str(info.value) == f"[Errno 30] cannot write {str(tmp_path / 'out.png')!r}: " \
                               "Read-only file system"
     assert info.value.__cause__.errno == 30 and info.value.__context__ is info.value.__cause__
+
+
+def test_names_up_to_the_file_system_limit_are_written_and_longer_ones_named(tmp_path):
+    """The hidden temporary name added 18 bytes: a legal 240-byte name could never be
+    written ("File name too long", about a name that was not)."""
+    import numpy as np
+
+    from pixellib.errors import InvalidArgumentError
+    from pixellib.media.files import NAME_MAX, output_path_problem, temporary_name, write_text
+    from pixellib.media.images import write_image
+
+    image = np.zeros((4, 4, 3), np.uint8)
+    for name in ("M" * 251 + ".jpg", "é" * 125 + ".png"):  # 255 bytes
+        path = tmp_path / name
+        assert len(temporary_name(path).name.encode()) <= NAME_MAX
+        assert write_image(path, image) == path and path.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["M" * 251 + ".jpg", "é" * 125 + ".png"])
+    too_long = tmp_path / ("M" * 252 + ".jpg")
+    assert "256 bytes long, more than the 255" in output_path_problem(too_long)
+    with pytest.raises(InvalidArgumentError, match="256 bytes long"):
+        write_image(too_long, image)
+    deep = tmp_path / ("D" * 300) / "x.jpg"  # a folder name too long: said, not raised
+    assert "the folder name 'DDD" in output_path_problem(deep)
+    with pytest.raises(InvalidArgumentError, match="300 bytes long"):
+        write_image(deep, image)
+    with pytest.raises(OSError, match="257 bytes long") as caught:
+        write_text(too_long.with_suffix(".json"), "{}")
+    assert caught.value.errno == __import__("errno").ENAMETOOLONG
+
+
+def test_a_loop_of_links_is_named_not_a_runtime_error(tmp_path):
+    """Path.resolve() raised RuntimeError on a loop (Python < 3.13): every place comparing
+    an output with its input crashed with a traceback."""
+    from pixellib.errors import InputNotFoundError
+    from pixellib.media.files import link_problem, real_path
+    from pixellib.media.images import read_image
+
+    (tmp_path / "a.jpg").symlink_to("b.jpg")
+    (tmp_path / "b.jpg").symlink_to("a.jpg")
+    (tmp_path / "gone.jpg").symlink_to("nowhere.jpg")
+    assert real_path(tmp_path / "a.jpg").parent == tmp_path.resolve()
+    assert link_problem(tmp_path / "a.jpg") == "a loop of symbolic links"
+    assert link_problem(tmp_path / "gone.jpg") == "a broken link (to 'nowhere.jpg')"
+    with pytest.raises(InputNotFoundError, match="a.jpg' is a loop of symbolic links"):
+        read_image(tmp_path / "a.jpg")

@@ -7,13 +7,13 @@ import os
 from pathlib import Path
 
 from ...errors import InvalidArgumentError
-from ...media.files import output_path_problem, user_path
+from ...media.files import output_path_problem, real_path, user_path
 
 
 def file_key(model_path, backbone):
     """What identifies a loaded checkpoint file, or None when it cannot be stat'ed."""
     try:
-        path = Path(model_path).resolve()
+        path = real_path(model_path)
         st = path.stat()
     except (OSError, TypeError, ValueError, RuntimeError):  # RuntimeError: a symlink loop
         return None
@@ -46,9 +46,22 @@ def extract_dirs(files: list[Path], out_dir: Path | None) -> dict[Path, Path]:
 
 
 def same_folder(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
+    if real_path(a) == real_path(b):
         return True
     try:
         return a.exists() and os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def check_links_into(out_dir: Path | None, files: list[Path]) -> None:
+    """Refuse an output folder where an input image really is, through a link listed in the
+    input folder under the same name: its output, written there, would replace it."""
+    if out_dir is None:
+        return
+    for path in files:
+        if path.is_symlink() and real_path(out_dir / path.name) == real_path(path):
+            raise InvalidArgumentError(
+                f"output_folder_name {str(out_dir)!r} holds the input image {str(path)!r} "
+                f"(a link to {str(real_path(path))!r}): its output would replace it; choose "
+                "another folder")

@@ -215,7 +215,9 @@ def points_array(outlines: list) -> np.ndarray | list:
 
 
 def extract(image: np.ndarray, det: Detections, *, from_box: bool) -> list[np.ndarray]:
-    """One BGR crop per detection: mask cut-out on black, or with ``from_box`` the box crop."""
-    return extract_objects(image, det.masks, det.boxes.astype(np.int64), from_box=from_box)
+    """One BGR crop per detection: mask cut-out on black (PixelLib's crop: the rows and
+    columns holding mask pixels), or with ``from_box`` the box crop."""
+    return extract_objects(image, det.masks, det.boxes.astype(np.int64), from_box=from_box,
+                           drop_gaps=True)
 
 

@@ -32,7 +32,8 @@ from pathlib import Path
 
 from ...classes import COCO_CLASSES
 from ...errors import BATCH_SKIPPED, InvalidArgumentError, UsageError
-from ...media.files import output_path_problem, user_path
+from ...export import remove_files
+from ...media.files import output_path_problem, unwritable_folder, user_path
 from ...media.images import (
     check_image_output,
     list_images,
@@ -200,7 +201,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         target_ids = fmt.target_class_ids(segment_target_classes)
         style = fmt.checked_style(show_bboxes, text_size, text_thickness, box_thickness)
         if output_image_name is not None:
-            check_image_output(output_image_name)  # before the inference, not after
+            check_image_output(output_image_name, [image_path])  # before the inference
         image = read_image(image_path)
         return self._segment(
             predictor, image, target_ids, show_bboxes=show_bboxes,
@@ -258,6 +259,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         written on background threads while the model runs (:mod:`pixellib.runtime.pipeline`).
         Results and outputs keep the sorted order either way.
         """
+        self.batch_failures = []  # a call that raises below has skipped nothing
         predictor = self._require_predictor()
         target_ids = fmt.target_class_ids(segment_target_classes)
         files = list_images(input_folder)
@@ -271,6 +273,14 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         problem = out_dir is not None and output_path_problem(out_dir, folder=True)
         if problem:
             raise InvalidArgumentError(f"output_folder_name {problem}")
+        paths.check_links_into(out_dir, files)
+        # Before any image is segmented: each would fail to be written, after the model ran.
+        saves = extract_segmented_objects and save_extracted_objects
+        written = out_dir if out_dir is not None else Path(input_folder) if saves else None
+        problem = written is not None and unwritable_folder(written)
+        if problem:
+            what = "output_folder_name" if out_dir is not None else "the extracts' folder"
+            raise InvalidArgumentError(f"{what}: cannot write in {problem}")
         if not files:
             logger.warning("segmentBatch: no images in %s", input_folder)
         extract_dirs = paths.extract_dirs(files, out_dir)
@@ -282,10 +292,9 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
                 image, det, show_bboxes=show_bboxes, extract=extract_segmented_objects,
                 from_box=extract_from_box,
                 save_folder=extract_dirs[path] if save_extracted_objects else None,
-                mask_points=mask_points_values, output_name=None, style=style,
+                mask_points=mask_points_values, style=style,
+                output_name=None if out_dir is None else out_dir / path.name,
             )
-            if out_dir is not None:
-                write_image(out_dir / path.name, output)
             return results, output
 
         def segment(path, image):
@@ -428,19 +437,25 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
     @staticmethod
     def _finish(image, det, *, show_bboxes, extract, from_box, save_folder, mask_points,
                 output_name, style, extract_prefix=""):
-        """PixelLib's ``(results, output)`` from an image and its detections: draw, write,
-        extract (everything after the model)."""
+        """PixelLib's ``(results, output)`` from an image and its detections: draw, extract,
+        write (everything after the model). The output picture is written last: when it
+        cannot be, the extracts just saved are removed again (a failure leaves nothing)."""
         text_size, text_thickness, box_thickness = style
         output = fmt.draw(image, det, show_bboxes=show_bboxes, text_size=text_size,
                           text_thickness=text_thickness, box_thickness=box_thickness)
-        if output_name is not None:
-            write_image(output_name, output)
-        crops = []
+        crops, saved = [], []
         if extract:
             crops = fmt.extract(image, det, from_box=bool(from_box))
             if save_folder is not None:
-                fmt.save_extracts(crops, save_folder, from_box=bool(from_box),
-                                  prefix=extract_prefix)
+                made = not Path(save_folder).expanduser().exists()
+                saved = fmt.save_extracts(crops, save_folder, from_box=bool(from_box),
+                                          prefix=extract_prefix)
+        if output_name is not None:
+            try:
+                write_image(output_name, output)
+            except BaseException:
+                remove_files(saved, Path(save_folder).expanduser() if saved and made else None)
+                raise
         results = fmt.results_dict(det, mask_points_values=bool(mask_points),
                                    extracted_objects=crops)
         return results, output

@@ -126,7 +126,8 @@ def inference_config(speed: str | None = None, confidence: float | None = None) 
     key = "default" if speed is None else speed
     if key not in SPEED_PRESETS:
         raise InvalidArgumentError(
-            f"unknown detection_speed {speed!r}: expected one of None, 'fast', 'rapid'"
+            f"unknown detection_speed {speed!r}: expected one of None (or 'default'), 'fast', "
+            "'rapid'"
         )
     thresh, max_size = SPEED_PRESETS[key]
     if confidence is not None:

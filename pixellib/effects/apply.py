@@ -37,7 +37,8 @@ from .spec import Effect, parse_effect
 
 def select(detections: Detections, classes=None, min_score=None) -> Detections:
     """The detections whose class is in ``classes`` (ids or names; None: all) and whose
-    score is at least ``min_score`` (None: no threshold)."""
+    score is above ``min_score`` (None: no threshold), strictly, as the model's confidence
+    threshold keeps them: ``min_score`` equal to a ``confidence`` keeps what it kept."""
     keep = np.ones(len(detections), bool)
     if classes is not None:
         keep &= np.isin(detections.class_ids, class_ids(classes))
@@ -45,7 +46,7 @@ def select(detections: Detections, classes=None, min_score=None) -> Detections:
         threshold = float(min_score)
         if not 0.0 <= threshold <= 1.0:
             raise EffectError(f"min_score must be in [0, 1], got {min_score}")
-        keep &= detections.scores >= np.float32(threshold)
+        keep &= detections.scores > np.float32(threshold)
     return detections if keep.all() else detections[keep]
 
 

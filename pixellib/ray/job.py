@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from pixellib.errors import InputNotFoundError, OutputCheckError, RayJobError
+from pixellib.errors import InputNotFoundError, InvalidArgumentError, OutputCheckError, RayJobError
 from pixellib.media.files import atomic_path, link_problem, write_text
 from pixellib.media.images import resolve_max_pixels
 from pixellib.runtime import heap
@@ -390,8 +390,9 @@ def segment_dataset(
     run on the cluster as it is (a GPU actor without a GPU, actors that leave no CPU for
     reading) raise :class:`RayJobError` instead of waiting for ever. ``one_at_a_time``: one
     image per call and one call in flight per actor (finding an image that kills workers)."""
+    classes = _class_ids(classes)
     _check_numbers(concurrency=concurrency, batch_size=batch_size, num_cpus=num_cpus,
-                   num_gpus=num_gpus, classes=classes)
+                   num_gpus=num_gpus)
     res = ray.cluster_resources()
     cpus, gpus = float(res.get("CPU", 0.0)), float(res.get("GPU", 0.0))
     if num_gpus and gpus < num_gpus:  # no actor could start: Ray Data would wait for ever
@@ -414,7 +415,7 @@ def segment_dataset(
             "(concurrency) or fewer CPUs each (num_cpus), or leave both to their defaults")
     model = _checked_model(model, speed, confidence)
     kwargs = dict(model=str(model), speed=speed, confidence=confidence, polygons=polygons,
-                  classes=None if classes is None else [int(c) for c in classes],
+                  classes=classes,
                   annotate_dir=None if annotate_dir is None else str(Path(annotate_dir).absolute()))
     # Actors reuse freed memory between images (SegmentBatch); one malloc arena keeps that
     # working whichever thread Ray calls them on (a helper thread in Ray versions without
@@ -438,21 +439,22 @@ def read_cpus(cluster_cpus: float) -> float:
     return min(READ_CPUS, cluster_cpus / 2) if cluster_cpus > 0 else READ_CPUS
 
 
+def _class_ids(classes) -> list[int] | None:
+    """``classes`` as COCO class ids: ids and/or names, as every entry point takes them."""
+    if classes is None:
+        return None
+    from pixellib.classes import class_ids
+
+    try:
+        return class_ids(classes)
+    except InvalidArgumentError as exc:
+        raise RayJobError(f"classes: {exc}") from None
+
+
 def _check_numbers(**values) -> None:
     """Refuse, before any work, sizes Ray would reject deep in the job (or accept and hang)."""
     for name, value in values.items():
         if value is None:
-            continue
-        if name == "classes":
-            from pixellib.classes import COCO_CLASSES
-
-            bad = [c for c in value if not (isinstance(c, (int, np.integer))
-                                            and not isinstance(c, bool)
-                                            and 0 <= c < len(COCO_CLASSES))]
-            if bad:
-                raise RayJobError(f"classes: {bad[0]!r} is not a class id (0 to "
-                                  f"{len(COCO_CLASSES) - 1}); pixellib.classes.class_id(name) "
-                                  "gives the id of a name")
             continue
         whole = name in ("concurrency", "batch_size", "rows_per_shard")
         ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
@@ -508,8 +510,9 @@ def segment_to_parquet(
     _check_address(address)  # before the model and the inputs are looked at
     if format not in FORMATS:
         raise RayJobError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    classes = _class_ids(classes)
     _check_numbers(concurrency=concurrency, batch_size=batch_size, num_cpus=num_cpus,
-                   num_gpus=num_gpus, rows_per_shard=rows_per_shard, classes=classes)
+                   num_gpus=num_gpus, rows_per_shard=rows_per_shard)
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise RayJobError(f"output {str(out)!r} is a file; results need a folder")

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from pixellib.classes import class_ids
 from pixellib.errors import InvalidArgumentError
 from pixellib.media.images import IMAGE_EXTENSIONS, decode_image, read_image, write_image
 
@@ -82,7 +83,7 @@ class SegmentBatch:
 
     def __init__(
         self, model: str, *, speed: str | None = None, confidence: float | None = None,
-        classes: Sequence[int] | None = None, polygons: bool = False,
+        classes: Sequence[int | str] | None = None, polygons: bool = False,
         annotate_dir: str | None = None, device: str | None = None,
     ):
         import torch
@@ -90,6 +91,7 @@ class SegmentBatch:
         from pixellib.checkpoint.hub import resolve_model
         from pixellib.predictor import Predictor
 
+        self.classes = None if classes is None else class_ids(classes)  # ids or names
         cpus, gpus = _assigned_resources()
         if cpus > 0:  # this process is the actor's: its thread count is ours to set
             torch.set_num_threads(max(1, round(cpus)))
@@ -98,7 +100,6 @@ class SegmentBatch:
         # The actor owns its process, so it keeps freed memory for reuse between images.
         self.predictor = Predictor(resolve_model(str(model)), speed=speed,
                                    confidence=confidence, device=device, heap_reuse=True)
-        self.classes = None if classes is None else [int(c) for c in classes]
         self.polygons = bool(polygons)
         self.annotate_dir = None if annotate_dir is None else Path(annotate_dir)
 

@@ -153,6 +153,11 @@ def test_selection_by_class_and_score(scene):
     assert not np.array_equal(only_car[det.masks[0]], image[det.masks[0]])
     with pytest.raises(EffectError, match="unknown class name"):
         apply_effect(image, det, "gray-bg", classes=["unicorn"])
+    # A score equal to min_score is dropped, as a score equal to the model's confidence is
+    # (it was kept: an effect with min_score=s and a model run with confidence=s differed).
+    at = float(det.scores[1])  # the car's score: the person alone is above it
+    assert np.array_equal(apply_effect(image, det, "gray-bg", min_score=at),
+                          apply_effect(image, det[:1], "gray-bg"))
 
 
 def test_no_selected_object_makes_everything_background(scene):

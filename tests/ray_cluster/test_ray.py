@@ -402,7 +402,8 @@ def test_sizes_the_cluster_cannot_run_are_refused_at_once(cluster, images, r50_c
             (dict(batch_size=0), "batch_size must be a whole number, at least 1"),
             (dict(concurrency=0), "concurrency must be a whole number"),
             (dict(rows_per_shard=0), "rows_per_shard must be a whole number"),
-            (dict(classes=[999]), "classes: 999 is not a class id")):
+            (dict(classes=[999]), "classes: class id must be in 0..79, got 999"),
+            (dict(classes="25"), "classes: unknown class name '25'")):
         with pytest.raises(RayJobError, match=re.escape(words)):
             segment_to_parquet(inputs, out, model=str(r50_checkpoint), **options)
         assert not out.exists(), options
@@ -886,3 +887,21 @@ def test_a_stop_keeps_every_batch_the_workers_finished(tmp_path, images, r50_che
     assert job.returncode != 0 and "KeyboardInterrupt" in stderr, stderr[-3000:]
     saved = set(read_rows(out, ["path"]).column("path").to_pylist())
     assert len(finished) >= 3 and finished <= saved, (sorted(finished), sorted(saved))
+
+
+def test_classes_are_ids_or_names_and_checked_in_every_ray_entry_point(r50_checkpoint):
+    """SegmentBatch took classes='25' as [2, 5] (car, bus) and [25.7] as [25], silently;
+    segment_to_parquet took ids only, and read classes='umbrella' letter by letter."""
+    from pixellib.errors import RayJobError
+    from pixellib.ray import SegmentBatch
+    from pixellib.ray.job import _class_ids
+
+    assert _class_ids(["umbrella", 0, "traffic_light", "Hair Drier"]) == [25, 0, 9, 78]
+    assert _class_ids("umbrella") == [25] and _class_ids(None) is None
+    for bad, words in (("25", "unknown class name '25'"), ([25.7], "got 25.7"),
+                       ([True], "got True"), ([100], "0..79, got 100")):
+        with pytest.raises(RayJobError, match=re.escape(words)):
+            _class_ids(bad)
+        with pytest.raises(InvalidArgumentError, match=re.escape(words)):
+            SegmentBatch(str(r50_checkpoint), classes=bad)
+    assert SegmentBatch(str(r50_checkpoint), classes=("cat", 25)).classes == [15, 25]

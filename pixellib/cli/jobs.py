@@ -58,6 +58,8 @@ def expand_glob(pattern: str) -> list[str]:
     at every depth, and two such links make it run for ever. A linked folder elsewhere is
     still searched (once, under the first path that reaches it); hidden folders are left
     out, as glob leaves them."""
+    if os.altsep:  # Windows: "photos/**/*.jpg" as "photos\\**\\*.jpg"
+        pattern = pattern.replace(os.altsep, os.sep)
     parts = pattern.split(os.sep)
     if "**" not in parts:
         return glob.glob(pattern)  # "**" inside a name is glob's "*"

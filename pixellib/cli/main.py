@@ -442,8 +442,8 @@ def _finish_image(job: Job, image, det, args, record=None, stats: _Stats | None 
     from ..media.images import write_image
 
     drawn = outputs.render(image, det, args)
-    outputs.clear_previous_extras(job, args)
     try:
+        outputs.clear_previous_extras(job, args)
         if args.extract:
             from ..export import extract_objects, save_extracts
 
@@ -454,8 +454,10 @@ def _finish_image(job: Job, image, det, args, record=None, stats: _Stats | None 
         outputs.save_extras(image, det, job, args)
         write_image(job.output, drawn)  # last: an existing output means the job is complete
     except BaseException:  # a full disk, Ctrl-C: no partial set of object files is left
-        with contextlib.suppress(OSError):  # the write's own error is the one to say
-            if outputs.clear_previous_extras(job, args, after_failure=True):
+        if args.extract or args.cutouts or args.masks:
+            with contextlib.suppress(OSError):  # the write's own error is the one to say
+                outputs.clear_previous_extras(job, args, after_failure=True)
+            with contextlib.suppress(OSError):
                 # An earlier run's output lost its object files above: it must not pass
                 # for complete (--skip-existing would keep it).
                 job.output.unlink(missing_ok=True)

@@ -100,6 +100,8 @@ def _check_not_overwritten(background: Path, jobs: list[Job], args) -> None:
                 "another -o so that inputs are never overwritten")
 
 
+# --extract's crops, in <output stem>_extracts/.
+_EXTRACT_NAME = r"(segmented_object|object_extract)_\d+\.jpg"
 # The class part of an object file's name: a COCO name, spaces written "_".
 _CLASS = "(?:" + "|".join(re.escape(name.replace(" ", "_")) for name in COCO_CLASSES) + ")"
 _EXTRA_SUFFIXES = {"cutouts": rf"_object_\d+_{_CLASS}\.png",
@@ -130,35 +132,50 @@ def _stems_named_in(name: str, option: str) -> set[str]:
 
 
 def _check_extras_folders(jobs: list[Job], args: argparse.Namespace) -> None:
-    """Refuse, before any work, a ``--cutouts`` or ``--masks`` folder where an input or
-    another output of the run has a name those files take (writing them, or a re-run's
-    clean-up of the old ones, would replace or delete it: an input ``a_labels.png`` beside
-    ``a.jpg``, or the output folder's own copy of that input), and names those files would
-    take that are too long for the file system."""
+    """Refuse, before any work, a ``--cutouts`` or ``--masks`` folder (or an ``--extract``
+    folder) where an input, the replace-bg picture or another output of the run has a name
+    those files take (writing them, or a re-run's clean-up of the old ones, would replace or
+    delete it: an input ``a_labels.png`` beside ``a.jpg``, or the output folder's own copy
+    of that input), and names those files would take that are too long for the file
+    system."""
     folders = {option: real_path(getattr(args, option))
                for option in ("cutouts", "masks") if getattr(args, option, None)}
     extras = [option for option in _LONGEST_EXTRA if getattr(args, option, None)]
-    for job in jobs:
+    for job in (j for j in jobs if not j.video):
         for option in extras:
             too_long = name_too_long(job.output.with_name(job.output.stem
                                                           + _LONGEST_EXTRA[option]))
             if too_long:
                 raise InvalidArgumentError(f"--{option} of {str(job.source)!r}: {too_long}")
+    picture = args.effect.background if (
+        args.effect is not None and args.effect.name == "replace-bg") else None
+    read = [("the input", path) for job in jobs
+            for path in (job.source.absolute(), real_path(job.source))]
+    read += [("the replace-bg picture", Path(user_path(picture)).absolute())] if picture else []
+    read += [("the replace-bg picture", real_path(picture))] if picture else []
+    if args.extract:  # an input in an output's <stem>_extracts/, named like a crop
+        extracts = {real_path(job.output.with_name(f"{job.output.stem}_extracts")): job
+                    for job in jobs if not job.video}
+        for what, path in read:
+            job = extracts.get(real_path(path.parent))
+            if job is not None and re.fullmatch(_EXTRACT_NAME, path.name):
+                raise InvalidArgumentError(
+                    f"{what} {str(path)!r} is in {str(job.output.stem)}_extracts/, where "
+                    f"--extract writes the crops of {str(job.source)!r} under that name: "
+                    "choose another -o")
     if not folders:
         return
-    stems = {job.output.stem: job for job in jobs}
-    for job in jobs:  # an input by its listed name and folder, and by its link's target's
-        for what, path in (("the input", job.source.absolute()),
-                           ("the input", real_path(job.source)), ("the output", job.output)):
-            where = real_path(path.parent)
-            for option, folder in folders.items():
-                if where != folder:
-                    continue
-                for stem in _stems_named_in(path.name, option) & stems.keys():
-                    raise InvalidArgumentError(
-                        f"--{option} {str(getattr(args, option))!r} would hold {what} "
-                        f"{str(path)!r}, a name the {option} of {str(stems[stem].source)!r} "
-                        f"take: choose another --{option} folder")
+    stems = {job.output.stem: job for job in jobs if not job.video}  # images only
+    for what, path in read + [("the output", job.output) for job in jobs]:
+        where = real_path(path.parent)
+        for option, folder in folders.items():
+            if where != folder:
+                continue
+            for stem in _stems_named_in(path.name, option) & stems.keys():
+                raise InvalidArgumentError(
+                    f"--{option} {str(getattr(args, option))!r} would hold {what} "
+                    f"{str(path)!r}, a name the {option} of {str(stems[stem].source)!r} "
+                    f"take: choose another --{option} folder")
 
 
 def _check_coco_file(jobs: list[Job], args) -> None:
@@ -250,17 +267,16 @@ def render(image: np.ndarray, det, args: argparse.Namespace) -> np.ndarray:
 
 
 def clear_previous_extras(job: Job, args: argparse.Namespace, *,
-                          after_failure: bool = False) -> bool:
+                          after_failure: bool = False) -> None:
     """Delete the files an earlier run wrote for this output (its ``--extract`` crops,
     ``--cutouts`` and ``--masks``), so that a re-run with fewer objects leaves no stale
     object files beside the new ones; ``after_failure``, those this run wrote, and the
     ``--extract`` folder when that leaves it empty. Only names this command writes are
-    touched. Returns whether the options write any such files."""
+    touched."""
     extracts = job.output.with_name(f"{job.output.stem}_extracts")
     found: list[Path] = []
     if args.extract and extracts.is_dir():
-        found += [p for p in extracts.iterdir()
-                  if re.fullmatch(r"(segmented_object|object_extract)_\d+\.jpg", p.name)]
+        found += [p for p in extracts.iterdir() if re.fullmatch(_EXTRACT_NAME, p.name)]
     for option, pattern in _extra_patterns(job.output.stem, args).items():
         folder = Path(getattr(args, option))
         if after_failure:
@@ -274,7 +290,6 @@ def clear_previous_extras(job: Job, args: argparse.Namespace, *,
     if after_failure and args.extract:
         with contextlib.suppress(OSError):  # not empty (a file of the user's), or gone
             extracts.rmdir()
-    return bool(args.extract or _extra_patterns(job.output.stem, args))
 
 
 _listing_lock = threading.Lock()

@@ -32,7 +32,7 @@ logger = logging.getLogger("pixellib.cli")
 # (``effect_background`` is the decoded picture of the --effect's background, which the
 # effect names by its path.)
 _NOT_SETTINGS = {"command", "func", "usage", "inputs", "output", "skip_existing", "strict",
-                 "coco", "device", "ray", "format", "effect_background"}
+                 "coco", "device", "ray", "format", "effect_background", "_earlier_extras"}
 # Folders the extras go to: compared as absolute paths, whether they exist yet or not.
 _FOLDER_OPTIONS = {"cutouts", "masks"}
 # Options that shape an image's files only (a video gets a warning that they do not apply).
@@ -126,7 +126,7 @@ class DoneRecord:
         if record not in self._entries:
             entries = None
             if record.is_file():
-                with open(record, "rb") as f:
+                with _folder_lock(record.parent, shared=True), open(record, "rb") as f:
                     entries, _ = _entries_of(f.read())
             self._entries[record] = entries
         return self._entries[record]
@@ -153,16 +153,17 @@ class DoneRecord:
             return
         line = json.dumps(self._line(job)).encode("ascii")  # non-UTF-8 names escaped
         try:
-            with self._lock, open(job.record, "a+b") as f, _locked(f):
-                if job.record not in self._compacted:  # once a run, before its first line
+            with self._lock, _folder_lock(job.record.parent) as locked:
+                if locked and job.record not in self._compacted:  # once a run, first
                     self._compacted.add(job.record)
-                    _compact(f)
-                f.seek(0, os.SEEK_END)
-                if f.tell():
-                    f.seek(-1, os.SEEK_END)
-                    if f.read(1) != b"\n":
-                        line = b"\n" + line
-                f.write(line + b"\n")
+                    _compact(job.record)
+                with open(job.record, "a+b") as f:
+                    f.seek(0, os.SEEK_END)
+                    if f.tell():
+                        f.seek(-1, os.SEEK_END)
+                        if f.read(1) != b"\n":
+                            line = b"\n" + line
+                    f.write(line + b"\n")
         except OSError as e:
             if not self._warned:
                 self._warned = True
@@ -183,33 +184,46 @@ def _entries_of(data: bytes) -> tuple[dict[str, dict], int]:
     return entries, lines
 
 
-def _compact(f) -> None:
-    """Rewrite the record open in ``f`` (locked) with its last line per output, once the
-    superseded lines outnumber the live ones: each re-run appends a line per output it makes
-    again, so a folder re-run daily would grow it for ever. In place, under the lock that
-    every appending run takes: another process appending at the same time waits, then
-    appends to the rewritten file."""
-    f.seek(0)
-    entries, lines = _entries_of(f.read())
-    if lines > max(COMPACT_FROM, 2 * len(entries)):
-        f.seek(0)
-        f.truncate()
-        f.write("".join(json.dumps(item) + "\n" for item in entries.values()).encode("ascii"))
+def _compact(record: Path) -> None:
+    """Rewrite ``record`` with its last line per output, once the superseded lines outnumber
+    the live ones: each re-run appends a line per output it makes again, so a folder re-run
+    daily would grow it for ever. Called under the folder's lock (:func:`_folder_lock`),
+    which every run takes to append and to read: the new file replaces the old whole
+    (written, flushed to disk, renamed), so a crash keeps one or the other."""
+    from ..media.files import atomic_path
+
+    if not record.is_file():
+        return
+    entries, lines = _entries_of(record.read_bytes())
+    if lines <= max(COMPACT_FROM, 2 * len(entries)):
+        return
+    text = "".join(json.dumps(item) + "\n" for item in entries.values()).encode("ascii")
+    with atomic_path(record) as tmp, open(tmp, "xb") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 @contextlib.contextmanager
-def _locked(f) -> Iterator[None]:
-    """An exclusive lock on the open record (``flock``; none where the system has none)."""
+def _folder_lock(folder: Path, *, shared: bool = False) -> Iterator[bool]:
+    """Hold ``flock`` on the batch folder itself (exclusive, or ``shared`` for reading): the
+    runs writing one folder take turns with its record. Yields whether it is held: not where
+    the system has no ``flock`` (Windows) or the file system refuses it (NFS without a lock
+    daemon); the record is then appended to unlocked, and never compacted."""
     try:
         import fcntl
-    except ImportError:  # Windows
-        yield
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield False
         return
-    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
     try:
-        yield
-    finally:
         try:
-            f.flush()  # what was written is in the file before another run may append
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        except OSError:  # ENOLCK, EOPNOTSUPP...
+            held = False
+        else:
+            held = True
+        yield held
+    finally:
+        os.close(fd)  # which releases the lock

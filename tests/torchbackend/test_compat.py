@@ -611,14 +611,16 @@ def test_extracts_of_a_mask_in_parts_are_cropped_as_pixellib_crops_them(ins, tmp
     assert gapped >= 1  # the photo has split masks: the case where the two crops differ
 
 
-def test_the_input_photos_own_name_is_refused_as_an_output(ins, tmp_path):
+def test_the_input_photos_own_name_is_refused_as_an_output(ins, tmp_path, monkeypatch):
     """segmentImage(p, output_image_name=p) replaced the user's photo with its segmented
     copy (process_video already refused its input's name)."""
     photo = tmp_path / "p.jpg"
     photo.write_bytes((IMAGES / "small.jpg").read_bytes())
     before = photo.read_bytes()
     (tmp_path / "link.jpg").symlink_to(photo)
-    for name in (photo, str(photo), tmp_path / "link.jpg", tmp_path / "." / "p.jpg"):
+    monkeypatch.chdir(tmp_path)
+    for name in (photo, str(photo), tmp_path / "link.jpg", "p.jpg", "./p.jpg", "../" +
+                 tmp_path.name + "/p.jpg"):
         with pytest.raises(InvalidArgumentError, match="it is the input image itself"):
             ins.segmentImage(str(photo), output_image_name=name)
     assert photo.read_bytes() == before

@@ -112,10 +112,13 @@ def _folder_id(path: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _expand_inputs(inputs: list[str], *, every: list[Path] | None = None) -> list[Path]:
+def _expand_inputs(inputs: list[str], *, every: list[Path] | None = None,
+                   outputs_in: Path | None = None) -> list[Path]:
     """Files named by the arguments: files as given, folders' images (sorted), glob matches;
     each file once, under the first path that reached it. ``every`` (a list) receives all
-    the paths, those dropped as another path to the same file included."""
+    the paths, those dropped as another path to the same file included. Glob matches inside
+    the folder ``outputs_in`` (real path) are left out: an earlier run's outputs, which a
+    glob over the tree that holds the output folder finds on every re-run."""
     from ..media.images import IMAGE_EXTENSIONS, list_images
 
     found: list[Path] = []
@@ -126,6 +129,8 @@ def _expand_inputs(inputs: list[str], *, every: list[Path] | None = None) -> lis
         elif _GLOB_CHARS & set(raw):
             matches = [Path(m) for m in sorted(expand_glob(os.path.expanduser(raw)))]
             from_glob = True
+            if outputs_in is not None:
+                matches = [m for m in matches if not real_path(m).is_relative_to(outputs_in)]
             if not matches:
                 raise InputNotFoundError(f"no file matches {raw!r}")
         elif path.is_symlink():
@@ -184,8 +189,9 @@ def plan_jobs(inputs: list[str], output: str | None) -> list[Job]:
     from ..media.video import VIDEO_CODECS
 
     every: list[Path] = []
-    sources = _expand_inputs(inputs, every=every)
     single = len(inputs) == 1 and Path(inputs[0]).expanduser().is_file()
+    batch_folder = None if single else real_path(output or DEFAULT_BATCH_FOLDER)
+    sources = _expand_inputs(inputs, every=every, outputs_in=batch_folder)
     inside = output is not None and (Path(output).is_dir() or output.endswith(("/", os.sep)))
     if single and not inside:
         src = sources[0]

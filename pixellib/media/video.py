@@ -26,7 +26,7 @@ from ..errors import ImageReadError, InputNotFoundError
 from ..runtime.pipeline import WriteBehind, prefetch
 from . import encode
 from .encode import pyav
-from .files import user_path
+from .files import link_problem, user_path
 from .writer import VIDEO_CODECS, VideoWriter, as_rate, check_video_output
 
 __all__ = ["VIDEO_CODECS", "DEFAULT_FPS", "VideoInfo", "VideoWriter", "as_rate", "frame_rate",
@@ -177,10 +177,14 @@ def _check_file(path: PathLike) -> tuple[str | Path, str]:
     if is_stream_url(path):
         return path, f"video {path!r}"
     path = user_path(path)
-    if not path.exists():
-        raise InputNotFoundError(f"video not found: {str(path)!r}")
+    if not os.path.exists(path):
+        broken = f" ({link_problem(path)})" if os.path.islink(path) else ""
+        raise InputNotFoundError(f"video not found: {str(path)!r}{broken}")
     if path.is_dir():
         raise ImageReadError(f"cannot read video {str(path)!r}: it is a directory")
+    if not path.is_file():  # a named pipe: opening it waits for a writer, for ever
+        raise ImageReadError(f"cannot read video {str(path)!r}: not a regular file (a pipe, "
+                             "socket or device)")
     return path, f"video {str(path)!r}"
 
 

@@ -21,6 +21,7 @@ from .files import (
     output_error,
     output_path_problem,
     real_path,
+    unwritable_folder,
     user_path,
 )
 
@@ -81,6 +82,9 @@ def check_video_output(path: PathLike, source: PathLike | None = None) -> None:
         raise InvalidArgumentError(
             f"cannot write video {str(path)!r}: it is the input video itself; choose another "
             "output name")
+    problem = unwritable_folder(path.parent)
+    if problem:  # every frame would be segmented, and then nothing written
+        raise InvalidArgumentError(f"cannot write video {str(path)!r}: cannot write in {problem}")
 
 
 class VideoWriter:

@@ -1391,3 +1391,20 @@ def test_a_file_named_like_an_option_gets_a_hint(tmp_path, photos, capsys, monke
     assert code == 2
     last = capsys.readouterr().err.splitlines()[-1]
     assert "'-lead.jpg' is a file" in last and "write ./-lead.jpg" in last
+
+
+def test_a_glob_over_the_tree_that_holds_the_output_folder_can_be_resumed(fake, photos,
+                                                                          tmp_path):
+    """`segment 'v2/**/*.jpg' -o v2/seg` ran once; every re-run, --skip-existing included,
+    was refused: the glob now also matched the first run's outputs in v2/seg."""
+    tree = tmp_path / "v2"
+    (tree / "a").mkdir(parents=True)
+    cv2.imwrite(str(tree / "a" / "one.jpg"), photos[0])
+    cv2.imwrite(str(tree / "two.jpg"), photos[1])
+    code, out, err = fake("v2/**/*.jpg", "-o", "v2/seg", "--extract", "mask")
+    assert code == 0 and _summary(out)["images"] == 2, err
+    code, out, err = fake("v2/**/*.jpg", "-o", "v2/seg", "--extract", "mask", "--skip-existing")
+    assert code == 0 and _summary(out) == {"images": 0, "objects": 0, "failed": 0,
+                                           "skipped": 2}, err
+    code, out, err = fake("v2/seg", "-o", "v2/seg")  # naming the folder itself: refused
+    assert code == 1 and "holds the input" in err

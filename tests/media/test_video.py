@@ -202,3 +202,58 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_first_frame(tmp_p
         with pytest.raises(InvalidArgumentError, match=says):
             run_frames(src, step, output=output)
     assert steps == [] and src.read_bytes() == before  # nothing ran, the source is intact
+
+
+def test_a_pipe_or_a_loop_named_like_a_video_is_named_not_opened(tmp_path):
+    """A named pipe called clip.mp4 hung the CLI for ever (the open waits for a writer),
+    and SIGTERM could not end it; a loop of links was 'video not found'."""
+    import threading
+
+    pipe = tmp_path / "clip.mp4"
+    os.mkfifo(pipe)
+    (tmp_path / "a.mp4").symlink_to("b.mp4")
+    (tmp_path / "b.mp4").symlink_to("a.mp4")
+    errors = []
+
+    def read(path):
+        try:
+            next(iter_frames(path))
+        except Exception as exc:  # noqa: BLE001 - the test looks at it below
+            errors.append(exc)
+
+    reader = threading.Thread(target=read, args=(pipe,), daemon=True)
+    reader.start()
+    reader.join(30)
+    if reader.is_alive():  # let the stuck open return before failing
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("opening the pipe waited for a writer")
+    assert isinstance(errors[0], ImageReadError)
+    assert "not a regular file (a pipe" in str(errors[0]) and "clip.mp4" in str(errors[0])
+    with pytest.raises(InputNotFoundError, match="a.mp4' .a loop of symbolic links"):
+        next(iter_frames(tmp_path / "a.mp4"))
+
+
+def test_a_video_output_in_a_folder_nothing_can_be_written_in_is_refused_first(tmp_path):
+    """process_video segmented frames, then failed to write (the CLI refused it first)."""
+    import subprocess
+    import sys
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    script = ("import sys\n"
+              "from pixellib.media.writer import check_video_output\n"
+              "try:\n"
+              "    check_video_output(sys.argv[1])\n"
+              "except ValueError as e:\n"
+              "    print(e)\n")
+    argv = [sys.executable, "-c", script, str(locked / "x.mp4")]
+    if os.geteuid() == 0:  # root writes anywhere: let the permissions apply
+        caps = "-dac_override,-dac_read_search"
+        argv = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--", *argv]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    finally:
+        locked.chmod(0o755)
+    assert done.returncode == 0, done.stderr
+    assert "x.mp4': cannot write in" in done.stdout and "no permission" in done.stdout

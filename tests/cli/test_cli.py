@@ -1274,17 +1274,11 @@ def test_a_failed_write_leaves_none_of_that_images_object_files(fake, folder, tm
                                                                 monkeypatch):
     """Out of space while writing an image's output: its --extract crops, cut-outs and masks,
     written just before, stayed behind for an image reported as failed."""
-    import errno
-
     import pixellib.media.images as images
+    from faults import full_disk_for
 
     real_write = images.write_image
-
-    def full_disk_for_photo0(path, image, *args, **kwargs):
-        if Path(path).name == "photo0.jpg":
-            raise OSError(errno.ENOSPC, f"cannot write {str(path)!r}: No space left on device")
-        return real_write(path, image, *args, **kwargs)
-
+    full_disk_for_photo0 = full_disk_for("photo0.jpg", real_write)
     monkeypatch.setattr(images, "write_image", full_disk_for_photo0)
     out = tmp_path / "out"
     code, stdout, err = fake(folder, "-o", out, "--extract", "mask", "--cutouts",

@@ -698,21 +698,14 @@ def test_segment_batch_into_a_folder_it_cannot_write_refuses_before_segmenting(t
 def test_a_batch_image_whose_output_cannot_be_written_leaves_no_extracts(ins, tmp_path,
                                                                          monkeypatch):
     """Its extracts were written first and stayed, for an image reported as skipped."""
-    import errno
-
     import pixellib.torchbackend.instance.segmentation as segmentation
+    from faults import full_disk_for
 
     (tmp_path / "in").mkdir()
     for name in ("a.jpg", "b.jpg"):
         (tmp_path / "in" / name).write_bytes((IMAGES / "small.jpg").read_bytes())
-    real_write = segmentation.write_image
-
-    def full_disk_for_a(path, image, *args, **kwargs):
-        if Path(path).name == "a.jpg":
-            raise OSError(errno.ENOSPC, f"cannot write {str(path)!r}: No space left on device")
-        return real_write(path, image, *args, **kwargs)
-
-    monkeypatch.setattr(segmentation, "write_image", full_disk_for_a)
+    monkeypatch.setattr(segmentation, "write_image",
+                        full_disk_for("a.jpg", segmentation.write_image))
     out = tmp_path / "out"
     with pytest.warns(SkippedImageWarning, match="a.jpg.*No space left"):
         results, _ = ins.segmentBatch(tmp_path / "in", output_folder_name=out,

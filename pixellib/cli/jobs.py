@@ -23,15 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputNotFoundError, InvalidArgumentError
-from ..media.files import link_problem, real_path
+from ..media.files import VIDEO_EXTENSIONS, link_problem, real_path
 from ..wording import counted
 
 logger = logging.getLogger(__name__)
 
 # Inputs read as videos (by FFmpeg through PyAV): the containers phones, cameras and the web
 # produce. Outputs are written to VIDEO_CODECS' extensions.
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".3gp", ".mts", ".m2ts",
-                    ".ts", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv")
 DEFAULT_BATCH_FOLDER = "segmented"
 _GLOB_CHARS = frozenset("*?[")
 

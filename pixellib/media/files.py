@@ -21,6 +21,11 @@ logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
 
+#: File name extensions taken for videos (the command line, segmentBatch and Ray pick videos
+#: by them).
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".3gp", ".mts", ".m2ts",
+                    ".ts", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv")
+
 #: The longest file name, in bytes, of the usual file systems (ext4, XFS, Btrfs, tmpfs, APFS,
 #: NTFS in UTF-16 units).
 NAME_MAX = 255
@@ -30,6 +35,15 @@ def user_path(path: PathLike) -> Path:
     """``path`` with a leading ``~`` or ``~user`` expanded to that home folder, as a shell
     would (``"~/out.png"`` must not become a folder named ``~`` in the working directory)."""
     return Path(os.path.expanduser(os.fspath(path)))
+
+
+def output_name(path: object, what: str = "output") -> str:
+    """``path`` as text, or a ``TypeError`` that says what an output name must be (``bytes``
+    would otherwise fail deep inside with "a bytes-like object is required, not 'str'")."""
+    if not isinstance(path, (str, os.PathLike)) or isinstance(os.fspath(path), bytes):
+        raise TypeError(f"the {what} name must be a path (str or os.PathLike), got "
+                        f"{type(path).__name__} {path!r}")
+    return os.fspath(path)
 
 
 def real_path(path: PathLike) -> Path:

@@ -46,9 +46,11 @@ from ..errors import (
     InvalidArgumentError,
 )
 from .files import (
+    VIDEO_EXTENSIONS,
     extension_problem,
     link_problem,
     name_too_long,
+    output_name,
     output_path_problem,
     real_path,
     user_path,
@@ -225,7 +227,7 @@ def _decode(data: np.ndarray, label: str, max_pixels: int) -> np.ndarray:
     except cv2.error as exc:
         raise ImageReadError(f"cannot decode image {label!r}: {exc}") from exc
     if image is None:
-        kind = _not_an_image(memoryview(data))
+        kind = _not_an_image(memoryview(data), label)
         if kind:
             raise ImageReadError(f"cannot decode image {label!r}: {kind}")
         raise ImageReadError(
@@ -247,20 +249,24 @@ _VIDEO_HINT = ("a video file needs a video extension (.mp4, .mov, .mkv, .webm, .
                "reads it")
 
 
-def _not_an_image(data: memoryview) -> str | None:
+def _not_an_image(data: memoryview, label: str) -> str | None:
     """What an undecodable file is instead, when its first bytes say so: a HEIC photo or a
     video (an MP4/MOV, Matroska/WebM or AVI container)."""
+    # A video named as one was given where a picture is needed; one named like a picture
+    # would be taken for a picture by the command line and segmentBatch too.
+    hint = ("a picture is needed here; videos go to process_video (or the command line)"
+            if os.path.splitext(label)[1].lower() in VIDEO_EXTENSIONS else _VIDEO_HINT)
     if data[4:8] == b"ftyp":
         if bytes(data[8:12]) in _HEIF_BRANDS:
             return ("it is a HEIC/HEIF picture (iPhones save photos so), which OpenCV cannot "
                     "decode: convert it to JPEG or PNG first")
         if bytes(data[8:12]) in (b"avif", b"avis"):
             return None
-        return f"it is an MP4/MOV video, not an image; {_VIDEO_HINT}"
+        return f"it is an MP4/MOV video, not an image; {hint}"
     if data[:4] == b"\x1a\x45\xdf\xa3":
-        return f"it is a Matroska/WebM video, not an image; {_VIDEO_HINT}"
+        return f"it is a Matroska/WebM video, not an image; {hint}"
     if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
-        return f"it is an AVI video, not an image; {_VIDEO_HINT}"
+        return f"it is an AVI video, not an image; {hint}"
     return None
 
 
@@ -659,9 +665,10 @@ def check_image_output(path: PathLike, inputs: Sequence = ()) -> None:
     folder is needed), so that callers can refuse it before doing the work; also when
     ``path`` is one of the ``inputs`` given as file paths (arrays are skipped): the user's
     photo would be replaced by its segmented copy."""
-    folder_like = os.fspath(path).endswith(("/", os.sep))
-    if not os.fspath(path).strip():
-        raise InvalidArgumentError(f"cannot write an image to {os.fspath(path)!r}: the file "
+    text = output_name(path, "output image")
+    folder_like = text.endswith(("/", os.sep))
+    if not text.strip():
+        raise InvalidArgumentError(f"cannot write an image to {text!r}: the file "
                                    "name is empty; name the image file, e.g. 'output.jpg'")
     path = user_path(path)
     ext = path.suffix.lower()

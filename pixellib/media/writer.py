@@ -19,6 +19,7 @@ from .files import (
     atomic_path,
     extension_problem,
     output_error,
+    output_name,
     output_path_problem,
     real_path,
     unwritable_folder,
@@ -68,7 +69,7 @@ def check_video_output(path: PathLike, source: PathLike | None = None) -> None:
     """Refuse, before any frame is made, a video output that cannot be written: an extension
     outside :data:`VIDEO_CODECS`, a folder at ``path`` or a file where a folder is needed, or
     (given ``source``) the source video itself, which it would replace."""
-    if not os.fspath(path).strip():
+    if not output_name(path, "output video").strip():
         raise InvalidArgumentError(f"cannot write a video to {os.fspath(path)!r}: the file "
                                    "name is empty; name the video file, e.g. 'output.mp4'")
     path = user_path(path)

@@ -154,7 +154,12 @@ BAD_FILES = {
     "a_directory.jpg": (lambda p: p.mkdir(), "directory"),
     # What a file is instead, from its first bytes (a video named .jpg, an iPhone photo)
     "video.jpg": (lambda p: _write(p, b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
-                                   + bytes(200)), "it is an MP4/MOV video, not an image"),
+                                   + bytes(200)), "it is an MP4/MOV video, not an image; a "
+                                                  "video file needs a video extension"),
+    # ... and one named as a video, given where a picture is needed (a background picture)
+    "clip.mp4": (lambda p: _write(p, b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
+                                  + bytes(200)), "video, not an image; a picture is needed "
+                                                 "here; videos go to process_video"),
     "clip.png": (lambda p: _write(p, b"\x1a\x45\xdf\xa3" + bytes(200)), "Matroska/WebM video"),
     "photo.jpg": (lambda p: _write(p, b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"
                                    + bytes(200)), "HEIC/HEIF picture"),
@@ -636,6 +641,20 @@ def test_an_image_output_that_is_a_folder_says_so(tmp_path):
             check_image_output(name)
         assert "unknown image extension" not in str(info.value)
     check_image_output(tmp_path / "out" / "a.png")  # fine
+
+
+def test_a_bytes_output_name_says_what_a_name_must_be(tmp_path):
+    """``output_image_name=b"out.jpg"`` failed with "a bytes-like object is required, not
+    'str'", which names neither the output nor what to give."""
+    from pixellib.media.images import check_image_output
+    from pixellib.media.writer import check_video_output
+
+    with pytest.raises(TypeError, match=r"output image name must be a path \(str or "
+                                        r"os\.PathLike\), got bytes b'out\.jpg'"):
+        check_image_output(b"out.jpg")
+    with pytest.raises(TypeError, match=r"output video name must be a path .*got int 3"):
+        check_video_output(3)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_output_name_that_is_only_an_extension_or_empty_says_so(tmp_path):

@@ -365,12 +365,13 @@ def coco_evaluate(annotations: dict, results: list[dict],
     from pycocotools.cocoeval import COCOeval
 
     ids = list(image_ids) if image_ids is not None else [im["id"] for im in annotations["images"]]
+    numbered, numbered_results, numbered_ids = _numbered(annotations, results, ids)
     quiet = io.StringIO()  # pycocotools prints progress chatter; keep only the tables
     with contextlib.redirect_stdout(quiet):
         gt = COCO()
-        gt.dataset = annotations
+        gt.dataset = numbered
         gt.createIndex()
-    names = {c["id"]: c["name"] for c in annotations["categories"]}
+    names = {c["id"]: c["name"] for c in numbered["categories"]}
     summaries, per_class, text = {}, {}, []
     for iou_type in ("bbox", "segm"):
         if not results:  # COCOeval cannot load none: its numbers, by hand
@@ -378,15 +379,16 @@ def coco_evaluate(annotations: dict, results: list[dict],
             # 0 for the classes with an object to find; crowd regions are none (COCOeval
             # leaves a class with only crowd regions out, as None).
             class_ap = {cid: 0.0 for cid in names
-                        if gt.getAnnIds(imgIds=ids, catIds=[cid], iscrowd=False)}
+                        if gt.getAnnIds(imgIds=numbered_ids, catIds=[cid], iscrowd=False)}
         else:
             with contextlib.redirect_stdout(quiet):
                 # Mask AP measures object size by mask area: without the box, loadRes takes
                 # the area from the mask instead of the box (as detectron2's evaluator does).
                 dt = gt.loadRes([{k: v for k, v in r.items()
-                                  if iou_type == "bbox" or k != "bbox"} for r in results])
+                                  if iou_type == "bbox" or k != "bbox"}
+                                 for r in numbered_results])
                 ev = COCOeval(gt, dt, iou_type)
-                ev.params.imgIds = ids
+                ev.params.imgIds = numbered_ids
                 ev.evaluate()
                 ev.accumulate()
             table = io.StringIO()
@@ -412,6 +414,34 @@ def coco_evaluate(annotations: dict, results: list[dict],
                       text="\n".join(text),
                       objects=sum(1 for a in annotations["annotations"]
                                   if a["image_id"] in used and not a.get("iscrowd")))
+
+
+def _numbered(annotations: dict, results: list[dict],
+              image_ids: list) -> tuple[dict, list[dict], list[int]]:
+    """Copies of the annotations, results and image ids with images, categories and
+    annotations numbered 1, 2, 3... in file order, which is what COCOeval scores right:
+    it takes annotation id 0 for "no match" (ids from 0 lowered AP with no word), fails on
+    string ids after the whole detection pass, and turns all image ids into floats when one
+    is 2**63 or more (images whose ids a float cannot hold then dropped out of the scores)."""
+    image_no = {im["id"]: k for k, im in enumerate(annotations["images"], 1)}
+    category_no = {c["id"]: k for k, c in enumerate(annotations["categories"], 1)}
+    for image_id in list(image_ids) + [r["image_id"] for r in results]:
+        if image_id not in image_no:
+            raise InvalidArgumentError(f"image id {image_id!r} is not in the annotations' "
+                                       "'images'")
+    numbered = {
+        **annotations,
+        "images": [{**im, "id": image_no[im["id"]]} for im in annotations["images"]],
+        "categories": [{**c, "id": category_no[c["id"]]} for c in annotations["categories"]],
+        "annotations": [{**a, "id": k, "image_id": image_no[a["image_id"]],
+                         "category_id": category_no[a["category_id"]]}
+                        for k, a in enumerate(annotations["annotations"], 1)],
+    }
+    # A class the annotations lack gets 0, no category's number: COCOeval leaves it out, as
+    # it would have left the class out under its own id.
+    numbered_results = [{**r, "image_id": image_no[r["image_id"]],
+                         "category_id": category_no.get(r["category_id"], 0)} for r in results]
+    return numbered, numbered_results, [image_no[i] for i in image_ids]
 
 
 def _no_detection_stats(annotations: dict, image_ids: list) -> list[float]:

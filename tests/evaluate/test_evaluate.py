@@ -117,6 +117,38 @@ def test_eroded_masks_lower_mask_ap_only(dataset):
     assert "mask" in format_report(ev)
 
 
+def _ids_changed(gt, results, change):
+    gt, results = copy.deepcopy(gt), copy.deepcopy(results)
+    if change in ("annotation ids from 0", "string annotation ids"):
+        for k, ann in enumerate(gt["annotations"]):
+            ann["id"] = k if change == "annotation ids from 0" else f"ann-{k}"
+        return gt, results
+    key, new = (("image_id", {7: 2**53 + 1, 9: 2**63 + 5}) if change == "huge image ids" else
+                ("category_id", {c["id"]: 2**63 + c["id"] for c in gt["categories"]}))
+    for item in gt["images" if key == "image_id" else "categories"]:
+        item["id"] = new[item["id"]]
+    for item in gt["annotations"] + results:
+        item[key] = new[item[key]]
+    return gt, results
+
+
+@pytest.mark.parametrize("change", ["annotation ids from 0", "string annotation ids",
+                                    "huge image ids", "huge category ids"])
+def test_ids_score_the_same_whatever_their_form(dataset, change):
+    """COCOeval takes annotation id 0 for "no match" (AP fell with no word), failed on
+    string ids after the whole detection pass, and with an id of 2**63 or more made every
+    image id a float, so that images whose ids a float cannot hold left the scores."""
+    results = _nonempty(dataset["results"])
+    missed = next(k for k, r in enumerate(results) if r["image_id"] == 9)
+    results = results[:missed] + results[missed + 1:]  # one object missed: AP < 1
+    want = coco_evaluate(dataset["gt"], results)
+    assert want.box[0] < 1
+    gt, changed = _ids_changed(dataset["gt"], results, change)
+    ev = coco_evaluate(gt, changed)
+    assert (ev.box, ev.mask, ev.per_class) == (want.box, want.mask, want.per_class)
+    assert (ev.images, ev.detections, ev.objects) == (want.images, want.detections, want.objects)
+
+
 def test_no_detections_score_zero(dataset):
     ev = coco_evaluate(dataset["gt"], [])
     assert ev.box[0] == 0.0 and ev.mask[0] == 0.0 and ev.detections == 0

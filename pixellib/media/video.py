@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -315,6 +317,11 @@ def _open_capture(source) -> tuple[object, bool, str]:
         )
     if int(source) < 0:  # OpenCV 5.0's VideoCapture(-1) crashes the process without a camera
         raise ImageReadError(f"cannot open camera {int(source)}: camera indices are 0, 1, ...")
+    device = f"/dev/video{int(source)}"
+    if sys.platform.startswith("linux") and not os.path.exists(device):
+        # said here, not by OpenCV's V4L2 warnings on the terminal
+        raise ImageReadError(f"cannot open camera {int(source)}: there is no {device} (no "
+                             "camera plugged in, or, in a container, none passed into it)")
     capture = cv2.VideoCapture(int(source))
     if not capture.isOpened():
         capture.release()
@@ -322,20 +329,66 @@ def _open_capture(source) -> tuple[object, bool, str]:
     return capture, True, f"camera {int(source)}"
 
 
+#: Seconds a live capture may fail to give a frame before it counts as ended: cameras fail
+#: reads while they warm up (PixelLib skipped the failed reads of its first 30 tries).
+CAMERA_PATIENCE = 2.0
+
+
 def _cv_frames(capture, owned: bool, what: str, is_file: bool):
-    count = 0
+    """The frames of an OpenCV capture, up to its first failed read, except that a live
+    capture is given :data:`CAMERA_PATIENCE` seconds of failed reads before its first frame
+    (a camera warming up), and a camera opened here by its index at any time (one dropping
+    a frame: the failed reads after the first frame are counted in a warning). A capture that says
+    it has read all of its file's frames, or that was released, ends at once."""
+    count = skipped = streak = 0
+    gave_up = False
+    failing_since = 0.0
     try:
         while True:
             ok, frame = capture.read()
-            if not ok or frame is None:
+            if ok and frame is not None:
+                skipped += streak if count else 0  # a camera warming up is no news
+                streak = 0
+                count += 1
+                yield frame, None
+                continue
+            if (is_file or (count and not owned) or not _still_open(capture)
+                    or _read_to_end(capture)):
                 break
-            count += 1
-            yield frame, None
+            now = time.monotonic()
+            failing_since = now if streak == 0 else failing_since
+            if now - failing_since >= CAMERA_PATIENCE:
+                gave_up = True
+                break
+            streak += 1
+            time.sleep(0.02)
     finally:
         if owned:
             capture.release()
     if count == 0 and is_file:
         raise ImageReadError(f"cannot read {what}: no frame could be decoded")
+    if skipped:
+        logger.warning("%s failed %d reads; they were skipped", what, skipped)
+    if gave_up and count:
+        logger.warning("%s gave no frame for %g s after frame %d: ended there", what,
+                       CAMERA_PATIENCE, count)
+
+
+def _still_open(capture) -> bool:
+    try:
+        return bool(capture.isOpened())
+    except Exception:  # noqa: BLE001 - a capture object of the caller's
+        return True
+
+
+def _read_to_end(capture) -> bool:
+    """Whether a capture of a file (it knows how many frames the file has) has read them all."""
+    try:
+        total = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        position = capture.get(cv2.CAP_PROP_POS_FRAMES)
+    except Exception:  # noqa: BLE001 - a capture object of the caller's, or a released one
+        return False
+    return bool(total > 0 and position >= total)
 
 
 # ----------------------------------------------------------------------------- the loop

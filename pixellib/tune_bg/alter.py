@@ -14,7 +14,9 @@ the union of the instance masks of the target classes. Differences, on purpose:
 * ``blur_*`` without ``low`` / ``moderate`` / ``extreme`` raises a clear error (PixelLib
   fails with ``NameError``); with several, the strongest wins, as in PixelLib.
 * Videos are written at ``frames_per_second``, or the source's rate when it is None (PixelLib
-  then crashes); camera loops end at the first failed read.
+  then crashes); camera loops end at the first failed read after the first frame (a
+  camera opened by index: after 2 s without one), not run on for ever at the end of a
+  capture longer than 29 frames.
 """
 from __future__ import annotations
 

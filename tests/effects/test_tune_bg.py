@@ -229,6 +229,7 @@ def no_hardware(workspace, monkeypatch):
     from pixellib.torchbackend.instance import streams
 
     monkeypatch.setattr(streams, "gui_available", lambda: True)  # as on a desktop
+    monkeypatch.setenv("DISPLAY", ":0")
     monkeypatch.setattr(cv2, "imshow", lambda *a: None)
     monkeypatch.setattr(cv2, "waitKey", lambda *a: ord("q"))
     monkeypatch.setattr(cv2, "destroyWindow", lambda *a: None)

@@ -140,6 +140,7 @@ def test_process_camera_q_in_the_window_stops(ins, monkeypatch):
     from pixellib.torchbackend.instance import streams
 
     monkeypatch.setattr(streams, "gui_available", lambda: True)  # a GUI build of OpenCV
+    monkeypatch.setenv("DISPLAY", ":0")  # on a desktop
     shown, keys = [], iter([-1, ord("q")])
     monkeypatch.setattr(cv2, "imshow", lambda name, image: shown.append((name, image.shape)))
     monkeypatch.setattr(cv2, "waitKey", lambda delay=0: next(keys))
@@ -150,7 +151,10 @@ def test_process_camera_q_in_the_window_stops(ins, monkeypatch):
     assert cam.reads == 2 and cam.released
 
 
-def test_process_camera_without_frames_or_closed(ins):
+def test_process_camera_without_frames_or_closed(ins, monkeypatch):
+    from pixellib.media import video
+
+    monkeypatch.setattr(video, "CAMERA_PATIENCE", 0.2)
     with pytest.raises(ImageReadError, match="no frame"):
         ins.process_camera(FakeCapture([]))
     closed = FakeCapture(_frames(1))
@@ -178,6 +182,94 @@ def test_show_frames_without_a_gui(ins, monkeypatch, caplog):
         results, output = ins.process_camera(cam, show_frames=True)
     assert cam.reads == 3 and cam.released and output.shape == (SIZE[1], SIZE[0], 3)
     assert "no window" in caplog.text
+
+
+class FlakyCapture(FakeCapture):
+    """A camera whose reads fail where ``pattern`` says False (then give the next frame)."""
+
+    def __init__(self, pattern, frames):
+        super().__init__(frames)
+        self.pattern = list(pattern)
+
+    def read(self):
+        if self.pattern and not self.pattern.pop(0):
+            self.reads += 1
+            return False, None
+        return super().read()
+
+
+def test_a_camera_warming_up_is_waited_for(ins, monkeypatch, caplog):
+    """A webcam's first reads often fail while it starts: the first failed read was taken
+    for the end ("no frame could be read"). PixelLib skipped the failures of its first 30
+    tries; here a live capture gets CAMERA_PATIENCE seconds before its first frame."""
+    from pixellib.media import video
+
+    monkeypatch.setattr(video, "CAMERA_PATIENCE", 5.0)
+    cam = FlakyCapture([False, False, True, True], _frames(2))
+    with caplog.at_level(logging.WARNING):
+        results, output = ins.process_camera(cam)
+    assert cam.reads == 5 and output.shape == (SIZE[1], SIZE[0], 3)  # 2 failed, 2, end
+    assert "skipped" not in caplog.text and "ended there" not in caplog.text
+
+
+def test_a_camera_by_index_skips_dropped_frames_and_says_so(monkeypatch, caplog):
+    """A camera opened by its index may drop a frame: the failed reads are skipped and
+    counted, and one that gives nothing for CAMERA_PATIENCE seconds has ended, said so."""
+    from pixellib.media import video
+
+    monkeypatch.setattr(video, "CAMERA_PATIENCE", 0.3)
+    cam = FlakyCapture([True, False, False, True, True], _frames(3))
+    monkeypatch.setattr(video, "_open_capture", lambda source: (cam, True, "camera 0"))
+    with caplog.at_level(logging.WARNING):
+        frames = [frame for frame, _ in video._timed_frames(0)]
+    assert len(frames) == 3 and cam.released
+    assert "camera 0 failed 2 reads; they were skipped" in caplog.text
+    assert "camera 0 gave no frame for 0.3 s after frame 3: ended there" in caplog.text
+
+
+@pytest.mark.skipif(not Path("/dev").is_dir() or Path("/dev/video7").exists(),
+                    reason="needs a Linux /dev without a 7th camera")
+def test_a_missing_camera_is_named_without_opencvs_warnings(ins, monkeypatch):
+    """OpenCV printed its V4L2 and FFmpeg warnings on the terminal before the error."""
+    def opened(*args):
+        raise AssertionError("OpenCV was asked to open a camera that is not there")
+
+    monkeypatch.setattr(cv2, "VideoCapture", opened)
+    with pytest.raises(ImageReadError, match=r"cannot open camera 7: there is no /dev/video7"):
+        ins.process_camera(7)
+
+
+def test_camera_arguments_are_refused_with_the_capture_left_open(ins, monkeypatch, tmp_path):
+    """A bad output name or frame rate closed the caller's capture (a bad window did not),
+    so a script that fixed the argument and tried again got "it is not opened"."""
+    for kwargs in ({"output_video_name": str(tmp_path / "out.gif")},
+                   {"output_video_name": str(tmp_path / "o.mp4"), "frames_per_second": 0}):
+        cam = FakeCapture(_frames(2))
+        with pytest.raises(InvalidArgumentError):
+            ins.process_camera(cam, **kwargs)
+        assert cam.reads == 0 and not cam.released
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_show_frames_without_a_display(ins, monkeypatch, caplog):
+    """With a GUI build of OpenCV (opencv-python) and no display (ssh, a container), the
+    first cv2.imshow aborted the whole process from Qt, past any except: now it is the
+    headless case (a named window refused before the first frame, else no window)."""
+    from pixellib.torchbackend.instance import streams
+
+    monkeypatch.setattr(streams, "gui_available", lambda: True)
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    def no_window(*args):
+        raise AssertionError("a window was used")
+    monkeypatch.setattr(cv2, "imshow", no_window)
+    cam = FakeCapture(_frames(2))
+    with pytest.raises(RuntimeError, match="needs a display.*DISPLAY and WAYLAND_DISPLAY"):
+        ins.process_camera(cam, show_frames=True, frame_name="live")
+    assert cam.reads == 0 and not cam.released
+    with caplog.at_level(logging.WARNING):
+        ins.process_camera(cam, show_frames=True)
+    assert cam.released and "no window (there is no display" in caplog.text
 
 
 def test_process_video_takes_what_videocapture_took(ins, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from ...errors import ImageReadError, UsageError
 from ...media.video import is_stream_url, run_frames
+from ...media.writer import as_rate, check_video_output
 
 logger = logging.getLogger(__name__)
 
@@ -55,17 +57,22 @@ def run_camera(segment, cam, *, output_video_name=None, frames_per_second=None,
     last ``(results, output)``. See ``instanceSegmentation.process_camera``."""
     window = frame_name or DEFAULT_WINDOW_NAME
     show_frames = bool(show_frames)
-    if show_frames and not gui_available():
+    no_window = show_frames and window_problem()
+    if no_window:
         if frame_name is None:
             # PixelLib showed frames only in a named window (frame_name): without one its
             # scripts ran on headless machines, so they do here, without a window.
-            logger.warning("show_frames=True: no window, as this OpenCV has no GUI support "
-                           "(opencv-python-headless); the frames are still processed")
+            logger.warning("show_frames=True: no window (%s); the frames are still processed",
+                           no_window[0])
             show_frames = False
         else:
             # found before the camera is read and a frame segmented, not at the first
             # frame; the caller's capture is left open
-            raise UsageError(NO_GUI)
+            raise UsageError(no_window[1])
+    if output_video_name is not None:  # refused with the capture still open, as above
+        check_video_output(output_video_name)
+        if frames_per_second is not None:
+            as_rate(frames_per_second)
 
     def pressed_q(last) -> bool:
         return show_frames and _show(window, last[1]) == ord("q")
@@ -95,6 +102,25 @@ NO_GUI = ("show_frames=True needs an OpenCV build with GUI support, and this one
           "(pixellib installs opencv-python-headless, which runs on servers): run `pip "
           "uninstall -y opencv-python-headless && pip install opencv-python` to show windows, "
           "or leave show_frames off and write output_video_name instead")
+
+
+NO_DISPLAY = ("show_frames=True needs a display to open a window on, and there is none "
+              "(DISPLAY and WAYLAND_DISPLAY are unset: an ssh session without -X, a "
+              "container, a service): leave show_frames off and write output_video_name "
+              "instead")
+
+
+def window_problem() -> tuple[str, str] | None:
+    """Why no window can be shown, ``(short reason, message)``, or None: an OpenCV without
+    GUI support, or (on Linux) no display, where OpenCV's Qt or GTK would abort the whole
+    process at the first ``cv2.imshow``, past any ``except``."""
+    if not gui_available():
+        return "this OpenCV has no GUI support (opencv-python-headless)", NO_GUI
+    if (sys.platform.startswith("linux") and not os.environ.get("DISPLAY")
+            and not os.environ.get("WAYLAND_DISPLAY")
+            and not os.environ.get("QT_QPA_PLATFORM")):  # e.g. "offscreen": Qt needs none
+        return "there is no display: DISPLAY and WAYLAND_DISPLAY are unset", NO_DISPLAY
+    return None
 
 
 def gui_available() -> bool:

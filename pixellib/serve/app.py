@@ -21,6 +21,7 @@ from .. import __version__
 from ..errors import PixellibError
 from .metrics import Metrics
 from .pool import InferencePool, QueueFull
+from .protocol import HEAD_LIMIT
 from .results import render_job, segment_job
 from .settings import ServeSettings
 from .uploads import ApiError, parse_options, read_body, split_body
@@ -195,6 +196,13 @@ class _Observe:
             await send(message)
 
         try:
+            if _head_size(scope) > HEAD_LIMIT:
+                # the same answer as when the head arrives in pieces (the protocol's), not
+                # one that depends on how TCP cut the request
+                await _error(431, "request head too large", f"the request line and headers "
+                             f"are over {HEAD_LIMIT // 1024} KiB; send long options in the "
+                             "form body, not the URL")(scope, receive, send_observed)
+                return
             await self.app(scope, receive, send_observed)
         except Exception as exc:
             # Answered here rather than by Starlette's last-resort handler, which re-raises
@@ -211,15 +219,37 @@ class _Observe:
                                                time.perf_counter() - started)
 
 
+def _head_size(scope) -> int:
+    """About the size of the request line and headers, in bytes."""
+    return (len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+            + sum(len(k) + len(v) + 4 for k, v in scope.get("headers", ())))
+
+
+#: The options' JSON schema types (every option is also accepted as text: a form field or a
+#: query value; uploads.parse_options reads them).
+_OPTION_TYPES = {
+    "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+    "max_detections": {"type": "integer", "minimum": 0},
+    "timeout": {"type": "number", "exclusiveMinimum": 0},
+    "feather": {"type": "number", "minimum": 0, "maximum": 100},
+    "polygons": {"type": "boolean"},
+    "boxes": {"type": "boolean"},
+    "detections": {"type": "boolean"},
+    "format": {"type": "string", "enum": ["jpeg", "jpg", "png", "webp"]},
+}
+
+
 def _openapi(options: dict, *, background: bool = False) -> dict:
     props = {"image": {"type": "string", "format": "binary"}}
     if background:
         props["background"] = {"type": "string", "format": "binary",
                                "description": "background photo for replace-bg"}
-    props.update({k: {"type": "string", "description": v} for k, v in options.items()})
+    props.update({k: {**_OPTION_TYPES.get(k, {"type": "string"}), "description": v}
+                  for k, v in options.items()})
     return {
         "parameters": [{"name": k, "in": "query", "required": False, "description": v,
-                        "schema": {"type": "string"}} for k, v in options.items()],
+                        "schema": _OPTION_TYPES.get(k, {"type": "string"})}
+                       for k, v in options.items()],
         "requestBody": {"required": True, "content": {
             "multipart/form-data": {"schema": {"type": "object", "required": ["image"],
                                                "properties": props}},
@@ -227,6 +257,34 @@ def _openapi(options: dict, *, background: bool = False) -> dict:
         }},
     }
 
+
+_RLE = {"type": "object", "required": ["size", "counts"], "properties": {
+    "size": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2,
+             "description": "[height, width]"},
+    "counts": {"type": "string", "description": "COCO compressed RLE (pycocotools' "
+                                               "mask.decode reads it)"}}}
+#: The answer of /v1/segment (pixellib.serve.results.detections_json).
+_DETECTIONS = {
+    "type": "object", "required": ["image", "count", "objects"], "properties": {
+        "image": {"type": "object", "required": ["width", "height"], "properties": {
+            "width": {"type": "integer"}, "height": {"type": "integer"}}},
+        "count": {"type": "integer", "description": "the number of objects"},
+        "objects": {"type": "array", "description": "highest score first", "items": {
+            "type": "object",
+            "required": ["class_id", "class_name", "score", "box", "area", "mask"],
+            "properties": {
+                "class_id": {"type": "integer", "description": "COCO class index, 0..79"},
+                "class_name": {"type": "string"},
+                "score": {"type": "number", "description": "probability, 0..1"},
+                "box": {"type": "array", "items": {"type": "number"}, "minItems": 4,
+                        "maxItems": 4, "description": "[x0, y0, x1, y1] in pixels"},
+                "area": {"type": "integer", "description": "mask pixels"},
+                "mask": _RLE,
+                "polygons": {"type": "array", "description": "with polygons=true: the "
+                             "mask's outlines, each [[x, y], ...]",
+                             "items": {"type": "array",
+                                       "items": {"type": "array", "items": {"type": "number"}}}},
+            }}}}}
 
 _UNAUTHORIZED = "missing or wrong API key (when the server has one)"
 _INFERENCE_ERRORS = {
@@ -360,7 +418,10 @@ def create_app(settings: ServeSettings, *, predictors: list | None = None) -> Fa
     # ------------------------------------------------------------------ inference
 
     @app.post("/v1/segment", summary="Detect objects: JSON with boxes, scores, COCO RLE masks",
-              openapi_extra=_openapi(_SEGMENT_OPTIONS), responses=_errors(_INFERENCE_ERRORS))
+              openapi_extra=_openapi(_SEGMENT_OPTIONS),
+              responses={200: {"description": "The objects found",
+                               "content": {"application/json": {"schema": _DETECTIONS}}},
+                         **_errors(_INFERENCE_ERRORS)})
     async def segment(request: Request):
         files, opts = await _request_input(state, request, _SEGMENT_OPTIONS, ("image",))
         result = await _run(state, request, segment_job(files, opts, settings.max_pixels),
@@ -396,7 +457,32 @@ def create_app(settings: ServeSettings, *, predictors: list | None = None) -> Fa
         return _multipart({"detections": (detections, "application/json", None),
                            "image": (data, media_type, "result." + media_type.split("/")[1])})
 
+    if settings.api_key is not None:
+        _describe_key(app)
     return app
+
+
+#: The routes that need the API key when the server has one (see _authorize).
+_KEYED = ("/v1/info", "/metrics", "/v1/segment", "/v1/render")
+
+
+def _describe_key(app: FastAPI) -> None:
+    """Say in the API description that the keyed routes need ``Authorization: Bearer <key>``
+    (so that /docs offers "Authorize" and generated clients send it)."""
+    plain = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = plain()  # FastAPI's, which it keeps in app.openapi_schema
+            schema.setdefault("components", {}).setdefault("securitySchemes", {})["apiKey"] = {
+                "type": "http", "scheme": "bearer",
+                "description": "the server's --api-key, as 'Authorization: Bearer <key>'"}
+            for path in _KEYED:
+                for operation in schema["paths"].get(path, {}).values():
+                    operation["security"] = [{"apiKey": []}]
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _multipart(parts: dict[str, tuple[bytes, str, str | None]]) -> Response:
@@ -448,6 +534,11 @@ async def _request_input(state: _State, request: Request, allowed: dict,
     if state.pool is None:
         raise state.not_ready()
     s = state.settings
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):  # it was called "not an image"
+        raise ApiError(415, "unsupported media type",
+                       f"Content-Encoding {encoding!r} is not supported: send the image bytes "
+                       "as they are (JPEG, PNG and WebP are compressed already)")
     body = await read_body(request, s.max_upload_bytes, s.upload_timeout)
     files, fields = split_body(request.headers.get("content-type", ""), body)
     extra = sorted(set(files) - set(file_fields))
@@ -500,6 +591,10 @@ def _parse_effect(text: str | None, files: dict):
         raise ApiError(422, "invalid option", f"effect: {e}{hint}") from None
 
 
+#: Seconds an inference is taken to last in Retry-After before one has finished.
+_FIRST_INFERENCE_GUESS = 3.0
+
+
 async def _run(state: _State, request: Request, job_fn, timeout: float | None):
     """Run ``job_fn`` on the pool within --timeout; give its place back if the client leaves."""
     pool, s = state.pool, state.settings
@@ -507,7 +602,10 @@ async def _run(state: _State, request: Request, job_fn, timeout: float | None):
         job = pool.submit(job_fn)
     except QueueFull as e:
         state.metrics.rejected += 1
-        mean = state.metrics.inference.total / max(1, sum(state.metrics.inference.counts))
+        done = sum(state.metrics.inference.counts)
+        # before the first inference has finished, a CPU's time for a photo (it said 1 s
+        # while the first took 3, and the web page gave up after its retries)
+        mean = state.metrics.inference.total / done if done else _FIRST_INFERENCE_GUESS
         retry = max(1, math.ceil(mean * pool.capacity / s.replicas))
         raise ApiError(503, "busy", f"the server is at capacity ({e}); retry later",
                        {"Retry-After": str(retry)}) from None

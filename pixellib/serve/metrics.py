@@ -44,7 +44,7 @@ class Metrics:
         self.disconnects = 0  # clients gone before their answer
         # Answers the connection handling gave before a request reached the app, by status:
         # 400 not HTTP, 408 head too late, 503 over the connection limit.
-        self.connection_answers: dict[int, int] = {400: 0, 408: 0, 503: 0}
+        self.connection_answers: dict[int, int] = {400: 0, 408: 0, 431: 0, 503: 0}
         self._lock = threading.Lock()
 
     def observe_request(self, method: str, endpoint: str, status: int, seconds: float) -> None:

@@ -20,17 +20,26 @@ is not HTTP and its 503 over the connection limit), are counted in the server's 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-_BODY = (b'{"error": "request timeout", "detail": "the request line and headers did not '
-         b'arrive in time"}')
-# The server's JSON error form (pixellib.serve.app), written by hand: no request, no app.
-_REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                    b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-                    % (len(_BODY), _BODY))
+#: The longest request head (request line and headers) h11 holds while waiting for its end.
+HEAD_LIMIT = 16 * 1024
+
+
+def _answer(status: int, reason: str, error: str, detail: str) -> bytes:
+    """A whole answer in the server's JSON error form (pixellib.serve.app), written by hand:
+    there is no request for the app to answer."""
+    body = json.dumps({"error": error, "detail": detail}).encode()
+    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+
+
+_REQUEST_TIMEOUT = _answer(408, "Request Timeout", "request timeout",
+                           "the request line and headers did not arrive in time")
 
 
 # What uvicorn logs when it answers 503 itself, instead of calling the app.
@@ -68,11 +77,38 @@ class HeadTimeoutProtocol(H11Protocol):
         super().__init__(*args, **kwargs)
         if self.metrics is not None:
             self.logger = _CountOverLimit(self.logger, self.metrics)
+        # What h11 found wrong, for the answer (uvicorn's says "Invalid HTTP request
+        # received." in plain text, whatever it was).
+        self._protocol_error: h11.RemoteProtocolError | None = None
+        next_event = self.conn.next_event
+
+        def next_event_kept():
+            try:
+                return next_event()
+            except h11.RemoteProtocolError as exc:
+                self._protocol_error = exc
+                raise
+
+        self.conn.next_event = next_event_kept
 
     def send_400_response(self, msg: str) -> None:
+        """Answer data that is not a valid HTTP request: 431 for a request line and headers
+        over :data:`HEAD_LIMIT`, else 400, in the JSON error form, naming the problem."""
+        exc = self._protocol_error
+        status = getattr(exc, "error_status_hint", 400)
+        if status == 431:
+            answer = _answer(431, "Request Header Fields Too Large", "request head too large",
+                             f"the request line and headers are over {HEAD_LIMIT // 1024} KiB; "
+                             "send long options in the form body, not the URL")
+        else:
+            status = 400
+            answer = _answer(400, "Bad Request", "not valid HTTP",
+                             f"the request could not be read as HTTP/1.1"
+                             f"{f': {exc}' if exc is not None and str(exc) else ''}")
         if self.metrics is not None:
-            self.metrics.connection_answers[400] += 1
-        super().send_400_response(msg)
+            self.metrics.connection_answers[status] += 1
+        self.transport.write(answer)
+        self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

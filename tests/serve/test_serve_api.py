@@ -302,6 +302,78 @@ def test_info_metrics_docs(cli_server):
     assert httpx.get(cli_server.url + "/static/app.js").status_code == 200
 
 
+_JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool,
+               "integer": int, "number": (int, float)}
+
+
+def _conforms(value, schema: dict, where: str = "answer") -> None:
+    """``value`` has the types, required keys and item types ``schema`` gives (the part of
+    JSON Schema the API description uses)."""
+    kind = schema.get("type")
+    if kind:
+        assert isinstance(value, _JSON_TYPES[kind]) and not (
+            kind in ("integer", "number") and isinstance(value, bool)), (where, value, kind)
+    for key in schema.get("required", ()):
+        assert key in value, (where, key)
+    for key, sub in schema.get("properties", {}).items():
+        if isinstance(value, dict) and key in value:
+            _conforms(value[key], sub, f"{where}.{key}")
+    if "items" in schema:
+        for k, item in enumerate(value):
+            _conforms(item, schema["items"], f"{where}[{k}]")
+
+
+def test_the_api_description_says_the_types_the_answer_and_the_key(cli_server, photo_bytes):
+    """/openapi.json typed every option as a string, described /v1/segment's answer as {},
+    and never said that a keyed server wants 'Authorization: Bearer': /docs had no
+    "Authorize" and its every "Try it out" got 401."""
+    from pixellib.serve.app import create_app
+    from pixellib.serve.settings import ServeSettings
+
+    api = httpx.get(cli_server.url + "/openapi.json").json()
+    assert api["components"]["securitySchemes"]["apiKey"] == {
+        "type": "http", "scheme": "bearer", "description": api["components"][
+            "securitySchemes"]["apiKey"]["description"]}
+    for path, method in (("/v1/segment", "post"), ("/v1/render", "post"),
+                         ("/v1/info", "get"), ("/metrics", "get")):
+        assert api["paths"][path][method]["security"] == [{"apiKey": []}], path
+    assert "security" not in api["paths"]["/healthz"]["get"]
+    segment = api["paths"]["/v1/segment"]["post"]
+    types = {p["name"]: p["schema"]["type"] for p in segment["parameters"]}
+    assert types == {"confidence": "number", "classes": "string", "max_detections": "integer",
+                     "timeout": "number", "polygons": "boolean"}
+    render = {p["name"]: p["schema"] for p in api["paths"]["/v1/render"]["post"]["parameters"]}
+    assert render["boxes"]["type"] == "boolean" and "webp" in render["format"]["enum"]
+    form = segment["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert form["confidence"]["type"] == "number"
+    schema = segment["responses"]["200"]["content"]["application/json"]["schema"]
+    answer = httpx.post(cli_server.url + "/v1/segment", params={"polygons": "true"},
+                        files={"image": ("a.jpg", photo_bytes, "image/jpeg")},
+                        headers=cli_server.headers(), timeout=300).json()
+    assert answer["objects"], "the synthetic model should find something"
+    _conforms(answer, schema)
+    assert set(answer["objects"][0]) == set(schema["properties"]["objects"]["items"][
+        "properties"])  # every field described, none left out
+    keyless = create_app(ServeSettings(model="unused.pkl")).openapi()
+    assert "securitySchemes" not in keyless.get("components", {})
+    assert all("security" not in op for ops in keyless["paths"].values() for op in ops.values())
+
+
+def test_a_compressed_upload_is_named_as_such(cli_server, photo_bytes):
+    """A gzip body was called "not an image"; the Content-Encoding was the cause."""
+    import gzip
+
+    r = httpx.post(cli_server.url + "/v1/segment", content=gzip.compress(photo_bytes),
+                   headers={**cli_server.headers(), "Content-Type": "image/jpeg",
+                            "Content-Encoding": "gzip"}, timeout=60)
+    assert r.status_code == 415 and "Content-Encoding 'gzip' is not supported" in r.json()[
+        "detail"], r.text
+    r = httpx.post(cli_server.url + "/v1/segment", content=photo_bytes, timeout=300,
+                   headers={**cli_server.headers(), "Content-Type": "image/jpeg",
+                            "Content-Encoding": "identity"})
+    assert r.status_code == 200, r.text
+
+
 def test_no_cors_by_default(cli_server):
     r = httpx.options(cli_server.url + "/v1/segment", headers={
         "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})

@@ -457,3 +457,55 @@ def test_answers_given_without_the_app_are_in_the_metrics(server, serve_predicto
         assert answer.status_code == 503, answer.text  # uvicorn's own, in plain text
         assert small.metric(over) == 1
         assert httpx.get(small.url + "/healthz").status_code == 200
+
+
+def test_an_over_long_head_is_431_in_json_however_it_arrives(server):
+    """A request line and headers over 16 KiB got uvicorn's plain-text "Invalid HTTP
+    request received." when they came in pieces (as over a network) and were served when
+    they came in one write; bad framing got the same words. Now 431 (or 400 naming what
+    h11 found) in the JSON error form, either way, and counted."""
+    long_url = "/healthz?" + "a" * 20_000
+    head = f"GET {long_url} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    too_large = 'pixellib_connection_answers_total{status="431"}'
+    counted = server.metric(too_large)
+    with _socket(server, b"") as s:
+        for k in range(0, len(head), 1024):
+            try:
+                s.sendall(head[k:k + 1024])
+            except OSError:
+                break
+            time.sleep(0.002)
+        reply, _ = _read_until_closed(s)
+    assert reply.startswith(b"HTTP/1.1 431 "), reply[:200]
+    assert b"application/json" in reply and b"over 16 KiB" in reply
+    assert server.metric(too_large) == counted + 1
+    with _socket(server, head) as s:  # all in one write: the app's check, the same answer
+        reply, _ = _read_until_closed(s)  # (closed by the 1 s head timeout after)
+    assert reply.startswith(b"HTTP/1.1 431 ") and b"over 16 KiB" in reply, reply[:200]
+    with _socket(server, b"POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Length: abc"
+                         b"\r\n\r\n") as s:
+        reply, _ = _read_until_closed(s)
+    assert reply.startswith(b"HTTP/1.1 400 ") and b'"error": "not valid HTTP"' in reply
+    assert b"Content-Length" in reply, reply
+    assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+def test_busy_before_any_inference_ends_says_a_realistic_retry_after(serve_predictor,
+                                                                       photo_bytes):
+    """Until an inference had finished, a 503 said Retry-After: 1 (a mean over none),
+    though one takes seconds on a CPU: the web page ran out of retries."""
+    from pixellib.serve.app import _FIRST_INFERENCE_GUESS
+    from pixellib.serve.settings import ServeSettings
+
+    settings = ServeSettings(replicas=1, max_queue=0, timeout=300,
+                             torch_threads=torch.get_num_threads())
+    with thread_server(settings, [serve_predictor]) as busy:
+        first = _in_background(httpx.post, busy.url + "/v1/segment", content=photo_bytes,
+                               headers={"Content-Type": "image/jpeg"}, timeout=300)
+        _wait_for(busy, "pixellib_inferences_running", 1)
+        r = httpx.post(busy.url + "/v1/segment", content=photo_bytes,
+                       headers={"Content-Type": "image/jpeg"}, timeout=300)
+        first[0].join()
+    assert first[1]["r"].status_code == 200
+    assert r.status_code == 503 and int(r.headers["retry-after"]) == int(
+        _FIRST_INFERENCE_GUESS) > 1, r.headers

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BATCH_SKIPPED, InvalidArgumentError
-from ..media.files import real_path, unwritable_folder
+from ..media.files import real_path, unwritable_folder, writable_file
 from ..wording import shown_name
 from . import outputs
 from .args import probability, user_path
@@ -293,8 +293,11 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         if args.track and not any(j.video for j in todo):
             print("pixellib: warning: --track follows objects across a video's frames; the "
                   "images are segmented each on its own", file=sys.stderr)
-        _check_writable({j.output.parent for j in todo} | _extra_folders(args))  # before the
-        # model runs on them all
+        # before the model runs on them all (an output file that may be written is written
+        # in place, even in a folder that may not be)
+        _check_writable({j.output.parent for j in todo
+                         if j.record is not None or not writable_file(j.output)}
+                        | _extra_folders(args))
         predictor = _load_predictor(args)
         images = [j for j in todo if not j.video]
         outcomes = _image_outcomes(predictor, images, args, record, stats)

@@ -4,6 +4,12 @@ Readers never see a half-written file and a failed write leaves nothing behind: 
 to a hidden, uniquely named temporary file in the destination's folder (so two processes
 writing the same output never collide), which then replaces the destination with
 ``os.replace`` (atomic on POSIX and Windows within one file system).
+
+A file replaced so keeps what the user gave it, as a write into it would: its permissions
+(and owner, where allowed), and a link stays a link (the file it leads to is written); a
+read-only file is refused. Where no new name can be made (a writable file in a folder that
+is not, or a file bind-mounted into a container), the content is made elsewhere and copied
+into the file: that last step is not atomic.
 """
 from __future__ import annotations
 
@@ -11,6 +17,9 @@ import errno
 import logging
 import os
 import secrets
+import shutil
+import stat
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -96,11 +105,29 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         code = (errno.ENAMETOOLONG if len(os.fsencode(path.name)) > NAME_MAX
                 else errno.EISDIR if path.is_dir() else errno.ENOTDIR)
         raise OSError(code, f"cannot write {problem}")  # IsADirectoryError...
+    shown = path
+    if path.is_symlink():  # written through, as open() writes: the link stays a link
+        path = real_path(path)
+    existing = _existing_file(path, shown)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(path)
+    in_place = existing is not None and not os.access(path.parent, os.W_OK | os.X_OK)
+    # A file that may be written in a folder that may not (no new name can be made there):
+    # the content is made elsewhere and copied into it, not atomically.
+    tmp = (Path(tempfile.gettempdir()) / temporary_name(path).name if in_place
+           else temporary_name(path))
     try:
         yield tmp
-        os.replace(tmp, path)
+        if existing is not None:
+            _keep_mode_and_owner(tmp, existing)
+        if in_place:
+            _copy_into(tmp, path)
+        else:
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                if exc.errno not in (errno.EBUSY, errno.EXDEV):
+                    raise
+                _copy_into(tmp, path)  # a mount point (a file bind-mounted into a container)
     except OSError as exc:
         _discard(tmp)
         named = output_error(exc, tmp, path)
@@ -110,6 +137,41 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     except BaseException:
         _discard(tmp)
         raise
+
+
+def _existing_file(path: Path, shown: Path) -> os.stat_result | None:
+    """The status of the file ``path`` replaces, or None when there is none; a file that may
+    not be written (read-only: the user's way of keeping it) is refused, as opening it for
+    writing would be."""
+    try:
+        existing = os.stat(path)
+    except OSError:
+        return None
+    if not os.access(path, os.W_OK):
+        raise PermissionError(errno.EACCES, f"cannot write {str(shown)!r}: the file is "
+                              "read-only (its permissions allow no writing): make it "
+                              "writable or remove it to replace it")
+    return existing
+
+
+def _keep_mode_and_owner(tmp: Path, existing: os.stat_result) -> None:
+    """Give the new file the permissions (and, where allowed, the owner) of the one it
+    replaces: a private file must not become readable by all."""
+    os.chmod(tmp, stat.S_IMODE(existing.st_mode))
+    if hasattr(os, "chown"):
+        own = os.stat(tmp)
+        if (own.st_uid, own.st_gid) != (existing.st_uid, existing.st_gid):
+            try:
+                os.chown(tmp, existing.st_uid, existing.st_gid)
+            except OSError:  # only root may give a file away; the mode is kept anyway
+                pass
+
+
+def _copy_into(tmp: Path, path: Path) -> None:
+    """Write ``tmp``'s content into the existing file ``path`` (same file, same inode), then
+    remove ``tmp``."""
+    shutil.copyfile(tmp, path)
+    _discard(tmp)
 
 
 def _discard(tmp: Path) -> None:
@@ -189,6 +251,13 @@ def output_path_problem(path: PathLike, *, folder: bool = False) -> str | None:
                 return f"{str(path)!r}: {str(parent)!r} is a file, not a folder"
             break
     return None
+
+
+def writable_file(path: PathLike) -> bool:
+    """Whether ``path`` (through its links) is an existing file this process may write:
+    :func:`atomic_path` then writes it even in a folder it may not write in."""
+    path = user_path(path)
+    return path.is_file() and os.access(path, os.W_OK)
 
 
 def unwritable_folder(folder: PathLike) -> str | None:

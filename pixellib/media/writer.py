@@ -24,6 +24,7 @@ from .files import (
     real_path,
     unwritable_folder,
     user_path,
+    writable_file,
 )
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def check_video_output(path: PathLike, source: PathLike | None = None) -> None:
         raise InvalidArgumentError(
             f"cannot write video {str(path)!r}: it is the input video itself; choose another "
             "output name")
-    problem = unwritable_folder(path.parent)
+    problem = not writable_file(path) and unwritable_folder(path.parent)
     if problem:  # every frame would be segmented, and then nothing written
         raise InvalidArgumentError(f"cannot write video {str(path)!r}: cannot write in {problem}")
 

@@ -919,6 +919,29 @@ def _without_root_powers(argv: list[str]) -> list[str]:
     return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--", *argv]
 
 
+def test_an_output_file_that_may_be_written_is_written_in_a_locked_folder(
+        folder, tmp_path, checkpoint):
+    """``-o locked/out.jpg``, a file the user may write in a folder they may not, was
+    refused ("no permission to write there"), though PixelLib's cv2.imwrite writes it."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    out = locked / "out.jpg"
+    out.write_bytes(b"old")
+    inode = out.stat().st_ino
+    locked.chmod(0o555)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    try:
+        done = subprocess.run(_without_root_powers(
+            [sys.executable, "-m", "pixellib", "segment", str(folder / "photo0.jpg"), "-o",
+             str(out), "--model", str(checkpoint), "--speed", "rapid"]),
+            env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        locked.chmod(0o755)
+    assert done.returncode == 0, done.stderr
+    assert cv2.imread(str(out)) is not None and out.stat().st_ino == inode
+    assert [p.name for p in locked.iterdir()] == ["out.jpg"]
+
+
 def test_an_output_folder_nothing_can_be_written_in_is_refused_before_any_work(
         folder, tmp_path, checkpoint):
     """Each image failed only after the model had run on it ("5 failed" after 27 s): the

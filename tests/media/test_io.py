@@ -619,6 +619,91 @@ def test_write_image_replaces_and_respects_umask(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_a_replaced_output_keeps_its_permissions_owner_and_links(tmp_path):
+    """Writing over an output made a private (0600) file readable by all (0644), gave a
+    file of another owner to the writer, and turned links into plain files, the file they
+    led to left as it was (cv2.imwrite, PixelLib's, writes into the file)."""
+    private = tmp_path / "private.png"
+    write_image(private, BASE)
+    private.chmod(0o600)
+    write_image(private, BASE[:, :, 0])
+    assert private.stat().st_mode & 0o777 == 0o600
+    assert read_image(private)[0, 0, 0] == read_image(private)[0, 0, 1]  # the new content
+    if os.geteuid() == 0:  # only root may give a file away: an owner kept
+        other = tmp_path / "other.png"
+        write_image(other, BASE)
+        os.chown(other, 65534, 65534)
+        write_image(other, BASE[:, :, 0])
+        assert (other.stat().st_uid, other.stat().st_gid) == (65534, 65534)
+    (tmp_path / "else").mkdir()
+    target = tmp_path / "else" / "target.png"
+    write_image(target, BASE)
+    link, dangling = tmp_path / "link.png", tmp_path / "dangling.png"
+    link.symlink_to(target)
+    dangling.symlink_to(tmp_path / "else" / "new.png")
+    for name in (link, dangling):
+        write_image(name, BASE[:, :, 1])
+        assert name.is_symlink()
+        np.testing.assert_array_equal(read_image(name)[:, :, 0], BASE[:, :, 1])
+    assert sorted(p.name for p in (tmp_path / "else").iterdir()) == ["new.png", "target.png"]
+
+
+def test_a_read_only_output_is_refused_and_one_in_a_locked_folder_written_in_place(
+        tmp_path):
+    """A read-only (0444) output was silently replaced; a writable output in a folder that
+    may not be written was never written (the temporary file could not be made there),
+    though cv2.imwrite writes it. Run without root's powers, for permissions to apply."""
+    import subprocess
+    import sys
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    write_image(locked / "out.png", BASE)
+    write_image(tmp_path / "ro.png", BASE)
+    (tmp_path / "ro.png").chmod(0o444)
+    inode = (locked / "out.png").stat().st_ino
+    locked.chmod(0o555)
+    script = ("import sys, numpy as np\n"
+              "from pixellib.media.images import write_image\n"
+              "try:\n"
+              "    write_image(sys.argv[1], np.zeros((5, 7, 3), np.uint8))\n"
+              "except PermissionError as e:\n"
+              "    print('refused:', e)\n"
+              "write_image(sys.argv[2], np.full((5, 7, 3), 9, np.uint8))\n")
+    argv = [sys.executable, "-c", script, str(tmp_path / "ro.png"), str(locked / "out.png")]
+    if os.geteuid() == 0:  # root writes anywhere: let the permissions apply
+        caps = "-dac_override,-dac_read_search"
+        argv = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--", *argv]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    finally:
+        locked.chmod(0o755)
+    assert done.returncode == 0, done.stderr
+    assert "refused: " in done.stdout and "ro.png': the file is read-only" in done.stdout
+    assert read_image(tmp_path / "ro.png").shape == BASE.shape  # untouched
+    assert read_image(locked / "out.png").shape == (5, 7, 3)  # written, into the same file
+    assert (locked / "out.png").stat().st_ino == inode
+    assert [p.name for p in locked.iterdir()] == ["out.png"]
+
+
+def test_an_output_that_cannot_be_renamed_over_is_copied_into(tmp_path, monkeypatch):
+    """A file bind-mounted into a container (docker -v out.jpg:/out.jpg) cannot be renamed
+    over (EBUSY): the model ran, and then nothing was written."""
+    import errno
+
+    path = tmp_path / "mounted.png"
+    write_image(path, BASE)
+    inode = path.stat().st_ino
+
+    def busy(src, dst):
+        raise OSError(errno.EBUSY, "Device or resource busy", str(dst))
+
+    monkeypatch.setattr(os, "replace", busy)
+    write_image(path, BASE[:, :, 2])
+    np.testing.assert_array_equal(read_image(path)[:, :, 0], BASE[:, :, 2])
+    assert path.stat().st_ino == inode and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
 @pytest.mark.parametrize(
     "name, image",
     [("x.tga", BASE), ("x.heic", BASE), ("noext", BASE), ("x.png", BASE.astype(np.float32)),

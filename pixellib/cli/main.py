@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    _stand_in_for_closed_streams()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -178,6 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     except BATCH_SKIPPED as e:  # our errors and file-system errors: one line, no traceback
         print(f"pixellib: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
+
+
+def _stand_in_for_closed_streams() -> None:
+    """Give a closed stdout or stderr (``>&-``, ``2>&-``: Python makes it None) a writer
+    into nothing: progress bars and uvicorn's log set-up failed on None, and a batch wrote
+    nothing. The command owns its process."""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
 
 
 class _TqdmLines(logging.Handler):

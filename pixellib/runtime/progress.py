@@ -6,9 +6,13 @@ which fixes the process's multiprocessing start method (an application's later
 and starts a monitor thread that outlives the call. :class:`ProgressBar` is ``tqdm`` with
 tqdm's own thread lock only (bars in several processes may then interleave their lines,
 which pixellib never draws) and without the monitor (which only shortens the refresh interval
-of a bar whose loop stalls).
+of a bar whose loop stalls). Where there is no ``sys.stderr`` (a process started with
+``2>&-``, a windowed app, some services: Python sets it to None), the bar is off instead of
+failing at its first write.
 """
 from __future__ import annotations
+
+import sys
 
 from tqdm import tqdm
 from tqdm.std import TqdmDefaultWriteLock
@@ -19,3 +23,8 @@ class ProgressBar(tqdm):
 
     _lock = TqdmDefaultWriteLock.th_lock
     monitor_interval = 0
+
+    def __init__(self, *args, **kwargs):
+        if kwargs.get("file") is None and sys.stderr is None:
+            kwargs["disable"] = True
+        super().__init__(*args, **kwargs)

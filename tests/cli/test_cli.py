@@ -10,6 +10,7 @@ import glob
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -917,6 +918,45 @@ def _without_root_powers(argv: list[str]) -> list[str]:
         return argv
     caps = "-dac_override,-dac_read_search"
     return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--", *argv]
+
+
+def test_a_batch_and_the_server_run_with_their_output_streams_closed(folder, tmp_path,
+                                                                     checkpoint):
+    """``2>&-`` (Python then sets sys.stderr to None): the progress bar's first write
+    failed with AttributeError and the batch wrote nothing; ``serve >&-`` ended in a
+    39-line traceback from uvicorn's log set-up."""
+    import httpx
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "pixellib", "segment", str(folder), "-o", str(out), "--model",
+         str(checkpoint), "--speed", "rapid"], env=env, timeout=300,
+        preexec_fn=lambda: (os.close(1), os.close(2)))
+    assert done.returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == [".pixellib-done.jsonl", "photo0.jpg",
+                                                     "photo1.jpg"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pixellib", "serve", "--model", str(checkpoint), "--port",
+         str(port), "--speed", "rapid", "--threads", "1"], env=env,
+        preexec_fn=lambda: os.close(1), stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, f"serve exited with {proc.returncode}"
+            assert time.monotonic() < deadline, "serve never became ready"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
 
 
 def test_an_output_file_that_may_be_written_is_written_in_a_locked_folder(

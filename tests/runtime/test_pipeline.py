@@ -200,3 +200,15 @@ def test_run_batch_skips_bad_inputs_and_raises_bugs(monkeypatch, workers, overla
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)
+
+
+def test_a_progress_bar_is_off_where_there_is_no_stderr(monkeypatch):
+    """With no sys.stderr (a process started with 2>&-) the bar's first write raised
+    AttributeError, so segmentBatch and process_video failed in scripts run so."""
+    import sys
+
+    from pixellib.runtime.progress import ProgressBar
+
+    monkeypatch.setattr(sys, "stderr", None)
+    with ProgressBar(range(3), desc="x") as bar:
+        assert list(bar) == [0, 1, 2] and bar.disable

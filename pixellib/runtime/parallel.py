@@ -35,9 +35,10 @@ def batch_plan(device: str | torch.device = "cpu") -> tuple[int, int]:
     try:
         wanted = int(raw) if raw else DEFAULT_WORKERS
     except ValueError:
+        wanted = 0
+    if wanted < 1:  # 0 and -3 were taken for 1 without a word
         raise InvalidArgumentError(
-            f"PIXELLIB_BATCH_WORKERS must be a whole number, got {raw!r}"
-        ) from None
+            f"PIXELLIB_BATCH_WORKERS must be a whole number >= 1, got {raw!r}")
     workers = max(1, min(wanted, threads))
     return workers, max(1, threads // workers)
 

@@ -26,9 +26,11 @@ def test_plan(two_threads, monkeypatch):
     assert parallel.batch_plan("cuda") == (1, 2)
     monkeypatch.setenv("PIXELLIB_BATCH_WORKERS", "8")  # never more than the threads
     assert parallel.batch_plan() == (2, 1)
-    monkeypatch.setenv("PIXELLIB_BATCH_WORKERS", "two")
-    with pytest.raises(ValueError, match="PIXELLIB_BATCH_WORKERS.*'two'"):
-        parallel.batch_plan()
+    for raw in ("two", "0", "-3"):  # 0 and -3 were taken for 1 without a word
+        monkeypatch.setenv("PIXELLIB_BATCH_WORKERS", raw)
+        with pytest.raises(ValueError, match=f"PIXELLIB_BATCH_WORKERS must be a whole number "
+                                             f">= 1, got '{raw}'"):
+            parallel.batch_plan()
 
 
 @pytest.fixture

@@ -57,6 +57,9 @@ def cached_model_path(name: str) -> Path:
 def model_url(name: str, url: str | None = None) -> str:
     """``url`` if given, else ``$PIXELLIB_MODEL_URL_<NAME>``, else the released file's URL."""
     name = _check_name(name)
+    if url is not None and not str(url).strip():  # '' fetched the default file instead
+        raise ModelDownloadError("the model URL given is empty; give an https:// or file:// "
+                                 "address, or leave it out for the released file")
     return url or os.environ.get(f"PIXELLIB_MODEL_URL_{name.upper()}") or MODEL_URLS[name]
 
 
@@ -153,7 +156,11 @@ def _fetch(url: str, out, *, progress: bool, dest: Path) -> None:
     ModelDownloadError on any failure."""
     from ..runtime.progress import ProgressBar
 
-    request = urllib.request.Request(url, headers={"User-Agent": "pixellib"})
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": "pixellib"})
+    except ValueError as e:  # "unknown url type", "Invalid IPv6 URL": a traceback before
+        raise ModelDownloadError(f"cannot download {url!r}: not a URL ({e}); give an "
+                                 "https:// or file:// address") from None
     try:
         with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
             header = response.headers.get("Content-Length")

@@ -103,7 +103,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     problem = output_path_problem(path)
     if problem:
         code = (errno.ENAMETOOLONG if len(os.fsencode(path.name)) > NAME_MAX
-                else errno.EISDIR if path.is_dir() else errno.ENOTDIR)
+                else errno.EISDIR if path.is_dir()
+                else errno.EINVAL if path.exists() and not path.is_file() else errno.ENOTDIR)
         raise OSError(code, f"cannot write {problem}")  # IsADirectoryError...
     shown = path
     if path.is_symlink():  # written through, as open() writes: the link stays a link
@@ -245,6 +246,9 @@ def output_path_problem(path: PathLike, *, folder: bool = False) -> str | None:
             return f"{str(path)!r}: it is a file, not a folder"
         if not folder and path.is_dir():
             return f"{str(path)!r}: it is a folder"
+        if not folder and not path.is_file():  # /dev/stdout, a pipe: would be replaced
+            return (f"{str(path)!r}: it is not a regular file (a device, a pipe or a "
+                    "socket); name a file to write")
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():

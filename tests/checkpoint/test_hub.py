@@ -168,6 +168,18 @@ def test_connection_refused_is_clear(home, fake_validator):
     assert _cache_files(home) == []
 
 
+@pytest.mark.parametrize("url, says", [
+    ("notaurl", "cannot download 'notaurl': not a URL"),
+    ("http://[::1", "not a URL \\(Invalid IPv6 URL\\)"),
+    ("", "the model URL given is empty"),
+])
+def test_a_url_that_is_not_one_is_a_clear_error(home, fake_validator, url, says):
+    """It ended in a ValueError traceback ("unknown url type"); '' fetched the default."""
+    with pytest.raises(hub.ModelDownloadError, match=says):
+        hub.download_model("resnet50", url=url, progress=False)
+    assert _cache_files(home) == []
+
+
 def test_resolve_model(server, routes, home, fake_validator, tmp_path):
     own = tmp_path / "mine.pkl"
     own.write_bytes(b"anything")

@@ -686,6 +686,25 @@ def test_a_read_only_output_is_refused_and_one_in_a_locked_folder_written_in_pla
     assert [p.name for p in locked.iterdir()] == ["out.png"]
 
 
+def test_an_output_that_is_a_device_or_a_pipe_is_refused_not_replaced(tmp_path):
+    """``--coco /dev/stdout`` (as root, in a container) replaced /dev/stdout by a plain
+    file for every later process, printed nothing and exited 0."""
+    from pixellib.media.files import write_bytes
+    from pixellib.media.images import check_image_output
+
+    fifo = tmp_path / "fifo.jpg"
+    os.mkfifo(fifo)
+    to_null = tmp_path / "null.json"
+    to_null.symlink_to(os.devnull)
+    with pytest.raises(ValueError, match=r"fifo\.jpg': it is not a regular file \(a device, "
+                                         r"a pipe or a socket\)"):
+        check_image_output(fifo)
+    with pytest.raises(OSError, match=r"null\.json': it is not a regular file"):
+        write_bytes(to_null, b"{}")
+    assert to_null.is_symlink() and os.readlink(to_null) == os.devnull
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.jpg", "null.json"]
+
+
 def test_an_output_that_cannot_be_renamed_over_is_copied_into(tmp_path, monkeypatch):
     """A file bind-mounted into a container (docker -v out.jpg:/out.jpg) cannot be renamed
     over (EBUSY): the model ran, and then nothing was written."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BATCH_SKIPPED, InvalidArgumentError
-from ..media.files import real_path, unwritable_folder, writable_file
+from ..media.files import real_path, unwritable_file, unwritable_folder, writable_file
 from ..wording import shown_name
 from . import outputs
 from .args import probability, user_path
@@ -52,7 +52,7 @@ def _class_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError("expected class names such as person,car")
     ids = []
     for name in names:
-        if name.isdigit():  # an id, as the server and the Python API take them
+        if name.isascii() and name.isdigit():  # an id, as the server and the API take them
             if int(name) >= len(COCO_CLASSES):
                 raise argparse.ArgumentTypeError(
                     f"class id {name} is not a COCO class id (0 to {len(COCO_CLASSES) - 1})")
@@ -65,8 +65,18 @@ def _class_list(text: str) -> list[int]:
     return ids
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse without abbreviations: ``--i`` took ``serve --insecure-no-auth`` and ``--r``
+    ``--ray``, and any prefix a script used would break once a new option shared it.
+    Subcommands' parsers are of this class too."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pixellib", description="PointRend instance segmentation (PixelLib compatible)."
     )
     from .. import __version__
@@ -149,14 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     _stand_in_for_closed_streams()
     parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(words)
+        _check_words(parser, args, words, extra)
         if getattr(args, "format", None) is not None and getattr(args, "ray", None) is None:
             args.usage.error("--format chooses the result files of --ray; without it the "
                              "outputs are annotated copies")
     except SystemExit as e:  # --help (0) or a usage error (2)
         code = e.code if isinstance(e.code, int) else 2
-        words = list(sys.argv[1:] if argv is None else argv)
         if code == 2 and any(w == "--ray" and nxt[:1] not in ("", "-")
                              for w, nxt in zip(words, words[1:] + [""])):
             print("pixellib: note: the word after --ray is taken for the cluster's address: "
@@ -179,6 +190,40 @@ def main(argv: list[str] | None = None) -> int:
     except BATCH_SKIPPED as e:  # our errors and file-system errors: one line, no traceback
         print(f"pixellib: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
+
+
+def _check_words(parser: argparse.ArgumentParser, args, words: list[str],
+                 extra: list[str]) -> None:
+    """What argparse lets pass: inputs after an option (``segment a.jpg --boxes b.jpg``;
+    argparse refused ``b.jpg`` with the top-level usage) are inputs; an unknown option is
+    refused by its command, with the nearest option named; an option given twice is
+    refused (argparse kept the last: ``--classes umbrella --classes person`` kept person
+    alone, and two ``--effect``s one)."""
+    import difflib
+
+    sub = parser._subparsers._group_actions[0].choices[args.command]  # noqa: SLF001
+    options = {o: a for a in sub._actions for o in a.option_strings}  # noqa: SLF001
+    stray = [w for w in extra if w.startswith("-") and w != "-"]
+    if stray:
+        near = difflib.get_close_matches(stray[0].split("=", 1)[0], list(options), n=1)
+        sub.error(f"unrecognized option {stray[0]!r}"
+                  + (f": did you mean {near[0]}?" if near else ""))
+    if extra:
+        if not isinstance(getattr(args, "inputs", None), list):
+            sub.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.inputs += extra
+    seen: dict[str, list[str]] = {}
+    for word in words[words.index(args.command) + 1:]:
+        if word == "--":
+            break
+        name = word.split("=", 1)[0] if word.startswith("--") else word[:2]
+        action = options.get(name)
+        if isinstance(action, argparse._StoreAction):  # noqa: SLF001 - one value options
+            seen.setdefault(action.option_strings[-1], []).append(word)
+    for option, given in seen.items():
+        if len(given) > 1:
+            hint = " (several classes: --classes person,car)" if option == "--classes" else ""
+            sub.error(f"{option} given {len(given)} times; give it once{hint}")
 
 
 def _stand_in_for_closed_streams() -> None:
@@ -305,9 +350,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                   "images are segmented each on its own", file=sys.stderr)
         # before the model runs on them all (an output file that may be written is written
         # in place, even in a folder that may not be)
-        _check_writable({j.output.parent for j in todo
-                         if j.record is not None or not writable_file(j.output)}
-                        | _extra_folders(args))
+        _check_writable(todo, args)
         predictor = _load_predictor(args)
         images = [j for j in todo if not j.video]
         outcomes = _image_outcomes(predictor, images, args, record, stats)
@@ -359,10 +402,19 @@ def _extra_folders(args) -> set[Path]:
     return places | {Path(f).expanduser() for f in (args.cutouts, args.masks) if f}
 
 
-def _check_writable(folders) -> None:
-    """Refuse output folders nothing can be written in, before any work: every output would
-    fail, after the model had run on each input."""
-    for folder in sorted(folders):
+def _check_writable(todo: list[Job], args) -> None:
+    """Refuse, before any work, output folders nothing can be written in and output files
+    that may not be written (read-only): every such output would fail, after the model had
+    run on its input. An existing output that may be written is written even in a folder
+    that may not be (in place), unless more is written beside it (a batch folder's record,
+    --extract's folder)."""
+    for job in todo:
+        unwritable = unwritable_file(job.output)
+        if unwritable:
+            raise InvalidArgumentError(f"cannot write {str(job.output)!r}: {unwritable[1]}")
+    folders = {j.output.parent for j in todo
+               if j.record is not None or args.extract or not writable_file(j.output)}
+    for folder in sorted(folders | _extra_folders(args)):
         problem = unwritable_folder(folder)
         if problem:
             raise InvalidArgumentError(f"cannot write outputs in {problem}")

@@ -165,6 +165,14 @@ def _check_extras_folders(jobs: list[Job], args: argparse.Namespace) -> None:
                     "choose another -o")
     if not folders:
         return
+    places = {real_path(path): (what, path) for what, path in read + [
+        ("the output", job.output) for job in jobs]}
+    for option, folder in folders.items():  # -o c.jpg --cutouts c.jpg: the folder was made,
+        if folder in places:                  # then the output could not be written
+            what, path = places[folder]
+            raise InvalidArgumentError(f"--{option} {str(getattr(args, option))!r} is "
+                                       f"{what} {str(path)!r}: choose another --{option} "
+                                       "folder")
     stems = {job.output.stem: job for job in jobs if not job.video}  # images only
     for what, path in read + [("the output", job.output) for job in jobs]:
         where = real_path(path.parent)

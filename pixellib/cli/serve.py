@@ -21,7 +21,15 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _count(minimum: int):
+def _finite_positive_float(text: str) -> float:
+    """A size: positive, and finite (``inf`` overflowed in a traceback)."""
+    value = _positive_float(text)
+    if value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _count(minimum: int, maximum: int | None = None):
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -29,6 +37,8 @@ def _count(minimum: int):
             raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
         return value
 
     return parse
@@ -53,7 +63,7 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=_count(0), default=8000, help="TCP port (default 8000)")
+    p.add_argument("--port", type=_count(0, 65535), default=8000, help="TCP port (default 8000)")
     p.add_argument("--workers", type=_count(1), default=1, metavar="N",
                    help="model replicas run in parallel; torch threads are divided between "
                         "them (default 1)")
@@ -70,9 +80,9 @@ def add_serve_parser(sub) -> None:
                    help="seconds a client may take to send its request line and headers, "
                         "after connecting or after the previous answer; then the connection "
                         "is closed, with a 408 when part of a head came (default 10)")
-    p.add_argument("--max-upload-mb", type=_positive_float, default=20.0, metavar="MIB",
+    p.add_argument("--max-upload-mb", type=_finite_positive_float, default=20.0, metavar="MIB",
                    help="largest request body in MiB (default 20)")
-    p.add_argument("--max-megapixels", type=_positive_float, default=40.0, metavar="MP",
+    p.add_argument("--max-megapixels", type=_finite_positive_float, default=40.0, metavar="MP",
                    help="largest image (width x height, from its header) (default 40)")
     p.add_argument("--api-key", default=None,
                    help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV})")

@@ -5,14 +5,17 @@ to a hidden, uniquely named temporary file in the destination's folder (so two p
 writing the same output never collide), which then replaces the destination with
 ``os.replace`` (atomic on POSIX and Windows within one file system).
 
-A file replaced so keeps what the user gave it, as a write into it would: its permissions
-(and owner, where allowed), and a link stays a link (the file it leads to is written); a
-read-only file is refused. Where no new name can be made (a writable file in a folder that
-is not, or a file bind-mounted into a container), the content is made elsewhere and copied
-into the file: that last step is not atomic.
+A file replaced so keeps its permissions (and owner, where allowed), not its other hard
+links; a read-only file is refused, and so is a device, a pipe or a socket. A link at the
+output name is replaced by the file (what it led to is left as it was: a link into the
+input folder must not overwrite a photo). Where no new name can be made (a writable file in
+a folder that is not, or a file bind-mounted into a container), the content is made in a
+private temporary folder and copied into the file, under a lock: that last step is not
+atomic.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -23,6 +26,11 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from ..wording import shortened
 
@@ -106,23 +114,26 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
                 else errno.EISDIR if path.is_dir()
                 else errno.EINVAL if path.exists() and not path.is_file() else errno.ENOTDIR)
         raise OSError(code, f"cannot write {problem}")  # IsADirectoryError...
-    shown = path
-    if path.is_symlink():  # written through, as open() writes: the link stays a link
-        path = real_path(path)
-    existing = _existing_file(path, shown)
+    unwritable = unwritable_file(path)
+    if unwritable:
+        raise OSError(unwritable[0], f"cannot write {str(path)!r}: {unwritable[1]}")
+    existing = None
+    if not path.is_symlink():  # a link is replaced by the file, what it led to left alone
+        with contextlib.suppress(OSError):
+            existing = os.stat(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    in_place = existing is not None and not os.access(path.parent, os.W_OK | os.X_OK)
     # A file that may be written in a folder that may not (no new name can be made there):
-    # the content is made elsewhere and copied into it, not atomically.
-    tmp = (Path(tempfile.gettempdir()) / temporary_name(path).name if in_place
-           else temporary_name(path))
+    # the content is made in a private folder elsewhere and copied into it.
+    in_place = existing is not None and not os.access(path.parent, os.W_OK | os.X_OK)
+    staging = Path(tempfile.mkdtemp(prefix="pixellib-")) if in_place else None
+    tmp = staging / temporary_name(path).name if staging else temporary_name(path)
     try:
         yield tmp
-        if existing is not None:
-            _keep_mode_and_owner(tmp, existing)
         if in_place:
             _copy_into(tmp, path)
         else:
+            if existing is not None:
+                _keep_mode_and_owner(tmp, existing)
             try:
                 os.replace(tmp, path)
             except OSError as exc:
@@ -138,21 +149,28 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     except BaseException:
         _discard(tmp)
         raise
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
-def _existing_file(path: Path, shown: Path) -> os.stat_result | None:
-    """The status of the file ``path`` replaces, or None when there is none; a file that may
-    not be written (read-only: the user's way of keeping it) is refused, as opening it for
-    writing would be."""
-    try:
-        existing = os.stat(path)
-    except OSError:
+def unwritable_file(path: PathLike) -> tuple[int, str] | None:
+    """``(errno, why)`` when ``path`` is an existing file (not a link, which is replaced)
+    that may not be written: read-only (the user's way of keeping a file), on a read-only
+    file system, or not ours to write; None otherwise."""
+    path = user_path(path)
+    if path.is_symlink() or not path.is_file() or os.access(path, os.W_OK):
         return None
-    if not os.access(path, os.W_OK):
-        raise PermissionError(errno.EACCES, f"cannot write {str(shown)!r}: the file is "
-                              "read-only (its permissions allow no writing): make it "
-                              "writable or remove it to replace it")
-    return existing
+    try:
+        read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        read_only = False
+    if read_only:
+        return errno.EROFS, "it is on a read-only file system"
+    if not os.stat(path).st_mode & 0o222:
+        return errno.EACCES, ("the file is read-only (its permissions allow no writing): make "
+                              "it writable or remove it to replace it")
+    return errno.EACCES, "no permission to write the file"
 
 
 def _keep_mode_and_owner(tmp: Path, existing: os.stat_result) -> None:
@@ -169,9 +187,13 @@ def _keep_mode_and_owner(tmp: Path, existing: os.stat_result) -> None:
 
 
 def _copy_into(tmp: Path, path: Path) -> None:
-    """Write ``tmp``'s content into the existing file ``path`` (same file, same inode), then
-    remove ``tmp``."""
-    shutil.copyfile(tmp, path)
+    """Write ``tmp``'s content into the existing file ``path`` (same file: its inode, mode
+    and owner), one writer at a time where the system locks files, then remove ``tmp``."""
+    with open(tmp, "rb") as source, open(path, "r+b") as target:
+        if fcntl is not None:
+            fcntl.flock(target.fileno(), fcntl.LOCK_EX)  # released when closed
+        shutil.copyfileobj(source, target)
+        target.truncate()
     _discard(tmp)
 
 
@@ -249,6 +271,7 @@ def output_path_problem(path: PathLike, *, folder: bool = False) -> str | None:
         if not folder and not path.is_file():  # /dev/stdout, a pipe: would be replaced
             return (f"{str(path)!r}: it is not a regular file (a device, a pipe or a "
                     "socket); name a file to write")
+
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -260,8 +283,8 @@ def output_path_problem(path: PathLike, *, folder: bool = False) -> str | None:
 def writable_file(path: PathLike) -> bool:
     """Whether ``path`` (through its links) is an existing file this process may write:
     :func:`atomic_path` then writes it even in a folder it may not write in."""
-    path = user_path(path)
-    return path.is_file() and os.access(path, os.W_OK)
+    path = user_path(path)  # (a link is replaced, in its folder)
+    return not path.is_symlink() and path.is_file() and os.access(path, os.W_OK)
 
 
 def unwritable_folder(folder: PathLike) -> str | None:

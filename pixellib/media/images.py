@@ -53,6 +53,7 @@ from .files import (
     output_name,
     output_path_problem,
     real_path,
+    unwritable_file,
     user_path,
     write_bytes,
 )
@@ -693,6 +694,9 @@ def check_image_output(path: PathLike, inputs: Sequence = ()) -> None:
     problem = output_path_problem(path)
     if problem:
         raise InvalidArgumentError(f"cannot write {problem}")
+    unwritable = unwritable_file(path)
+    if unwritable:
+        raise InvalidArgumentError(f"cannot write {str(path)!r}: {unwritable[1]}")
     for source in inputs:
         if isinstance(source, (str, os.PathLike)) and real_path(path) == real_path(source):
             raise InvalidArgumentError(

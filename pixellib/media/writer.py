@@ -22,6 +22,7 @@ from .files import (
     output_name,
     output_path_problem,
     real_path,
+    unwritable_file,
     unwritable_folder,
     user_path,
     writable_file,
@@ -80,6 +81,9 @@ def check_video_output(path: PathLike, source: PathLike | None = None) -> None:
     problem = output_path_problem(path)
     if problem:
         raise InvalidArgumentError(f"cannot write video {problem}")
+    unwritable = unwritable_file(path)
+    if unwritable:
+        raise InvalidArgumentError(f"cannot write video {str(path)!r}: {unwritable[1]}")
     if source is not None and real_path(path) == real_path(source):
         raise InvalidArgumentError(
             f"cannot write video {str(path)!r}: it is the input video itself; choose another "

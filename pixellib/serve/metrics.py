@@ -69,7 +69,9 @@ class Metrics:
             lines += hist.lines("pixellib_request_duration_seconds", f'endpoint="{endpoint}"')
         lines += ["# HELP pixellib_connection_answers_total Answers given before a request "
                   "reached the app (not in pixellib_requests_total): 400 not valid HTTP, 408 "
-                  "request head too late, 503 over the connection limit.",
+                  "request head too late, 431 request head too large while it arrived (a "
+                  "whole one is the app's, in pixellib_requests_total), 503 over the "
+                  "connection limit.",
                   "# TYPE pixellib_connection_answers_total counter"]
         for status, n in sorted(self.connection_answers.items()):
             lines.append(f'pixellib_connection_answers_total{{status="{status}"}} {n}')

@@ -94,6 +94,11 @@ class HeadTimeoutProtocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
         """Answer data that is not a valid HTTP request: 431 for a request line and headers
         over :data:`HEAD_LIMIT`, else 400, in the JSON error form, naming the problem."""
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            # the request already has its answer (given before its body ended): a second
+            # one would be read as the answer to the client's next request
+            self.transport.close()
+            return
         exc = self._protocol_error
         status = getattr(exc, "error_status_hint", 400)
         if status == 431:

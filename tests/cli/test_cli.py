@@ -60,9 +60,14 @@ def run(checkpoint, capsys, monkeypatch, tmp_path):
     """``run(*args)`` -> (exit code, stdout, stderr) of ``pixellib segment ... --speed rapid``."""
     monkeypatch.chdir(tmp_path)
 
-    def _run(*args: str, model: str | None = None) -> tuple[int, str, str]:
-        argv = ["segment", *map(str, args), "--model", model or str(checkpoint),
-                "--speed", "rapid", "--confidence", "0.5"]
+    def _run(*args: str, model: str | None = None,
+             confidence: str | None = "0.5") -> tuple[int, str, str]:
+        argv = ["segment", *map(str, args)]
+        for option, value in (("--model", model or str(checkpoint)), ("--speed", "rapid"),
+                              ("--confidence", confidence)):  # unless the test gives its own
+            if value is not None and not any(a == option or a.startswith(option + "=")
+                                             for a in argv):
+                argv += [option, value]
         code = main(argv)
         out, err = capsys.readouterr()
         return code, out, err
@@ -980,6 +985,25 @@ def test_an_output_file_that_may_be_written_is_written_in_a_locked_folder(
     assert done.returncode == 0, done.stderr
     assert cv2.imread(str(out)) is not None and out.stat().st_ino == inode
     assert [p.name for p in locked.iterdir()] == ["out.jpg"]
+    # but not with --extract, whose folder goes beside it; nor a read-only output: both
+    # refused before the model loads, not after it ran
+    (tmp_path / "ro.jpg").write_bytes(b"mine")
+    (tmp_path / "ro.jpg").chmod(0o444)
+    locked.chmod(0o555)
+    try:
+        for extra, says in ((["-o", str(out), "--extract", "mask"],
+                             f"cannot write outputs in '{locked}'"),
+                            (["-o", str(tmp_path / "ro.jpg")],
+                             "ro.jpg': the file is read-only")):
+            done = subprocess.run(_without_root_powers(
+                [sys.executable, "-m", "pixellib", "segment", str(folder / "photo0.jpg"),
+                 *extra, "--model", str(tmp_path / "no-such-model.pkl")]),
+                env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 1 and says in done.stderr, done.stderr
+            assert "no-such-model" not in done.stderr
+    finally:
+        locked.chmod(0o755)
+    assert (tmp_path / "ro.jpg").read_bytes() == b"mine"
 
 
 def test_an_output_folder_nothing_can_be_written_in_is_refused_before_any_work(
@@ -1028,15 +1052,19 @@ def test_the_record_follows_contents_and_settles_what_does_not_matter(fake, phot
     another order, for the default confidence spelt out, and for --track on images."""
     folder = _photo_folder(tmp_path, photos)
     out, cuts = tmp_path / "out", tmp_path / "new_cuts"
-    assert fake(folder, "-o", out, "--cutouts", cuts, "--classes", "person,cat")[0] == 0
+
+    def seg(*args):  # rapid's default confidence (0.2), not the helper's 0.5
+        return fake(*args, confidence=None)
+
+    assert seg(folder, "-o", out, "--cutouts", cuts, "--classes", "person,cat")[0] == 0
     for extra in (["--classes", "cat,person"], ["--classes", "person,cat", "--confidence",
                                                 "0.2", "--track"]):
-        code, stdout, err = fake(folder, "-o", out, "--cutouts", cuts, "--skip-existing",
-                                 *extra)
+        code, stdout, err = seg(folder, "-o", out, "--cutouts", cuts, "--skip-existing",
+                                *extra)
         assert code == 0 and _summary(stdout)["skipped"] == 3 and "made again" not in err, err
     cv2.imwrite(str(folder / "p1.jpg"), np.zeros((30, 40, 3), np.uint8))  # replaced in place
-    code, stdout, err = fake(folder, "-o", out, "--cutouts", cuts, "--classes", "person,cat",
-                             "--skip-existing")
+    code, stdout, err = seg(folder, "-o", out, "--cutouts", cuts, "--classes", "person,cat",
+                            "--skip-existing")
     assert code == 0 and _summary(stdout)["images"] == 1 and "made again: " in err, err
     assert cv2.imread(str(out / "p1.jpg")).shape == (30, 40, 3)
     # a background picture replaced under the same name: other pictures
@@ -1168,6 +1196,41 @@ def test_classes_by_coco_id_as_the_server_and_the_api_take_them():
     assert cli._class_list("umbrella,keyboard") == cli._class_list("25,66")
     with pytest.raises(Exception, match="not a COCO class id"):
         cli._class_list("80")
+
+
+def test_the_command_line_takes_no_prefix_no_repeat_and_inputs_anywhere(folder, capsys):
+    """argparse's defaults: any prefix was an option (``serve --i`` was
+    --insecure-no-auth), a repeated option kept its last value without a word
+    (``--classes umbrella --classes person`` found no umbrella), an input after an option
+    was refused with the top-level usage, and a typo got no suggestion."""
+    photo = str(folder / "photo0.jpg")
+    for argv, says in (
+        (["serve", "--i"], "pixellib serve: error: unrecognized option '--i'"),
+        (["segment", photo, "--r"], "unrecognized option '--r'"),
+        (["segment", photo, "--boxs"], "unrecognized option '--boxs': did you mean --boxes?"),
+        (["segment", photo, "--classes", "umbrella", "--classes", "person"],
+         "--classes given 2 times; give it once (several classes: --classes person,car)"),
+        (["segment", photo, "-o", "a.jpg", "-ob.jpg"], "--output given 2 times"),
+        (["segment", photo, "--effect=gray-bg", "--effect", "remove-bg"], "--effect given 2"),
+        (["serve", "--port", "70000"], "argument --port: must be at most 65535, got 70000"),
+        (["serve", "--max-upload-mb", "inf"], "--max-upload-mb: must be a finite number"),
+        (["serve", "--max-megapixels", "inf"], "--max-megapixels: must be a finite number"),
+        (["segment", photo, "--classes", "²"], "argument --classes: unknown class name '²'"),
+        (["evaluate", "a.json", "images", "extra"],
+         "pixellib evaluate: error: unrecognized arguments: extra"),
+    ):
+        code, _, err = _cli(*argv, capsys=capsys)
+        assert code == 2 and says in err, (argv, err)
+    # an input after an option is an input (refused here as missing, by its own name)
+    code, _, err = _cli("segment", photo, "--boxes", folder / "missing.jpg", capsys=capsys)
+    _assert_one_line_error(err, "input not found", "missing.jpg")
+    assert code == 1
+    # -o c.jpg --cutouts c.jpg: the model ran, then the output could not be written
+    out = folder.parent / "c.jpg"
+    code, _, err = _cli("segment", photo, "-o", out, "--cutouts", out, "--model",
+                        folder / "no-model.pkl", capsys=capsys)
+    _assert_one_line_error(err, f"--cutouts '{out}' is the output '{out}'")
+    assert code == 1 and not out.exists()
 
 
 def test_coco_entries_named_from_another_working_folder_are_found(fake, photos, tmp_path,

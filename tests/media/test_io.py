@@ -619,10 +619,11 @@ def test_write_image_replaces_and_respects_umask(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
-def test_a_replaced_output_keeps_its_permissions_owner_and_links(tmp_path):
-    """Writing over an output made a private (0600) file readable by all (0644), gave a
-    file of another owner to the writer, and turned links into plain files, the file they
-    led to left as it was (cv2.imwrite, PixelLib's, writes into the file)."""
+def test_a_replaced_output_keeps_its_permissions_and_owner_and_a_link_is_replaced(tmp_path):
+    """Writing over an output made a private (0600) file readable by all (0644) and gave a
+    file of another owner to the writer. A link at the output name is replaced, what it led
+    to left alone: written through, a link in a batch folder to the input photo replaced
+    the photo, and one to a device node replaced the node."""
     private = tmp_path / "private.png"
     write_image(private, BASE)
     private.chmod(0o600)
@@ -635,17 +636,19 @@ def test_a_replaced_output_keeps_its_permissions_owner_and_links(tmp_path):
         os.chown(other, 65534, 65534)
         write_image(other, BASE[:, :, 0])
         assert (other.stat().st_uid, other.stat().st_gid) == (65534, 65534)
-    (tmp_path / "else").mkdir()
-    target = tmp_path / "else" / "target.png"
-    write_image(target, BASE)
+    (tmp_path / "photos").mkdir()
+    photo = tmp_path / "photos" / "a.png"
+    write_image(photo, BASE)
+    before = photo.read_bytes()
     link, dangling = tmp_path / "link.png", tmp_path / "dangling.png"
-    link.symlink_to(target)
-    dangling.symlink_to(tmp_path / "else" / "new.png")
+    link.symlink_to(photo)
+    dangling.symlink_to(tmp_path / "photos" / "new.png")
     for name in (link, dangling):
         write_image(name, BASE[:, :, 1])
-        assert name.is_symlink()
+        assert not name.is_symlink()
         np.testing.assert_array_equal(read_image(name)[:, :, 0], BASE[:, :, 1])
-    assert sorted(p.name for p in (tmp_path / "else").iterdir()) == ["new.png", "target.png"]
+    assert photo.read_bytes() == before
+    assert [p.name for p in (tmp_path / "photos").iterdir()] == ["a.png"]
 
 
 def test_a_read_only_output_is_refused_and_one_in_a_locked_folder_written_in_place(
@@ -663,13 +666,17 @@ def test_a_read_only_output_is_refused_and_one_in_a_locked_folder_written_in_pla
     (tmp_path / "ro.png").chmod(0o444)
     inode = (locked / "out.png").stat().st_ino
     locked.chmod(0o555)
-    script = ("import sys, numpy as np\n"
+    script = ("import os, sys, cv2, numpy as np\n"
+              "from pixellib.media.files import atomic_path\n"
               "from pixellib.media.images import write_image\n"
               "try:\n"
               "    write_image(sys.argv[1], np.zeros((5, 7, 3), np.uint8))\n"
-              "except PermissionError as e:\n"
+              "except ValueError as e:\n"
               "    print('refused:', e)\n"
-              "write_image(sys.argv[2], np.full((5, 7, 3), 9, np.uint8))\n")
+              "with atomic_path(sys.argv[2]) as tmp:\n"
+              "    print('staged in', oct(os.stat(tmp.parent).st_mode & 0o777))\n"
+              "    cv2.imwrite(str(tmp), np.full((5, 7, 3), 9, np.uint8))\n"
+              "print('left', os.path.exists(tmp.parent))\n")
     argv = [sys.executable, "-c", script, str(tmp_path / "ro.png"), str(locked / "out.png")]
     if os.geteuid() == 0:  # root writes anywhere: let the permissions apply
         caps = "-dac_override,-dac_read_search"
@@ -680,6 +687,7 @@ def test_a_read_only_output_is_refused_and_one_in_a_locked_folder_written_in_pla
         locked.chmod(0o755)
     assert done.returncode == 0, done.stderr
     assert "refused: " in done.stdout and "ro.png': the file is read-only" in done.stdout
+    assert "staged in 0o700" in done.stdout and "left False" in done.stdout  # a private folder
     assert read_image(tmp_path / "ro.png").shape == BASE.shape  # untouched
     assert read_image(locked / "out.png").shape == (5, 7, 3)  # written, into the same file
     assert (locked / "out.png").stat().st_ino == inode

@@ -509,3 +509,22 @@ def test_busy_before_any_inference_ends_says_a_realistic_retry_after(serve_predi
     assert first[1]["r"].status_code == 200
     assert r.status_code == 503 and int(r.headers["retry-after"]) == int(
         _FIRST_INFERENCE_GUESS) > 1, r.headers
+
+
+def test_a_protocol_error_after_an_early_answer_adds_no_second_answer(server):
+    """A request answered before its body ended (415 for a compressed body), then bad
+    chunk framing: a second, unasked-for 400 followed the 415 on the connection."""
+    head = (f"POST /v1/segment HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+            "Content-Type: image/jpeg\r\nContent-Encoding: gzip\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n").encode()
+    with _socket(server, head) as s:
+        s.settimeout(30)
+        first = s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 415 "), first[:100]
+        try:
+            s.sendall(b"zz-not-a-chunk-size\r\n\r\n")
+        except OSError:
+            pass
+        rest, _ = _read_until_closed(s)
+    assert (first + rest).count(b"HTTP/1.1 ") == 1, first + rest
+    assert httpx.get(server.url + "/healthz").status_code == 200

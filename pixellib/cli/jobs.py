@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputNotFoundError, InvalidArgumentError
-from ..media.files import VIDEO_EXTENSIONS, link_problem, real_path
+from ..media.files import VIDEO_EXTENSIONS, extension_problem, link_problem, real_path
 from ..wording import counted
 
 logger = logging.getLogger(__name__)
@@ -200,9 +200,9 @@ def plan_jobs(inputs: list[str], output: str | None) -> list[Job]:
             )
         allowed = VIDEO_CODECS if _is_video(src) else IMAGE_EXTENSIONS + OTHER_WRITE_EXTENSIONS
         if dst.suffix.lower() not in allowed:
-            kind = "a video" if _is_video(src) else "an image"
-            raise InvalidArgumentError(
-                f"output {str(dst)!r} needs {kind} extension: {', '.join(allowed)}")
+            kind = "video " if _is_video(src) else "image "
+            raise InvalidArgumentError(f"output {str(dst)!r}: "
+                                       + extension_problem(dst, kind, allowed))
         return [Job(src, dst, _is_video(src))]
 
     folder = Path(output) if output else Path(DEFAULT_BATCH_FOLDER)

@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pixellib", description="PointRend instance segmentation (PixelLib compatible)."
     )
     from .. import __version__
+    from ..media.images import IMAGE_EXTENSIONS
 
     parser.add_argument("--version", action="version", version=f"pixellib {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -93,8 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                           f"({' '.join(VIDEO_EXTENSIONS)})")
     seg.add_argument("-o", "--output", type=user_path, metavar="OUT",
                      help="output file for one input, else output folder "
-                          f"(default: <stem>_segmented<ext> beside a single input, "
-                          f"./{DEFAULT_BATCH_FOLDER}/ otherwise)")
+                          f"(default: <stem>_segmented<ext> beside a single input: .mp4 for "
+                          f"a video, .png for a picture other than "
+                          f"{' '.join(IMAGE_EXTENSIONS)}; ./{DEFAULT_BATCH_FOLDER}/ "
+                          "otherwise)")
     seg.add_argument("--model", default="resnet50", metavar="PATH_OR_NAME",
                      help="checkpoint file, or resnet50 / resnet101 (downloaded and cached on "
                           "first use; default: resnet50)")

@@ -1231,6 +1231,8 @@ def test_the_command_line_takes_no_prefix_no_repeat_and_inputs_anywhere(folder, 
                         folder / "no-model.pkl", capsys=capsys)
     _assert_one_line_error(err, f"--cutouts '{out}' is the output '{out}'")
     assert code == 1 and not out.exists()
+    code, _, err = _cli("segment", photo, "-o", ".jpg", capsys=capsys)  # "needs an extension"
+    _assert_one_line_error(err, "'.jpg' is a file name with no extension", "'output.jpg'")
 
 
 def test_coco_entries_named_from_another_working_folder_are_found(fake, photos, tmp_path,

@@ -91,9 +91,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _check_output(output: Path, inputs: list[Path]) -> None:
     """Refuse an output that is one of the inputs or that cannot be written, before the
     detection pass (hours on COCO val2017) rather than after it."""
-    from ..media.files import output_path_problem, real_path
+    from ..media.files import output_path_problem, real_path, unwritable_file
 
+    if str(output) == "-":  # a file named '-' was written, where stdout was meant
+        raise InvalidArgumentError("-o -: the detections go to a file, not to stdout; name "
+                                   "a .json file")
     problem = output_path_problem(output)
+    if not problem and unwritable_file(output):
+        problem = f"{str(output)!r}: {unwritable_file(output)[1]}"
     if problem:
         raise InvalidArgumentError(f"cannot write the detections to {problem}")
     if output.exists():

@@ -263,7 +263,8 @@ def test_cli_output_is_checked_before_the_model_loads(dataset, tmp_path, capsys)
     path = _write(tmp_path, dataset["gt"])
     (tmp_path / "odir").mkdir()
     for output, says in ((path, "is the annotation file itself"),
-                         (tmp_path / "odir", "it is a folder")):
+                         (tmp_path / "odir", "it is a folder"),
+                         ("-", "-o -: the detections go to a file, not to stdout")):
         argv = ["evaluate", str(path), str(dataset["images"]), "--model", "nope.pkl",
                 "-o", str(output)]
         assert main(argv) == 1

@@ -172,6 +172,9 @@ def _fetch(url: str, out, *, progress: bool, dest: Path) -> None:
                     out.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
+    except http.client.InvalidURL as e:  # an HTTPException: it was "interrupted"
+        raise ModelDownloadError(f"cannot download {url!r}: not a URL ({e}); give an "
+                                 "https:// or file:// address") from None
     except urllib.error.HTTPError as e:
         raise ModelDownloadError(f"download of {url} failed: HTTP {e.code} {e.reason}") from e
     except urllib.error.URLError as e:

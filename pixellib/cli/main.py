@@ -206,15 +206,20 @@ def _check_words(parser: argparse.ArgumentParser, args, words: list[str],
 
     sub = parser._subparsers._group_actions[0].choices[args.command]  # noqa: SLF001
     options = {o: a for a in sub._actions for o in a.option_strings}  # noqa: SLF001
+    if "--" in extra:  # what follows it is inputs, whatever they look like
+        cut = extra.index("--")
+        extra, after = extra[:cut], extra[cut + 1:]
+    else:
+        after = []
     stray = [w for w in extra if w.startswith("-") and w != "-"]
     if stray:
         near = difflib.get_close_matches(stray[0].split("=", 1)[0], list(options), n=1)
         sub.error(f"unrecognized option {stray[0]!r}"
                   + (f": did you mean {near[0]}?" if near else ""))
-    if extra:
+    if extra or after:
         if not isinstance(getattr(args, "inputs", None), list):
-            sub.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.inputs += extra
+            sub.error(f"unrecognized arguments: {' '.join(extra + after)}")
+        args.inputs += extra + after
     seen: dict[str, list[str]] = {}
     for word in words[words.index(args.command) + 1:]:
         if word == "--":
@@ -411,10 +416,10 @@ def _check_writable(todo: list[Job], args) -> None:
     run on its input. An existing output that may be written is written even in a folder
     that may not be (in place), unless more is written beside it (a batch folder's record,
     --extract's folder)."""
-    for job in todo:
-        unwritable = unwritable_file(job.output)
+    for path in [j.output for j in todo] + ([Path(args.coco)] if args.coco else []):
+        unwritable = unwritable_file(path)
         if unwritable:
-            raise InvalidArgumentError(f"cannot write {str(job.output)!r}: {unwritable[1]}")
+            raise InvalidArgumentError(f"cannot write {str(path)!r}: {unwritable[1]}")
     folders = {j.output.parent for j in todo
                if j.record is not None or args.extract or not writable_file(j.output)}
     for folder in sorted(folders | _extra_folders(args)):

@@ -166,7 +166,8 @@ def _check_extras_folders(jobs: list[Job], args: argparse.Namespace) -> None:
     if not folders:
         return
     places = {real_path(path): (what, path) for what, path in read + [
-        ("the output", job.output) for job in jobs]}
+        ("the output", job.output) for job in jobs] + (
+        [("the --coco file", Path(args.coco))] if getattr(args, "coco", None) else [])}
     for option, folder in folders.items():  # -o c.jpg --cutouts c.jpg: the folder was made,
         if folder in places:                  # then the output could not be written
             what, path = places[folder]

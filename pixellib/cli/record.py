@@ -157,6 +157,8 @@ class DoneRecord:
                 if locked and job.record not in self._compacted:  # once a run, first
                     self._compacted.add(job.record)
                     _compact(job.record)
+                if job.record.is_symlink():  # replaced, as a link at any output name is:
+                    job.record.unlink()        # appending through it wrote another file
                 with open(job.record, "a+b") as f:
                     f.seek(0, os.SEEK_END)
                     if f.tell():

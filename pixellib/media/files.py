@@ -125,6 +125,10 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     # A file that may be written in a folder that may not (no new name can be made there):
     # the content is made in a private folder elsewhere and copied into it.
     in_place = existing is not None and not os.access(path.parent, os.W_OK | os.X_OK)
+    if in_place and existing.st_nlink > 1:  # the other names (an input's?) would change too
+        raise OSError(errno.EACCES, f"cannot write {str(path)!r}: no file can be made in its "
+                      "folder, and writing into it would change its other names (hard "
+                      "links) too")
     staging = Path(tempfile.mkdtemp(prefix="pixellib-")) if in_place else None
     tmp = staging / temporary_name(path).name if staging else temporary_name(path)
     try:
@@ -137,9 +141,13 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
             try:
                 os.replace(tmp, path)
             except OSError as exc:
-                if exc.errno not in (errno.EBUSY, errno.EXDEV):
+                # a mount point (a file bind-mounted into a container), or another's file
+                # in a sticky folder (/tmp): written into, where it may be
+                if exc.errno not in (errno.EBUSY, errno.EXDEV, errno.EPERM) or not (
+                        existing is not None and existing.st_nlink == 1
+                        and os.access(path, os.W_OK)):
                     raise
-                _copy_into(tmp, path)  # a mount point (a file bind-mounted into a container)
+                _copy_into(tmp, path)
     except OSError as exc:
         _discard(tmp)
         named = output_error(exc, tmp, path)
@@ -182,8 +190,9 @@ def _keep_mode_and_owner(tmp: Path, existing: os.stat_result) -> None:
         if (own.st_uid, own.st_gid) != (existing.st_uid, existing.st_gid):
             try:
                 os.chown(tmp, existing.st_uid, existing.st_gid)
-            except OSError:  # only root may give a file away; the mode is kept anyway
-                pass
+            except OSError:  # only root may give a file away; its group, a member may
+                with contextlib.suppress(OSError):
+                    os.chown(tmp, -1, existing.st_gid)
 
 
 def _copy_into(tmp: Path, path: Path) -> None:
@@ -271,6 +280,11 @@ def output_path_problem(path: PathLike, *, folder: bool = False) -> str | None:
         if not folder and not path.is_file():  # /dev/stdout, a pipe: would be replaced
             return (f"{str(path)!r}: it is not a regular file (a device, a pipe or a "
                     "socket); name a file to write")
+    if not folder:
+        stream = _stream_link(path)
+        if stream:  # /dev/stdout > file: the link itself would be replaced
+            return (f"{str(path)!r}: it is a link to {stream!r} (a standard stream or a "
+                    "device), which an output would replace; name a file to write")
 
     for parent in path.parents:
         if parent.exists():
@@ -280,11 +294,30 @@ def output_path_problem(path: PathLike, *, folder: bool = False) -> str | None:
     return None
 
 
+def _stream_link(path: Path) -> str | None:
+    """The first link under /dev or /proc in the chain of links at ``path`` (``/dev/stdout``,
+    or a link of one's own to ``/proc/self/fd/1``), or None: such links stand for streams
+    and devices (tmpfs' /dev/shm aside)."""
+    step = Path(os.path.abspath(path))
+    for _ in range(40):  # the system's own limit on a chain of links
+        if not step.is_symlink():
+            return None
+        text = str(step)
+        if text.startswith(("/proc/", "/dev/")) and not text.startswith("/dev/shm/"):
+            return text
+        try:
+            step = Path(os.path.abspath(step.parent / os.readlink(step)))
+        except OSError:
+            return None
+    return None
+
+
 def writable_file(path: PathLike) -> bool:
     """Whether ``path`` (through its links) is an existing file this process may write:
     :func:`atomic_path` then writes it even in a folder it may not write in."""
-    path = user_path(path)  # (a link is replaced, in its folder)
-    return not path.is_symlink() and path.is_file() and os.access(path, os.W_OK)
+    path = user_path(path)  # (a link is replaced, in its folder; a hard-linked file is not
+    return (not path.is_symlink() and path.is_file()  # written into, see atomic_path)
+            and os.stat(path).st_nlink == 1 and os.access(path, os.W_OK))
 
 
 def unwritable_folder(folder: PathLike) -> str | None:

@@ -317,9 +317,8 @@ def _open_capture(source) -> tuple[object, bool, str]:
         )
     if int(source) < 0:  # OpenCV 5.0's VideoCapture(-1) crashes the process without a camera
         raise ImageReadError(f"cannot open camera {int(source)}: camera indices are 0, 1, ...")
-    device = f"/dev/video{int(source)}"
-    # (100 and above: OpenCV's backend + index form, cv2.CAP_V4L2 + 0, names no /dev/video)
-    if sys.platform.startswith("linux") and int(source) < 100 and not os.path.exists(device):
+    device = f"/dev/video{int(source) % 100}"  # (OpenCV's backend + index: CAP_V4L2 + 0)
+    if sys.platform.startswith("linux") and not os.path.exists(device):
         # said here, not by OpenCV's V4L2 warnings on the terminal
         raise ImageReadError(f"cannot open camera {int(source)}: there is no {device} (no "
                              "camera plugged in, or, in a container, none passed into it)")

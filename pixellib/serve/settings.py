@@ -79,13 +79,18 @@ class ServeSettings:
         return {
             "max_upload_bytes": self.max_upload_bytes,
             "max_pixels": self.max_pixels,
-            "timeout_s": self.timeout,
-            "upload_timeout_s": self.upload_timeout,
-            "head_timeout_s": self.head_timeout,
+            # null for no limit (inf is not JSON: /v1/info answered 500)
+            "timeout_s": _finite_or_none(self.timeout),
+            "upload_timeout_s": _finite_or_none(self.upload_timeout),
+            "head_timeout_s": _finite_or_none(self.head_timeout),
             "replicas": self.replicas,
             "max_queue": self.max_queue,
             "torch_threads_per_replica": self.threads_per_replica,
         }
+
+
+def _finite_or_none(seconds: float) -> float | None:
+    return None if seconds == float("inf") else seconds
 
 
 def is_loopback(host: str) -> bool:

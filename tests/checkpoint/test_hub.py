@@ -172,6 +172,7 @@ def test_connection_refused_is_clear(home, fake_validator):
     ("notaurl", "cannot download 'notaurl': not a URL"),
     ("http://[::1", "not a URL \\(Invalid IPv6 URL\\)"),
     ("", "the model URL given is empty"),
+    ("http://a b/", "cannot download 'http://a b/': not a URL"),  # it was "interrupted"
 ])
 def test_a_url_that_is_not_one_is_a_clear_error(home, fake_validator, url, says):
     """It ended in a ValueError traceback ("unknown url type"); '' fetched the default."""

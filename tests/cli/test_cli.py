@@ -994,6 +994,8 @@ def test_an_output_file_that_may_be_written_is_written_in_a_locked_folder(
         for extra, says in ((["-o", str(out), "--extract", "mask"],
                              f"cannot write outputs in '{locked}'"),
                             (["-o", str(tmp_path / "ro.jpg")],
+                             "ro.jpg': the file is read-only"),
+                            (["-o", str(tmp_path / "a.jpg"), "--coco", str(tmp_path / "ro.jpg")],
                              "ro.jpg': the file is read-only")):
             done = subprocess.run(_without_root_powers(
                 [sys.executable, "-m", "pixellib", "segment", str(folder / "photo0.jpg"),
@@ -1075,6 +1077,20 @@ def test_the_record_follows_contents_and_settles_what_does_not_matter(fake, phot
     code, stdout, err = fake(folder, "-o", out, "--effect", f"replace-bg={background}",
                              "--skip-existing")
     assert code == 0 and _summary(stdout)["images"] == 3, err
+
+
+def test_a_link_at_the_records_name_is_replaced_not_appended_through(fake, photos,
+                                                                       tmp_path):
+    """The record was appended through a link at its name, into whatever file it led to."""
+    folder = _photo_folder(tmp_path, photos)
+    out, victim = tmp_path / "out", tmp_path / "victim.txt"
+    out.mkdir()
+    victim.write_text("mine\n")
+    (out / ".pixellib-done.jsonl").symlink_to(victim)
+    assert fake(folder, "-o", out)[0] == 0
+    assert victim.read_text() == "mine\n"
+    record = out / ".pixellib-done.jsonl"
+    assert not record.is_symlink() and len(record.read_text().splitlines()) == 3
 
 
 def test_the_record_survives_a_cut_line_and_is_not_the_coco_file(fake, photos, tmp_path):
@@ -1233,6 +1249,13 @@ def test_the_command_line_takes_no_prefix_no_repeat_and_inputs_anywhere(folder, 
     assert code == 1 and not out.exists()
     code, _, err = _cli("segment", photo, "-o", ".jpg", capsys=capsys)  # "needs an extension"
     _assert_one_line_error(err, "'.jpg' is a file name with no extension", "'output.jpg'")
+    code, _, err = _cli("segment", photo, "--boxes", "--", folder / "-b.jpg", capsys=capsys)
+    _assert_one_line_error(err, "input not found", "-b.jpg")  # after --, an input
+    coco = folder.parent / "x.json"
+    code, _, err = _cli("segment", photo, "-o", out, "--coco", coco, "--cutouts", coco,
+                        "--model", folder / "no-model.pkl", capsys=capsys)
+    _assert_one_line_error(err, f"--cutouts '{coco}' is the --coco file")
+    assert not coco.exists()
 
 
 def test_coco_entries_named_from_another_working_folder_are_found(fake, photos, tmp_path,

@@ -665,6 +665,8 @@ def test_a_read_only_output_is_refused_and_one_in_a_locked_folder_written_in_pla
     write_image(tmp_path / "ro.png", BASE)
     (tmp_path / "ro.png").chmod(0o444)
     inode = (locked / "out.png").stat().st_ino
+    write_image(tmp_path / "photo.png", BASE)
+    os.link(tmp_path / "photo.png", locked / "photo.png")  # the input, under a second name
     locked.chmod(0o555)
     script = ("import os, sys, cv2, numpy as np\n"
               "from pixellib.media.files import atomic_path\n"
@@ -676,8 +678,13 @@ def test_a_read_only_output_is_refused_and_one_in_a_locked_folder_written_in_pla
               "with atomic_path(sys.argv[2]) as tmp:\n"
               "    print('staged in', oct(os.stat(tmp.parent).st_mode & 0o777))\n"
               "    cv2.imwrite(str(tmp), np.full((5, 7, 3), 9, np.uint8))\n"
-              "print('left', os.path.exists(tmp.parent))\n")
-    argv = [sys.executable, "-c", script, str(tmp_path / "ro.png"), str(locked / "out.png")]
+              "print('left', os.path.exists(tmp.parent))\n"
+              "try:\n"
+              "    write_image(sys.argv[3], np.zeros((5, 7, 3), np.uint8))\n"
+              "except OSError as e:\n"
+              "    print('hard link:', e)\n")
+    argv = [sys.executable, "-c", script, str(tmp_path / "ro.png"), str(locked / "out.png"),
+            str(locked / "photo.png")]
     if os.geteuid() == 0:  # root writes anywhere: let the permissions apply
         caps = "-dac_override,-dac_read_search"
         argv = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--", *argv]
@@ -691,7 +698,9 @@ def test_a_read_only_output_is_refused_and_one_in_a_locked_folder_written_in_pla
     assert read_image(tmp_path / "ro.png").shape == BASE.shape  # untouched
     assert read_image(locked / "out.png").shape == (5, 7, 3)  # written, into the same file
     assert (locked / "out.png").stat().st_ino == inode
-    assert [p.name for p in locked.iterdir()] == ["out.png"]
+    assert sorted(p.name for p in locked.iterdir()) == ["out.png", "photo.png"]
+    assert "hard link: " in done.stdout and "other names (hard links)" in done.stdout
+    assert read_image(tmp_path / "photo.png").shape == BASE.shape  # the input untouched
 
 
 def test_an_output_that_is_a_device_or_a_pipe_is_refused_not_replaced(tmp_path):
@@ -710,12 +719,22 @@ def test_an_output_that_is_a_device_or_a_pipe_is_refused_not_replaced(tmp_path):
     with pytest.raises(OSError, match=r"null\.json': it is not a regular file"):
         write_bytes(to_null, b"{}")
     assert to_null.is_symlink() and os.readlink(to_null) == os.devnull
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.jpg", "null.json"]
+    # a link to the standard output, redirected to a file (a regular one): replaced, it
+    # was /dev/stdout itself that became a plain file
+    stdout = tmp_path / "stdout"
+    stdout.symlink_to("/proc/self/fd/1")
+    with pytest.raises(OSError, match=r"stdout': it is a link to '/proc/self/fd/1' \(a "
+                                      r"standard stream or a device\)"):
+        write_bytes(stdout, b"{}")
+    assert stdout.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.jpg", "null.json", "stdout"]
 
 
-def test_an_output_that_cannot_be_renamed_over_is_copied_into(tmp_path, monkeypatch):
+@pytest.mark.parametrize("code", ["EBUSY", "EPERM"])
+def test_an_output_that_cannot_be_renamed_over_is_copied_into(tmp_path, monkeypatch, code):
     """A file bind-mounted into a container (docker -v out.jpg:/out.jpg) cannot be renamed
-    over (EBUSY): the model ran, and then nothing was written."""
+    over (EBUSY), nor another user's writable file in a sticky folder like /tmp (EPERM):
+    the model ran, and then nothing was written."""
     import errno
 
     path = tmp_path / "mounted.png"
@@ -723,7 +742,7 @@ def test_an_output_that_cannot_be_renamed_over_is_copied_into(tmp_path, monkeypa
     inode = path.stat().st_ino
 
     def busy(src, dst):
-        raise OSError(errno.EBUSY, "Device or resource busy", str(dst))
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(dst))
 
     monkeypatch.setattr(os, "replace", busy)
     write_image(path, BASE[:, :, 2])

@@ -424,3 +424,16 @@ def test_common_request_mistakes_say_what_to_do(cli_server, photo_bytes):
     r = httpx.post(cli_server.url + "/v1/render?effect=color-bg%3D%2300ff00", headers=h,
                    files={"image": ("p.jpg", photo_bytes)}, timeout=300)
     assert r.status_code == 200, r.text
+
+
+def test_infinite_timeouts_are_null_in_the_limits():
+    """``serve --timeout inf``: /v1/info answered 500 (inf is not JSON), and the web page,
+    which reads it first, broke."""
+    import json
+
+    from pixellib.serve.settings import ServeSettings
+
+    limits = ServeSettings(timeout=float("inf"), upload_timeout=float("inf"),
+                           head_timeout=5.0).limits()
+    assert json.loads(json.dumps(limits, allow_nan=False))["timeout_s"] is None
+    assert limits["upload_timeout_s"] is None and limits["head_timeout_s"] == 5.0

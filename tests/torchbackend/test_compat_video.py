@@ -237,6 +237,8 @@ def test_a_missing_camera_is_named_without_opencvs_warnings(ins, monkeypatch):
     monkeypatch.setattr(cv2, "VideoCapture", opened)
     with pytest.raises(ImageReadError, match=r"cannot open camera 7: there is no /dev/video7"):
         ins.process_camera(7)
+    with pytest.raises(ImageReadError, match=r"camera 207: there is no /dev/video7"):
+        ins.process_camera(cv2.CAP_V4L2 + 7)  # OpenCV's backend + index form
 
 
 def test_camera_arguments_are_refused_with_the_capture_left_open(ins, monkeypatch, tmp_path):

@@ -406,7 +406,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 def _extra_folders(args) -> set[Path]:
     """The other places the command writes: the --coco file's folder, --cutouts, --masks."""
-    places = {Path(args.coco).expanduser().absolute().parent} if args.coco else set()
+    places = ({Path(args.coco).expanduser().absolute().parent}
+              if args.coco and not writable_file(args.coco) else set())  # else in place
     return places | {Path(f).expanduser() for f in (args.cutouts, args.masks) if f}
 
 

@@ -159,6 +159,9 @@ class DoneRecord:
                     _compact(job.record)
                 if job.record.is_symlink():  # replaced, as a link at any output name is:
                     job.record.unlink()        # appending through it wrote another file
+                elif job.record.exists() and os.stat(job.record).st_nlink > 1:
+                    _compact(job.record, always=True)  # a new file: a hard-linked copy's
+                    # record stays as it was
                 with open(job.record, "a+b") as f:
                     f.seek(0, os.SEEK_END)
                     if f.tell():
@@ -186,7 +189,7 @@ def _entries_of(data: bytes) -> tuple[dict[str, dict], int]:
     return entries, lines
 
 
-def _compact(record: Path) -> None:
+def _compact(record: Path, *, always: bool = False) -> None:
     """Rewrite ``record`` with its last line per output, once the superseded lines outnumber
     the live ones: each re-run appends a line per output it makes again, so a folder re-run
     daily would grow it for ever. Called under the folder's lock (:func:`_folder_lock`),
@@ -197,7 +200,7 @@ def _compact(record: Path) -> None:
     if not record.is_file():
         return
     entries, lines = _entries_of(record.read_bytes())
-    if lines <= max(COMPACT_FROM, 2 * len(entries)):
+    if lines <= max(COMPACT_FROM, 2 * len(entries)) and not always:
         return
     text = "".join(json.dumps(item) + "\n" for item in entries.values()).encode("ascii")
     with atomic_path(record) as tmp, open(tmp, "xb") as f:

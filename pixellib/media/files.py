@@ -283,8 +283,10 @@ def output_path_problem(path: PathLike, *, folder: bool = False) -> str | None:
     if not folder:
         stream = _stream_link(path)
         if stream:  # /dev/stdout > file: the link itself would be replaced
-            return (f"{str(path)!r}: it is a link to {stream!r} (a standard stream or a "
-                    "device), which an output would replace; name a file to write")
+            what = ("a standard stream or a device" if stream == os.path.abspath(path) else
+                    f"a link to {stream!r} (a standard stream or a device)")
+            return (f"{str(path)!r}: it is {what}, which an output would replace; name a "
+                    "file to write")
 
     for parent in path.parents:
         if parent.exists():

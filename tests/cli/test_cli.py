@@ -970,21 +970,23 @@ def test_an_output_file_that_may_be_written_is_written_in_a_locked_folder(
     refused ("no permission to write there"), though PixelLib's cv2.imwrite writes it."""
     locked = tmp_path / "locked"
     locked.mkdir()
-    out = locked / "out.jpg"
+    out, coco = locked / "out.jpg", locked / "c.json"
     out.write_bytes(b"old")
+    coco.write_text("{}")
     inode = out.stat().st_ino
     locked.chmod(0o555)
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     try:
         done = subprocess.run(_without_root_powers(
             [sys.executable, "-m", "pixellib", "segment", str(folder / "photo0.jpg"), "-o",
-             str(out), "--model", str(checkpoint), "--speed", "rapid"]),
+             str(out), "--coco", str(coco), "--model", str(checkpoint), "--speed", "rapid"]),
             env=env, capture_output=True, text=True, timeout=300)
     finally:
         locked.chmod(0o755)
     assert done.returncode == 0, done.stderr
     assert cv2.imread(str(out)) is not None and out.stat().st_ino == inode
-    assert [p.name for p in locked.iterdir()] == ["out.jpg"]
+    assert "images" in json.loads(coco.read_text())  # --coco too, in place
+    assert sorted(p.name for p in locked.iterdir()) == ["c.json", "out.jpg"]
     # but not with --extract, whose folder goes beside it; nor a read-only output: both
     # refused before the model loads, not after it ran
     (tmp_path / "ro.jpg").write_bytes(b"mine")
@@ -1091,6 +1093,14 @@ def test_a_link_at_the_records_name_is_replaced_not_appended_through(fake, photo
     assert victim.read_text() == "mine\n"
     record = out / ".pixellib-done.jsonl"
     assert not record.is_symlink() and len(record.read_text().splitlines()) == 3
+    # a hard-linked copy of the folder (cp -al) keeps its own record: appended in place, it
+    # said the copy's outputs were made with the new options, and --skip-existing kept them
+    (tmp_path / "copy").mkdir()
+    os.link(record, tmp_path / "copy" / record.name)
+    before = record.read_text()
+    assert fake(folder, "-o", out, "--classes", "person")[0] == 0
+    assert (tmp_path / "copy" / record.name).read_text() == before
+    assert len(record.read_text().splitlines()) == 6  # its own record goes on
 
 
 def test_the_record_survives_a_cut_line_and_is_not_the_coco_file(fake, photos, tmp_path):

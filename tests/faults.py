@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import errno
+import os
+import subprocess
 from pathlib import Path
 
 
@@ -15,3 +17,22 @@ def full_disk_for(name: str, write):
         return write(path, image, *args, **kwargs)
 
     return write_or_fail
+
+
+def without_root_powers(argv: list[str]) -> list[str]:
+    """``argv`` run with file permissions applying: root otherwise reads and writes
+    anywhere (CI runs as root)."""
+    if os.geteuid() != 0:
+        return argv
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--", *argv]
+
+
+def run_locked_out(argv: list[str], locked: Path, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``argv`` with permissions applying (:func:`without_root_powers`), text output
+    captured; the folder ``locked`` is made writable again afterwards (0o755)."""
+    try:
+        return subprocess.run(without_root_powers(argv), capture_output=True, text=True,
+                              timeout=kwargs.pop("timeout", 120), **kwargs)
+    finally:
+        locked.chmod(0o755)

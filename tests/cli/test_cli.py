@@ -918,11 +918,9 @@ def test_sigterm_leaves_no_half_written_video(tmp_path, checkpoint, photos, name
 
 
 def _without_root_powers(argv: list[str]) -> list[str]:
-    """``argv`` run with file permissions applying (root otherwise writes anywhere)."""
-    if os.geteuid() != 0:
-        return argv
-    caps = "-dac_override,-dac_read_search"
-    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--", *argv]
+    from faults import without_root_powers
+
+    return without_root_powers(argv)
 
 
 def test_a_batch_and_the_server_run_with_their_output_streams_closed(folder, tmp_path,

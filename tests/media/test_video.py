@@ -235,7 +235,6 @@ def test_a_pipe_or_a_loop_named_like_a_video_is_named_not_opened(tmp_path):
 
 def test_a_video_output_in_a_folder_nothing_can_be_written_in_is_refused_first(tmp_path):
     """process_video segmented frames, then failed to write (the CLI refused it first)."""
-    import subprocess
     import sys
 
     locked = tmp_path / "locked"
@@ -248,12 +247,8 @@ def test_a_video_output_in_a_folder_nothing_can_be_written_in_is_refused_first(t
               "except ValueError as e:\n"
               "    print(e)\n")
     argv = [sys.executable, "-c", script, str(locked / "x.mp4")]
-    if os.geteuid() == 0:  # root writes anywhere: let the permissions apply
-        caps = "-dac_override,-dac_read_search"
-        argv = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--", *argv]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    finally:
-        locked.chmod(0o755)
+    from faults import run_locked_out
+
+    done = run_locked_out(argv, locked)
     assert done.returncode == 0, done.stderr
     assert "x.mp4': cannot write in" in done.stdout and "no permission" in done.stdout

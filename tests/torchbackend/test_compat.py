@@ -679,14 +679,9 @@ def test_segment_batch_into_a_folder_it_cannot_write_refuses_before_segmenting(t
     )
     (locked / "b.jpg").write_bytes((IMAGES / "small.jpg").read_bytes())
     argv = [sys.executable, "-c", script, str(tmp_path / "in"), str(locked), str(locked)]
-    if os.geteuid() == 0:  # root writes anywhere: let the permissions apply
-        caps = "-dac_override,-dac_read_search"
-        argv = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--", *argv]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120,
-                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    finally:
-        locked.chmod(0o755)
+    from faults import run_locked_out
+
+    done = run_locked_out(argv, locked, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 3 and all("no permission to write there" in line for line in lines[:2])

@@ -163,27 +163,6 @@ def test_process_camera_without_frames_or_closed(ins, monkeypatch):
         ins.process_camera(closed)
 
 
-def test_show_frames_without_a_gui(ins, monkeypatch, caplog):
-    """pixellib installs opencv-python-headless. A named window (frame_name) is refused
-    before the first frame (it failed only after a frame had been read and segmented), the
-    caller's capture left open; without a name PixelLib showed no window, so its scripts ran
-    headless: they run here too (they were refused, and the capture closed)."""
-    from pixellib.torchbackend.instance import streams
-
-    monkeypatch.setattr(streams, "gui_available", lambda: False)  # as on a server
-    def no_window(*args):
-        raise AssertionError("a window was used")
-    monkeypatch.setattr(cv2, "imshow", no_window)
-    cam = FakeCapture(_frames(2))
-    with pytest.raises(RuntimeError, match="pip uninstall -y opencv-python-headless"):
-        ins.process_camera(cam, show_frames=True, frame_name="live")
-    assert cam.reads == 0 and not cam.released
-    with caplog.at_level(logging.WARNING):
-        results, output = ins.process_camera(cam, show_frames=True)
-    assert cam.reads == 3 and cam.released and output.shape == (SIZE[1], SIZE[0], 3)
-    assert "no window" in caplog.text
-
-
 class FlakyCapture(FakeCapture):
     """A camera whose reads fail where ``pattern`` says False (then give the next frame)."""
 
@@ -253,25 +232,34 @@ def test_camera_arguments_are_refused_with_the_capture_left_open(ins, monkeypatc
     assert list(tmp_path.iterdir()) == []
 
 
-def test_show_frames_without_a_display(ins, monkeypatch, caplog):
-    """With a GUI build of OpenCV (opencv-python) and no display (ssh, a container), the
-    first cv2.imshow aborted the whole process from Qt, past any except: now it is the
-    headless case (a named window refused before the first frame, else no window)."""
+@pytest.mark.parametrize("gui, says, warns", [
+    (False, "pip uninstall -y opencv-python-headless",
+     "no window (this OpenCV has no GUI support"),
+    (True, "needs a display.*DISPLAY and WAYLAND_DISPLAY", "no window (there is no display"),
+])
+def test_show_frames_without_a_gui_or_a_display(ins, monkeypatch, caplog, gui, says, warns):
+    """pixellib installs opencv-python-headless; with a GUI build (opencv-python) and no
+    display (ssh, a container), the first cv2.imshow aborted the whole process from Qt,
+    past any except. Either way a named window (frame_name) is refused before the first
+    frame (it failed only after a frame had been read and segmented), the caller's capture
+    left open; without a name PixelLib showed no window, so its scripts ran headless: they
+    run here too (they were refused, and the capture closed)."""
     from pixellib.torchbackend.instance import streams
 
-    monkeypatch.setattr(streams, "gui_available", lambda: True)
+    monkeypatch.setattr(streams, "gui_available", lambda: gui)
     for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
         monkeypatch.delenv(name, raising=False)
     def no_window(*args):
         raise AssertionError("a window was used")
     monkeypatch.setattr(cv2, "imshow", no_window)
     cam = FakeCapture(_frames(2))
-    with pytest.raises(RuntimeError, match="needs a display.*DISPLAY and WAYLAND_DISPLAY"):
+    with pytest.raises(RuntimeError, match=says):
         ins.process_camera(cam, show_frames=True, frame_name="live")
     assert cam.reads == 0 and not cam.released
     with caplog.at_level(logging.WARNING):
-        ins.process_camera(cam, show_frames=True)
-    assert cam.released and "no window (there is no display" in caplog.text
+        results, output = ins.process_camera(cam, show_frames=True)
+    assert cam.reads == 3 and cam.released and output.shape == (SIZE[1], SIZE[0], 3)
+    assert warns in caplog.text
 
 
 def test_process_video_takes_what_videocapture_took(ins, tmp_path):

@@ -269,9 +269,15 @@ def connected(address: str | None = None, *, num_cpus: int | None = None) -> Ite
     if address in (None, "local"):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         temp_dir = tempfile.mkdtemp(prefix="pixellib-ray-")
-        with _keeps_sigterm():
-            ray.init(address="local", num_cpus=num_cpus or (cores or os.cpu_count() or 1) + 1,
-                     include_dashboard=False, _temp_dir=temp_dir)
+        try:
+            with _keeps_sigterm():
+                ray.init(address="local",
+                         num_cpus=num_cpus or (cores or os.cpu_count() or 1) + 1,
+                         include_dashboard=False, _temp_dir=temp_dir)
+        except BaseException:  # Ctrl-C or SIGTERM while it started: its folder goes too
+            ray.shutdown()
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            raise
     else:
         unreachable = _unreachable(address)
         if unreachable:  # Ray itself retries a silent address for minutes
@@ -312,6 +318,12 @@ def _keeps_sigterm() -> Iterator[None]:
     previous = signal.getsignal(signal.SIGTERM) if main else None
     try:
         yield
+    except SystemExit as exc:
+        # A SIGTERM while ray.init ran met Ray's handler (exit status 15, no word): it is
+        # the caller's handler's to answer (the CLI's: its message and 143).
+        if main and callable(previous) and exc.code == 15:
+            previous(signal.SIGTERM, None)
+        raise
     finally:
         if main and callable(previous):
             signal.signal(signal.SIGTERM, previous)
@@ -381,15 +393,18 @@ def segment_dataset(
     confidence: float | None = None, classes: Sequence[int] | None = None,
     concurrency: int | None = None, batch_size: int = 8, num_cpus: float | None = None,
     num_gpus: float = 0, polygons: bool = False, annotate_dir: str | None = None,
-    worker: type = SegmentBatch, one_at_a_time: bool = False,
+    worker: type = SegmentBatch, one_at_a_time: bool = False, read_num_cpus: float = 1.0,
 ) -> ray.data.Dataset:
     """``ds`` (rows of ``read_binary_files`` / ``read_images`` with paths) mapped to result
     rows by a pool of ``concurrency`` actors of ``num_cpus`` CPUs and ``num_gpus`` GPUs each.
     Defaults: ``num_cpus`` 1 for a GPU actor, else :func:`default_actor_cpus`; as many
     actors as the cluster holds, leaving :func:`read_cpus` for reading. Sizes that cannot
     run on the cluster as it is (a GPU actor without a GPU, actors that leave no CPU for
-    reading) raise :class:`RayJobError` instead of waiting for ever. ``one_at_a_time``: one
-    image per call and one call in flight per actor (finding an image that kills workers)."""
+    reading) raise :class:`RayJobError` instead of waiting for ever. ``read_num_cpus``: what
+    each of ``ds``'s read tasks asks for (Ray's default, 1; ``read_binary_files(...,
+    num_cpus=0.5)`` lets one actor and the reading share a 1-CPU cluster). ``one_at_a_time``:
+    one image per call and one call in flight per actor (finding an image that kills
+    workers)."""
     classes = _class_ids(classes)
     _check_numbers(concurrency=concurrency, batch_size=batch_size, num_cpus=num_cpus,
                    num_gpus=num_gpus)
@@ -407,12 +422,19 @@ def segment_dataset(
         else:
             concurrency = int((cpus - read_cpus(cpus)) / num_cpus + 1e-9)
         concurrency = max(1, concurrency)
-    needed = concurrency * num_cpus + read_cpus(cpus)
+    reading = max(read_cpus(cpus), read_num_cpus)  # a read task of ds: 1 CPU unless said
+    needed = concurrency * num_cpus + reading
     if needed > cpus + 1e-9:  # the actors would hold every CPU, and reading waits for ever
+        hint = ("give fewer actors (concurrency) or fewer CPUs each (num_cpus), or leave both "
+                "to their defaults")
+        if read_num_cpus > read_cpus(cpus):  # (a 1-CPU cluster: the defaults hung here)
+            hint = (f"read the dataset with num_cpus={read_cpus(cpus):g} (e.g. "
+                    f"ray.data.read_binary_files(..., num_cpus={read_cpus(cpus):g})) and pass "
+                    f"read_num_cpus={read_cpus(cpus):g}, or use segment_to_parquet, which "
+                    "does so")
         raise RayJobError(
-            f"{concurrency} actor(s) of {num_cpus:g} CPUs and the reading ({read_cpus(cpus):g} "
-            f"CPU) need {needed:g} CPUs, and the Ray cluster has {cpus:g}: give fewer actors "
-            "(concurrency) or fewer CPUs each (num_cpus), or leave both to their defaults")
+            f"{concurrency} actor(s) of {num_cpus:g} CPUs and the reading ({reading:g} CPU) "
+            f"need {needed:g} CPUs, and the Ray cluster has {cpus:g}: {hint}")
     model = _checked_model(model, speed, confidence)
     kwargs = dict(model=str(model), speed=speed, confidence=confidence, polygons=polygons,
                   classes=classes,
@@ -614,7 +636,7 @@ def _run_passes(todo: list[str], out: Path, fmt: str, rows_per_shard: int, wante
             ds = segment_dataset(ray.data.read_binary_files(
                 part, include_paths=True, **_read_blocks(len(part), sizes["batch_size"]),
                 **({"num_cpus": reading} if reading < 1 else {})),
-                **sizes, **options)
+                **sizes, **options, read_num_cpus=reading)
             with _ordered(bool(window)):
                 _stream(ds, out, fmt, rows_per_shard, wanted, summary, started)
             failure = None

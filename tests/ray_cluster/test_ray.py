@@ -641,8 +641,43 @@ def test_ray_init_leaves_the_callers_sigterm_handler():
         with _keeps_sigterm():
             signal.signal(signal.SIGTERM, lambda *a: None)  # what ray.init does
         assert signal.getsignal(signal.SIGTERM) is ours
+        # a SIGTERM while ray.init ran met Ray's sys.exit(15): exit status 15, no word
+        with pytest.raises(SystemExit) as stopped, _keeps_sigterm():
+            raise SystemExit(15)
+        assert stopped.value.code == 143 and signal.getsignal(signal.SIGTERM) is ours
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_local_cluster_stopped_while_it_starts_leaves_no_folder(monkeypatch, tmp_path):
+    """Ctrl-C or SIGTERM during ray.init left its /tmp/pixellib-ray-* folder behind."""
+    from pixellib.ray import job
+
+    def interrupted(**kwargs):
+        assert Path(kwargs["_temp_dir"]).is_dir()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job.ray, "init", interrupted)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(KeyboardInterrupt), job.connected("local"):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_users_dataset_on_a_one_cpu_cluster_is_refused_not_left_waiting(monkeypatch):
+    """segment_dataset over a dataset read at Ray's default (1 CPU a read task) on a 1-CPU
+    cluster: the actor took half a CPU and the reading waited for ever for a whole one."""
+    from pixellib.errors import ModelNotFoundError, RayJobError
+    from pixellib.ray import job
+
+    monkeypatch.setattr(job.ray, "cluster_resources", lambda: {"CPU": 1.0})
+    monkeypatch.setattr(job.ray, "nodes", lambda: [{"Alive": True,
+                                                    "Resources": {"CPU": 1.0}}])
+    with pytest.raises(RayJobError, match=r"need 1\.5 CPUs, and the Ray cluster has 1: read "
+                                          r"the dataset with num_cpus=0\.5"):
+        job.segment_dataset(None, model="no-such-model.pkl")
+    with pytest.raises(ModelNotFoundError):  # read at half a CPU, said: past the check
+        job.segment_dataset(None, model="no-such-model.pkl", read_num_cpus=0.5)
 
 
 def test_cli_ray_checks_the_device(tmp_path, capsys):

@@ -657,11 +657,14 @@ def test_a_local_cluster_stopped_while_it_starts_leaves_no_folder(monkeypatch, t
         assert Path(kwargs["_temp_dir"]).is_dir()
         raise KeyboardInterrupt
 
+    shut = []
+    monkeypatch.setattr(job.ray, "is_initialized", lambda: False)  # (a test's cluster may be)
     monkeypatch.setattr(job.ray, "init", interrupted)
+    monkeypatch.setattr(job.ray, "shutdown", lambda: shut.append(True))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with pytest.raises(KeyboardInterrupt), job.connected("local"):
         pass
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [] and shut == [True]
 
 
 def test_a_users_dataset_on_a_one_cpu_cluster_is_refused_not_left_waiting(monkeypatch):

@@ -158,10 +158,6 @@ def _fetch(url: str, out, *, progress: bool, dest: Path) -> None:
 
     try:
         request = urllib.request.Request(url, headers={"User-Agent": "pixellib"})
-    except ValueError as e:  # "unknown url type", "Invalid IPv6 URL": a traceback before
-        raise ModelDownloadError(f"cannot download {url!r}: not a URL ({e}); give an "
-                                 "https:// or file:// address") from None
-    try:
         with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
             header = response.headers.get("Content-Length")
             expected = int(header) if header and header.isdigit() else None
@@ -172,7 +168,8 @@ def _fetch(url: str, out, *, progress: bool, dest: Path) -> None:
                     out.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
-    except http.client.InvalidURL as e:  # an HTTPException: it was "interrupted"
+    except (ValueError, http.client.InvalidURL) as e:  # "unknown url type", "Invalid IPv6
+        # URL" (a traceback before), a space in the host (an HTTPException: "interrupted")
         raise ModelDownloadError(f"cannot download {url!r}: not a URL ({e}); give an "
                                  "https:// or file:// address") from None
     except urllib.error.HTTPError as e:

@@ -97,8 +97,9 @@ def _check_output(output: Path, inputs: list[Path]) -> None:
         raise InvalidArgumentError("-o -: the detections go to a file, not to stdout; name "
                                    "a .json file")
     problem = output_path_problem(output)
-    if not problem and unwritable_file(output):
-        problem = f"{str(output)!r}: {unwritable_file(output)[1]}"
+    unwritable = None if problem else unwritable_file(output)
+    if unwritable:
+        problem = f"{str(output)!r}: {unwritable[1]}"
     if problem:
         raise InvalidArgumentError(f"cannot write the detections to {problem}")
     if output.exists():

@@ -165,8 +165,8 @@ def _check_extras_folders(jobs: list[Job], args: argparse.Namespace) -> None:
                     "choose another -o")
     if not folders:
         return
-    places = {real_path(path): (what, path) for what, path in read + [
-        ("the output", job.output) for job in jobs] + (
+    written = [("the output", job.output) for job in jobs]
+    places = {real_path(path): (what, path) for what, path in read + written + (
         [("the --coco file", Path(args.coco))] if getattr(args, "coco", None) else [])}
     for option, folder in folders.items():  # -o c.jpg --cutouts c.jpg: the folder was made,
         if folder in places:                  # then the output could not be written
@@ -175,7 +175,7 @@ def _check_extras_folders(jobs: list[Job], args: argparse.Namespace) -> None:
                                        f"{what} {str(path)!r}: choose another --{option} "
                                        "folder")
     stems = {job.output.stem: job for job in jobs if not job.video}  # images only
-    for what, path in read + [("the output", job.output) for job in jobs]:
+    for what, path in read + written:
         where = real_path(path.parent)
         for option, folder in folders.items():
             if where != folder:

@@ -144,8 +144,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
                 # a mount point (a file bind-mounted into a container), or another's file
                 # in a sticky folder (/tmp): written into, where it may be
                 if exc.errno not in (errno.EBUSY, errno.EXDEV, errno.EPERM) or not (
-                        existing is not None and existing.st_nlink == 1
-                        and os.access(path, os.W_OK)):
+                        existing is not None and writable_file(path)):
                     raise
                 _copy_into(tmp, path)
     except OSError as exc:
@@ -169,16 +168,19 @@ def unwritable_file(path: PathLike) -> tuple[int, str] | None:
     path = user_path(path)
     if path.is_symlink() or not path.is_file() or os.access(path, os.W_OK):
         return None
-    try:
-        read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except (OSError, AttributeError):
-        read_only = False
-    if read_only:
+    if _on_read_only_file_system(path):
         return errno.EROFS, "it is on a read-only file system"
     if not os.stat(path).st_mode & 0o222:
         return errno.EACCES, ("the file is read-only (its permissions allow no writing): make "
                               "it writable or remove it to replace it")
     return errno.EACCES, "no permission to write the file"
+
+
+def _on_read_only_file_system(path: PathLike) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # (no statvfs on Windows)
+        return False
 
 
 def _keep_mode_and_owner(tmp: Path, existing: os.stat_result) -> None:
@@ -332,11 +334,8 @@ def unwritable_folder(folder: PathLike) -> str | None:
         existing = existing.parent  # (os.path.exists: False for a name too long, no raise)
     if not os.path.isdir(existing) or os.access(existing, os.W_OK | os.X_OK):
         return None
-    try:
-        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
-    except (OSError, AttributeError):
-        read_only = False
-    why = "it is on a read-only file system" if read_only else "no permission to write there"
+    why = ("it is on a read-only file system" if _on_read_only_file_system(existing)
+           else "no permission to write there")
     where = str(folder) if existing == folder.absolute() else f"{folder} (in {existing})"
     return f"{where!r}: {why}"
 

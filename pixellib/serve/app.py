@@ -21,7 +21,7 @@ from .. import __version__
 from ..errors import PixellibError
 from .metrics import Metrics
 from .pool import InferencePool, QueueFull
-from .protocol import HEAD_LIMIT
+from .protocol import HEAD_LIMIT, HEAD_TOO_LARGE
 from .results import render_job, segment_job
 from .settings import ServeSettings
 from .uploads import ApiError, parse_options, read_body, split_body
@@ -199,9 +199,7 @@ class _Observe:
             if _head_size(scope) > HEAD_LIMIT:
                 # the same answer as when the head arrives in pieces (the protocol's), not
                 # one that depends on how TCP cut the request
-                await _error(431, "request head too large", f"the request line and headers "
-                             f"are over {HEAD_LIMIT // 1024} KiB; send long options in the "
-                             "form body, not the URL")(scope, receive, send_observed)
+                await _error(431, *HEAD_TOO_LARGE)(scope, receive, send_observed)
                 return
             await self.app(scope, receive, send_observed)
         except Exception as exc:

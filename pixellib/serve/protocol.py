@@ -28,6 +28,10 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 #: The longest request head (request line and headers) h11 holds while waiting for its end.
 HEAD_LIMIT = 16 * 1024
+#: The 431 answer's error and detail, the same from the app (a head that came whole) and from
+#: here (one still arriving).
+HEAD_TOO_LARGE = ("request head too large", f"the request line and headers are over "
+                  f"{HEAD_LIMIT // 1024} KiB; send long options in the form body, not the URL")
 
 
 def _answer(status: int, reason: str, error: str, detail: str) -> bytes:
@@ -102,9 +106,7 @@ class HeadTimeoutProtocol(H11Protocol):
         exc = self._protocol_error
         status = getattr(exc, "error_status_hint", 400)
         if status == 431:
-            answer = _answer(431, "Request Header Fields Too Large", "request head too large",
-                             f"the request line and headers are over {HEAD_LIMIT // 1024} KiB; "
-                             "send long options in the form body, not the URL")
+            answer = _answer(431, "Request Header Fields Too Large", *HEAD_TOO_LARGE)
         else:
             status = 400
             answer = _answer(400, "Bad Request", "not valid HTTP",

@@ -91,7 +91,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _check_output(output: Path, inputs: list[Path]) -> None:
     """Refuse an output that is one of the inputs or that cannot be written, before the
     detection pass (hours on COCO val2017) rather than after it."""
-    from ..media.files import output_path_problem, real_path, unwritable_file
+    from ..media.files import output_path_problem, real_path, unwritable_file, writable_file
 
     if str(output) == "-":  # a file named '-' was written, where stdout was meant
         raise InvalidArgumentError("-o -: the detections go to a file, not to stdout; name "
@@ -109,6 +109,8 @@ def _check_output(output: Path, inputs: list[Path]) -> None:
                 what = "the annotation file" if i == 0 else "one of the images"
                 raise InvalidArgumentError(f"-o {str(output)!r} is {what} itself; choose "
                                            "another file for the detections")
+    if writable_file(output):  # written in place, even in a folder one may not write in
+        return
     folder = next(p for p in (output.absolute(), *output.absolute().parents) if p.is_dir()
                   or p == Path(p.anchor))
     try:

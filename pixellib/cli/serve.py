@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import atexit
 import logging
+import math
 import os
 import sys
 
@@ -113,8 +114,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, replicas=args.workers, max_queue=args.max_queue,
         timeout=args.timeout, upload_timeout=args.upload_timeout,
         head_timeout=args.head_timeout,
-        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-        max_pixels=int(args.max_megapixels * 1_000_000), api_key=api_key,
+        # rounded up: any positive size allows something (1e-7 MP was refused as "not positive")
+        max_upload_bytes=math.ceil(args.max_upload_mb * 1024 * 1024),
+        max_pixels=math.ceil(args.max_megapixels * 1_000_000), api_key=api_key,
         insecure_no_auth=args.insecure_no_auth, cors_origins=tuple(args.cors_origin),
         torch_threads=args.threads,
     )  # checks the options (host vs. key) before any download

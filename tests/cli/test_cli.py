@@ -1245,6 +1245,10 @@ def test_the_command_line_takes_no_prefix_no_repeat_and_inputs_anywhere(folder, 
     ):
         code, _, err = _cli(*argv, capsys=capsys)
         assert code == 2 and says in err, (argv, err)
+    # sizes are rounded up: 1e-7 MP was "max_pixels must be positive"; now the model is next
+    code, _, err = _cli("serve", "--max-megapixels", "1e-7", "--max-upload-mb", "1e-9",
+                        "--model", folder / "no-model.pkl", capsys=capsys)
+    assert code == 1 and "no-model.pkl" in err and "positive" not in err, err
     # an input after an option is an input (refused here as missing, by its own name)
     code, _, err = _cli("segment", photo, "--boxes", folder / "missing.jpg", capsys=capsys)
     _assert_one_line_error(err, "input not found", "missing.jpg")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from faults import run_locked_out
 from pixellib.cli.main import main
 from pixellib.errors import AnnotationFileError, ImageReadError, InputNotFoundError
 from pixellib.evaluate import (
@@ -458,3 +461,24 @@ def test_cli_refuses_an_image_or_an_unwritable_output_before_the_model(dataset, 
         err = capsys.readouterr().err
         assert says in err and "nope" not in err and "Traceback" not in err
     assert (dataset["images"] / "small.jpg").read_bytes() == before
+
+
+def test_cli_writes_an_existing_output_in_a_locked_folder(dataset, r50_checkpoint, tmp_path):
+    """``-o locked/dets.json``, a file the user may write in a folder they may not, was
+    refused before the detection pass, though every other output is written in place then
+    (``segment -o``, ``--coco``)."""
+    path = _write(tmp_path, dataset["gt"])
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    out = locked / "dets.json"
+    out.write_text("old")
+    inode = out.stat().st_ino
+    locked.chmod(0o555)
+    done = run_locked_out(
+        [sys.executable, "-m", "pixellib", "evaluate", str(path), str(dataset["images"]),
+         "--limit", "1", "--model", str(r50_checkpoint), "--speed", "rapid", "-o", str(out)],
+        locked, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(DATA.parents[2])),
+        timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert isinstance(json.loads(out.read_text()), list) and out.stat().st_ino == inode
+    assert [p.name for p in locked.iterdir()] == ["dets.json"]

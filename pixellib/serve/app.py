@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import hmac
 import logging
 import math
@@ -234,6 +235,7 @@ _OPTION_TYPES = {
     "boxes": {"type": "boolean"},
     "detections": {"type": "boolean"},
     "format": {"type": "string", "enum": ["jpeg", "jpg", "png", "webp"]},
+    "classes": {"type": "string", "minLength": 1},
 }
 
 
@@ -250,7 +252,8 @@ def _openapi(options: dict, *, background: bool = False) -> dict:
                        for k, v in options.items()],
         "requestBody": {"required": True, "content": {
             "multipart/form-data": {"schema": {"type": "object", "required": ["image"],
-                                               "properties": props}},
+                                               "properties": props,
+                                               "additionalProperties": False}},
             "image/*": {"schema": {"type": "string", "format": "binary"}},
         }},
     }
@@ -283,6 +286,36 @@ _DETECTIONS = {
                              "items": {"type": "array",
                                        "items": {"type": "array", "items": {"type": "number"}}}},
             }}}}}
+
+#: The answer of /v1/info (_info).
+_INFO = {
+    "type": "object",
+    "required": ["ready", "auth", "effects", "formats", "limits", "versions"],
+    "properties": {
+        "model": {"type": ["string", "null"], "description": "the checkpoint's file name"},
+        "architecture": {"type": "string"},
+        "device": {"type": "string"},
+        "speed": {"type": "string", "enum": ["default", "fast", "rapid"]},
+        "confidence": {"type": "number", "description": "the server's threshold: a request's "
+                       "confidence may only raise it"},
+        "max_detections": {"type": "integer", "description": "the most objects an answer "
+                           "holds: a request's max_detections may only lower it"},
+        "ready": {"type": "boolean", "description": "false while the model loads (the model "
+                  "fields above come once it has loaded)"},
+        "auth": {"type": "boolean", "description": "whether requests need the API key"},
+        "effects": {"type": "array", "items": {"type": "string"}},
+        "formats": {"type": "array", "items": {"type": "string"}},
+        "limits": {"type": "object", "description": "upload, pixel, time (seconds, null for "
+                   "none) and queue limits"},
+        "versions": {"type": "object", "additionalProperties": {"type": "string"}},
+    }}
+
+
+def _status_answer(status: str) -> dict:
+    return {"description": f'{{"status": "{status}"}}', "content": {"application/json": {
+        "schema": {"type": "object", "required": ["status"],
+                   "properties": {"status": {"type": "string", "enum": [status]}}}}}}
+
 
 _UNAUTHORIZED = "missing or wrong API key (when the server has one)"
 _INFERENCE_ERRORS = {
@@ -386,19 +419,22 @@ def create_app(settings: ServeSettings, *, predictors: list | None = None) -> Fa
             return fn
         return register
 
-    @probe("/healthz", "Liveness: the process answers")
+    @probe("/healthz", "Liveness: the process answers", {200: _status_answer("ok")})
     async def healthz():
         return {"status": "ok"}
 
     @probe("/readyz", "Readiness: 503 until the model is loaded",
-           _errors({503: "the model is still loading (Retry-After) or failed to load"}))
+           {200: _status_answer("ready"),
+            **_errors({503: "the model is still loading (Retry-After) or failed to load"})})
     async def readyz():
         if state.pool is None:
             raise state.not_ready()
         return {"status": "ready"}
 
     @app.get("/v1/info", summary="Model, device, speed mode, versions and limits",
-             responses=_errors({401: _UNAUTHORIZED}))
+             responses={200: {"description": "What this server runs and accepts",
+                              "content": {"application/json": {"schema": _INFO}}},
+                        **_errors({401: _UNAUTHORIZED})})
     async def info(request: Request):
         _authorize(state, request)
         return _info(state)
@@ -455,8 +491,7 @@ def create_app(settings: ServeSettings, *, predictors: list | None = None) -> Fa
         return _multipart({"detections": (detections, "application/json", None),
                            "image": (data, media_type, "result." + media_type.split("/")[1])})
 
-    if settings.api_key is not None:
-        _describe_key(app)
+    _describe_server(app, state)
     return app
 
 
@@ -464,23 +499,56 @@ def create_app(settings: ServeSettings, *, predictors: list | None = None) -> Fa
 _KEYED = ("/v1/info", "/metrics", "/v1/segment", "/v1/render")
 
 
-def _describe_key(app: FastAPI) -> None:
-    """Say in the API description that the keyed routes need ``Authorization: Bearer <key>``
-    (so that /docs offers "Authorize" and generated clients send it)."""
+def _describe_server(app: FastAPI, state: _State) -> None:
+    """Complete FastAPI's API description with what only this server knows: that the keyed
+    routes need ``Authorization: Bearer <key>`` (so that /docs offers "Authorize"), the
+    bounds its options take (its confidence threshold, detection cap and --timeout: a
+    request may only tighten them), and the 431 any route answers to an over-long head."""
     plain = app.openapi
+    described = {}
 
     def openapi() -> dict:
-        if app.openapi_schema is None:
-            schema = plain()  # FastAPI's, which it keeps in app.openapi_schema
+        if "schema" in described:
+            return described["schema"]
+        schema = copy.deepcopy(plain())  # FastAPI's own stays as it built it
+        if state.settings.api_key is not None:
             schema.setdefault("components", {}).setdefault("securitySchemes", {})["apiKey"] = {
                 "type": "http", "scheme": "bearer",
                 "description": "the server's --api-key, as 'Authorization: Bearer <key>'"}
             for path in _KEYED:
                 for operation in schema["paths"].get(path, {}).values():
                     operation["security"] = [{"apiKey": []}]
-        return app.openapi_schema
+        too_large = {"431": _errors({431: f"the request line and headers are over "
+                                         f"{HEAD_LIMIT // 1024} KiB"})[431]}
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                operation.setdefault("responses", {}).update(too_large)
+        bounds = _option_bounds(state)
+        for path in ("/v1/segment", "/v1/render"):
+            operation = schema["paths"][path]["post"]
+            form = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
+            for parameter in operation["parameters"]:
+                parameter["schema"].update(bounds.get(parameter["name"], {}))
+            for name, bound in bounds.items():
+                form["properties"][name].update(bound)
+        if state.model_info:  # the bounds are the model's: final once it has loaded
+            described["schema"] = schema
+        return schema
 
     app.openapi = openapi
+
+
+def _option_bounds(state: _State) -> dict[str, dict]:
+    """JSON schema bounds of the options this server narrows (uploads.parse_options)."""
+    bounds = {}
+    timeout = state.settings.timeout
+    if math.isfinite(timeout):
+        bounds["timeout"] = {"maximum": timeout}
+    info = state.model_info
+    if info:
+        bounds["confidence"] = {"minimum": info["confidence"]}
+        bounds["max_detections"] = {"maximum": info["max_detections"]}
+    return bounds
 
 
 def _multipart(parts: dict[str, tuple[bytes, str, str | None]]) -> Response:

@@ -303,16 +303,20 @@ def test_info_metrics_docs(cli_server):
 
 
 _JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool,
-               "integer": int, "number": (int, float)}
+               "integer": int, "number": (int, float), "null": type(None)}
 
 
 def _conforms(value, schema: dict, where: str = "answer") -> None:
     """``value`` has the types, required keys and item types ``schema`` gives (the part of
     JSON Schema the API description uses)."""
-    kind = schema.get("type")
-    if kind:
-        assert isinstance(value, _JSON_TYPES[kind]) and not (
-            kind in ("integer", "number") and isinstance(value, bool)), (where, value, kind)
+    kinds = schema.get("type") or []
+    if kinds:
+        kinds = kinds if isinstance(kinds, list) else [kinds]
+        assert any(isinstance(value, _JSON_TYPES[kind]) and not (
+            kind in ("integer", "number") and isinstance(value, bool)) for kind in kinds), (
+            where, value, kinds)
+    if "enum" in schema:
+        assert value in schema["enum"], (where, value)
     for key in schema.get("required", ()):
         assert key in value, (where, key)
     for key, sub in schema.get("properties", {}).items():
@@ -357,6 +361,54 @@ def test_the_api_description_says_the_types_the_answer_and_the_key(cli_server, p
     keyless = create_app(ServeSettings(model="unused.pkl")).openapi()
     assert "securitySchemes" not in keyless.get("components", {})
     assert all("security" not in op for ops in keyless["paths"].values() for op in ops.values())
+
+
+def test_the_api_description_gives_this_servers_bounds_and_every_answer(cli_server):
+    """schemathesis found requests the description allowed and the server refused (422):
+    max_detections=101, a confidence under the server's threshold, a timeout past its
+    --timeout, unknown form fields, an empty class list; and answers it left out: a 431 on
+    every route, the bodies of /healthz, /readyz and /v1/info ("string" in /docs)."""
+    from pixellib.serve.app import create_app
+    from pixellib.serve.settings import ServeSettings
+
+    api = httpx.get(cli_server.url + "/openapi.json").json()
+    info = httpx.get(cli_server.url + "/v1/info", headers=cli_server.headers()).json()
+    assert info["confidence"] == 0.5 and info["limits"]["timeout_s"] == 300
+    for path in ("/v1/segment", "/v1/render"):
+        operation = api["paths"][path]["post"]
+        form = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
+        assert form["additionalProperties"] is False
+        for schema in ({p["name"]: p["schema"] for p in operation["parameters"]},
+                       form["properties"]):
+            assert schema["confidence"]["minimum"] == info["confidence"]
+            assert schema["max_detections"]["maximum"] == info["max_detections"] == 100
+            assert schema["timeout"]["maximum"] == 300
+            assert schema["classes"]["minLength"] == 1
+    # each bound is the server's: one past it is refused, the bound itself taken
+    for option, past, at in (("max_detections", 101, 100), ("confidence", 0.49, 0.5),
+                             ("timeout", 300.5, 300)):
+        for value, status in ((past, 422), (at, 415)):  # 415: the body is no image
+            r = httpx.post(cli_server.url + "/v1/segment", params={option: value},
+                           files={"image": ("a.jpg", b"not an image", "image/jpeg")},
+                           headers=cli_server.headers(), timeout=60)
+            assert r.status_code == status, (option, value, r.text)
+    assert all("431" in op["responses"] for ops in api["paths"].values()
+               for op in ops.values())
+    r = httpx.get(cli_server.url + "/healthz", headers={"X-Big": "a" * 17000})
+    assert r.status_code == 431
+    for path, body in (("/healthz", httpx.get(cli_server.url + "/healthz").json()),
+                       ("/readyz", httpx.get(cli_server.url + "/readyz").json()),
+                       ("/v1/info", info)):
+        schema = api["paths"][path]["get"]["responses"]["200"]["content"][
+            "application/json"]["schema"]
+        _conforms(body, schema, path)
+        assert set(body) <= set(schema["properties"]), path
+    # before the model has loaded its bounds are unknown, and not claimed
+    loading = create_app(ServeSettings(model="unused.pkl")).openapi()
+    parameters = {p["name"]: p["schema"]
+                  for p in loading["paths"]["/v1/segment"]["post"]["parameters"]}
+    assert parameters["confidence"]["minimum"] == 0
+    assert "maximum" not in parameters["max_detections"]
 
 
 def test_a_compressed_upload_is_named_as_such(cli_server, photo_bytes):

@@ -15,11 +15,18 @@ import cv2
 import numpy as np
 
 from .classes import COCO_CLASSES, COCO_FILE_NAMES
-from .effects.cutouts import cutout_objects, label_image, object_masks, save_cutouts, save_masks  # noqa: F401,E501 - re-export
+from .effects.cutouts import cutout_objects, label_image, object_masks, save_cutouts, save_masks  # noqa: E501
 from .errors import InvalidArgumentError
 from .media.images import write_image
 from .structures import Detections
 from .wording import shortened
+
+__all__ = [
+    "BOX_EXTRACT_PREFIX", "COCO_CATEGORY_IDS", "MASK_EXTRACT_PREFIX", "check_rle_runs",
+    "cutout_objects", "extract_objects", "label_image", "mask_polygons", "mask_to_rle",
+    "object_masks", "remove_files", "rle_to_mask", "save_cutouts", "save_extracts",
+    "save_masks", "to_coco_json",
+]
 
 #: Official COCO category id of each of the 80 model classes (index = class id). COCO numbers
 #: 91 categories but only these 80 were annotated; ids 12, 26, 29, 30, 45, 66, 68, 69, 71, 83

@@ -95,8 +95,10 @@ def parse_effect(text: str | Effect) -> Effect:
     Raises :class:`~pixellib.errors.EffectError` (a ``ValueError``) naming the text and the
     valid choices for an unknown name or a bad argument.
     """
-    if isinstance(text, Effect):
-        return text
+    if isinstance(text, Effect):  # one made by hand: checked, its unset field defaulted
+        if text.name == "replace-bg" and text.background is not None:
+            return text  # (its path as given, spaces and all)
+        return parse_effect(str(text))
     if not isinstance(text, str):
         raise EffectError(f"an effect is a string such as 'blur-bg', got {type(text).__name__}")
     name, sep, arg = text.strip().partition("=")

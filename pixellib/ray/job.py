@@ -389,10 +389,11 @@ def _checked_model(model, speed: str | None, confidence: float | None) -> str:
 
 
 def segment_dataset(
-    ds: ray.data.Dataset, *, model: str, speed: str | None = None,
-    confidence: float | None = None, classes: Sequence[int] | None = None,
+    ds: ray.data.Dataset, *, model: str | os.PathLike, speed: str | None = None,
+    confidence: float | None = None, classes: Sequence[int | str] | None = None,
     concurrency: int | None = None, batch_size: int = 8, num_cpus: float | None = None,
-    num_gpus: float = 0, polygons: bool = False, annotate_dir: str | None = None,
+    num_gpus: float = 0, polygons: bool = False,
+    annotate_dir: str | os.PathLike | None = None,
     worker: type = SegmentBatch, one_at_a_time: bool = False, read_num_cpus: float = 1.0,
 ) -> ray.data.Dataset:
     """``ds`` (rows of ``read_binary_files`` / ``read_images`` with paths) mapped to result
@@ -515,11 +516,12 @@ def _unreadable(path: str) -> str | None:
 
 
 def segment_to_parquet(
-    inputs, output_dir: str | os.PathLike, *, model: str, speed: str | None = None,
-    confidence: float | None = None, classes: Sequence[int] | None = None,
+    inputs, output_dir: str | os.PathLike, *, model: str | os.PathLike, speed: str | None = None,
+    confidence: float | None = None, classes: Sequence[int | str] | None = None,
     concurrency: int | None = None, batch_size: int = 8, num_gpus: float = 0,
     address: str | None = None, num_cpus: float | None = None, format: str = "parquet",
-    skip_existing: bool = False, polygons: bool = False, annotate_dir: str | None = None,
+    skip_existing: bool = False, polygons: bool = False,
+    annotate_dir: str | os.PathLike | None = None,
     rows_per_shard: int = 1000, worker: type = SegmentBatch,
 ) -> Summary:
     """Segment ``inputs`` (folder, glob, file, URI or a list of them) into result shards in

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -82,9 +83,10 @@ class SegmentBatch:
     """
 
     def __init__(
-        self, model: str, *, speed: str | None = None, confidence: float | None = None,
-        classes: Sequence[int | str] | None = None, polygons: bool = False,
-        annotate_dir: str | None = None, device: str | None = None,
+        self, model: str | os.PathLike, *, speed: str | None = None,
+        confidence: float | None = None, classes: Sequence[int | str] | None = None,
+        polygons: bool = False, annotate_dir: str | os.PathLike | None = None,
+        device: str | None = None,
     ):
         import torch
 

@@ -80,6 +80,25 @@ def test_parse_effect(text, expected):
     assert parse_effect(str(expected)) == expected  # the text form round-trips
 
 
+def test_an_effect_made_by_hand_is_checked_and_its_unset_argument_defaulted(scene):
+    """``Effect`` is public, and every field but the name defaults to None: apply_effect(...,
+    Effect("color-bg")) was a TypeError ("cannot unpack non-iterable NoneType"), blur-bg
+    "has no filter", and an unknown name got that message too."""
+    image, det, *_ = scene
+    for name in ("color-bg", "blur-bg", "blur-objects", "pixelate-bg", "pixelate-objects",
+                 "gray-bg", "remove-bg", "grey-bg"):
+        assert parse_effect(Effect(name)) == parse_effect(name)
+        assert np.array_equal(apply_effect(image, det, Effect(name)),
+                              apply_effect(image, det, name)), name
+    made = Effect("replace-bg", background=" my beach.jpg")  # a path is kept as given
+    assert parse_effect(made) is made
+    for bad, says in ((Effect("sharpen-bg"), "unknown effect 'sharpen-bg'"),
+                      (Effect("blur-bg", kernel=30), "blur-bg=30"),
+                      (Effect("color-bg", color=(300, 0, 0)), "color-bg")):
+        with pytest.raises(EffectError, match=says):
+            apply_effect(image, det, bad)
+
+
 @pytest.mark.parametrize("text", [
     "sharpen-bg", "blur-bg=30", "blur-bg=huge", "blur-bg=", "pixelate-bg=0", "gray-bg=3",
     "color-bg=#12345", "color-bg=300,0,0", "remove-bg=yes",

@@ -47,3 +47,21 @@ def test_the_ray_entry_points_are_annotated_as_they_are_called():
         assert os.PathLike in [typing.get_origin(a) or a for a in typing.get_args(
             hints["model"])], fn
     assert job._class_ids(["person", 2]) == [0, 2]
+
+
+def test_pixellibs_script_api_is_typed_for_type_checkers():
+    """instanceSegmentation's and alter_bg's methods had no annotation at all: mypy took
+    every call for an untyped function (365 of 434 --strict errors over the tutorials) and
+    every result for Any."""
+    import numpy as np
+
+    from pixellib.torchbackend.instance import instanceSegmentation
+    from pixellib.tune_bg import alter_bg
+
+    for cls in (instanceSegmentation, alter_bg):
+        for name, fn in vars(cls).items():
+            if callable(fn) and not name.startswith("_") or name == "__init__":
+                assert "return" in typing.get_type_hints(fn), f"{cls.__name__}.{name}"
+    hints = typing.get_type_hints(instanceSegmentation.segmentImage)
+    assert hints["return"] == tuple[dict, np.ndarray]
+    assert typing.get_type_hints(alter_bg.blur_bg)["return"] is np.ndarray

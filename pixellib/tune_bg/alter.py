@@ -135,7 +135,7 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
             _kept_predictor.cache_clear()
 
     def __init__(self, model_type: str = "h5", *, detection_speed: str | None = None,
-                 confidence: float | None = None, device: str | None = None):
+                 confidence: float | None = None, device: str | None = None) -> None:
         self.model_type = model_type
         self.speed = detection_speed if detection_speed is not None else self.detection_speed
         self.confidence = confidence if confidence is not None else type(self).confidence
@@ -145,7 +145,7 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
 
     # ------------------------------------------------------------------ model
 
-    def load_pascalvoc_model(self, model_path, detect=None):
+    def load_pascalvoc_model(self, model_path, detect=None) -> None:
         """Load a PointRend checkpoint path or released name; ``detect`` sets the default
         target class of later calls."""
         from ..checkpoint.hub import MODEL_URLS, model_filename, resolve_model
@@ -235,24 +235,24 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
     # ------------------------------------------------------------------ picture background
 
     def change_bg_img(self, f_image_path, b_image_path, output_image_name=None, verbose=None,
-                      detect=None):
+                      detect=None) -> np.ndarray:
         return self._image(f_image_path, Effect("replace-bg", background=str(b_image_path)),
                            output_image_name, verbose, detect, load_background(b_image_path),
                            inputs=[b_image_path])
 
-    def change_frame_bg(self, frame, b_image_path, verbose=None, detect=None):
+    def change_frame_bg(self, frame, b_image_path, verbose=None, detect=None) -> np.ndarray:
         return self._image(frame, Effect("replace-bg", background=str(b_image_path)), None,
                            verbose, detect, load_background(b_image_path), what="frame")
 
     def change_video_bg(self, video_path, b_image_path, frames_per_second=None,
-                        output_video_name=None, detect=None):
+                        output_video_name=None, detect=None) -> np.ndarray:
         return self._video(video_path, Effect("replace-bg", background=str(b_image_path)),
                            frames_per_second, output_video_name, detect,
                            load_background(b_image_path))
 
     def change_camera_bg(self, cam, b_image_path, frames_per_second=None, check_fps=False,
                          show_frames=False, frame_name=None, verbose=None,
-                         output_video_name=None, detect=None):
+                         output_video_name=None, detect=None) -> np.ndarray:
         return self._camera(cam, Effect("replace-bg", background=str(b_image_path)), detect,
                             load_background(b_image_path), frames_per_second=frames_per_second,
                             check_fps=check_fps, show_frames=show_frames, frame_name=frame_name,
@@ -260,21 +260,22 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
 
     # ------------------------------------------------------------------ colour
 
-    def color_bg(self, image_path, colors, output_image_name=None, verbose=None, detect=None):
+    def color_bg(self, image_path, colors, output_image_name=None, verbose=None,
+                 detect=None) -> np.ndarray:
         return self._image(image_path, _color(colors), output_image_name, verbose, detect)
 
-    def color_frame(self, frame, colors, verbose=None, detect=None):
+    def color_frame(self, frame, colors, verbose=None, detect=None) -> np.ndarray:
         return self._image(frame, _color(colors), None, verbose, detect,
                            what="frame")
 
     def color_video(self, video_path, colors, frames_per_second=None, output_video_name=None,
-                    detect=None):
+                    detect=None) -> np.ndarray:
         return self._video(video_path, _color(colors), frames_per_second, output_video_name,
                            detect)
 
     def color_camera(self, cam, colors, frames_per_second=None, check_fps=False,
                      show_frames=False, frame_name=None, verbose=None, output_video_name=None,
-                     detect=None):
+                     detect=None) -> np.ndarray:
         return self._camera(cam, _color(colors), detect, frames_per_second=frames_per_second,
                             check_fps=check_fps, show_frames=show_frames, frame_name=frame_name,
                             verbose=verbose, output_video_name=output_video_name)
@@ -282,23 +283,23 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
     # ------------------------------------------------------------------ blur
 
     def blur_bg(self, image_path, low=False, moderate=False, extreme=False,
-                output_image_name=None, verbose=None, detect=None):
+                output_image_name=None, verbose=None, detect=None) -> np.ndarray:
         return self._image(image_path, _blur_effect(low, moderate, extreme), output_image_name,
                            verbose, detect)
 
     def blur_frame(self, frame, low=False, moderate=False, extreme=False, verbose=None,
-                   detect=None):
+                   detect=None) -> np.ndarray:
         return self._image(frame, _blur_effect(low, moderate, extreme), None, verbose, detect,
                            what="frame")
 
     def blur_video(self, video_path, low=False, moderate=False, extreme=False,
-                   frames_per_second=None, output_video_name=None, detect=None):
+                   frames_per_second=None, output_video_name=None, detect=None) -> np.ndarray:
         return self._video(video_path, _blur_effect(low, moderate, extreme), frames_per_second,
                            output_video_name, detect)
 
     def blur_camera(self, cam, low=False, moderate=False, extreme=False, frames_per_second=None,
                     check_fps=False, show_frames=False, frame_name=None, verbose=None,
-                    output_video_name=None, detect=None):
+                    output_video_name=None, detect=None) -> np.ndarray:
         return self._camera(cam, _blur_effect(low, moderate, extreme), detect,
                             frames_per_second=frames_per_second, check_fps=check_fps,
                             show_frames=show_frames, frame_name=frame_name, verbose=verbose,
@@ -306,20 +307,21 @@ class alter_bg:  # noqa: N801 - PixelLib's class name
 
     # ------------------------------------------------------------------ grey
 
-    def gray_bg(self, image_path, output_image_name=None, verbose=None, detect=None):
+    def gray_bg(self, image_path, output_image_name=None, verbose=None, detect=None) -> np.ndarray:
         return self._image(image_path, Effect("gray-bg"), output_image_name, verbose, detect)
 
-    def gray_frame(self, frame, verbose=None, detect=None):
+    def gray_frame(self, frame, verbose=None, detect=None) -> np.ndarray:
         return self._image(frame, Effect("gray-bg"), None, verbose, detect,
                            what="frame")
 
     def gray_video(self, video_path, frames_per_second=None, output_video_name=None,
-                   detect=None):
+                   detect=None) -> np.ndarray:
         return self._video(video_path, Effect("gray-bg"), frames_per_second, output_video_name,
                            detect)
 
     def gray_camera(self, cam, frames_per_second=None, check_fps=False, show_frames=False,
-                    frame_name=None, verbose=None, output_video_name=None, detect=None):
+                    frame_name=None, verbose=None, output_video_name=None,
+                    detect=None) -> np.ndarray:
         return self._camera(cam, Effect("gray-bg"), detect, frames_per_second=frames_per_second,
                             check_fps=check_fps, show_frames=show_frames, frame_name=frame_name,
                             verbose=verbose, output_video_name=output_video_name)

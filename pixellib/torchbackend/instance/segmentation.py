@@ -30,6 +30,8 @@ import logging
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from ...classes import COCO_CLASSES
 from ...errors import BATCH_SKIPPED, InvalidArgumentError, UsageError
 from ...export import remove_files
@@ -83,7 +85,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
             call skipped (empty when all succeeded).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.class_names: list[str] = list(COCO_CLASSES)  # PixelLib's attribute: id -> name
         self.batch_failures: list[tuple[str, str]] = []
         self._predictor = None
@@ -92,7 +94,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
     # ------------------------------------------------------------------------ model
 
     def load_model(self, model_path, confidence=None, detection_speed=None,
-                   network_backbone="resnet50", *, device=None):
+                   network_backbone="resnet50", *, device=None) -> None:
         """Load a PointRend checkpoint (``.pkl``, ``.pth`` or ``.safetensors``).
 
         * ``confidence``: score threshold in [0, 1]; ``None`` gives PixelLib's 0.5, or 0.3
@@ -170,7 +172,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
                      extract_segmented_objects=False, extract_from_box=False,
                      save_extracted_objects=False, mask_points_values=False,
                      output_image_name=None, text_thickness=1, text_size=0.6, box_thickness=2,
-                     verbose=None, *, extracted_objects_folder=None):
+                     verbose=None, *, extracted_objects_folder=None) -> tuple[dict, np.ndarray]:
         """Segment one image; return ``(results, output_image)``.
 
         * ``image_path``: a path (``str`` or ``pathlib.Path``) or a BGR numpy image (never
@@ -215,7 +217,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
                      extract_segmented_objects=False, extract_from_box=False,
                      save_extracted_objects=False, mask_points_values=False,
                      output_image_name=None, text_thickness=1, text_size=0.6, box_thickness=2,
-                     verbose=None, *, extracted_objects_folder=None):
+                     verbose=None, *, extracted_objects_folder=None) -> tuple[dict, np.ndarray]:
         """:meth:`segmentImage` for a BGR numpy frame (e.g. from ``cv2.VideoCapture``).
 
         The frame is not modified (PixelLib drew into it); the annotated copy is returned.
@@ -231,7 +233,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
                      extract_segmented_objects=False, extract_from_box=False,
                      save_extracted_objects=False, mask_points_values=False,
                      output_folder_name=None, text_thickness=1, text_size=0.6, box_thickness=2,
-                     verbose=None):
+                     verbose=None) -> tuple[list[dict], list[np.ndarray]]:
         """Segment every image directly in ``input_folder``; return ``(results, outputs)``.
 
         Images are the files with extension ``.jpg .jpeg .png .bmp .tif .tiff .webp`` in any
@@ -326,7 +328,8 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
                       extract_segmented_objects=False, extract_from_box=False,
                       save_extracted_objects=False, text_thickness=1, text_size=0.6,
                       box_thickness=2, mask_points_values=False, output_video_name=None,
-                      frames_per_second=None, *, extracted_objects_folder=None):
+                      frames_per_second=None, *, extracted_objects_folder=None,
+                      ) -> tuple[dict, np.ndarray]:
         """Segment every frame of a video file; return the last frame's ``(results, output)``.
 
         ``video_path``: a file, or what PixelLib's ``cv2.VideoCapture(video_path)`` also
@@ -361,7 +364,8 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
                        save_extracted_objects=False, text_thickness=1, text_size=0.6,
                        box_thickness=2, mask_points_values=False, output_video_name=None,
                        frames_per_second=None, show_frames=None, frame_name=None, verbose=None,
-                       check_fps=False, *, extracted_objects_folder=None):
+                       check_fps=False, *, extracted_objects_folder=None,
+                       ) -> tuple[dict, np.ndarray]:
         """Segment a live capture until it ends; return the last frame's ``(results, output)``.
 
         ``cam`` is an opened ``cv2.VideoCapture`` (or anything with ``read()`` and

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -31,6 +31,7 @@ from .export import (
     check_rle_runs,
     to_coco_json,
 )
+from .media.files import parse_json
 from .wording import counted, shortened
 
 #: What each of COCOeval's 12 summary numbers is, in its order.
@@ -56,8 +57,8 @@ def load_annotations(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise InputNotFoundError(f"annotation file not found: {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM is fine too
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = parse_json(path.read_text(encoding="utf-8-sig"))  # a BOM is fine too
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         raise AnnotationFileError(f"{path}: not a readable JSON file: {e}") from None
     if not isinstance(data, dict):
         raise AnnotationFileError(f"{path}: expected a JSON object with 'images', "
@@ -211,8 +212,11 @@ def _is_int(value) -> bool:
 
 
 def _is_number(value) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and np.isfinite(value))
+    """A finite number; integers past 2**53, which no float holds exactly (2**64 made
+    np.isfinite raise a TypeError), are none."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return _is_int(value) and abs(value) <= 2**53
 
 
 def _is_id(value) -> bool:

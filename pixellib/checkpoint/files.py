@@ -25,7 +25,7 @@ import torch
 from pixellib.checkpoint import unpickler as _pickle
 from pixellib.config import MODEL_URLS
 from pixellib.errors import ModelFileError, ModelNotFoundError, UnsafeModelFileError
-from pixellib.wording import shortened
+from pixellib.wording import short_repr, shortened
 
 PathLike = str | os.PathLike
 
@@ -274,7 +274,7 @@ def _weights_of(obj: Any, file: Path) -> Mapping:
     else:
         weights = obj
         if not any(_is_array(value) for value in obj.values()):
-            keys = ", ".join(shortened(repr(key), 80) for key in list(obj)[:8]) or "none"
+            keys = ", ".join(short_repr(key) for key in list(obj)[:8]) or "none"
             raise ModelFileError(f"{file}: no weights found (top-level keys: {keys})")
     if not weights:
         raise ModelFileError(f"{file}: no weights found ('model' is empty)")
@@ -307,7 +307,7 @@ def to_tensor(value: Any, key: Any, file: Path) -> torch.Tensor:
     """``value`` as a float32 CPU tensor; refuses non-numeric data, views that repeat their
     storage (stride 0 or overlapping) and NaN or infinite weights, naming the file and key."""
     if not isinstance(key, str):
-        raise ModelFileError(f"{file}: key {shortened(repr(key), 80)} is a "
+        raise ModelFileError(f"{file}: key {short_repr(key)} is a "
                              f"{type(key).__name__}, not a string")
     if isinstance(value, torch.Tensor):
         if value.layout != torch.strided or value.is_complex() or value.is_quantized:

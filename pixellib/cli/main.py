@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BATCH_SKIPPED, InvalidArgumentError
-from ..media.files import real_path, unwritable_file, unwritable_folder, writable_file
+from ..media.files import (
+    parse_json,
+    real_path,
+    unwritable_file,
+    unwritable_folder,
+    writable_file,
+)
 from ..wording import shown_name
 from . import outputs
 from .args import probability, user_path
@@ -625,9 +631,7 @@ def _coco_entries(path: Path, jobs: list[Job]) -> dict[str, dict]:
     run may have named the folder otherwise; ``file_name`` takes this run's spelling).
     Raises ``OSError`` / ``ValueError`` / ``KeyError`` / ``TypeError`` for a file that is
     not one."""
-    import json
-
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = parse_json(path.read_text(encoding="utf-8"))
     images, annotations = data["images"], data["annotations"]
     wanted = {os.path.realpath(j.source): str(j.source) for j in jobs}
     kept = {}

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..media.files import parse_json
 from .jobs import Job
 
 logger = logging.getLogger("pixellib.cli")
@@ -182,7 +183,7 @@ def _entries_of(data: bytes) -> tuple[dict[str, dict], int]:
     for line in data.decode("utf-8", errors="replace").splitlines():
         lines += 1
         try:
-            item = json.loads(line)
+            item = parse_json(line)
             entries[item["output"]] = item
         except (ValueError, KeyError, TypeError):
             continue  # a line cut short by a crash

@@ -48,6 +48,18 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".3gp", ".m
 NAME_MAX = 255
 
 
+def parse_json(text: str | bytes):
+    """``json.loads(text)``, with JSON nested too deep for the decoder (``[[[[...``, which
+    raised a ``RecursionError``) a ``ValueError`` as any other malformed JSON is: the readers
+    of files pixellib wrote (batch records, COCO, result shards, settings) handle those."""
+    import json
+
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deep to read") from None
+
+
 def user_path(path: PathLike) -> Path:
     """``path`` with a leading ``~`` or ``~user`` expanded to that home folder, as a shell
     would (``"~/out.png"`` must not become a folder named ``~`` in the working directory)."""

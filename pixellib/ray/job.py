@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 import ray
 
 from pixellib.errors import InputNotFoundError, InvalidArgumentError, OutputCheckError, RayJobError
-from pixellib.media.files import atomic_path, link_problem, write_text
+from pixellib.media.files import atomic_path, link_problem, parse_json, write_text
 from pixellib.media.images import resolve_max_pixels
 from pixellib.runtime import heap
 from pixellib.wording import counted, shortened
@@ -181,7 +181,7 @@ def shard_paths(output_dir: str | os.PathLike) -> list[Path]:
 def read_shard(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
     try:
         return _read_shard(path, columns)
-    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+    except (OSError, ValueError, KeyError, TypeError, OverflowError, pa.ArrowException) as exc:
         raise RayJobError(f"{path}: not a readable result shard ({type(exc).__name__}: "
                           f"{shortened(str(exc), 200)}); move it out of the "
                           "folder") from None
@@ -197,7 +197,7 @@ def _read_shard(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
         for number, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    rows.append(parse_json(line))
                 except ValueError as exc:  # its own "line 1 column N" is within the row
                     raise ValueError(f"line {number}: {exc}") from None
     table = rows_table(rows)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pixellib.errors import RayJobError
-from pixellib.media.files import write_text
+from pixellib.media.files import parse_json, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def check_same(folder: Path, settings: dict) -> None:
                        "it without checking that the settings match", folder)
         return
     try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))
+        recorded = parse_json(path.read_text(encoding="utf-8"))
         if not isinstance(recorded, dict):
             raise ValueError("not a JSON object")
     except (OSError, UnicodeDecodeError, ValueError) as exc:

@@ -82,7 +82,7 @@ def split_body(content_type: str, body: bytes) -> tuple[dict[str, tuple[str, byt
     becomes ``{"image": ("body", body)}``. ``fields`` maps plain form fields to strings.
     """
     from python_multipart.multipart import (
-        MultipartParseError,
+        FormParserError,
         MultipartParser,
         parse_options_header,
     )
@@ -117,15 +117,15 @@ def split_body(content_type: str, body: bytes) -> tuple[dict[str, tuple[str, byt
     def on_part_data(data, start, end):
         parts[-1]["data"] += data[start:end]
 
-    parser = MultipartParser(boundary, {
-        "on_part_begin": on_part_begin, "on_header_field": on_header_field,
-        "on_header_value": on_header_value, "on_header_end": on_header_end,
-        "on_part_data": on_part_data,
-    })
-    try:
+    try:  # (the parser refuses a boundary over 256 bytes as it is made)
+        parser = MultipartParser(boundary, {
+            "on_part_begin": on_part_begin, "on_header_field": on_header_field,
+            "on_header_value": on_header_value, "on_header_end": on_header_end,
+            "on_part_data": on_part_data,
+        })
         parser.write(body)
         parser.finalize()
-    except MultipartParseError as e:
+    except FormParserError as e:
         raise ApiError(400, "malformed multipart",
                        f"cannot parse the multipart body: {e}") from None
     if parser.state.name != "END":

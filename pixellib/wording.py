@@ -32,6 +32,11 @@ class _BoundedRepr(reprlib.Repr):
 
     repr_bytearray = repr_bytes
 
+    def repr_int(self, x, level):  # past 4,300 digits Python refuses the text form
+        if x.bit_length() > 4 * self.maxlong:
+            return f"<an integer of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
 
 def short_repr(value, limit: int = 80) -> str:
     """``repr(value)`` on one line and at most ``limit`` characters, built within bounds

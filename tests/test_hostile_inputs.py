@@ -60,6 +60,15 @@ def test_a_model_file_with_a_huge_key_is_named_in_bounded_memory(tmp_path):
     assert done.returncode == 1, done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert "bomb.pkl" in line and "no weights found" in line and len(line) < 1000, line
+    # an integer past 4,300 digits has no text form at all (ValueError from repr)
+    from pixellib.checkpoint.files import read_checkpoint
+    from pixellib.errors import ModelFileError
+
+    huge = 1 << 20000  # pickled by the LONG4 opcode, never converted to text
+    with open(path, "wb") as f:
+        pickle.dump({huge: 1}, f, protocol=4)
+    with pytest.raises(ModelFileError, match="an integer of 20001 bits"):
+        read_checkpoint(path)
 
 
 def _coco(tmp_path, **annotation):

@@ -98,6 +98,10 @@ def parse_effect(text: str | Effect) -> Effect:
     if isinstance(text, Effect):  # one made by hand: checked, its unset field defaulted
         if text.name == "replace-bg" and text.background is not None:
             return text  # (its path as given, spaces and all)
+        if text.color is not None and text.kernel is None and text.block is None:
+            named = parse_effect(text.name)  # a colour as numbers (floats too), not as text
+            if named.name == "color-bg":
+                return Effect(named.name, color=parse_color(text.color, text.name))
         return parse_effect(str(text))
     if not isinstance(text, str):
         raise EffectError(f"an effect is a string such as 'blur-bg', got {type(text).__name__}")
@@ -182,7 +186,7 @@ def parse_color(arg, text: str | None = None) -> tuple[int, int, int]:
             except (TypeError, ValueError):
                 pass
             raise EffectError(f"a colour is three whole numbers from 0 to 255 (R, G, B), "
-                              f"got {arg!r}{hint}")
+                              f"got {arg!r}{where}{hint}")
         return values
     key = arg.strip().lower()
     if key in COLOR_NAMES:

@@ -90,6 +90,8 @@ def test_an_effect_made_by_hand_is_checked_and_its_unset_argument_defaulted(scen
         assert parse_effect(Effect(name)) == parse_effect(name)
         assert np.array_equal(apply_effect(image, det, Effect(name)),
                               apply_effect(image, det, name)), name
+    for color in ((0.0, 255.0, 0.0), np.array([0, 255, 0], np.float32)):  # numbers, not text
+        assert parse_effect(Effect("color-bg", color=color)) == parse_effect("color-bg=green")
     made = Effect("replace-bg", background=" my beach.jpg")  # a path is kept as given
     assert parse_effect(made) is made
     for bad, says in ((Effect("sharpen-bg"), "unknown effect 'sharpen-bg'"),

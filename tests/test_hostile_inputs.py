@@ -130,3 +130,49 @@ def test_a_multipart_boundary_too_long_for_the_parser_is_a_400():
             split_body(f"multipart/form-data; boundary={'b' * length}", b"x")
         assert info.value.status == 400 and info.value.error == "malformed multipart"
 
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_and_a_progressive_photo_read(tmp_path):
+    """Each of thousands of tiny scans over a big image cost libjpeg ~4 ms: a 341 KB upload
+    held a server replica for 95 s, past its --timeout. A progressive photo has ~10 scans."""
+    import io
+
+    from PIL import Image
+
+    from pixellib.errors import ImageReadError
+    from pixellib.media.images import MAX_JPEG_SCANS, decode_image
+
+    buffer = io.BytesIO()
+    Image.new("L", (64, 48), 128).save(buffer, "JPEG", progressive=True)
+    data = buffer.getvalue()
+    assert decode_image(data, "progressive.jpg").shape == (48, 64, 3)
+    second = data.index(b"\xff\xda", data.index(b"\xff\xda") + 2)
+    header = data[second:second + 2 + int.from_bytes(data[second + 2:second + 4], "big")]
+    for scans, refused in ((MAX_JPEG_SCANS - 10, False), (MAX_JPEG_SCANS + 100, True)):
+        bomb = data[:-2] + header * scans + b"\xff\xd9"
+        if refused:
+            with pytest.raises(ImageReadError, match=f"bomb.jpg.*more than {MAX_JPEG_SCANS} "
+                                                     "scans"):
+                decode_image(bomb, "bomb.jpg")
+        else:
+            assert decode_image(bomb, "many.jpg").shape == (48, 64, 3)
+
+
+def test_a_tiff_of_many_pages_is_warned_about_without_reading_them_all(tmp_path, caplog):
+    """Pillow's n_frames, read for the warning's page count, read every page directory:
+    100,000 pages of a 10 MB TIFF took 83 s. The count stops at 100."""
+    from pixellib.media.images import FRAMES_COUNTED, decode_image
+
+    out = bytearray(b"II*\0" + struct.pack("<I", 8))
+    pages = 1000
+    for k in range(pages):  # 1x1 grey pages, chained
+        base = len(out)
+        data_at = base + 2 + 12 * 8 + 4
+        tags = [(256, 3, 1, 1), (257, 3, 1, 1), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+                (273, 4, 1, data_at), (278, 3, 1, 1), (279, 4, 1, 1)]
+        out += struct.pack("<H", 8) + b"".join(struct.pack("<HHII", *t) for t in tags)
+        out += struct.pack("<I", data_at + 4 if k < pages - 1 else 0) + b"\x80\0\0\0"
+    with caplog.at_level("WARNING", logger="pixellib"):
+        assert decode_image(bytes(out), "pages.tif").shape == (1, 1, 3)
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert f"'pages.tif' holds {FRAMES_COUNTED} or more pages; only the first" in said

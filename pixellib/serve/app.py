@@ -518,8 +518,7 @@ def _describe_server(app: FastAPI, state: _State) -> None:
             for path in _KEYED:
                 for operation in schema["paths"].get(path, {}).values():
                     operation["security"] = [{"apiKey": []}]
-        too_large = {"431": _errors({431: f"the request line and headers are over "
-                                         f"{HEAD_LIMIT // 1024} KiB"})[431]}
+        too_large = {"431": _errors({431: HEAD_TOO_LARGE[1]})[431]}  # the answer's words
         for operations in schema["paths"].values():
             for operation in operations.values():
                 operation.setdefault("responses", {}).update(too_large)

@@ -82,6 +82,31 @@ def real_path(path: PathLike) -> Path:
     return Path(os.path.realpath(user_path(path)))
 
 
+def open_in_this_process(path: PathLike) -> bool:
+    """Whether a file descriptor of this process is open on the file at ``path`` (the same
+    file, whatever name it was opened by). A ``cv2.VideoCapture`` of a file keeps one open
+    without saying which file it reads, so this is how a camera loop recognises its own input
+    among its outputs. False where the process's descriptors cannot be listed (Windows)."""
+    try:
+        target = os.stat(path)
+    except (OSError, ValueError):
+        return False
+    for listing in ("/proc/self/fd", "/dev/fd"):
+        try:
+            names = os.listdir(listing)
+        except OSError:
+            continue
+        for name in names:
+            try:
+                st = os.fstat(int(name))
+            except (OSError, ValueError):
+                continue  # the descriptor of the listing itself, closed by now
+            if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+                return True
+        return False
+    return False
+
+
 def link_problem(path: PathLike) -> str:
     """What is wrong with a link that leads to no file: ``"a broken link (to 'x')"``, or
     ``"a loop of symbolic links"``."""

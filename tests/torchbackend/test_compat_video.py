@@ -136,6 +136,25 @@ def test_process_camera_stops_at_end_of_stream(ins, tmp_path, monkeypatch, capsy
     assert output.shape == (SIZE[1], SIZE[0], 3) and "masks" in results
 
 
+def test_process_camera_will_not_replace_the_file_its_capture_reads(ins, tmp_path):
+    # A cv2.VideoCapture of a file does not say which file it reads; the annotated video
+    # written over it would replace the user's video.
+    clip = _clip(tmp_path / "clip.mp4", 3, 10.0)
+    before = clip.read_bytes()
+    cam = cv2.VideoCapture(str(clip))
+    assert cam.isOpened()
+    try:
+        with pytest.raises(InvalidArgumentError, match="open in this process"):
+            ins.process_camera(cam, output_video_name=clip)
+    finally:
+        cam.release()
+    assert clip.read_bytes() == before
+    # another name is fine, and so is that name once nothing reads it
+    cam = cv2.VideoCapture(str(clip))
+    ins.process_camera(cam, output_video_name=tmp_path / "other.mp4")
+    assert len(list(iter_frames(tmp_path / "other.mp4"))) == 3
+
+
 def test_process_camera_q_in_the_window_stops(ins, monkeypatch):
     from pixellib.torchbackend.instance import streams
 

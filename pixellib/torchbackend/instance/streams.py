@@ -16,7 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ...errors import ImageReadError, UsageError
+from ...errors import ImageReadError, InvalidArgumentError, UsageError
+from ...media.files import open_in_this_process
 from ...media.video import is_stream_url, run_frames
 from ...media.writer import as_rate, check_video_output
 
@@ -71,6 +72,14 @@ def run_camera(segment, cam, *, output_video_name=None, frames_per_second=None,
             raise UsageError(no_window[1])
     if output_video_name is not None:  # refused with the capture still open, as above
         check_video_output(output_video_name)
+        if not isinstance(cam, (str, os.PathLike)) and open_in_this_process(output_video_name):
+            # a capture of that very file (VideoCapture keeps it open and does not say
+            # which; a path is checked by run_frames): the annotated video would replace the
+            # one being read
+            raise InvalidArgumentError(
+                f"cannot write video {os.fspath(output_video_name)!r}: it is open in this "
+                "process, as the file the capture reads? Writing it would replace that video; "
+                "choose another output name")
         if frames_per_second is not None:
             as_rate(frames_per_second)
 

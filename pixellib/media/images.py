@@ -218,11 +218,8 @@ def _decode(data: np.ndarray, label: str, max_pixels: int) -> np.ndarray:
         raise ImageReadError(f"cannot read image {label!r}: the file is empty (0 bytes)")
     try:
         kind = _truncated_kind(memoryview(data))
-    except _TooManyScans:
-        raise ImageReadError(
-            f"cannot read image {label!r}: the JPEG holds more than {MAX_JPEG_SCANS} scans "
-            "(a progressive photo has about 10): refused, as decoding such a file takes "
-            "minutes") from None
+    except _TooComplex as exc:
+        raise ImageReadError(_too_complex(label, exc)) from None
     if kind:
         raise ImageReadError(
             f"cannot read image {label!r}: the {kind} data is truncated (it ends before "
@@ -277,6 +274,11 @@ def _not_an_image(data: memoryview, label: str) -> str | None:
     return None
 
 
+def _too_complex(label: object, exc: _TooComplex) -> str:
+    return (f"cannot read image {str(label)!r}: the JPEG holds {exc}: refused, as no camera "
+            "or editor writes such a file and reading it takes seconds to minutes")
+
+
 def _too_large(path: Path | str, size: str, max_pixels: int) -> str:
     return (
         f"image {str(path)!r} is {size} pixels, over the limit of {max_pixels} pixels; "
@@ -295,6 +297,9 @@ def _header_size(
     above that, such an image is over our limit as well and is refused here.
     """
     pil_limit = Image.MAX_IMAGE_PIXELS
+    jpeg = _odd_jpeg_size(path, label)
+    if jpeg is not None:
+        return jpeg[0]
     try:
         # Pillow's warnings (e.g. DecompressionBombWarning above 89 MP) pass through:
         # warnings.catch_warnings() is not thread-safe before Python 3.14.
@@ -330,6 +335,32 @@ def _header_size(
                 "'FORMAT=32-bit_rle_rgbe' line and a blank line)")
         return size
     return _text_header_size(head)
+
+
+def _odd_jpeg_size(
+    path: Path | bytes, label: str | None
+) -> tuple[tuple[int, int] | None] | None:
+    """For a JPEG whose header Pillow would parse byte by byte (more than
+    ``_JPEG_PILLOW_FILL`` fill bytes before the first scan), ``(size,)`` from our own walk
+    (``size`` may be None); ``None`` for any other file, left to Pillow. Raises
+    :class:`ImageReadError` for a JPEG past the segment or scan limits."""
+    head = _head(path, _JPEG_HEAD_BYTES)
+    if head is None or head[:2] != b"\xff\xd8":
+        return None
+    try:
+        size, fill, ended = _jpeg_header(memoryview(head))
+        if ended and len(head) == _JPEG_HEAD_BYTES and fill > _JPEG_PILLOW_FILL:
+            whole = path if isinstance(path, bytes) else path.read_bytes()
+            size, fill, ended = _jpeg_header(memoryview(whole))
+    except _TooComplex as exc:
+        raise ImageReadError(_too_complex(label or path, exc)) from None
+    except OSError:
+        return None
+    return (size,) if fill > _JPEG_PILLOW_FILL else None
+
+
+# The start of a JPEG read for its header: EXIF, ICC and XMP segments fit in it.
+_JPEG_HEAD_BYTES = 1 << 20
 
 
 def _head(path: Path | bytes, n: int) -> bytes | None:
@@ -607,44 +638,104 @@ def _png_is_complete(data: memoryview) -> bool:
 #: image cost the decoder ~4 ms each (a 341 KB upload held a server replica for 95 s);
 #: libjpeg-turbo suggests limiting them for untrusted input, here as its TurboJPEG API does.
 MAX_JPEG_SCANS = 500
+#: Marker segments a JPEG may hold outside its scans' data: a photo has a few dozen (a
+#: progressive one a few hundred). Millions of empty ones (4 bytes each) cost every reader a
+#: step apiece: an 18.6 MB file of them took Pillow's header parse 12 s.
+MAX_JPEG_SEGMENTS = 10_000
+# Fill bytes before the first scan past which Pillow's header parse, which reads them one by
+# one (18.6 million took it 17 s), is skipped: the size then comes from our own walk.
+_JPEG_PILLOW_FILL = 1 << 16
+_JPEG_FILL = re.compile(rb"\xff+")  # fill bytes, then the marker's own 0xFF
+# What :func:`_jpeg_markers` yields instead of a marker byte.
+_ENDS, _MALFORMED = -1, -2
 
 
-class _TooManyScans(Exception):
-    pass
+class _TooComplex(Exception):
+    """A JPEG past :data:`MAX_JPEG_SCANS` scans or :data:`MAX_JPEG_SEGMENTS` segments; the
+    argument says which, in words."""
+
+
+def _jpeg_markers(data: memoryview):
+    """Walk a JPEG's markers from its SOI: yield ``(marker, pos, fill)`` per marker, ``pos``
+    just after the marker byte and ``fill`` the fill bytes before it; skip each segment by its
+    length and each scan's entropy-coded data up to the next real marker. Runs of fill bytes
+    are skipped by a regular expression, not byte by byte. Ends after EOI, or with
+    ``(_ENDS, ...)`` where the data runs out first, or ``(_MALFORMED, ...)`` where a marker
+    should start and does not. Raises :class:`_TooComplex` past :data:`MAX_JPEG_SCANS` scans
+    or :data:`MAX_JPEG_SEGMENTS` segments."""
+    pos, n, scans, segments = 2, len(data), 0, 0
+    while True:
+        if pos + 1 >= n:
+            yield _ENDS, pos, 0
+            return
+        run = _JPEG_FILL.match(data, pos)
+        if run is None:
+            yield _MALFORMED, pos, 0
+            return
+        if run.end() >= n:
+            yield _ENDS, n, n - pos
+            return
+        fill = run.end() - pos - 1
+        marker, pos = data[run.end()], run.end() + 1
+        segments += 1
+        if segments > MAX_JPEG_SEGMENTS:
+            raise _TooComplex(f"more than {MAX_JPEG_SEGMENTS} marker segments (a photo has a "
+                              "few dozen)")
+        yield marker, pos, fill
+        if marker == 0xD9:  # EOI
+            return
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            continue
+        if pos + 2 > n:
+            yield _ENDS, pos, 0
+            return
+        pos += int.from_bytes(data[pos : pos + 2], "big")
+        if marker == 0xDA:  # SOS: entropy-coded data follows the header
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                raise _TooComplex(f"more than {MAX_JPEG_SCANS} scans (a progressive photo has "
+                                  "about 10)")
+            match = _JPEG_MARKER_IN_SCAN.search(data, pos)
+            if match is None:
+                yield _ENDS, n, 0
+                return
+            pos = match.start()
 
 
 def _jpeg_is_complete(data: memoryview) -> bool:
     """False only when a JPEG's marker structure runs out of bytes before the EOI marker.
-
-    Walks the segments (length-prefixed) and skips each scan's entropy-coded data up to the
-    next real marker. A malformed structure returns True: the decoder then decides. Raises
-    ``_TooManyScans`` past :data:`MAX_JPEG_SCANS` scans.
-    """
-    pos, n, scans = 2, len(data), 0
-    while pos + 1 < n:
-        if data[pos] != 0xFF:
-            return True
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            pos += 1
-            continue
-        if marker == 0xD9:  # EOI
-            return True
-        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
-            pos += 2
-            continue
-        if pos + 4 > n:
+    A malformed structure returns True: the decoder then decides. Raises
+    :class:`_TooComplex` (see :func:`_jpeg_markers`)."""
+    for marker, _, _ in _jpeg_markers(data):
+        if marker == _ENDS:
             return False
-        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if marker == 0xDA:  # SOS: entropy-coded data follows the header
-            scans += 1
-            if scans > MAX_JPEG_SCANS:
-                raise _TooManyScans
-            match = _JPEG_MARKER_IN_SCAN.search(data, pos)
-            if match is None:
-                return False
-            pos = match.start()
-    return False
+        if marker in (_MALFORMED, 0xD9):
+            return True
+    return True
+
+
+# SOFn markers: C0-CF but DHT (C4), JPG (C8) and DAC (CC).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_header(data: memoryview) -> tuple[tuple[int, int] | None, int, bool]:
+    """``(size, fill, ended)`` from a JPEG's markers before its first scan: ``(width,
+    height)`` of its frame header (None without one, or with a height left to a DNL
+    marker), the fill bytes seen, and whether the data ran out before the first scan."""
+    fill = 0
+    for marker, pos, before in _jpeg_markers(data):
+        fill += before
+        if marker == _ENDS:
+            return None, fill, True
+        if marker in (_MALFORMED, 0xD9, 0xDA):
+            return None, fill, False
+        if marker in _JPEG_SOF:
+            if pos + 7 > len(data):
+                return None, fill, True
+            height = int.from_bytes(data[pos + 3 : pos + 5], "big")
+            width = int.from_bytes(data[pos + 5 : pos + 7], "big")
+            return ((width, height) if height else None), fill, False
+    return None, fill, False
 
 
 def _from_array(array: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime import cancel
 from .layers import Conv2d, FrozenBatchNorm2d
 from .ops import add_relu
 
@@ -96,6 +97,7 @@ class ResNet(nn.Module):
         x = self.stem(x)
         outputs = {}
         for name in self.stage_names:
+            cancel.check()
             x = getattr(self, name)(x)
             outputs[name] = x
         return outputs

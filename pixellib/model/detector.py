@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..config import ARCHITECTURES, InferenceConfig, ModelConfig
+from ..runtime import cancel
 from . import ops
 from .backbone import FPN, ResNet
 from .point_rend import PointRendMaskHead
@@ -143,10 +144,13 @@ class PointRendRCNN(nn.Module):
         keep_classes: torch.Tensor | None,
     ) -> RawDetections:
         """RPN, box head, mask head and pasting for one image's (1, C, h, w) feature maps."""
+        cancel.check()
         proposals, _ = self.proposal_generator(features, size)
+        cancel.check()
         boxes, scores, classes = self.roi_heads.detect(
             features, proposals, size, score_thresh=score_thresh
         )
+        cancel.check()
         found = len(boxes)
         if keep_classes is not None:
             keep = torch.isin(classes, keep_classes.to(classes.device))

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime import cancel
 from . import ops
 
 
@@ -261,6 +262,7 @@ class PointRendMaskHead(nn.Module):
         points = ops.regular_grid_points(r, res, p2.device)
         logits = self.point_logits(projected, table, boxes, classes, points).view(r, 1, res, res)
         for _ in range(self.steps):
+            cancel.check()
             logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
             res *= 2
             idx, points = uncertain_grid_points(logits, self.num_points)

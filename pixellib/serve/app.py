@@ -121,7 +121,8 @@ def _load(state: _State, predictors: list | None) -> None:
             "max_detections": int(first.inference.detections_per_image),
         }
         state.pool = InferencePool(predictors, s.max_queue, torch_threads=s.threads_per_replica,
-                                   on_inference=state.metrics.observe_inference)
+                                   on_inference=state.metrics.observe_inference,
+                                   on_stopped=state.metrics.observe_stopped)
         logger.info("ready: %d replica(s) of %s", len(predictors), first.arch)
     except Exception as e:  # noqa: BLE001 - reported by /readyz and the log
         state.error = f"{type(e).__name__}: {e}"

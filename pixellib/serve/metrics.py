@@ -42,6 +42,7 @@ class Metrics:
         self.rejected = 0  # 503 for a full queue
         self.timeouts = 0  # 504
         self.disconnects = 0  # clients gone before their answer
+        self.stopped = 0  # inferences stopped part-way: their request had given up
         # Answers the connection handling gave before a request reached the app, by status:
         # 400 not HTTP, 408 head too late, 503 over the connection limit.
         self.connection_answers: dict[int, int] = {400: 0, 408: 0, 431: 0, 503: 0}
@@ -54,6 +55,10 @@ class Metrics:
     def observe_inference(self, seconds: float) -> None:
         with self._lock:
             self.inference.observe(seconds)
+
+    def observe_stopped(self, seconds: float) -> None:
+        with self._lock:
+            self.stopped += 1
 
     def render(self, *, queued: int, running: int, replicas: int, ready: bool) -> str:
         lines = [
@@ -88,6 +93,9 @@ class Metrics:
             ("timeouts_total", "counter", self.timeouts, "Requests over --timeout (504)."),
             ("disconnects_total", "counter", self.disconnects,
              "Requests whose client left before the answer."),
+            ("inferences_stopped_total", "counter", self.stopped,
+             "Inferences stopped part-way (at a stage boundary of the model) because their "
+             "request had given up: over --timeout or client gone."),
         ):
             lines += [f"# HELP pixellib_{name} {text}", f"# TYPE pixellib_{name} {kind}",
                       f"pixellib_{name} {value}"]

@@ -7,10 +7,11 @@ takes a place (``replicas + max_queue`` places in all) or is refused at once wit
 :class:`QueueFull`, which the app answers with 503 and ``Retry-After``.
 
 A request that gives up (its deadline passed, or its client went away) cancels its job: a job
-still waiting is removed from the queue and frees its place at once; a job already running
-cannot be interrupted inside torch, so its result is dropped when it ends and its place is
-freed then. The next request is therefore never stuck behind it for longer than that one
-inference.
+still waiting is removed from the queue and frees its place at once; a job already running is
+asked to stop (:mod:`pixellib.runtime.cancel`): torch cannot be interrupted inside an
+operation, but the model checks between its stages, so the job ends at the next stage boundary
+(a fraction of one inference) with its result dropped, and its place is freed then. Work
+outside the model (decoding the upload, drawing, encoding) runs to its end.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from collections import deque
 from collections.abc import Callable
 
 from ..errors import InvalidArgumentError
+from ..runtime.cancel import Cancelled, cancellable
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +33,12 @@ class QueueFull(Exception):
 
 
 class _Job:
-    __slots__ = ("fn", "loop", "future", "state", "queued_at")
+    __slots__ = ("fn", "loop", "future", "state", "queued_at", "stop")
 
     def __init__(self, fn, loop: asyncio.AbstractEventLoop):
         self.fn = fn
         self.loop = loop
+        self.stop = threading.Event()  # set: the model stops at its next stage boundary
         self.future: asyncio.Future = loop.create_future()
         self.state = "queued"  # -> running -> done; or -> cancelled (queued) / abandoned
         self.queued_at = time.perf_counter()
@@ -45,7 +48,8 @@ class InferencePool:
     """Run ``fn(replica)`` for each submitted job on one of ``replicas``' worker threads."""
 
     def __init__(self, replicas: list, max_queue: int, *, torch_threads: int | None = None,
-                 on_inference: Callable[[float], None] | None = None):
+                 on_inference: Callable[[float], None] | None = None,
+                 on_stopped: Callable[[float], None] | None = None):
         if not replicas:
             raise InvalidArgumentError("the pool needs at least one replica")
         self.capacity = len(replicas) + max_queue
@@ -55,7 +59,8 @@ class InferencePool:
         self._running = 0
         self._closed = False
         self._torch_threads = torch_threads
-        self._on_inference = on_inference
+        self._on_inference = on_inference  # seconds of each inference that ran to its end
+        self._on_stopped = on_stopped  # seconds of each one stopped part-way
         self._threads = [
             threading.Thread(target=self._work, args=(r,), name=f"pixellib-replica-{i}",
                              daemon=True)
@@ -96,6 +101,7 @@ class InferencePool:
                 self._taken -= 1
             elif job.state == "running":
                 job.state = "abandoned"
+                job.stop.set()
         if not job.future.done():
             job.future.cancel()
 
@@ -135,7 +141,8 @@ class InferencePool:
                 self._running += 1
             started = time.perf_counter()
             try:
-                result, error = job.fn(replica), None
+                with cancellable(job.stop):
+                    result, error = job.fn(replica), None
             except BaseException as e:  # noqa: BLE001 - handed to the waiting request
                 result, error = None, e
             elapsed = time.perf_counter() - started
@@ -144,8 +151,13 @@ class InferencePool:
                 self._taken -= 1
                 dropped = job.state == "abandoned"
                 job.state = "done"
-            if self._on_inference is not None:
-                self._on_inference(elapsed)
+            stopped = isinstance(error, Cancelled)
+            report = self._on_stopped if stopped else self._on_inference
+            if report is not None:
+                report(elapsed)
+            if stopped:
+                logger.info("stopped an abandoned request after %.2f s", elapsed)
+                continue
             if dropped:
                 logger.info("dropped the result of an abandoned request (%.2f s)", elapsed)
                 continue

@@ -141,10 +141,16 @@ def test_faults_during_an_inference(server, photo_bytes, reference):
 
 def test_timeouts_and_disconnects_free_their_place(server, photo_bytes, reference,
                                                     serve_predictor):
-    # A request over its deadline gets 504; the next normal one is answered correctly.
+    # A request over its deadline gets 504; its inference is stopped at the model's next
+    # stage boundary (it used to run to its end for nobody), not counted as an inference;
+    # the next normal one is answered correctly.
+    stopped = server.metric("pixellib_inferences_stopped_total")
+    inferences = server.metric("pixellib_inference_seconds_count")
     late = _segment(server, photo_bytes, timeout=0.2)
     assert late.status_code == 504 and late.json()["error"] == "timeout"
     assert server.metric("pixellib_timeouts_total") >= 1
+    _wait_for(server, "pixellib_inferences_stopped_total", stopped + 1)
+    assert server.metric("pixellib_inference_seconds_count") == inferences
     after = _segment(server, photo_bytes)
     assert after.status_code == 200
     assert_same_detections(after.json(), reference)
@@ -161,6 +167,7 @@ def test_timeouts_and_disconnects_free_their_place(server, photo_bytes, referenc
     while server.metric("pixellib_disconnects_total") == before:
         assert time.monotonic() < deadline, "the server did not notice the client leaving"
         time.sleep(0.05)
+    _wait_for(server, "pixellib_inferences_stopped_total", stopped + 2)
 
     # A client waiting in the queue leaves (timeout) while another's inference runs: its place
     # frees at once, and the running one is answered.

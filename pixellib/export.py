@@ -17,6 +17,7 @@ import numpy as np
 from .classes import COCO_CLASSES, COCO_FILE_NAMES
 from .effects.cutouts import cutout_objects, label_image, object_masks, save_cutouts, save_masks  # noqa: E501
 from .errors import InvalidArgumentError
+from .media.files import Rollback
 from .media.images import write_image
 from .structures import Detections
 from .wording import shortened
@@ -279,25 +280,34 @@ BOX_EXTRACT_PREFIX = "object_extract"
 
 
 def save_extracts(crops: list[np.ndarray], folder: str | Path, *, from_box: bool,
-                  prefix: str = "") -> list[Path]:
+                  prefix: str = "", rollback: Rollback | None = None) -> list[Path]:
     """Write ``crops`` as ``<folder>/<prefix>segmented_object_<k>.jpg`` (or
     ``object_extract_<k>.jpg`` with ``from_box``), ``k`` from 1 in result order.
 
     An empty crop (an empty mask or a degenerate box) has no pixels to encode and is
     skipped; the numbering still counts it, so file ``k`` is always result ``k``. When a
-    write fails (a full disk...), the files this call wrote are removed again, and the folder
-    if this call made it, before the error is raised: never a partial set.
+    write fails (a full disk...), the files of the same names that were there before are put
+    back, the new ones removed (and the folder if this call made it) before the error is
+    raised: never a partial set. With ``rollback``
+    (:class:`pixellib.media.files.Rollback`), the writes join that group instead, for the
+    caller to commit or undo with its other files.
     """
     stem = BOX_EXTRACT_PREFIX if from_box else MASK_EXTRACT_PREFIX
-    made = not Path(folder).expanduser().exists()
+    group = Rollback() if rollback is None else rollback
+    group.made(folder)
     written: list[Path] = []
     try:
         for k, crop in enumerate(crops, start=1):
             if crop.size:
-                written.append(write_image(Path(folder) / f"{prefix}{stem}_{k}.jpg", crop))
+                path = Path(folder) / f"{prefix}{stem}_{k}.jpg"
+                group.before_write(path)
+                written.append(write_image(path, crop))
     except BaseException:
-        remove_files(written, Path(folder).expanduser() if made else None)
+        if rollback is None:
+            group.undo()
         raise
+    if rollback is None:
+        group.commit()
     return written
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from ..errors import BATCH_SKIPPED, InvalidArgumentError
 from ..media.files import (
+    Rollback,
+    all_or_nothing,
     parse_json,
     real_path,
     unwritable_file,
@@ -522,26 +524,20 @@ def _finish_image(job: Job, image, det, args, record=None, stats: _Stats | None 
     from ..media.images import write_image
 
     drawn = outputs.render(image, det, args)
-    try:
-        outputs.clear_previous_extras(job, args)
+    # A full disk, Ctrl-C: the object files of an earlier run, removed or replaced on the
+    # way, are put back with its output, and this run's half is removed.
+    group = Rollback()
+    with all_or_nothing(group):
+        outputs.clear_previous_extras(job, args, group)
         if args.extract:
             from ..export import extract_objects, save_extracts
 
             from_box = args.extract == "box"
             crops = extract_objects(image, det.masks, _int_boxes(det), from_box=from_box)
             save_extracts(crops, job.output.with_name(f"{job.output.stem}_extracts"),
-                          from_box=from_box)
-        outputs.save_extras(image, det, job, args)
+                          from_box=from_box, rollback=group)
+        outputs.save_extras(image, det, job, args, group)
         write_image(job.output, drawn)  # last: an existing output means the job is complete
-    except BaseException:  # a full disk, Ctrl-C: no partial set of object files is left
-        if args.extract or args.cutouts or args.masks:
-            with contextlib.suppress(OSError):  # the write's own error is the one to say
-                outputs.clear_previous_extras(job, args, after_failure=True)
-            with contextlib.suppress(OSError):
-                # An earlier run's output lost its object files above: it must not pass
-                # for complete (--skip-existing would keep it).
-                job.output.unlink(missing_ok=True)
-        raise
     if args.coco and stats is not None:
         from ..export import to_coco_json
 

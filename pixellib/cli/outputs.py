@@ -11,7 +11,6 @@ Cut-outs and masks (images only) go to ``DIR/<output stem>_object_<k>_<class>.pn
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import os
 import re
@@ -23,7 +22,7 @@ import numpy as np
 from ..classes import COCO_CLASSES
 from ..effects import EFFECTS, Effect, apply_effect, load_background, parse_effect
 from ..errors import EffectError, InvalidArgumentError
-from ..media.files import name_too_long, output_path_problem, real_path
+from ..media.files import Rollback, name_too_long, output_path_problem, real_path
 from ..media.images import ALPHA_WRITE_EXTENSIONS
 from .args import number_between, user_path
 from .jobs import Job
@@ -275,30 +274,20 @@ def render(image: np.ndarray, det, args: argparse.Namespace) -> np.ndarray:
     return annotate(out, det, show_boxes=True, show_masks=False)  # BGRA: alpha kept
 
 
-def clear_previous_extras(job: Job, args: argparse.Namespace, *,
-                          after_failure: bool = False) -> None:
+def clear_previous_extras(job: Job, args: argparse.Namespace, group: Rollback) -> None:
     """Delete the files an earlier run wrote for this output (its ``--extract`` crops,
     ``--cutouts`` and ``--masks``), so that a re-run with fewer objects leaves no stale
-    object files beside the new ones; ``after_failure``, those this run wrote, and the
-    ``--extract`` folder when that leaves it empty. Only names this command writes are
-    touched."""
+    object files beside the new ones; as part of ``group``, which puts them back if this run
+    fails for the image. Only names this command writes are touched."""
     extracts = job.output.with_name(f"{job.output.stem}_extracts")
     found: list[Path] = []
     if args.extract and extracts.is_dir():
         found += [p for p in extracts.iterdir() if re.fullmatch(_EXTRACT_NAME, p.name)]
-    for option, pattern in _extra_patterns(job.output.stem, args).items():
-        folder = Path(getattr(args, option))
-        if after_failure:
-            found += [p for p in folder.iterdir() if re.fullmatch(pattern, p.name)] if (
-                folder.is_dir()) else []
-        else:
-            found += _earlier_extras(folder, option, job.output.stem, args)
+    for option in _extra_patterns(job.output.stem, args):
+        found += _earlier_extras(Path(getattr(args, option)), option, job.output.stem, args)
     for path in found:
         if path.is_file():
-            path.unlink(missing_ok=True)
-    if after_failure and args.extract:
-        with contextlib.suppress(OSError):  # not empty (a file of the user's), or gone
-            extracts.rmdir()
+            group.remove(path)
 
 
 _listing_lock = threading.Lock()
@@ -320,12 +309,13 @@ def _earlier_extras(folder: Path, option: str, stem: str, args: argparse.Namespa
         return [folder / name for name in listings[(folder, option)].pop(stem, [])]
 
 
-def save_extras(image: np.ndarray, det, job: Job, args: argparse.Namespace) -> None:
-    """Write ``--cutouts`` and ``--masks`` files for one image."""
+def save_extras(image: np.ndarray, det, job: Job, args: argparse.Namespace,
+                group: Rollback) -> None:
+    """Write ``--cutouts`` and ``--masks`` files for one image, as part of ``group``."""
     from ..effects.cutouts import save_cutouts, save_masks
 
     prefix = f"{job.output.stem}_"
     if args.cutouts:
-        save_cutouts(image, det, Path(args.cutouts), prefix=prefix)
+        save_cutouts(image, det, Path(args.cutouts), prefix=prefix, rollback=group)
     if args.masks:
-        save_masks(det, Path(args.masks), prefix=prefix)
+        save_masks(det, Path(args.masks), prefix=prefix, rollback=group)

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from ..errors import InvalidArgumentError
-from ..media.files import write_bytes
+from ..media.files import Rollback, write_bytes
 from ..media.images import write_image
 from ..structures import Detections
 from .apply import checked_image
@@ -67,27 +67,40 @@ def _name(detections: Detections, k: int) -> str:
 
 
 def save_cutouts(image_bgr: np.ndarray, detections: Detections, folder, *,
-                 prefix: str = "") -> list[Path]:
-    """Write :func:`cutout_objects` as ``<folder>/<prefix>object_<k>_<class>.png``."""
+                 prefix: str = "", rollback: Rollback | None = None) -> list[Path]:
+    """Write :func:`cutout_objects` as ``<folder>/<prefix>object_<k>_<class>.png``. With
+    ``rollback`` (:class:`pixellib.media.files.Rollback`), each file that was there before is
+    kept aside first, so that the caller can undo the whole group."""
     written = []
     for k, crop in enumerate(cutout_objects(image_bgr, detections), start=1):
         if crop.size:
             path = Path(folder) / f"{prefix}object_{k}_{_name(detections, k)}.png"
-            written.append(write_image(path, crop))
+            written.append(_write(path, rollback, write_image, crop))
     return written
 
 
-def save_masks(detections: Detections, folder, *, prefix: str = "") -> list[Path]:
+def save_masks(detections: Detections, folder, *, prefix: str = "",
+               rollback: Rollback | None = None) -> list[Path]:
     """Write each binary mask as ``<prefix>mask_<k>_<class>.png`` and the instance-id image
-    as ``<prefix>labels.png`` (8- or 16-bit PNG); return the paths, labels last."""
+    as ``<prefix>labels.png`` (8- or 16-bit PNG); return the paths, labels last.
+    ``rollback``: as :func:`save_cutouts`."""
     folder = Path(folder)
     written = [
-        write_image(folder / f"{prefix}mask_{k}_{_name(detections, k)}.png", mask)
+        _write(folder / f"{prefix}mask_{k}_{_name(detections, k)}.png", rollback, write_image,
+               mask)
         for k, mask in enumerate(object_masks(detections), start=1)
     ]
     labels = label_image(detections)
     ok, encoded = cv2.imencode(".png", labels)  # write_image takes 8-bit only; labels may be 16
     if not ok:  # pragma: no cover - PNG encodes any uint8/uint16 array
         raise InvalidArgumentError(f"cannot encode the label image for {str(folder)!r}")
-    written.append(write_bytes(folder / f"{prefix}labels.png", encoded.tobytes()))
+    written.append(_write(folder / f"{prefix}labels.png", rollback, write_bytes,
+                          encoded.tobytes()))
     return written
+
+
+def _write(path: Path, rollback: Rollback | None, write, content) -> Path:
+    if rollback is not None:
+        rollback.made(path.parent)
+        rollback.before_write(path)
+    return write(path, content)

@@ -198,6 +198,108 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)
 
 
+class Rollback:
+    """Undo for a group of file writes and deletions that must take effect all together or
+    not at all (an image's output with its object files, a video's extracts).
+
+    Call :meth:`before_write` before each file is written (atomically) and :meth:`remove`
+    instead of deleting one: the file that was there is kept aside, under a hidden name
+    beside it (a hard link, else a copy). :meth:`undo` puts every earlier file back and
+    removes the new ones (and the folders :meth:`made` names, when that leaves them empty);
+    :meth:`commit` drops what was kept aside. So a step that fails part-way leaves what a
+    previous run wrote as it was, not deleted with this run's half."""
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[Path, Path | None]] = []  # (path, where its old one is)
+        self._seen: set[str] = set()
+        self._folders: list[Path] = []
+
+    def made(self, folder: PathLike) -> None:
+        """Note that ``folder`` did not exist before this group (call before creating it)."""
+        folder = user_path(folder)
+        if not folder.exists():
+            self._folders.append(folder)
+
+    def before_write(self, path: PathLike) -> None:
+        self._keep(user_path(path), move=False)
+
+    def remove(self, path: PathLike) -> None:
+        """Delete ``path`` (a file) in a way :meth:`undo` can reverse."""
+        path = user_path(path)
+        if path.is_file() or path.is_symlink():
+            self._keep(path, move=True)
+
+    def _keep(self, path: Path, *, move: bool) -> None:
+        key = os.path.abspath(path)
+        if key in self._seen:  # kept aside once already: that is the one to restore
+            if move:
+                path.unlink(missing_ok=True)
+            return
+        self._seen.add(key)
+        kept = None
+        if path.is_symlink() or path.is_file():
+            kept = temporary_name(path)
+            if move:
+                os.replace(path, kept)
+            else:
+                try:
+                    if path.is_symlink():
+                        os.symlink(os.readlink(path), kept)
+                    else:
+                        try:
+                            os.link(path, kept)
+                        except OSError:  # no hard links here (FAT, some network shares)
+                            shutil.copy2(path, kept)
+                except OSError as exc:
+                    # nothing can be made in its folder (a file written in place there):
+                    # it cannot be restored, nor should it be removed
+                    logger.debug("cannot keep %s aside: %s", path, exc)
+                    return
+        self._entries.append((path, kept))
+
+    def undo(self) -> None:
+        """Put back what was there before; what cannot be is left (and logged)."""
+        for path, kept in reversed(self._entries):
+            try:
+                if kept is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    os.replace(kept, path)
+            except OSError as exc:
+                logger.debug("could not restore %s: %s", path, exc)
+        for folder in reversed(self._folders):
+            with contextlib.suppress(OSError):  # not empty: a file of the user's
+                folder.rmdir()
+        self._clear()
+
+    def commit(self) -> None:
+        for _, kept in self._entries:
+            if kept is not None:
+                _discard(kept)
+        self._clear()
+
+    def _clear(self) -> None:
+        self._entries, self._seen, self._folders = [], set(), []
+
+
+@contextmanager
+def all_or_nothing(group: Rollback, *, keep_on_interrupt: bool = False) -> Iterator[None]:
+    """Commit ``group`` when the block ends cleanly, undo it when it raises (but keep it on
+    ``KeyboardInterrupt`` with ``keep_on_interrupt``)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if keep_on_interrupt:
+            group.commit()
+        else:
+            group.undo()
+        raise
+    except BaseException:
+        group.undo()
+        raise
+    group.commit()
+
+
 def unwritable_file(path: PathLike) -> tuple[int, str] | None:
     """``(errno, why)`` when ``path`` is an existing file (not a link, which is replaced)
     that may not be written: read-only (the user's way of keeping a file), on a read-only

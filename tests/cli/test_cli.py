@@ -1433,6 +1433,14 @@ def test_file_names_up_to_the_limit_are_written_and_longer_ones_refused_first(fa
     assert FakePredictor.created == []
 
 
+def _tree_bytes(root, folders) -> dict:
+    """Every file under ``root/<folder>`` by relative name (hidden ones included, but the
+    run record, which tells what each run did): its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for folder in folders
+            for p in sorted((root / folder).rglob("*"))
+            if p.is_file() and p.name != ".pixellib-done.jsonl"}
+
+
 def test_a_failed_write_leaves_none_of_that_images_object_files(fake, folder, tmp_path,
                                                                 monkeypatch):
     """Out of space while writing an image's output: its --extract crops, cut-outs and masks,
@@ -1451,18 +1459,21 @@ def test_a_failed_write_leaves_none_of_that_images_object_files(fake, folder, tm
     assert _outputs(out) == ["photo1.jpg", "photo1_extracts"]
     assert {p.name.split("_")[0] for p in (tmp_path / "cut").iterdir()} == {"photo1"}
     assert {p.name.split("_")[0] for p in (tmp_path / "masks").iterdir()} == {"photo1"}
-    # A re-run that fails the same way after a complete run: the earlier output, whose
-    # object files were cleared, must not pass for done (--skip-existing kept it, without
-    # them).
+    # A re-run that fails the same way after a complete run: the earlier run's output and
+    # object files, cleared or replaced on the way, are all put back as they were (they
+    # were deleted with the failed run's half, output included).
     monkeypatch.setattr(images, "write_image", real_write)
-    options = ["--cutouts", tmp_path / "cut", "--masks", tmp_path / "masks"]
+    options = ["--extract", "mask", "--cutouts", tmp_path / "cut", "--masks",
+               tmp_path / "masks"]
     assert fake(folder, "-o", out, *options)[0] == 0
+    before = _tree_bytes(tmp_path, ("out", "cut", "masks"))
+    assert any("photo0" in name for name in before) and len(before) > 6
     monkeypatch.setattr(images, "write_image", full_disk_for_photo0)
     assert _summary(fake(folder, "-o", out, *options)[1])["failed"] == 1
-    assert not (out / "photo0.jpg").exists()
+    assert _tree_bytes(tmp_path, ("out", "cut", "masks")) == before
     monkeypatch.setattr(images, "write_image", real_write)
     code, stdout, _ = fake(folder, "-o", out, *options, "--skip-existing")
-    assert _summary(stdout)["images"] == 1 and (out / "photo0.jpg").is_file()
+    assert code == 0 and _summary(stdout)["failed"] == 0
     assert len(list((tmp_path / "cut").glob("photo0_*"))) == 3
 
 

@@ -690,6 +690,97 @@ def test_segment_batch_into_a_folder_it_cannot_write_refuses_before_segmenting(t
     assert [p.name for p in locked.iterdir()] == ["b.jpg"]
 
 
+def test_on_off_options_take_pixellibs_values_and_refuse_a_string(ins, tmp_path):
+    """``show_bboxes="False"`` drew boxes and ``extract_segmented_objects="False"`` wrote
+    extracts (``bool()`` of a non-empty string); PixelLib compared with ``== True``."""
+    photo = str(IMAGES / "small.jpg")
+    for call, option in ((ins.segmentImage, "show_bboxes"),
+                         (ins.segmentImage, "extract_segmented_objects"),
+                         (ins.segmentBatch, "save_extracted_objects"),
+                         (ins.process_video, "mask_points_values"),
+                         (ins.segmentFrame, "extract_from_box")):
+        source = str(tmp_path) if call == ins.segmentBatch else photo
+        if call == ins.segmentFrame:
+            source = read_image(photo)
+        with pytest.raises(InvalidArgumentError, match=f"{option} must be True or False, "
+                                                       "got 'False' \\(a str\\)"):
+            call(source, **{option: "False"})
+    with pytest.raises(InvalidArgumentError, match="show_bboxes must be True or False, got 2"):
+        ins.segmentImage(photo, show_bboxes=2)
+    assert list(tmp_path.iterdir()) == []  # nothing was written
+    results, _ = ins.segmentImage(photo, show_bboxes=np.bool_(False),
+                                  extract_segmented_objects=1, mask_points_values=None)
+    assert len(results["extracted_objects"]) == len(results["class_ids"]) > 0
+    assert results["masks"].dtype == bool
+
+
+def test_a_failed_call_puts_back_the_extracts_of_the_call_before(ins, tmp_path, monkeypatch):
+    """A second call whose output cannot be written undid its extracts by deleting them:
+    files of the same names, which were the first call's, were lost with them."""
+    import pixellib.torchbackend.instance.segmentation as segmentation
+    from faults import full_disk_for
+
+    folder = tmp_path / "extracts"
+    photo = str(IMAGES / "small.jpg")
+    options = dict(extract_segmented_objects=True, save_extracted_objects=True,
+                   extracted_objects_folder=str(folder))
+    ins.segmentImage(photo, output_image_name=str(tmp_path / "first.jpg"), **options)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert before
+    # a different picture, so that the second call's extracts differ from the first's
+    flipped = read_image(photo)[:, ::-1]
+    monkeypatch.setattr(segmentation, "write_image",
+                        full_disk_for("second.jpg", segmentation.write_image))
+    with pytest.raises(OSError, match="second.jpg.*No space left"):
+        ins.segmentImage(flipped, output_image_name=str(tmp_path / "second.jpg"), **options)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    # a folder the failed call made is removed again
+    with pytest.raises(OSError, match="second.jpg"):
+        ins.segmentImage(flipped, output_image_name=str(tmp_path / "second.jpg"),
+                         **{**options, "extracted_objects_folder": str(tmp_path / "new")})
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_failed_video_leaves_no_frames_extracts(ins, tmp_path, monkeypatch):
+    """process_video failing at frame 3: frames 1 and 2's extracts stayed, for a video that
+    was not written."""
+    import pixellib.media.images as images
+    from pixellib.media.writer import VideoWriter
+
+    frame = cv2.resize(read_image(IMAGES / "small.jpg"), (160, 120))
+    clip = tmp_path / "clip.avi"
+    with VideoWriter(clip, 5.0, (160, 120)) as writer:
+        for _ in range(4):
+            writer.write(frame)
+    folder = tmp_path / "extracts"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("the user's")
+    real = images.write_image
+
+    def full_at_frame_3(path, image, *args, **kwargs):
+        if Path(path).name.startswith("frame_3_"):
+            raise OSError(28, f"cannot write {str(path)!r}: No space left on device")
+        return real(path, image, *args, **kwargs)
+
+    monkeypatch.setattr(images, "write_image", full_at_frame_3)
+    import pixellib.export as export
+
+    monkeypatch.setattr(export, "write_image", full_at_frame_3)
+    with pytest.raises(OSError, match="frame_3_.*No space left"):
+        ins.process_video(str(clip), extract_segmented_objects=True,
+                          save_extracted_objects=True, extracted_objects_folder=str(folder),
+                          output_video_name=str(tmp_path / "out.mp4"))
+    assert sorted(p.name for p in folder.iterdir()) == ["mine.txt"]
+    assert not (tmp_path / "out.mp4").exists()
+    # the same call, able to write: every frame's extracts
+    monkeypatch.undo()
+    ins.process_video(str(clip), extract_segmented_objects=True, save_extracted_objects=True,
+                      extracted_objects_folder=str(folder),
+                      output_video_name=str(tmp_path / "out.mp4"))
+    assert {p.name.split("_segmented")[0] for p in folder.glob("frame_*")} == {
+        f"frame_{k}" for k in range(1, 5)}
+
+
 def test_a_batch_image_whose_output_cannot_be_written_leaves_no_extracts(ins, tmp_path,
                                                                          monkeypatch):
     """Its extracts were written first and stayed, for an image reported as skipped."""

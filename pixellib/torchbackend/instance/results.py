@@ -33,6 +33,7 @@ from ...errors import InvalidArgumentError
 from ...export import extract_objects, mask_polygons, save_extracts  # noqa: F401 - re-export
 from ...structures import Detections
 from ...visualize import annotate, check_style
+from ...wording import short_repr
 
 # select_target_classes' parameters, in PixelLib's order (COCO's): "traffic_light", ...
 FLAG_NAMES = tuple(name.replace(" ", "_") for name in COCO_CLASSES)
@@ -160,6 +161,27 @@ def score_percent(scores: np.ndarray) -> np.ndarray:
 
 # PixelLib's defaults, passed on when no box is drawn (the caller's values then go unused).
 UNUSED_STYLE = (0.6, 1, 2)
+
+
+def flags(**values) -> tuple[bool, ...]:
+    """The on/off options given, as bools in the order given. PixelLib tested them with
+    ``== True``, so ``0``, ``1``, numpy bools and None (off) keep their meaning; anything
+    else (the string ``"False"``, which ``bool()`` would take for on, or ``2``) is refused
+    with an :class:`~pixellib.errors.InvalidArgumentError` naming the option."""
+    out = []
+    for name, value in values.items():
+        if value is None:
+            out.append(False)
+        elif isinstance(value, (bool, np.bool_)):
+            out.append(bool(value))
+        elif (isinstance(value, (int, float, np.integer, np.floating))
+              and not isinstance(value, complex) and value in (0, 1)):
+            out.append(value == 1)
+        else:
+            kind = f" (a {type(value).__name__})" if isinstance(value, (str, bytes)) else ""
+            raise InvalidArgumentError(
+                f"{name} must be True or False, got {short_repr(value)}{kind}")
+    return tuple(out)
 
 
 def checked_style(show_bboxes, text_size, text_thickness, box_thickness) -> tuple:

@@ -34,8 +34,13 @@ import numpy as np
 
 from ...classes import COCO_CLASSES
 from ...errors import BATCH_SKIPPED, InvalidArgumentError, UsageError
-from ...export import remove_files
-from ...media.files import output_path_problem, unwritable_folder, user_path
+from ...media.files import (
+    Rollback,
+    all_or_nothing,
+    output_path_problem,
+    unwritable_folder,
+    user_path,
+)
 from ...media.images import (
     check_image_output,
     list_images,
@@ -200,6 +205,11 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         :class:`~pixellib.errors.ImageReadError` for an unreadable one (both name it).
         """
         predictor = self._require_predictor()
+        (show_bboxes, extract_segmented_objects, extract_from_box, save_extracted_objects,
+         mask_points_values) = fmt.flags(
+            show_bboxes=show_bboxes, extract_segmented_objects=extract_segmented_objects,
+            extract_from_box=extract_from_box, save_extracted_objects=save_extracted_objects,
+            mask_points_values=mask_points_values)
         target_ids = fmt.target_class_ids(segment_target_classes)
         style = fmt.checked_style(show_bboxes, text_size, text_thickness, box_thickness)
         if output_image_name is not None:
@@ -263,6 +273,11 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         """
         self.batch_failures = []  # a call that raises below has skipped nothing
         predictor = self._require_predictor()
+        (show_bboxes, extract_segmented_objects, extract_from_box, save_extracted_objects,
+         mask_points_values) = fmt.flags(
+            show_bboxes=show_bboxes, extract_segmented_objects=extract_segmented_objects,
+            extract_from_box=extract_from_box, save_extracted_objects=save_extracted_objects,
+            mask_points_values=mask_points_values)
         target_ids = fmt.target_class_ids(segment_target_classes)
         files = list_images(input_folder)
         resolve_max_pixels()  # a bad $PIXELLIB_MAX_PIXELS fails here, not once per image
@@ -351,13 +366,15 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         """
         from .streams import run_video
 
+        extracts = Rollback()
         segment = self._frame_segmenter(
             segment_target_classes, show_bboxes, extract_segmented_objects, extract_from_box,
             save_extracted_objects, mask_points_values, text_thickness, text_size,
-            box_thickness, extracted_objects_folder)
-        return run_video(segment, video_path, output_video_name=output_video_name,
-                         frames_per_second=frames_per_second,
-                         overlap=overlap_enabled(self._predictor.device))
+            box_thickness, extracted_objects_folder, extracts)
+        with all_or_nothing(extracts):  # a failed video leaves no frames' extracts
+            return run_video(segment, video_path, output_video_name=output_video_name,
+                             frames_per_second=frames_per_second,
+                             overlap=overlap_enabled(self._predictor.device))
 
     def process_camera(self, cam, show_bboxes=False, segment_target_classes=None,
                        extract_segmented_objects=False, extract_from_box=False,
@@ -383,13 +400,16 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         """
         from .streams import run_camera
 
+        extracts = Rollback()
         segment = self._frame_segmenter(
             segment_target_classes, show_bboxes, extract_segmented_objects, extract_from_box,
             save_extracted_objects, mask_points_values, text_thickness, text_size,
-            box_thickness, extracted_objects_folder)
-        return run_camera(segment, cam, output_video_name=output_video_name,
-                          frames_per_second=frames_per_second, show_frames=show_frames,
-                          frame_name=frame_name, verbose=verbose, check_fps=check_fps)
+            box_thickness, extracted_objects_folder, extracts)
+        # Ctrl-C keeps the video so far, and so its extracts; a failure leaves neither
+        with all_or_nothing(extracts, keep_on_interrupt=True):
+            return run_camera(segment, cam, output_video_name=output_video_name,
+                              frames_per_second=frames_per_second, show_frames=show_frames,
+                              frame_name=frame_name, verbose=verbose, check_fps=check_fps)
 
     # ------------------------------------------------------------------------ internals
 
@@ -402,10 +422,15 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         return predictor
 
     def _frame_segmenter(self, targets, show_bboxes, extract, from_box, save, mask_points,
-                         text_thickness, text_size, box_thickness, folder):
+                         text_thickness, text_size, box_thickness, folder, rollback):
         """``segment(frame, index)`` for the video loops, options bound; extracts saved as
-        ``frame_<index>_<name>`` so that frames do not overwrite each other."""
+        ``frame_<index>_<name>`` so that frames do not overwrite each other, each joining
+        ``rollback`` (the whole video's extracts are undone if the video fails)."""
         predictor = self._require_predictor()
+        show_bboxes, extract, from_box, save, mask_points = fmt.flags(
+            show_bboxes=show_bboxes, extract_segmented_objects=extract,
+            extract_from_box=from_box, save_extracted_objects=save,
+            mask_points_values=mask_points)
         target_ids = fmt.target_class_ids(targets)
         save_folder = paths.extract_folder(save, folder)
         style = fmt.checked_style(show_bboxes, text_size, text_thickness, box_thickness)
@@ -418,14 +443,15 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
                 predictor, frame, target_ids, show_bboxes=show_bboxes, extract=extract,
                 from_box=from_box, save_folder=save_folder, mask_points=mask_points,
                 output_name=None, style=style,
-                extract_prefix=f"frame_{index}_",
+                extract_prefix=f"frame_{index}_", rollback=rollback,
             )
 
         return segment
 
     @staticmethod
     def _segment(predictor, image, target_ids, *, show_bboxes, extract, from_box, save_folder,
-                 mask_points, output_name, style, verbose=None, extract_prefix=""):
+                 mask_points, output_name, style, verbose=None, extract_prefix="",
+                 rollback=None):
         """Run the model on a BGR image and build PixelLib's ``(results, output)``.
 
         Only local state: this is what makes shared instances thread-safe.
@@ -436,30 +462,35 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         return instanceSegmentation._finish(
             image, det, show_bboxes=show_bboxes, extract=extract, from_box=from_box,
             save_folder=save_folder, mask_points=mask_points, output_name=output_name,
-            style=style, extract_prefix=extract_prefix)
+            style=style, extract_prefix=extract_prefix, rollback=rollback)
 
     @staticmethod
     def _finish(image, det, *, show_bboxes, extract, from_box, save_folder, mask_points,
-                output_name, style, extract_prefix=""):
+                output_name, style, extract_prefix="", rollback=None):
         """PixelLib's ``(results, output)`` from an image and its detections: draw, extract,
         write (everything after the model). The output picture is written last: when it
-        cannot be, the extracts just saved are removed again (a failure leaves nothing)."""
+        cannot be, the extracts just saved are undone (the files of the same names from
+        before put back): a failure leaves what was there. With ``rollback``, the extracts
+        join that group instead (a video's, undone as a whole)."""
         text_size, text_thickness, box_thickness = style
         output = fmt.draw(image, det, show_bboxes=show_bboxes, text_size=text_size,
                           text_thickness=text_thickness, box_thickness=box_thickness)
-        crops, saved = [], []
-        if extract:
-            crops = fmt.extract(image, det, from_box=bool(from_box))
-            if save_folder is not None:
-                made = not Path(save_folder).expanduser().exists()
-                saved = fmt.save_extracts(crops, save_folder, from_box=bool(from_box),
-                                          prefix=extract_prefix)
-        if output_name is not None:
-            try:
+        crops = []
+        group = Rollback() if rollback is None else rollback
+        try:
+            if extract:
+                crops = fmt.extract(image, det, from_box=bool(from_box))
+                if save_folder is not None:
+                    fmt.save_extracts(crops, save_folder, from_box=bool(from_box),
+                                      prefix=extract_prefix, rollback=group)
+            if output_name is not None:
                 write_image(output_name, output)
-            except BaseException:
-                remove_files(saved, Path(save_folder).expanduser() if saved and made else None)
-                raise
+        except BaseException:
+            if rollback is None:
+                group.undo()
+            raise
+        if rollback is None:
+            group.commit()
         results = fmt.results_dict(det, mask_points_values=bool(mask_points),
                                    extracted_objects=crops)
         return results, output

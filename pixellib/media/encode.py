@@ -33,8 +33,10 @@ Motion-JPEG through ``cv2.VideoWriter``, no alpha, no audio.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import shutil
 from fractions import Fraction
 from pathlib import Path
 
@@ -408,6 +410,8 @@ class OpenCVEncoder:
             raise InvalidArgumentError("transparent video needs PyAV (pip install av)")
         self.codec = OPENCV_FOURCCS[container_ext]
         self.encoded_size = tuple(frame_size)
+        self._path = path
+        self._frames = 0
         self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*self.codec),
                                        float(rate), self.encoded_size)
         if not self._writer.isOpened():
@@ -421,6 +425,44 @@ class OpenCVEncoder:
         if frame.shape[2] == 4:
             raise InvalidArgumentError("transparent video needs PyAV (pip install av)")
         self._writer.write(np.ascontiguousarray(frame))
+        self._frames += 1
 
     def close(self) -> None:
+        """Finish the file, then read it back: ``cv2.VideoWriter`` reports no write error
+        (a full disk left a file no player opens, and the run said it succeeded), so a file
+        without all its frames, or whose last frame cannot be read, raises ``OSError``."""
         self._writer.release()
+        if not self._frames:
+            return
+        readable = _frames_readable(self._path, self._frames)
+        if readable < self._frames:
+            full = _nearly_full(self._path.parent)
+            raise OSError(
+                errno.ENOSPC if full else errno.EIO,
+                f"OpenCV's video writer reported no error, but only {readable} of the "
+                f"{self._frames} frames written can be read back"
+                + (" (the disk is full)" if full else ""), str(self._path))
+
+
+def _frames_readable(path: Path, written: int) -> int:
+    """How many of the ``written`` frames of a video OpenCV just wrote can be read back:
+    its frame count, when the last of them reads too (else one less)."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            return 0
+        count = min(int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0), written)
+        if count:
+            capture.set(cv2.CAP_PROP_POS_FRAMES, count - 1)
+            if not capture.read()[0]:
+                return count - 1
+        return count
+    finally:
+        capture.release()
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < (1 << 20)
+    except OSError:
+        return False

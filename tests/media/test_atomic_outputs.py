@@ -100,6 +100,31 @@ def test_a_write_that_runs_out_of_room_names_the_output(tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing half-written, no temporary file
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="a POSIX file size limit (RLIMIT_FSIZE)")
+def test_without_pyav_a_video_that_runs_out_of_room_is_an_error_too(tmp_path):
+    """OpenCV's VideoWriter, the fallback without PyAV, reports no write error: out of room,
+    it published a file no player opens, and the run said it succeeded."""
+    code = "import sys; sys.modules['av'] = None\n" + _FILE_SIZE_LIMIT.replace(
+        'write_image(sys.argv[1] + "/photo.png", np.concatenate(noise[:8], axis=1))', "pass")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines() == [
+        f"[Errno 5] cannot write {str(tmp_path / 'clip.mp4')!r}: OpenCV's video writer "
+        "reported no error, but only 0 of the 30 frames written can be read back"]
+    assert list(tmp_path.iterdir()) == []
+    # room enough: the fallback's video is whole, and kept
+    code = code.replace("resource.setrlimit", "# resource.setrlimit")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "", out.stdout + out.stderr[-2000:]
+    import cv2
+
+    capture = cv2.VideoCapture(str(tmp_path / "clip.mp4"))
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 30
+    capture.release()
+
+
 def test_a_read_only_folder_gives_the_write_error_not_the_cleanups(tmp_path, monkeypatch):
     """On a read-only file system removing the temporary file fails as well: that second
     error replaced the first, naming the hidden temporary file."""

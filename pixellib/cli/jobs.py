@@ -120,6 +120,7 @@ def _expand_inputs(inputs: list[str], *, every: list[Path] | None = None,
     from ..media.images import IMAGE_EXTENSIONS, list_images
 
     found: list[Path] = []
+    empty: list[str] = []  # folders named that hold no image
     for raw in inputs:
         path = Path(raw).expanduser()
         if path.exists():
@@ -137,7 +138,10 @@ def _expand_inputs(inputs: list[str], *, every: list[Path] | None = None,
             raise InputNotFoundError(f"input not found: {raw!r}")
         for m in matches:
             if m.is_dir():
-                found += list_images(m)
+                images = list_images(m)
+                if not images and not from_glob:
+                    empty.append(raw)
+                found += images
             elif not from_glob or m.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
                 found.append(m)
     if every is not None:
@@ -155,6 +159,11 @@ def _expand_inputs(inputs: list[str], *, every: list[Path] | None = None,
         logger.warning("%s the same file as an earlier input (%s%s): each file is segmented "
                        "once", counted(len(again), "input names", "inputs name"),
                        "; ".join(again[:3]), "; ..." if len(again) > 3 else "")
+    if unique and empty:  # alone, they are the error below
+        logger.warning("no images in %s %s (a folder gives the images directly in it, not "
+                       "those of its subfolders, nor its videos): nothing done there",
+                       "folder" if len(empty) == 1 else "folders",
+                       ", ".join(repr(e) for e in empty))
     if not unique:
         folders = [Path(raw).expanduser() for raw in inputs if Path(raw).expanduser().is_dir()]
         videos = [v for f in folders for v in sorted(f.iterdir())

@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "<output stem>_extracts/")
     seg.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     seg.add_argument("--strict", action="store_true",
-                     help="exit with 1 when any input fails (default: only when all fail)")
+                     help="exit with 1 when any input fails (default: only when all fail); "
+                          "a video cut short (fewer frames than it declares) fails too")
     seg.add_argument("--skip-existing", action="store_true",
                      help="skip inputs whose output file already exists (in a batch folder: "
                           "made from that input with the same options, per its record)")
@@ -393,7 +394,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                     _keep_coco_on_stop(Path(args.coco), jobs, stats, record)
                 raise
     if args.coco and (todo or not Path(args.coco).exists()):  # nothing done: left as it is
-        _write_coco(Path(args.coco), stats.coco, [str(j.source) for j in jobs])
+        # a failed input's earlier output is left in place: so is its entry
+        earlier = _earlier_coco(Path(args.coco), jobs, stats, record) if stats.failed else {}
+        _write_coco(Path(args.coco), {**earlier, **stats.coco}, [str(j.source) for j in jobs])
     print(_summary(stats, time.perf_counter() - started))
     if stats.no_object:
         from ..wording import counted
@@ -576,9 +579,10 @@ def _segment_video(predictor, job: Job, args) -> tuple[int, int]:
         objects += len(det)
         return det, drawn
 
+    # --strict: a video cut short (fewer frames than it declares) fails, as a bad photo does
     _, frames = run_frames(job.source, step, output=job.output,
                            progress=shown_name(job.source.name),
-                           overlap=overlap_enabled(predictor.device))
+                           overlap=overlap_enabled(predictor.device), strict=args.strict)
     return frames, objects
 
 
@@ -650,16 +654,26 @@ def _keep_coco_on_stop(path: Path, jobs: list[Job], stats: _Stats, record) -> No
     """On a stop: write ``--coco`` with the images finished, and the entries the file
     already held for inputs not reached whose outputs the record vouches for (made from
     them, with these options)."""
-    try:
-        unreached = [j for j in jobs if not j.video and str(j.source) not in stats.coco
-                     and j.output.exists() and record.vouches(j)]
-        earlier = _coco_entries(path, unreached) if unreached else {}
-    except (OSError, ValueError, KeyError, TypeError):
-        earlier = {}  # no earlier file (or not one we wrote), or no readable record
+    earlier = _earlier_coco(path, jobs, stats, record)
     _write_coco(path, {**earlier, **stats.coco}, [str(j.source) for j in jobs])
     kept = f", and the {len(earlier)} an earlier run made with these options" if earlier else ""
     print(f"pixellib: --coco {str(path)!r} holds the {len(stats.coco)} image(s) finished before "
           f"the stop{kept}; --skip-existing finishes it", file=sys.stderr)
+
+
+def _earlier_coco(path: Path, jobs: list[Job], stats: _Stats, record) -> dict[str, dict]:
+    """The entries the ``--coco`` file already holds for the image inputs this run has none
+    for, whose outputs are still there: those that failed (a failure leaves the earlier
+    output in place, and so its entry), and those not reached before a stop whose outputs
+    the record vouches for (made from them, with these options)."""
+    failed = set(stats.failed)
+    try:
+        without = [j for j in jobs if not j.video and str(j.source) not in stats.coco
+                   and j.output.exists()
+                   and (str(j.source) in failed or record.vouches(j))]
+        return _coco_entries(path, without) if without else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # no earlier file (or not one we wrote), or no readable record
 
 
 def _previous_coco(path: Path, skipped: list[Job]) -> dict[str, dict]:

@@ -427,7 +427,7 @@ def _usable_rate(reported) -> bool:
 
 def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=None,
                progress: str | None = None, stop: Callable | None = None,
-               keep_on_interrupt: bool = False, overlap: bool = False):
+               keep_on_interrupt: bool = False, overlap: bool = False, strict: bool = False):
     """The frame loop of every video command; returns ``(last, count)``.
 
     For each frame of ``source`` (as :func:`iter_frames`), ``last = step(frame, index)``
@@ -447,6 +447,10 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
     ``overlap``: decode the next frames and encode the previous ones on background threads
     while ``step`` runs (:mod:`pixellib.runtime.pipeline`; worth it on a GPU, where ``step``
     is fast). Frames, outputs and errors are the same, in the same order.
+
+    A file that ends before the frames (or the length) its header declares is warned about;
+    with ``strict`` it raises :class:`~pixellib.errors.ImageReadError` instead, the output
+    discarded.
     """
     is_file = isinstance(source, (str, os.PathLike))
     source = file_url_path(source) or source
@@ -520,31 +524,36 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
     except BaseException:
         _discard(writer)
         raise
+    damage = None
+    if info is not None and not stopped and interrupted is None:
+        damage = _cut_short(source, info, count, last_time)
+    if damage and strict:
+        _discard(writer)
+        raise ImageReadError(damage)
     if writer is not None:
         writer.close()
     if interrupted is not None:
         raise interrupted
-    if info is not None and not stopped:
-        _say_if_cut_short(source, info, count, last_time)
+    if damage:
+        logger.warning("%s", damage)
     return last, count
 
 
-def _say_if_cut_short(source, info: VideoInfo, count: int, last_time) -> None:
-    """FFmpeg's threaded decoders end a damaged or cut file quietly: say what is missing,
-    against the frame count the header declares (MP4, AVI) or, where none is stored (MKV,
-    WebM, MPEG-TS), against the length the container gives: the last frame decoded must be
-    in its last tenth (a time, not a count, so that a variable rate does not matter)."""
+def _cut_short(source, info: VideoInfo, count: int, last_time) -> str | None:
+    """FFmpeg's threaded decoders end a damaged or cut file quietly: what is missing, if
+    anything, against the frame count the header declares (MP4, AVI) or, where none is stored
+    (MKV, WebM, MPEG-TS), against the length the container gives: the last frame decoded must
+    be in its last tenth (a time, not a count, so that a variable rate does not matter)."""
     if info.declared_frames:
         if count < info.declared_frames:
-            logger.warning("%s: only %d of the %d frames its header declares could be decoded; "
-                           "the file may be truncated or damaged", source, count,
-                           info.declared_frames)
+            return (f"{source}: only {count} of the {info.declared_frames} frames its header "
+                    "declares could be decoded; the file may be truncated or damaged")
     elif info.duration and last_time is not None:
         reached = last_time - info.start + (1 / info.rate if info.rate else 0)
         if reached < Fraction(9, 10) * info.duration:
-            logger.warning("%s: the frames decoded stop at %.2f s of its %.2f s; the file may "
-                           "be truncated or damaged", source, float(reached),
-                           float(info.duration))
+            return (f"{source}: the frames decoded stop at {float(reached):.2f} s of its "
+                    f"{float(info.duration):.2f} s; the file may be truncated or damaged")
+    return None
 
 
 def _discard(writer: VideoWriter | None) -> None:

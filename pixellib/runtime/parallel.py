@@ -11,6 +11,7 @@ up to float rounding (a different thread count sums in a different order).
 from __future__ import annotations
 
 import collections
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,9 @@ from typing import TypeVar
 import torch
 
 from ..errors import InvalidArgumentError
+from ..wording import counted
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -40,7 +44,23 @@ def batch_plan(device: str | torch.device = "cpu") -> tuple[int, int]:
         raise InvalidArgumentError(
             f"PIXELLIB_BATCH_WORKERS must be a whole number >= 1, got {raw!r}")
     workers = max(1, min(wanted, threads))
+    if workers < wanted:
+        _say_capped(wanted, workers, threads)
     return workers, max(1, threads // workers)
+
+
+_capped_said: set[tuple[int, int]] = set()
+
+
+def _say_capped(wanted: int, workers: int, threads: int) -> None:
+    """Warn once per setting that fewer images run at once than asked (each needs a
+    thread of torch's)."""
+    if (wanted, threads) in _capped_said:
+        return
+    _capped_said.add((wanted, threads))
+    logger.warning("PIXELLIB_BATCH_WORKERS=%d: %s at a time, as torch has %s (each image "
+                   "needs one of them; torch.set_num_threads or OMP_NUM_THREADS sets more)",
+                   wanted, counted(workers, "image"), counted(threads, "thread"))
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], *,

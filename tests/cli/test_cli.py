@@ -642,6 +642,46 @@ def test_skip_existing_keeps_the_coco_entries_of_the_skipped_inputs(fake, folder
     assert coco.read_text() == "{}"
 
 
+def test_a_rerun_keeps_the_coco_entries_of_the_inputs_that_failed_this_time(fake, folder,
+                                                                           tmp_path):
+    """An input that could not be read on a re-run keeps its earlier output, and so its
+    earlier entry: the file was rewritten without it (empty when that was the only input)."""
+    out_dir, coco = tmp_path / "out", tmp_path / "all.json"
+    assert fake(folder, "-o", out_dir, "--coco", coco)[0] == 0
+    whole = json.loads(coco.read_text())
+    assert len(whole["images"]) == 2 and whole["annotations"]
+    good = (folder / "photo0.jpg").read_bytes()
+    (folder / "photo0.jpg").write_bytes(good[:300])  # cut short: this run cannot read it
+    code, out, err = fake(folder, "-o", out_dir, "--coco", coco)
+    assert code == 0 and _summary(out)["failed"] == 1 and "photo0.jpg" in err
+    assert (out_dir / "photo0.jpg").is_file()  # its earlier output is left in place...
+    assert json.loads(coco.read_text()) == whole  # ...and so is its entry, in input order
+    # alone (every input failed, exit 1): the file, which holds this run's inputs, keeps it
+    code, out, _ = fake(folder / "photo0.jpg", "-o", out_dir, "--coco", coco)
+    assert code == 1
+    assert json.loads(coco.read_text())["images"] == whole["images"][:1]
+    # once it is gone, so is its entry
+    (folder / "photo0.jpg").unlink()
+    (out_dir / "photo0.jpg").unlink()
+    assert fake(folder, "-o", out_dir, "--coco", coco)[0] == 0
+    assert [im["file_name"] for im in json.loads(coco.read_text())["images"]] == [
+        str(folder / "photo1.jpg")]
+
+
+def test_a_folder_without_images_among_other_inputs_is_named(fake, folder, tmp_path):
+    """Alone, a folder without images is an error; with a photo beside it, it was dropped
+    without a word (exit 0, "0 failed")."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "nested" / "deeper").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "nested" / "deeper" / "x.jpg"), np.zeros((8, 8, 3), np.uint8))
+    code, out, err = fake(tmp_path / "empty", folder / "photo0.jpg", tmp_path / "nested",
+                          "-o", tmp_path / "out")
+    assert code == 0 and _summary(out)["images"] == 1
+    assert "no images in folders" in err and "empty" in err and "nested" in err
+    code, out, err = fake(folder / "photo0.jpg", "-o", tmp_path / "out")
+    assert "no images in" not in err
+
+
 def test_coco_file_must_not_be_an_input_an_output_or_the_model(fake, folder, tmp_path,
                                                                checkpoint):
     photo = folder / "photo0.jpg"

@@ -3,6 +3,7 @@ terminal noise, the OpenCV fallback, and the one frame loop (pixellib.media.vide
 from __future__ import annotations
 
 import logging
+import re
 import struct
 import subprocess
 import sys
@@ -464,6 +465,12 @@ def test_a_cut_video_says_how_many_frames_are_missing(tmp_path, caplog, ext, fra
     assert 0 < got < 0.9 * frames - 1
     assert said.format(got=got, stop=got / 10) in caplog.text
     assert probe_video(cut).declared_frames == (frames if ext == "mp4" else 0)
+    # strict (the command line's --strict): an error, and the output is not kept
+    out = tmp_path / f"out.{ext}"
+    with pytest.raises(ImageReadError, match=re.escape(said.format(got=got, stop=got / 10))):
+        run_frames(cut, _copy, output=out, strict=True)
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name[0] == "."] == []
+    assert run_frames(whole, _copy, output=out, strict=True)[1] == frames
 
 
 def test_the_main_video_track_is_segmented_not_a_thumbnail(tmp_path, caplog):

@@ -1,6 +1,7 @@
 """Two images in flight for batches (pixellib.runtime.parallel)."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -18,14 +19,21 @@ def two_threads():
     torch.set_num_threads(before)
 
 
-def test_plan(two_threads, monkeypatch):
+def test_plan(two_threads, monkeypatch, caplog):
     monkeypatch.delenv("PIXELLIB_BATCH_WORKERS", raising=False)
     assert parallel.batch_plan("cpu") == (1, 2)  # the default: one image at a time
     monkeypatch.setenv("PIXELLIB_BATCH_WORKERS", "2")
     assert parallel.batch_plan("cpu") == (2, 1)
     assert parallel.batch_plan("cuda") == (1, 2)
     monkeypatch.setenv("PIXELLIB_BATCH_WORKERS", "8")  # never more than the threads
-    assert parallel.batch_plan() == (2, 1)
+    monkeypatch.setattr(parallel, "_capped_said", set())
+    with caplog.at_level(logging.WARNING, logger="pixellib.runtime.parallel"):
+        assert parallel.batch_plan() == (2, 1)
+        assert parallel.batch_plan() == (2, 1)
+    # said, once: with one thread, "2" did nothing without a word
+    assert [r.getMessage() for r in caplog.records] == [
+        "PIXELLIB_BATCH_WORKERS=8: 2 images at a time, as torch has 2 threads (each image "
+        "needs one of them; torch.set_num_threads or OMP_NUM_THREADS sets more)"]
     for raw in ("two", "0", "-3"):  # 0 and -3 were taken for 1 without a word
         monkeypatch.setenv("PIXELLIB_BATCH_WORKERS", raw)
         with pytest.raises(ValueError, match=f"PIXELLIB_BATCH_WORKERS must be a whole number "

@@ -6,6 +6,7 @@ so each forward costs a few seconds on two cores.
 """
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -454,7 +455,8 @@ def test_drawing_sizes_opencv_cannot_draw_are_refused_up_front(ins, tmp_path, st
 
 @pytest.mark.parametrize("overlap", ["0", "1"])
 def test_segment_batch_mixed_extensions_bad_files_filter_and_extracts(ins, tmp_path,
-                                                                      monkeypatch, overlap):
+                                                                      monkeypatch, overlap,
+                                                                      capsys):
     """Also with PIXELLIB_OVERLAP=1 (reading ahead, drawing and writing behind the model on
     background threads): the same results, order, warnings and files."""
     monkeypatch.setenv("PIXELLIB_OVERLAP", overlap)
@@ -485,7 +487,9 @@ def test_segment_batch_mixed_extensions_bad_files_filter_and_extracts(ins, tmp_p
     assert [Path(p).name for p, _ in ins.batch_failures] == ["d_broken.jpg", "e_truncated.png",
                                                              "f_link.jpg"]
     assert all(reason for _, reason in ins.batch_failures)
-
+    # the progress bar ended at "6/6 100%" as if all had gone well: it says what was skipped
+    last = capsys.readouterr().err.strip().split("\r")[-1]
+    assert "6/6" in last and "3 skipped" in last, last
     good = ["a.Jpeg", "b.JPG", "c.PNG"]
     assert len(results) == len(outputs) == 3
     extract_dirs = {f"{Path(n).stem}_extracts" for n, r in zip(good, results) if r["class_names"]}
@@ -690,7 +694,8 @@ def test_segment_batch_into_a_folder_it_cannot_write_refuses_before_segmenting(t
     assert [p.name for p in locked.iterdir()] == ["b.jpg"]
 
 
-def test_on_off_options_take_pixellibs_values_and_refuse_a_string(ins, tmp_path):
+def test_on_off_options_take_pixellibs_values_and_refuse_a_string(ins, tmp_path, monkeypatch,
+                                                                 caplog):
     """``show_bboxes="False"`` drew boxes and ``extract_segmented_objects="False"`` wrote
     extracts (``bool()`` of a non-empty string); PixelLib compared with ``== True``."""
     photo = str(IMAGES / "small.jpg")
@@ -712,6 +717,15 @@ def test_on_off_options_take_pixellibs_values_and_refuse_a_string(ins, tmp_path)
                                   extract_segmented_objects=1, mask_points_values=None)
     assert len(results["extracted_objects"]) == len(results["class_ids"]) > 0
     assert results["masks"].dtype == bool
+    # options that need extract_segmented_objects, without it: PixelLib's nothing, said
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="pixellib"):
+        results, _ = ins.segmentImage(photo, save_extracted_objects=True, extract_from_box=1)
+    assert "extracted_objects" not in results or not results["extracted_objects"]
+    assert list(tmp_path.iterdir()) == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "extract_from_box=True and save_extracted_objects=True do nothing without "
+        "extract_segmented_objects=True: no objects are extracted"]
 
 
 def test_a_failed_call_puts_back_the_extracts_of_the_call_before(ins, tmp_path, monkeypatch):

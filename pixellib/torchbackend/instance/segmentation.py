@@ -210,6 +210,8 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
             show_bboxes=show_bboxes, extract_segmented_objects=extract_segmented_objects,
             extract_from_box=extract_from_box, save_extracted_objects=save_extracted_objects,
             mask_points_values=mask_points_values)
+        _say_unused_extract_options(extract_segmented_objects, extract_from_box,
+                                    save_extracted_objects)
         target_ids = fmt.target_class_ids(segment_target_classes)
         style = fmt.checked_style(show_bboxes, text_size, text_thickness, box_thickness)
         if output_image_name is not None:
@@ -278,6 +280,8 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
             show_bboxes=show_bboxes, extract_segmented_objects=extract_segmented_objects,
             extract_from_box=extract_from_box, save_extracted_objects=save_extracted_objects,
             mask_points_values=mask_points_values)
+        _say_unused_extract_options(extract_segmented_objects, extract_from_box,
+                                    save_extracted_objects)
         target_ids = fmt.target_class_ids(segment_target_classes)
         files = list_images(input_folder)
         resolve_max_pixels()  # a bad $PIXELLIB_MAX_PIXELS fails here, not once per image
@@ -324,11 +328,13 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         done = run_batch(files, read_image, segment, lambda path, x: finish(path, *x),
                          device=predictor.device, skip=BATCH_SKIPPED)
         all_results, outputs, failures = [], [], []
-        for path, outcome in ProgressBar(done, total=len(files), desc="segmentBatch",
-                                         unit="image", disable=not files):
+        bar = ProgressBar(done, total=len(files), desc="segmentBatch", unit="image",
+                          disable=not files)
+        for path, outcome in bar:
             if outcome.error is not None:
                 reason = " ".join(str(outcome.error).split())
                 failures.append((str(path), reason))
+                bar.set_postfix_str(f"{len(failures)} skipped", refresh=False)
                 warnings.warn(f"segmentBatch skipped {str(path)!r}: {reason}",
                               SkippedImageWarning, stacklevel=2)
                 continue
@@ -431,6 +437,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
             show_bboxes=show_bboxes, extract_segmented_objects=extract,
             extract_from_box=from_box, save_extracted_objects=save,
             mask_points_values=mask_points)
+        _say_unused_extract_options(extract, from_box, save)
         target_ids = fmt.target_class_ids(targets)
         save_folder = paths.extract_folder(save, folder)
         style = fmt.checked_style(show_bboxes, text_size, text_thickness, box_thickness)
@@ -494,6 +501,17 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         results = fmt.results_dict(det, mask_points_values=bool(mask_points),
                                    extracted_objects=crops)
         return results, output
+
+
+def _say_unused_extract_options(extract, from_box, save) -> None:
+    """PixelLib ignores ``extract_from_box`` and ``save_extracted_objects`` without
+    ``extract_segmented_objects``; so do we, but not without a word."""
+    unused = [name for name, on in (("extract_from_box", from_box),
+                                    ("save_extracted_objects", save)) if on]
+    if unused and not extract:
+        logger.warning("%s %s nothing without extract_segmented_objects=True: no objects "
+                       "are extracted", " and ".join(f"{name}=True" for name in unused),
+                       "does" if len(unused) == 1 else "do")
 
 
 __all__ = ["SkippedImageWarning", "instanceSegmentation"]

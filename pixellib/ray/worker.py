@@ -58,9 +58,12 @@ def _assigned_resources() -> tuple[float, float]:
 
 
 def _to_bgr(pixels: np.ndarray) -> np.ndarray:
-    """A ``read_images`` array (RGB, RGBA or grey, as Pillow decoded it) in our BGR."""
+    """A ``read_images`` array (RGB, RGBA, grey or grey + alpha, as Pillow decoded it) in
+    our BGR."""
     pixels = np.asarray(pixels)
-    if pixels.ndim == 3 and pixels.shape[2] == 3:
+    if pixels.ndim == 3 and pixels.shape[2] == 2:  # grey + alpha ("LA"): the grey is the image
+        pixels = pixels[:, :, 0]
+    elif pixels.ndim == 3 and pixels.shape[2] == 3:
         pixels = pixels[:, :, ::-1]
     elif pixels.ndim == 3 and pixels.shape[2] == 4:
         pixels = pixels[:, :, [2, 1, 0, 3]]
@@ -73,7 +76,8 @@ class SegmentBatch:
     Input columns: ``path`` and either ``bytes`` (``read_binary_files(...,
     include_paths=True)``: decoded by :func:`pixellib.media.images.decode_image`, so the
     results equal the CLI's) or ``image`` (``read_images(..., include_paths=True)``: arrays
-    as Pillow decoded them, taken as RGB). An image that cannot be decoded or segmented
+    as Pillow decoded them, taken as RGB; read them with ``mode="RGB"``, as a palette image
+    otherwise arrives as its palette indices). An image that cannot be decoded or segmented
     becomes an error row; the batch goes on.
 
     In a Ray actor, torch uses as many threads as the actor has CPUs, and the GPU when the

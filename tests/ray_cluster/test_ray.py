@@ -275,6 +275,21 @@ def test_decode_image_equals_read_image_and_names_bad_data(tmp_path):
         assert "upload/x.jpg" in str(info.value)
 
 
+def test_image_rows_of_grey_with_alpha_are_segmented_as_their_grey(r50_checkpoint):
+    """``read_images`` gives an LA PNG as (H, W, 2): it was an error row, while the same file
+    as bytes was segmented."""
+    from PIL import Image
+
+    grey = cv2.cvtColor(read_image(DATA / "small.jpg"), cv2.COLOR_BGR2GRAY)
+    la = np.asarray(Image.fromarray(grey).convert("LA"))
+    assert la.shape == (*grey.shape, 2)
+    worker = SegmentBatch(model=str(r50_checkpoint), **OPTIONS)
+    rows = worker({"path": np.array(["la.png", "grey.png"]), "image": [la, grey]}).to_pylist()
+    assert rows[0]["error"] is None and rows[0]["width"] == grey.shape[1]
+    assert {k: v for k, v in rows[0].items() if k != "path"} == {
+        k: v for k, v in rows[1].items() if k != "path"}
+
+
 def test_shards_round_trip_and_the_check_catches_gaps_and_doubles(tmp_path):
     from pixellib.structures import Detections
 

@@ -179,7 +179,7 @@ def test_a_jpeg_padded_with_fill_bytes_or_empty_segments_is_read_or_refused_at_o
         raise AssertionError("Pillow parsed a padded JPEG's header")
 
     monkeypatch.setattr(Image, "open", no_pillow)
-    # 3 MB of fill bytes: past the first MB read for the header, so the whole file is walked
+    # 3 MB of fill bytes: past the first 64 KB read for the header, so the whole file is walked
     padded = plain[:2] + b"\xff" * 3_000_000 + plain[2:]
     (tmp_path / "padded.jpg").write_bytes(padded)
     assert np.array_equal(read_image(tmp_path / "padded.jpg"), expected)

@@ -349,7 +349,7 @@ def _odd_jpeg_size(
         return None
     try:
         size, fill, ended = _jpeg_header(memoryview(head))
-        if ended and len(head) == _JPEG_HEAD_BYTES and fill > _JPEG_PILLOW_FILL:
+        if ended and len(head) == _JPEG_HEAD_BYTES:  # a header longer than that: walk it all
             whole = path if isinstance(path, bytes) else path.read_bytes()
             size, fill, ended = _jpeg_header(memoryview(whole))
     except _TooComplex as exc:
@@ -359,8 +359,8 @@ def _odd_jpeg_size(
     return (size,) if fill > _JPEG_PILLOW_FILL else None
 
 
-# The start of a JPEG read for its header: EXIF, ICC and XMP segments fit in it.
-_JPEG_HEAD_BYTES = 1 << 20
+# The start of a JPEG read for its header; a photo's EXIF segment (64 KB at most) fits in it.
+_JPEG_HEAD_BYTES = 1 << 16
 
 
 def _head(path: Path | bytes, n: int) -> bytes | None:

@@ -17,7 +17,7 @@ import numpy as np
 from .classes import COCO_CLASSES, COCO_FILE_NAMES
 from .effects.cutouts import cutout_objects, label_image, object_masks, save_cutouts, save_masks  # noqa: E501
 from .errors import InvalidArgumentError
-from .media.files import Rollback
+from .media.files import Rollback, joined
 from .media.images import write_image
 from .structures import Detections
 from .wording import shortened
@@ -293,21 +293,14 @@ def save_extracts(crops: list[np.ndarray], folder: str | Path, *, from_box: bool
     caller to commit or undo with its other files.
     """
     stem = BOX_EXTRACT_PREFIX if from_box else MASK_EXTRACT_PREFIX
-    group = Rollback() if rollback is None else rollback
-    group.made(folder)
     written: list[Path] = []
-    try:
+    with joined(rollback) as group:
+        group.made(folder)
         for k, crop in enumerate(crops, start=1):
             if crop.size:
                 path = Path(folder) / f"{prefix}{stem}_{k}.jpg"
                 group.before_write(path)
                 written.append(write_image(path, crop))
-    except BaseException:
-        if rollback is None:
-            group.undo()
-        raise
-    if rollback is None:
-        group.commit()
     return written
 
 

@@ -207,12 +207,20 @@ class Rollback:
     beside it (a hard link, else a copy). :meth:`undo` puts every earlier file back and
     removes the new ones (and the folders :meth:`made` names, when that leaves them empty);
     :meth:`commit` drops what was kept aside. So a step that fails part-way leaves what a
-    previous run wrote as it was, not deleted with this run's half."""
+    previous run wrote as it was, not deleted with this run's half. Until then the earlier
+    files' space stays in use: a group should be one image's files.
 
-    def __init__(self) -> None:
+    ``keep_earlier=False`` (for groups as long as a video's extracts, whose earlier files
+    would hold that much space to the end): nothing is kept aside, and :meth:`undo` removes
+    every file the group wrote, earlier ones of the same names lost with them. A file of
+    another user's (written in place) is neither kept aside nor removed.
+    """
+
+    def __init__(self, *, keep_earlier: bool = True) -> None:
         self._entries: list[tuple[Path, Path | None]] = []  # (path, where its old one is)
         self._seen: set[str] = set()
         self._folders: list[Path] = []
+        self._keep_earlier = keep_earlier
 
     def made(self, folder: PathLike) -> None:
         """Note that ``folder`` did not exist before this group (call before creating it)."""
@@ -238,9 +246,15 @@ class Rollback:
         self._seen.add(key)
         kept = None
         if path.is_symlink() or path.is_file():
+            if not move and _not_ours(path):
+                # another's file, written in place in a shared folder: a link to it would
+                # block that (two names) and could not be removed by us (sticky folders)
+                return
             kept = temporary_name(path)
             if move:
                 os.replace(path, kept)
+            elif not self._keep_earlier:
+                kept = None
             else:
                 try:
                     if path.is_symlink():
@@ -263,6 +277,8 @@ class Rollback:
             try:
                 if kept is None:
                     path.unlink(missing_ok=True)
+                elif path.exists() and os.path.samefile(kept, path):
+                    kept.unlink()  # its write failed before replacing it: still the same file
                 else:
                     os.replace(kept, path)
             except OSError as exc:
@@ -280,6 +296,25 @@ class Rollback:
 
     def _clear(self) -> None:
         self._entries, self._seen, self._folders = [], set(), []
+
+
+def _not_ours(path: Path) -> bool:
+    try:
+        return hasattr(os, "geteuid") and os.lstat(path).st_uid != os.geteuid()
+    except OSError:
+        return False
+
+
+@contextmanager
+def joined(group: Rollback | None) -> Iterator[Rollback]:
+    """``group``, for the caller to commit or undo with its other files; or, without one, a
+    new :class:`Rollback` that this block commits, or undoes when it raises."""
+    if group is not None:
+        yield group
+        return
+    own = Rollback()
+    with all_or_nothing(own):
+        yield own
 
 
 @contextmanager

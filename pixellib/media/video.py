@@ -449,8 +449,8 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
     is fast). Frames, outputs and errors are the same, in the same order.
 
     A file that ends before the frames (or the length) its header declares is warned about;
-    with ``strict`` it raises :class:`~pixellib.errors.ImageReadError` instead, the output
-    discarded.
+    with ``strict``, one with fewer frames than its header declares raises
+    :class:`~pixellib.errors.ImageReadError` instead, the output discarded.
     """
     is_file = isinstance(source, (str, os.PathLike))
     source = file_url_path(source) or source
@@ -524,10 +524,10 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
     except BaseException:
         _discard(writer)
         raise
-    damage = None
+    damage, certain = None, False
     if info is not None and not stopped and interrupted is None:
-        damage = _cut_short(source, info, count, last_time)
-    if damage and strict:
+        damage, certain = _cut_short(source, info, count, last_time)
+    if damage and certain and strict:
         _discard(writer)
         raise ImageReadError(damage)
     if writer is not None:
@@ -539,21 +539,24 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
     return last, count
 
 
-def _cut_short(source, info: VideoInfo, count: int, last_time) -> str | None:
+def _cut_short(source, info: VideoInfo, count: int, last_time) -> tuple[str | None, bool]:
     """FFmpeg's threaded decoders end a damaged or cut file quietly: what is missing, if
-    anything, against the frame count the header declares (MP4, AVI) or, where none is stored
-    (MKV, WebM, MPEG-TS), against the length the container gives: the last frame decoded must
-    be in its last tenth (a time, not a count, so that a variable rate does not matter)."""
+    anything, and whether that is certain. Against the frame count the header declares (MP4,
+    AVI): certain. Where none is stored (MKV, WebM, MPEG-TS), against the length the
+    container gives: the last frame decoded must be in its last tenth (a time, not a count,
+    so that a variable rate does not matter), only a likelihood, as a last frame held long
+    (a still at the end of a screen recording) looks the same."""
     if info.declared_frames:
         if count < info.declared_frames:
             return (f"{source}: only {count} of the {info.declared_frames} frames its header "
-                    "declares could be decoded; the file may be truncated or damaged")
+                    "declares could be decoded; the file may be truncated or damaged"), True
     elif info.duration and last_time is not None:
         reached = last_time - info.start + (1 / info.rate if info.rate else 0)
         if reached < Fraction(9, 10) * info.duration:
             return (f"{source}: the frames decoded stop at {float(reached):.2f} s of its "
-                    f"{float(info.duration):.2f} s; the file may be truncated or damaged")
-    return None
+                    f"{float(info.duration):.2f} s; the file may be truncated or damaged, or "
+                    "its last frame is held"), False
+    return None, False
 
 
 def _discard(writer: VideoWriter | None) -> None:

@@ -17,7 +17,15 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import torch
+try:  # torch >= 2.3
+    from torch.compiler import is_compiling as _tracing
+except ImportError:
+    try:  # torch 2.1, 2.2
+        from torch._dynamo import is_compiling as _tracing
+    except ImportError:  # no dynamo at all: nothing traces the model
+
+        def _tracing() -> bool:
+            return False
 
 _local = threading.local()
 
@@ -41,7 +49,7 @@ def cancellable(stop: threading.Event) -> Iterator[None]:
 def check() -> None:
     """Raise :class:`Cancelled` if the work on this thread was asked to stop. Nothing
     while torch.compile or the ONNX exporter traces the model (a constant to them)."""
-    if torch.compiler.is_compiling():
+    if _tracing():
         return
     stop = getattr(_local, "stop", None)
     if stop is not None and stop.is_set():

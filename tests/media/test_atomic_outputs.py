@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -191,3 +192,53 @@ def test_a_loop_of_links_is_named_not_a_runtime_error(tmp_path):
     assert link_problem(tmp_path / "gone.jpg") == "a broken link (to 'nowhere.jpg')"
     with pytest.raises(InputNotFoundError, match="a.jpg' is a loop of symbolic links"):
         read_image(tmp_path / "a.jpg")
+
+
+def test_a_group_keeps_the_earlier_files_until_it_commits_or_puts_them_back(tmp_path):
+    from pixellib.media.files import Rollback, all_or_nothing, write_bytes
+
+    folder = tmp_path / "objects"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"earlier a")
+    (folder / "stale.png").write_bytes(b"earlier stale")
+    group = Rollback()
+    with pytest.raises(OSError, match="full"), all_or_nothing(group):
+        group.remove(folder / "stale.png")
+        for name in ("a.png", "b.png"):
+            group.before_write(folder / name)
+            write_bytes(folder / name, b"new " + name.encode())
+        group.before_write(folder / "c.png")
+        raise OSError(28, "disk full")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == {
+        "a.png": b"earlier a", "stale.png": b"earlier stale"}  # nothing hidden left either
+    with all_or_nothing(group):
+        group.remove(folder / "stale.png")
+        group.before_write(folder / "a.png")
+        write_bytes(folder / "a.png", b"new a")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == {"a.png": b"new a"}
+    # a video's group keeps nothing aside: undone, what it wrote is gone
+    video = Rollback(keep_earlier=False)
+    with pytest.raises(KeyboardInterrupt), all_or_nothing(video):
+        video.before_write(folder / "a.png")
+        write_bytes(folder / "a.png", b"frame 1")
+        assert [p.name for p in folder.iterdir()] == ["a.png"]
+        raise KeyboardInterrupt
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="gives a file to another user")
+def test_a_group_leaves_another_users_file_alone(tmp_path):
+    """A link kept to another user's file in a shared folder gave it a second name, which
+    stopped it being written in place, and which we could not remove (sticky folders)."""
+    from pixellib.media.files import Rollback, all_or_nothing
+
+    theirs = tmp_path / "theirs.jpg"
+    theirs.write_bytes(b"theirs")
+    os.chown(theirs, 4242, 4242)
+    group = Rollback()
+    with pytest.raises(OSError), all_or_nothing(group):
+        group.before_write(theirs)
+        raise OSError(28, "disk full")
+    assert [p.name for p in tmp_path.iterdir()] == ["theirs.jpg"]
+    assert theirs.read_bytes() == b"theirs" and os.stat(theirs).st_nlink == 1

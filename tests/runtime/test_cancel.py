@@ -88,3 +88,19 @@ def test_a_batch_does_not_take_a_stop_for_a_bad_image(r50_checkpoint, tmp_path):
         ins.segmentBatch(str(folder), output_folder_name=str(tmp_path / "out"))
     assert ins.batch_failures == []
     assert not list((tmp_path / "out").glob("*.jpg"))
+
+
+def test_checks_work_on_a_torch_without_torch_compiler_is_compiling():
+    """torch 2.1 and 2.2 (supported) have no torch.compiler.is_compiling: every inference
+    failed with an AttributeError at the first check."""
+    import subprocess
+    import sys
+
+    code = ("import torch.compiler\n"
+            "del torch.compiler.is_compiling\n"
+            "from pixellib.runtime.cancel import check\n"
+            "check()\n"
+            "print('checked')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "checked", out.stderr[-2000:]

@@ -728,6 +728,22 @@ def test_on_off_options_take_pixellibs_values_and_refuse_a_string(ins, tmp_path,
         "extract_segmented_objects=True: no objects are extracted"]
 
 
+def _failing_at(name):
+    """``save_extracts`` whose write of the file ``name`` fails as a full disk does."""
+    import pixellib.export as export
+    from faults import full_disk_for
+
+    def save(*args, **kwargs):
+        real = export.write_image
+        export.write_image = full_disk_for(name, real)
+        try:
+            return export.save_extracts(*args, **kwargs)
+        finally:
+            export.write_image = real
+
+    return save
+
+
 def test_a_failed_call_puts_back_the_extracts_of_the_call_before(ins, tmp_path, monkeypatch):
     """A second call whose output cannot be written undid its extracts by deleting them:
     files of the same names, which were the first call's, were lost with them."""
@@ -748,7 +764,17 @@ def test_a_failed_call_puts_back_the_extracts_of_the_call_before(ins, tmp_path, 
     with pytest.raises(OSError, match="second.jpg.*No space left"):
         ins.segmentImage(flipped, output_image_name=str(tmp_path / "second.jpg"), **options)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    # failing at an extract that was there before: it is the earlier one still, and the link
+    # kept to it is not left behind as a hidden file
+    first = sorted(before)[0]
+    monkeypatch.setattr(segmentation.fmt, "save_extracts", _failing_at(first))
+    with pytest.raises(OSError, match=f"{first}.*No space left"):
+        ins.segmentImage(flipped, output_image_name=str(tmp_path / "third.jpg"), **options)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    monkeypatch.undo()
     # a folder the failed call made is removed again
+    monkeypatch.setattr(segmentation, "write_image",
+                        full_disk_for("second.jpg", segmentation.write_image))
     with pytest.raises(OSError, match="second.jpg"):
         ins.segmentImage(flipped, output_image_name=str(tmp_path / "second.jpg"),
                          **{**options, "extracted_objects_folder": str(tmp_path / "new")})

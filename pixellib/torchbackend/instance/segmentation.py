@@ -37,6 +37,7 @@ from ...errors import BATCH_SKIPPED, InvalidArgumentError, UsageError
 from ...media.files import (
     Rollback,
     all_or_nothing,
+    joined,
     output_path_problem,
     unwritable_folder,
     user_path,
@@ -206,12 +207,8 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         """
         predictor = self._require_predictor()
         (show_bboxes, extract_segmented_objects, extract_from_box, save_extracted_objects,
-         mask_points_values) = fmt.flags(
-            show_bboxes=show_bboxes, extract_segmented_objects=extract_segmented_objects,
-            extract_from_box=extract_from_box, save_extracted_objects=save_extracted_objects,
-            mask_points_values=mask_points_values)
-        _say_unused_extract_options(extract_segmented_objects, extract_from_box,
-                                    save_extracted_objects)
+         mask_points_values) = _on_off(show_bboxes, extract_segmented_objects, extract_from_box,
+                                       save_extracted_objects, mask_points_values)
         target_ids = fmt.target_class_ids(segment_target_classes)
         style = fmt.checked_style(show_bboxes, text_size, text_thickness, box_thickness)
         if output_image_name is not None:
@@ -276,12 +273,8 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         self.batch_failures = []  # a call that raises below has skipped nothing
         predictor = self._require_predictor()
         (show_bboxes, extract_segmented_objects, extract_from_box, save_extracted_objects,
-         mask_points_values) = fmt.flags(
-            show_bboxes=show_bboxes, extract_segmented_objects=extract_segmented_objects,
-            extract_from_box=extract_from_box, save_extracted_objects=save_extracted_objects,
-            mask_points_values=mask_points_values)
-        _say_unused_extract_options(extract_segmented_objects, extract_from_box,
-                                    save_extracted_objects)
+         mask_points_values) = _on_off(show_bboxes, extract_segmented_objects, extract_from_box,
+                                       save_extracted_objects, mask_points_values)
         target_ids = fmt.target_class_ids(segment_target_classes)
         files = list_images(input_folder)
         resolve_max_pixels()  # a bad $PIXELLIB_MAX_PIXELS fails here, not once per image
@@ -372,7 +365,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         """
         from .streams import run_video
 
-        extracts = Rollback()
+        extracts = Rollback(keep_earlier=False)  # a video's worth: no copies held
         segment = self._frame_segmenter(
             segment_target_classes, show_bboxes, extract_segmented_objects, extract_from_box,
             save_extracted_objects, mask_points_values, text_thickness, text_size,
@@ -406,7 +399,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         """
         from .streams import run_camera
 
-        extracts = Rollback()
+        extracts = Rollback(keep_earlier=False)  # a video's worth: no copies held
         segment = self._frame_segmenter(
             segment_target_classes, show_bboxes, extract_segmented_objects, extract_from_box,
             save_extracted_objects, mask_points_values, text_thickness, text_size,
@@ -433,11 +426,8 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         ``frame_<index>_<name>`` so that frames do not overwrite each other, each joining
         ``rollback`` (the whole video's extracts are undone if the video fails)."""
         predictor = self._require_predictor()
-        show_bboxes, extract, from_box, save, mask_points = fmt.flags(
-            show_bboxes=show_bboxes, extract_segmented_objects=extract,
-            extract_from_box=from_box, save_extracted_objects=save,
-            mask_points_values=mask_points)
-        _say_unused_extract_options(extract, from_box, save)
+        show_bboxes, extract, from_box, save, mask_points = _on_off(
+            show_bboxes, extract, from_box, save, mask_points)
         target_ids = fmt.target_class_ids(targets)
         save_folder = paths.extract_folder(save, folder)
         style = fmt.checked_style(show_bboxes, text_size, text_thickness, box_thickness)
@@ -483,8 +473,7 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
         output = fmt.draw(image, det, show_bboxes=show_bboxes, text_size=text_size,
                           text_thickness=text_thickness, box_thickness=box_thickness)
         crops = []
-        group = Rollback() if rollback is None else rollback
-        try:
+        with joined(rollback) as group:
             if extract:
                 crops = fmt.extract(image, det, from_box=bool(from_box))
                 if save_folder is not None:
@@ -492,15 +481,19 @@ class instanceSegmentation:  # noqa: N801 - PixelLib's name
                                       prefix=extract_prefix, rollback=group)
             if output_name is not None:
                 write_image(output_name, output)
-        except BaseException:
-            if rollback is None:
-                group.undo()
-            raise
-        if rollback is None:
-            group.commit()
         results = fmt.results_dict(det, mask_points_values=bool(mask_points),
                                    extracted_objects=crops)
         return results, output
+
+
+def _on_off(show_bboxes, extract, from_box, save, mask_points) -> tuple[bool, ...]:
+    """PixelLib's five on/off options checked (:func:`results.flags`), in this order; an
+    extract option set without ``extract_segmented_objects`` is said to do nothing."""
+    flags = fmt.flags(show_bboxes=show_bboxes, extract_segmented_objects=extract,
+                      extract_from_box=from_box, save_extracted_objects=save,
+                      mask_points_values=mask_points)
+    _say_unused_extract_options(*flags[1:4])
+    return flags
 
 
 def _say_unused_extract_options(extract, from_box, save) -> None:

@@ -223,10 +223,14 @@ class Rollback:
         self._keep_earlier = keep_earlier
 
     def made(self, folder: PathLike) -> None:
-        """Note that ``folder`` did not exist before this group (call before creating it)."""
-        folder = user_path(folder)
-        if not folder.exists():
-            self._folders.append(folder)
+        """Note the folders of ``folder``'s path that do not exist yet (call before creating
+        them): :meth:`undo` removes them again when that leaves them empty."""
+        missing = []
+        folder = Path(os.path.abspath(user_path(folder)))
+        while not folder.exists() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
+        self._folders += reversed(missing)  # outermost first: undone innermost first
 
     def before_write(self, path: PathLike) -> None:
         self._keep(user_path(path), move=False)
@@ -246,9 +250,9 @@ class Rollback:
         self._seen.add(key)
         kept = None
         if path.is_symlink() or path.is_file():
-            if not move and _not_ours(path):
-                # another's file, written in place in a shared folder: a link to it would
-                # block that (two names) and could not be removed by us (sticky folders)
+            if not move and _anothers_in_sticky_folder(path):
+                # written in place (it cannot be replaced there): a link to it would block
+                # that (two names), and we could not remove the link either
                 return
             kept = temporary_name(path)
             if move:
@@ -280,9 +284,11 @@ class Rollback:
                 elif path.exists() and os.path.samefile(kept, path):
                     kept.unlink()  # its write failed before replacing it: still the same file
                 else:
-                    os.replace(kept, path)
+                    _put_back(kept, path)
             except OSError as exc:
                 logger.debug("could not restore %s: %s", path, exc)
+                if kept is not None:
+                    _discard(kept)
         for folder in reversed(self._folders):
             with contextlib.suppress(OSError):  # not empty: a file of the user's
                 folder.rmdir()
@@ -298,11 +304,28 @@ class Rollback:
         self._entries, self._seen, self._folders = [], set(), []
 
 
-def _not_ours(path: Path) -> bool:
+def _anothers_in_sticky_folder(path: Path) -> bool:
+    """Whether ``path`` is another user's file in a sticky folder not ours (``/tmp``): we
+    may not replace it or remove a name of it there, only write into it."""
+    if not hasattr(os, "geteuid"):
+        return False
     try:
-        return hasattr(os, "geteuid") and os.lstat(path).st_uid != os.geteuid()
+        own, folder = os.lstat(path), os.stat(path.parent)
     except OSError:
         return False
+    me = os.geteuid()
+    return bool(folder.st_mode & stat.S_ISVTX) and me not in (own.st_uid, folder.st_uid, 0)
+
+
+def _put_back(kept: Path, path: Path) -> None:
+    """``kept`` back at ``path``: renamed over it, or, where ``path`` cannot be replaced (a
+    bind-mounted file, another's file in a sticky folder), its content written into it."""
+    try:
+        os.replace(kept, path)
+    except OSError as exc:
+        if exc.errno not in (errno.EBUSY, errno.EXDEV, errno.EPERM) or not writable_file(path):
+            raise
+        _copy_into(kept, path)
 
 
 @contextmanager

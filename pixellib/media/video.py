@@ -542,20 +542,24 @@ def run_frames(source, step: Callable, *, output: PathLike | None = None, fps=No
 def _cut_short(source, info: VideoInfo, count: int, last_time) -> tuple[str | None, bool]:
     """FFmpeg's threaded decoders end a damaged or cut file quietly: what is missing, if
     anything, and whether that is certain. Against the frame count the header declares (MP4,
-    AVI): certain. Where none is stored (MKV, WebM, MPEG-TS), against the length the
-    container gives: the last frame decoded must be in its last tenth (a time, not a count,
-    so that a variable rate does not matter), only a likelihood, as a last frame held long
-    (a still at the end of a screen recording) looks the same."""
+    AVI) and, where the container gives its length, the time the frames decoded reach (the
+    last must be in its last tenth: a time, not a count, so that a variable rate does not
+    matter). Fewer frames than declared that still reach the end are not missing: an MP4 cut
+    by stream copy counts the frames its edit list hides. Without a declared count (MKV,
+    WebM, MPEG-TS) only the time is there, a likelihood: a last frame held long (a still at
+    the end of a screen recording) looks the same."""
+    short_in_time = None
+    if info.duration and last_time is not None:
+        reached = last_time - info.start + (1 / info.rate if info.rate else 0)
+        short_in_time = reached < Fraction(9, 10) * info.duration
     if info.declared_frames:
-        if count < info.declared_frames:
+        if count < info.declared_frames and short_in_time is not False:
             return (f"{source}: only {count} of the {info.declared_frames} frames its header "
                     "declares could be decoded; the file may be truncated or damaged"), True
-    elif info.duration and last_time is not None:
-        reached = last_time - info.start + (1 / info.rate if info.rate else 0)
-        if reached < Fraction(9, 10) * info.duration:
-            return (f"{source}: the frames decoded stop at {float(reached):.2f} s of its "
-                    f"{float(info.duration):.2f} s; the file may be truncated or damaged, or "
-                    "its last frame is held"), False
+    elif short_in_time:
+        return (f"{source}: the frames decoded stop at {float(reached):.2f} s of its "
+                f"{float(info.duration):.2f} s; the file may be truncated or damaged, or its "
+                "last frame is held"), False
     return None, False
 
 

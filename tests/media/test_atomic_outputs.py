@@ -6,8 +6,11 @@ import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).parents[2]
 
 
 def test_cli_coco_writers_do_not_collide(tmp_path):
@@ -226,19 +229,90 @@ def test_a_group_keeps_the_earlier_files_until_it_commits_or_puts_them_back(tmp_
     assert list(folder.iterdir()) == []
 
 
+_IN_A_STICKY_FOLDER = """
+import sys
+from pathlib import Path
+from pixellib.media.files import Rollback, all_or_nothing, write_bytes
+theirs = Path(sys.argv[1])
+group = Rollback()
+try:
+    with all_or_nothing(group):
+        group.before_write(theirs)
+        write_bytes(theirs, b"ours")
+        raise OSError(28, "disk full")
+except OSError as exc:
+    print(exc)
+"""
+
+
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
-                    reason="gives a file to another user")
-def test_a_group_leaves_another_users_file_alone(tmp_path):
-    """A link kept to another user's file in a shared folder gave it a second name, which
-    stopped it being written in place, and which we could not remove (sticky folders)."""
-    from pixellib.media.files import Rollback, all_or_nothing
+                    reason="gives files to other users")
+def test_a_group_puts_back_another_users_file_and_writes_in_place_in_a_sticky_folder(tmp_path):
+    """Another user's file: in a plain folder it is replaced, so it is kept aside and put back
+    like any other; in a sticky folder (/tmp) it can only be written in place, and a link
+    kept to it blocked that write and could not be removed."""
+    from pixellib.media.files import Rollback, all_or_nothing, write_bytes
 
     theirs = tmp_path / "theirs.jpg"
-    theirs.write_bytes(b"theirs")
+    theirs.write_bytes(b"earlier")
     os.chown(theirs, 4242, 4242)
     group = Rollback()
     with pytest.raises(OSError), all_or_nothing(group):
         group.before_write(theirs)
+        write_bytes(theirs, b"new half")
         raise OSError(28, "disk full")
     assert [p.name for p in tmp_path.iterdir()] == ["theirs.jpg"]
-    assert theirs.read_bytes() == b"theirs" and os.stat(theirs).st_nlink == 1
+    assert theirs.read_bytes() == b"earlier"
+
+    import shutil
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="pixellib-sticky-"))  # reachable by another user
+    try:
+        os.chmod(shared, 0o1777)
+        theirs = shared / "theirs.jpg"
+        theirs.write_bytes(b"earlier")
+        os.chown(theirs, 4242, 4242)
+        os.chmod(theirs, 0o666)
+        out = subprocess.run(["setpriv", "--reuid", "5151", "--regid", "5151",
+                              "--clear-groups", sys.executable, "-c", _IN_A_STICKY_FOLDER,
+                              str(theirs)], capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        assert out.returncode == 0 and out.stdout.strip() == "[Errno 28] disk full", (
+            out.stdout + out.stderr)
+        assert theirs.read_bytes() == b"ours"  # written in place (it could not be put back)
+        assert [p.name for p in shared.iterdir()] == ["theirs.jpg"]
+        assert theirs.stat().st_nlink == 1
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_a_file_that_cannot_be_replaced_is_put_back_by_writing_into_it(tmp_path, monkeypatch):
+    """A bind-mounted output (rename onto it fails with EBUSY) is written in place; undone,
+    its earlier content was not put back and a hidden copy stayed beside it."""
+    import errno
+
+    from pixellib.media import files
+
+    out = tmp_path / "out.jpg"
+    out.write_bytes(b"earlier run")
+    real_replace = os.replace
+
+    def busy_onto_out(src, dst):
+        if os.fspath(dst) == os.fspath(out):
+            raise OSError(errno.EBUSY, "Device or resource busy", os.fspath(dst))
+        return real_replace(src, dst)
+
+    def cross_device(src, dst, *args, **kwargs):  # a bind-mounted file is another mount
+        raise OSError(errno.EXDEV, "Invalid cross-device link", os.fspath(src))
+
+    monkeypatch.setattr(files.os, "replace", busy_onto_out)
+    monkeypatch.setattr(files.os, "link", cross_device)
+    group = files.Rollback()
+    with pytest.raises(OSError, match="full"), files.all_or_nothing(group):
+        group.before_write(out)
+        files.write_bytes(out, b"new half")  # in place, as for a bind mount
+        assert out.read_bytes() == b"new half"
+        raise OSError(28, "disk full")
+    assert out.read_bytes() == b"earlier run"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jpg"]

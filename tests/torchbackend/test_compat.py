@@ -772,12 +772,12 @@ def test_a_failed_call_puts_back_the_extracts_of_the_call_before(ins, tmp_path, 
         ins.segmentImage(flipped, output_image_name=str(tmp_path / "third.jpg"), **options)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     monkeypatch.undo()
-    # a folder the failed call made is removed again
+    # the folders the failed call made are removed again
     monkeypatch.setattr(segmentation, "write_image",
                         full_disk_for("second.jpg", segmentation.write_image))
     with pytest.raises(OSError, match="second.jpg"):
         ins.segmentImage(flipped, output_image_name=str(tmp_path / "second.jpg"),
-                         **{**options, "extracted_objects_folder": str(tmp_path / "new")})
+                         **{**options, "extracted_objects_folder": str(tmp_path / "new" / "in")})
     assert not (tmp_path / "new").exists()
 
 

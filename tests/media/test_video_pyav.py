@@ -479,6 +479,40 @@ def test_a_cut_video_says_how_many_frames_are_missing(tmp_path, caplog, ext, fra
     assert run_frames(whole, _copy, output=out, strict=True)[1] == frames
 
 
+def test_an_mp4_cut_by_stream_copy_is_whole(tmp_path, caplog):
+    """"ffmpeg -ss 1.5 -c copy" keeps the frames from the keyframe before the cut, at negative
+    times, and an edit list hides them: the header counts 20 frames, 15 are shown. That file
+    was called truncated, and --strict failed it."""
+    source, cut = tmp_path / "source.mp4", tmp_path / "cut.mp4"
+    with av.open(str(source), "w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt, stream.gop_size = 64, 48, "yuv420p", 10
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 8, np.uint8),
+                                               format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    with av.open(str(source)) as inp, av.open(str(cut), "w") as out:
+        video = inp.streams.video[0]
+        copy = out.add_stream_from_template(video)
+        shift = int(1.5 / video.time_base)
+        for packet in inp.demux(video):
+            if packet.dts is None or packet.pts * video.time_base < 1:  # from the keyframe at 1 s
+                continue
+            packet.pts -= shift
+            packet.dts -= shift
+            packet.stream = copy
+            out.mux(packet)
+    info = probe_video(cut)
+    assert info.declared_frames == 20
+    with caplog.at_level(logging.WARNING):
+        count = run_frames(cut, _copy, output=tmp_path / "out.mp4", strict=True)[1]
+    assert count == 15 and (tmp_path / "out.mp4").is_file()
+    assert "could be decoded" not in caplog.text and "stop at" not in caplog.text
+
+
 def test_the_main_video_track_is_segmented_not_a_thumbnail(tmp_path, caplog):
     """A file whose first video track is a one-frame 32x24 thumbnail: its 64x48 picture
     track is the one read (it gave a one-frame 32x24 output), and the choice is said once."""

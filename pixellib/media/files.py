@@ -212,8 +212,9 @@ class Rollback:
 
     ``keep_earlier=False`` (for groups as long as a video's extracts, whose earlier files
     would hold that much space to the end): nothing is kept aside, and :meth:`undo` removes
-    every file the group wrote, earlier ones of the same names lost with them. A file of
-    another user's (written in place) is neither kept aside nor removed.
+    every file the group wrote, earlier ones of the same names lost with them. Another
+    user's file in a sticky folder (``/tmp``), which can only be written in place, is
+    neither kept aside nor removed.
     """
 
     def __init__(self, *, keep_earlier: bool = True) -> None:

@@ -111,13 +111,6 @@ _LONGEST_EXTRA = {"cutouts": "_object_100_" + max(COCO_CLASSES, key=len) + ".png
                   "extract": "_extracts"}
 
 
-def _extra_patterns(stem: str, args: argparse.Namespace) -> dict[str, str]:
-    """The names ``--cutouts`` and ``--masks`` write for an output of this stem (and that a
-    re-run's clean-up deletes), as regular expressions, by option."""
-    return {option: re.escape(stem) + suffix for option, suffix in _EXTRA_SUFFIXES.items()
-            if getattr(args, option, None)}
-
-
 def _stems_named_in(name: str, option: str) -> set[str]:
     """The output stems whose ``--cutouts`` / ``--masks`` files (``option``) include one
     named ``name``: ``a`` for ``a_labels.png``; none for a name these files never take."""
@@ -283,8 +276,9 @@ def clear_previous_extras(job: Job, args: argparse.Namespace, group: Rollback) -
     found: list[Path] = []
     if args.extract and extracts.is_dir():
         found += [p for p in extracts.iterdir() if re.fullmatch(_EXTRACT_NAME, p.name)]
-    for option in _extra_patterns(job.output.stem, args):
-        found += _earlier_extras(Path(getattr(args, option)), option, job.output.stem, args)
+    for option in _EXTRA_SUFFIXES:
+        if getattr(args, option, None):
+            found += _earlier_extras(Path(getattr(args, option)), option, job.output.stem, args)
     for path in found:
         if path.is_file():
             group.remove(path)
